@@ -1,0 +1,36 @@
+"""Real (not random-noise) inputs for parity checks of students we know nothing about."""
+from __future__ import annotations
+
+import numpy as np
+
+from .scenes import caption_at, render, scene_at
+
+# Captions that exercise the tokenizer and the EOT position: short, long (truncated), unicode.
+VARIED_CAPTIONS = (
+    "a photo of a dog",
+    "two cats sleeping on a red sofa next to an open window",
+    "Ünïcödé café, naïve façade — 東京の夜景 😀",
+    "a diagram",
+    "",
+    "a very long description of a crowded market street at dusk with lanterns, bicycles, fruit stalls, "
+    "vendors calling out prices, children running between the stands, and a tram passing in the distance "
+    "while rain begins to fall on the cobblestones",
+    "&lt;b&gt;bold&lt;/b&gt; HTML entities &amp; symbols",
+    "ALL CAPS TEXT WITH NUMBERS 12345",
+)
+
+
+def varied_samples(count: int, image_size: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Rendered scenes (with a random photo-like crop/aspect) and a mix of captions."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images, captions = [], []
+    for i in range(count):
+        canvas = render(scene_at("calib", i), size=max(image_size, 64))
+        # Non-square sizes exercise resize + centre-crop like real photos do.
+        w = int(image_size * rng.uniform(1.0, 1.5))
+        canvas = canvas.resize((w, image_size), Image.BICUBIC)
+        images.append(np.asarray(canvas))
+        captions.append(VARIED_CAPTIONS[i % len(VARIED_CAPTIONS)] if i % 2 else caption_at("calib", i))
+    return images, captions

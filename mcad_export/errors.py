@@ -1,0 +1,56 @@
+"""Typed errors with a graded policy (in the spirit of optimum's exporters).
+
+- McadError subclasses are user-facing: the CLI prints `error: <message>` on one line and exits
+  with the class's exit code. Messages say what is wrong and how to fix it.
+- ShapeMismatchError is always fatal. ParityError is fatal unless the user opts out of
+  verification (then it is reported with numbers). FidelityGateError always fails the command.
+"""
+from __future__ import annotations
+
+
+class McadError(Exception):
+    exit_code = 2
+
+
+class InputError(McadError):
+    """Bad user input: paths, specs, options."""
+
+
+class CheckpointError(InputError):
+    """A weights file that is missing, unreadable, not a checkpoint, or unsafe."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A pickle that would need to execute code to load."""
+
+
+class WeightsMismatchError(CheckpointError):
+    """Weights that do not fit the architecture."""
+
+
+class UnknownStudentError(InputError):
+    pass
+
+
+class UnsupportedStudentError(InputError):
+    pass
+
+
+class OutputDirError(InputError):
+    pass
+
+
+class ExportError(McadError):
+    exit_code = 3
+
+
+class ShapeMismatchError(ExportError):
+    """An exported graph's inputs/outputs do not have the contract's shapes. Always fatal."""
+
+
+class ParityError(ExportError):
+    """Exported encoder disagrees with PyTorch beyond tolerance."""
+
+    def __init__(self, message: str, results: dict | None = None):
+        super().__init__(message)
+        self.results = results or {}

@@ -1,0 +1,130 @@
+"""Export stage: student -> image_encoder.onnx + text_encoder.onnx + tokenizer + manifest.json.
+
+Entry point: `export_student`. Everything is written to a staging folder and renamed into place
+only after the contract and parity checks pass, so a failed export leaves nothing behind.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .. import contract
+from ..atomic import staged_directory
+from ..errors import OutputDirError, ParityError
+from ..manifest import dump_manifest, file_record, tool_versions
+from ..runtime.preprocess import preprocess_batch
+from ..students.base import Student
+from . import onnx_export, parity
+from .rewrites import make_export_safe
+
+PARITY_SAMPLES = 64
+_BATCH = 16
+
+
+def ensure_writable(out_dir: Path) -> None:
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputDirError(f"output path exists and is not a directory: {out_dir}")
+    parent = out_dir if out_dir.exists() else _existing_parent(out_dir)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputDirError(f"cannot write to {parent} (permission denied); choose another --out")
+
+
+def _existing_parent(path: Path) -> Path:
+    for p in [path, *path.absolute().parents]:
+        if p.exists():
+            if not p.is_dir():
+                raise OutputDirError(f"{p} is a file, so {path} cannot be created; choose another --out")
+            return p
+    return Path("/")
+
+
+def _torch_embed(module, batches):
+    import torch
+
+    with torch.no_grad():
+        return np.concatenate([module(torch.from_numpy(b)).numpy() for b in batches])
+
+
+def export_student(student: Student, out_dir, *, verify: bool = True, samples: int = PARITY_SAMPLES,
+                   progress=None) -> dict:
+    """Exports both encoders; returns the manifest written to `out_dir/manifest.json`."""
+    import torch
+
+    say = progress or (lambda message: None)
+    out_dir = Path(out_dir)
+    ensure_writable(out_dir)
+    pre = student.preprocess.to_manifest()
+
+    say("preparing parity inputs")
+    images, captions = student.parity_samples(samples)
+    pixels = preprocess_batch(images, pre)
+    ids = student.tokenizer(captions)
+    pixel_batches = [pixels[i:i + _BATCH] for i in range(0, len(pixels), _BATCH)]
+    id_batches = [ids[i:i + _BATCH] for i in range(0, len(ids), _BATCH)]
+
+    # Reference = the untouched model, with int64 ids exactly as open_clip/HF would feed it.
+    say("running the PyTorch reference")
+    ref_image = _torch_embed(student.image_encoder, pixel_batches)
+    ref_text = _torch_embed(student.text_encoder, [b.astype(np.int64) for b in id_batches])
+
+    rewrites = make_export_safe(student.image_encoder)
+    for key, value in make_export_safe(student.text_encoder).items():
+        rewrites[key] += value
+
+    encoders = [
+        ("image", contract.IMAGE_ENCODER_ONNX, student.image_encoder, contract.IMAGE_INPUT, contract.IMAGE_OUTPUT,
+         pixel_batches, ref_image, 1, [3, student.preprocess.image_size, student.preprocess.image_size]),
+        ("text", contract.TEXT_ENCODER_ONNX, student.text_encoder, contract.TEXT_INPUT, contract.TEXT_OUTPUT,
+         id_batches, ref_text, 6, [student.context_length]),  # 1 = FLOAT, 6 = INT32 (onnx.TensorProto)
+    ]
+    artifacts, failures = [], []
+    with staged_directory(out_dir) as stage:
+        for kind, filename, module, in_name, out_name, batches, reference, dtype, dims in encoders:
+            path = stage / filename
+            say(f"exporting the {kind} encoder")
+            onnx_export.export_encoder(module, torch.from_numpy(batches[0][:2]), path, in_name, out_name)
+            say(f"simplifying the {kind} encoder")
+            simplified = onnx_export.simplify(path)
+            onnx_export.check_contract(path, in_name, dtype, dims, out_name, student.embed_dim)
+            say(f"checking {kind} parity against PyTorch")
+            result = parity.compare(reference, parity.onnx_outputs(path, in_name, batches))
+            if not result["passed"]:
+                failures.append(f"{kind} encoder min cosine {result['cosine_min']:.6f} < {result['threshold_cosine_min']} "
+                                f"(mean {result['cosine_mean']:.6f}, max |diff| {result['max_abs_diff']:.2e}, "
+                                f"{result['samples']} samples)")
+            artifacts.append({
+                "name": f"{kind}_encoder", "encoder": kind, "format": "onnx", "runtime": "onnxruntime",
+                "precision": "fp32",
+                "inputs": [{"name": in_name, "dtype": "float32" if dtype == 1 else "int32", "shape": ["batch", *dims]}],
+                "outputs": [{"name": out_name, "dtype": "float32", "shape": ["batch", student.embed_dim],
+                             "l2_normalised": True}],
+                **file_record(stage, filename), "simplify": simplified, "parity": result,
+            })
+        if failures and verify:
+            raise ParityError("parity check failed: " + "; ".join(failures)
+                              + " (rerun with --no-verify to keep the files anyway)")
+        student.tokenizer.save(stage)
+        tokenizer_files = sorted(p.relative_to(stage).as_posix() for p in (stage / contract.TOKENIZER_DIR).iterdir())
+        manifest = {
+            "format": contract.MANIFEST_FORMAT,
+            "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "student": {"id": student.id, "family": student.family, **student.info},
+            "embed_dim": student.embed_dim,
+            "image": pre,
+            "text": {"context_length": student.context_length, "input_dtype": "int32",
+                     "sot_token_id": student.tokenizer.sot_token_id, "eot_token_id": student.tokenizer.eot_token_id,
+                     "pad_token_id": student.tokenizer.pad_token_id, "pooling": "eot (argmax of token ids)",
+                     "tokenizer_dir": contract.TOKENIZER_DIR},
+            "files": [file_record(stage, f) for f in tokenizer_files],
+            "artifacts": artifacts,
+            "export": {"exporter": "torch.onnx (TorchScript)", "opset": onnx_export.OPSET, "rewrites": rewrites,
+                       "parity_verified": verify and not failures, "parity_failures": failures},
+            "tools": tool_versions("mcad-export", "torch", "open_clip_torch", "transformers", "onnx", "onnxruntime",
+                                   "onnxsim", "onnxslim"),
+        }
+        (stage / contract.MANIFEST).write_text(dump_manifest(manifest), encoding="utf-8")
+    return manifest

@@ -1,0 +1,40 @@
+"""Reading and writing manifest.json, the one artifact contract (see ARCHITECTURE.md)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .contract import MANIFEST, MANIFEST_FORMAT
+from .errors import InputError
+from .students.checkpoint import sha256_of
+
+
+def file_record(root: Path, relpath: str) -> dict:
+    path = Path(root) / relpath
+    return {"path": relpath, "sha256": sha256_of(path), "size_bytes": path.stat().st_size}
+
+
+def read_manifest(directory) -> dict:
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise InputError(f"{directory} has no {MANIFEST}; run `mcad-export export --out {directory}` first")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise InputError(f"{path} has format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}; re-export")
+    return manifest
+
+
+def dump_manifest(manifest: dict) -> str:
+    return json.dumps(manifest, indent=2, sort_keys=False) + "\n"
+
+
+def tool_versions(*names: str) -> dict:
+    from importlib import metadata
+
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

@@ -1,0 +1,151 @@
+"""Torch-free CLIP BPE tokenizer, token-for-token identical to open_clip's SimpleTokenizer.
+
+It reads the artifact contract's `tokenizer/` folder (vocab.json, merges.txt,
+tokenizer_config.json), the same files the Android core reads, so every consumer of an
+export tokenizes from one source of truth. Only numpy, regex and ftfy are imported.
+"""
+from __future__ import annotations
+
+import html
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import ftfy
+import numpy as np
+import regex
+
+from ..contract import TOKENIZER_CONFIG, TOKENIZER_DIR, TOKENIZER_MERGES, TOKENIZER_VOCAB
+
+
+@lru_cache()
+def bytes_to_unicode() -> dict[int, str]:
+    # GPT-2/CLIP reversible byte->printable-char table; printable bytes map to themselves.
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def clean_lower(text: str) -> str:
+    # open_clip's 'lower' cleaning: ftfy, double HTML unescape, collapse whitespace, lowercase.
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    return " ".join(text.split()).strip().lower()
+
+
+_NOT_A_MERGE = float("inf")
+CLIP_SOT, CLIP_EOT = "<start_of_text>", "<end_of_text>"
+
+
+class Tokenizer:
+    """Callable: list of str -> int32 array [N, context_length]."""
+
+    def __init__(self, encoder: dict[str, int], merges: list[tuple[str, str]], *, context_length: int,
+                 sot_token: str, eot_token: str, pad_token_id: int = 0):
+        self.encoder = encoder
+        self.bpe_ranks = {pair: rank for rank, pair in enumerate(merges)}
+        self.context_length = int(context_length)
+        self.sot_token_id = encoder[sot_token]
+        self.eot_token_id = encoder[eot_token]
+        self.pad_token_id = int(pad_token_id)
+        self.byte_encoder = bytes_to_unicode()
+        specials = [sot_token, eot_token]
+        # Special tokens typed by a user are honoured exactly as open_clip does (they match first).
+        self._cache = {t: t for t in specials}
+        self._pattern = regex.compile(
+            "|".join(map(regex.escape, specials)) + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
+            regex.IGNORECASE,
+        )
+
+    @classmethod
+    def from_artifacts(cls, directory) -> "Tokenizer":
+        folder = Path(directory) / TOKENIZER_DIR
+        config = json.loads((folder / TOKENIZER_CONFIG).read_text(encoding="utf-8"))
+        encoder = json.loads((folder / TOKENIZER_VOCAB).read_text(encoding="utf-8"))
+        merges = read_merges(folder / TOKENIZER_MERGES)
+        return cls(encoder, merges, context_length=config["context_length"], sot_token=config["sot_token"],
+                   eot_token=config["eot_token"], pad_token_id=config.get("pad_token_id", 0))
+
+    @classmethod
+    def from_clip_bpe_gz(cls, path, context_length: int) -> "Tokenizer":
+        """open_clip's shipped vocabulary (bpe_simple_vocab_16e6.txt.gz), built as SimpleTokenizer builds it."""
+        import gzip
+
+        lines = gzip.open(path).read().decode("utf-8").split("\n")
+        merges = [tuple(m.split()) for m in lines[1: 49152 - 256 - 2 + 1]]
+        byte_chars = list(bytes_to_unicode().values())
+        vocab = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]
+        vocab += [CLIP_SOT, CLIP_EOT]
+        return cls({t: i for i, t in enumerate(vocab)}, merges, context_length=context_length,
+                   sot_token=CLIP_SOT, eot_token=CLIP_EOT)
+
+    def save(self, directory) -> None:
+        """Writes the contract's tokenizer/ folder (read back by from_artifacts and the Android core)."""
+        folder = Path(directory) / TOKENIZER_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / TOKENIZER_VOCAB).write_text(json.dumps(self.encoder, ensure_ascii=False), encoding="utf-8")
+        merges = sorted(self.bpe_ranks, key=self.bpe_ranks.get)
+        (folder / TOKENIZER_MERGES).write_text(
+            "#version: clip-bpe merges, rank = line order\n" + "\n".join(" ".join(m) for m in merges) + "\n",
+            encoding="utf-8")
+        decoder = {v: k for k, v in self.encoder.items()}
+        config = {"type": "clip_bpe", "clean": "lower", "context_length": self.context_length,
+                  "sot_token": decoder[self.sot_token_id], "eot_token": decoder[self.eot_token_id],
+                  "sot_token_id": self.sot_token_id, "eot_token_id": self.eot_token_id,
+                  "pad_token_id": self.pad_token_id, "truncation": "keep_eot_last"}
+        (folder / TOKENIZER_CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
+
+    def bpe(self, token: str) -> list[str]:
+        cached = self._cache.get(token)
+        if cached is not None:
+            return cached.split(" ")
+        word = list(token[:-1]) + [token[-1] + "</w>"]
+        while len(word) > 1:
+            # The lowest-ranked adjacent pair merges everywhere, left to right, as in open_clip.
+            best = min(zip(word, word[1:]), key=lambda pair: self.bpe_ranks.get(pair, _NOT_A_MERGE))
+            if best not in self.bpe_ranks:
+                break
+            first, second = best
+            merged = []
+            i = 0
+            while i < len(word):
+                if i < len(word) - 1 and word[i] == first and word[i + 1] == second:
+                    merged.append(first + second)
+                    i += 2
+                else:
+                    merged.append(word[i])
+                    i += 1
+            word = merged
+        self._cache[token] = " ".join(word)
+        return word
+
+    def encode(self, text: str) -> list[int]:
+        ids = []
+        for piece in self._pattern.findall(clean_lower(text)):
+            mapped = "".join(self.byte_encoder[b] for b in piece.encode("utf-8"))
+            ids.extend(self.encoder[t] for t in self.bpe(mapped))
+        return ids
+
+    def __call__(self, texts) -> np.ndarray:
+        if isinstance(texts, str):
+            texts = [texts]
+        out = np.full((len(texts), self.context_length), self.pad_token_id, dtype=np.int32)
+        for row, text in enumerate(texts):
+            ids = [self.sot_token_id, *self.encode(text), self.eot_token_id]
+            if len(ids) > self.context_length:
+                ids = ids[: self.context_length]
+                ids[-1] = self.eot_token_id  # truncation keeps EOT last: EOT pooling needs it
+            out[row, : len(ids)] = ids
+        return out
+
+
+def read_merges(path: Path) -> list[tuple[str, str]]:
+    lines = Path(path).read_text(encoding="utf-8").split("\n")
+    if lines and lines[0].startswith("#"):
+        lines = lines[1:]
+    return [tuple(line.split()) for line in lines if line.strip()]

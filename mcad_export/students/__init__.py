@@ -1,0 +1,45 @@
+"""Student loaders, registered by spec prefix (like open_clip's model-config registry).
+
+`load_student("open_clip:ViT-B-32", weights=...)`, `load_student("hf:/path/to/clip")`,
+`load_student(None)` -> the embedded default. A new model family is one module that calls
+`register_loader("prefix")` and is imported at the bottom of this file.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Callable
+
+from ..errors import UnknownStudentError
+from .base import Preprocess, Student
+
+_LOADERS: dict[str, Callable[..., Student]] = {}
+DEFAULT_SPEC = "embedded"
+
+
+def register_loader(prefix: str):
+    def decorate(fn):
+        _LOADERS[prefix] = fn
+        return fn
+    return decorate
+
+
+def loader_prefixes() -> list[str]:
+    return sorted(_LOADERS)
+
+
+def load_student(spec: str | None = None, weights=None, *, random_init: bool = False) -> Student:
+    spec = spec or DEFAULT_SPEC
+    prefix, _, arg = spec.partition(":")
+    if prefix not in _LOADERS:
+        close = difflib.get_close_matches(prefix, _LOADERS, n=1)
+        hint = f" (did you mean {close[0]}:...?)" if close else ""
+        raise UnknownStudentError(
+            f"unknown student {spec!r}{hint}; use one of: " + ", ".join(f"{p}:..." for p in loader_prefixes()
+                                                                       if p != DEFAULT_SPEC) + ", or omit --student")
+    return _LOADERS[prefix](arg, weights=weights, random_init=random_init)
+
+
+# Registration happens on import; keep this list the only place that names the families.
+from . import embedded, hf_clip, open_clip_family  # noqa: E402,F401
+
+__all__ = ["Preprocess", "Student", "load_student", "register_loader", "loader_prefixes"]

@@ -1,0 +1,41 @@
+"""The embedded default student: a distilled open_clip model shipped inside the package."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import InputError
+from . import register_loader
+from .base import Student
+from .checkpoint import apply_state_dict, read_state_dict, sha256_of
+
+ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "default_student"
+CHECKPOINT = "student.safetensors"
+CONFIG = "open_clip_config.json"
+CARD = "card.json"
+PARITY_SPLIT = "heldout"
+
+
+def gallery_samples(count: int, split: str = PARITY_SPLIT):
+    """The student's own held-out scenes and captions: the real inputs it was built for."""
+    from ..data.scenes import render_split
+
+    images, captions = render_split(split, count)
+    return list(images), captions
+
+
+@register_loader("embedded")
+def load(arg: str = "", *, weights=None, random_init: bool = False, asset_dir: Path = ASSET_DIR) -> Student:
+    from .open_clip_family import build_model, finish
+
+    if weights is not None or random_init:
+        raise InputError("the embedded student ships its own weights; use --student open_clip:<config.json> "
+                         "with --weights to load other weights into its architecture")
+    config_path, weights_path = asset_dir / CONFIG, asset_dir / CHECKPOINT
+    model, pre_cfg, _ = build_model(str(config_path))
+    apply_state_dict(model, read_state_dict(weights_path), "the embedded student")
+    card = json.loads((asset_dir / CARD).read_text(encoding="utf-8")) if (asset_dir / CARD).is_file() else {}
+    name = card.get("name", "default")
+    info = {"architecture": "embedded open_clip config", "weights": f"{CHECKPOINT} (packaged)",
+            "weights_sha256": sha256_of(weights_path), "card": card.get("heldout_recall", {})}
+    return finish(model, pre_cfg, f"embedded:{name}", "embedded", info, parity_samples=gallery_samples)

@@ -1,0 +1,94 @@
+"""`hf:<DIR>` students: a Hugging Face CLIPModel folder (config.json + weights), no hub access."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import CheckpointError, InputError, UnsupportedStudentError
+from ..runtime.tokenizer import Tokenizer
+from . import register_loader
+from .base import Preprocess, Student
+from .checkpoint import apply_state_dict, read_state_dict, sha256_of
+from .encoders import ImageTower, TextTower
+
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic", 1: "lanczos"}
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _encode_image(model, pixels):
+    return model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output)
+
+
+def _encode_text(model, ids):
+    return model.text_projection(model.text_model(input_ids=ids).pooler_output)
+
+
+@register_loader("hf")
+def load(arg: str, *, weights=None, random_init: bool = False) -> Student:
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    folder = Path(arg)
+    if not arg or not folder.is_dir():
+        raise InputError(f"hf student needs a local CLIPModel folder: --student hf:DIR ({arg or 'missing'} is not a folder)")
+    if not (folder / "config.json").is_file():
+        raise InputError(f"{folder} has no config.json; expected a Hugging Face CLIPModel folder (save_pretrained)")
+    raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if raw.get("model_type") != "clip":
+        raise UnsupportedStudentError(f"{folder} holds a {raw.get('model_type')!r} model; only CLIPModel folders are supported")
+    config = CLIPConfig.from_pretrained(folder, local_files_only=True)
+    config._attn_implementation = "eager"  # plain matmul-softmax attention traces to portable ONNX
+    model = CLIPModel(config).float().eval()
+    info = {"architecture": "transformers CLIPModel"}
+    if random_init:
+        info["random_init"] = True
+    else:
+        path = Path(weights) if weights else next((folder / f for f in _WEIGHT_FILES if (folder / f).is_file()), None)
+        if path is None:
+            raise CheckpointError(f"{folder} has no {' or '.join(_WEIGHT_FILES)}; pass --weights FILE")
+        state = {k: v for k, v in read_state_dict(path).items() if not k.endswith("position_ids")}
+        apply_state_dict(model, state, f"hf:{folder.name}")
+        info.update(weights=str(path), weights_sha256=sha256_of(path))
+    tokenizer = _tokenizer(folder, config)
+    preprocess = _preprocess(folder, config)
+    from ..data.samples import varied_samples
+
+    with torch.no_grad():
+        embed_dim = int(_encode_text(model, torch.from_numpy(tokenizer(["a"]).astype("int64"))).shape[-1])
+    return Student(id=f"hf:{folder.resolve().name}", family="hf", image_encoder=ImageTower(model, _encode_image),
+                   text_encoder=TextTower(model, _encode_text), preprocess=preprocess, tokenizer=tokenizer,
+                   embed_dim=embed_dim, info=info,
+                   parity_samples=lambda n: varied_samples(n, preprocess.image_size))
+
+
+def _tokenizer(folder: Path, config) -> Tokenizer:
+    from .. runtime.tokenizer import read_merges
+
+    context = int(config.text_config.max_position_embeddings)
+    vocab, merges = folder / "vocab.json", folder / "merges.txt"
+    if vocab.is_file() and merges.is_file():
+        encoder = json.loads(vocab.read_text(encoding="utf-8"))
+        return Tokenizer(encoder, read_merges(merges), context_length=context,
+                         sot_token="<|startoftext|>", eot_token="<|endoftext|>")
+    if config.text_config.vocab_size == 49408:
+        # CLIP checkpoints share OpenAI's BPE vocabulary, which open_clip ships offline.
+        import open_clip
+
+        return Tokenizer.from_clip_bpe_gz(open_clip.tokenizer.default_bpe(), context)
+    raise InputError(f"{folder} has no vocab.json/merges.txt and a non-CLIP vocabulary "
+                     f"({config.text_config.vocab_size} tokens); add the tokenizer files to the folder")
+
+
+def _preprocess(folder: Path, config) -> Preprocess:
+    size = int(config.vision_config.image_size)
+    path = folder / "preprocessor_config.json"
+    if not path.is_file():
+        return Preprocess(image_size=size, mean=CLIP_MEAN, std=CLIP_STD)
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    crop = cfg.get("crop_size", size)
+    crop = crop.get("height", size) if isinstance(crop, dict) else int(crop)
+    return Preprocess(image_size=int(crop), mean=tuple(cfg.get("image_mean", CLIP_MEAN)),
+                      std=tuple(cfg.get("image_std", CLIP_STD)),
+                      interpolation=_RESAMPLE.get(cfg.get("resample", 3), "bicubic"))

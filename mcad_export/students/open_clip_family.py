@@ -1,0 +1,145 @@
+"""`open_clip:<ARCH>` and `open_clip:<config.json>` students with a local weights file."""
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+from ..errors import InputError, UnknownStudentError, UnsupportedStudentError
+from ..runtime.tokenizer import Tokenizer
+from . import register_loader
+from .base import Preprocess, Student
+from .checkpoint import apply_state_dict, read_state_dict, sha256_of
+from .encoders import ImageTower, TextTower
+
+
+def _encode_image(model, pixels):
+    return model.encode_image(pixels)
+
+
+def _encode_text(model, ids):
+    return model.encode_text(ids)
+
+
+@register_loader("open_clip")
+def load(arg: str, *, weights=None, random_init: bool = False) -> Student:
+    if not arg:
+        raise InputError("open_clip student needs an architecture: --student open_clip:ViT-B-32 (or a config .json)")
+    if weights is None and not random_init:
+        raise InputError(f"open_clip:{arg} needs --weights FILE (.pt/.pth/.safetensors); nothing is downloaded. "
+                         "Use --random-init for an untrained model (benchmarks only)")
+    model, preprocess, arch = build_model(arg)
+    info = {"architecture": arch}
+    if random_init:
+        info["random_init"] = True
+    else:
+        apply_state_dict(model, read_state_dict(weights), f"open_clip:{arch}")
+        info.update(weights=str(weights), weights_sha256=sha256_of(Path(weights)))
+    return finish(model, preprocess, f"open_clip:{arch}", "open_clip", info)
+
+
+def build_model(arg: str):
+    """Random-initialised open_clip model + its preprocess config; nothing is downloaded."""
+    import open_clip
+
+    config_path = Path(arg)
+    if arg.endswith(".json"):
+        if not config_path.is_file():
+            raise InputError(f"open_clip config not found: {arg}")
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise InputError(f"{arg} is not valid JSON ({e.msg} at line {e.lineno})") from None
+        model_cfg = config.get("model_cfg", config)
+        if not isinstance(model_cfg, dict) or "vision_cfg" not in model_cfg or "text_cfg" not in model_cfg:
+            raise InputError(f"{arg} is not an open_clip model config (needs vision_cfg and text_cfg)")
+        model, pre_cfg = _create_from_config(open_clip, model_cfg, config.get("preprocess_cfg", {}))
+        return model, pre_cfg, config_path.stem
+    if arg not in open_clip.list_models():
+        close = difflib.get_close_matches(arg, open_clip.list_models(), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see open_clip.list_models()"
+        raise UnknownStudentError(f"unknown open_clip architecture {arg!r}{hint}")
+    model_cfg = open_clip.get_model_config(arg)
+    _reject_unsupported(arg, model_cfg)
+    model = _quiet_create(open_clip, arg)
+    return model, _tag_preprocess(open_clip, arg, model), arg
+
+
+def _create_from_config(open_clip, model_cfg: dict, preprocess_cfg: dict):
+    # open_clip's public registry is keyed by file stem; register a uniquely named copy so a custom
+    # config can never shadow (or be shadowed by) a built-in architecture.
+    import hashlib
+
+    name = "mcad-custom-" + hashlib.sha256(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()[:12]
+    _reject_unsupported(name, model_cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}.json"
+        path.write_text(json.dumps(model_cfg))
+        open_clip.add_model_config(path)
+        model = _quiet_create(open_clip, name)
+    pre = dict(model.visual.preprocess_cfg)
+    pre.update({k: v for k, v in preprocess_cfg.items() if k in pre})
+    return model, pre
+
+
+def _quiet_create(open_clip, name: str):
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
+    return open_clip.create_model(name, pretrained=None, pretrained_image=False, pretrained_text=False,
+                                  device="cpu").float().eval()
+
+
+def _reject_unsupported(name: str, model_cfg: dict) -> None:
+    text_cfg = model_cfg.get("text_cfg", {})
+    if text_cfg.get("hf_tokenizer_name") or text_cfg.get("hf_model_name"):
+        raise UnsupportedStudentError(
+            f"open_clip:{name} uses a Hugging Face text tower/tokenizer ({text_cfg.get('hf_tokenizer_name')}); "
+            "only CLIP-BPE text towers are supported so far")
+    clean = text_cfg.get("tokenizer_kwargs", {}).get("clean", "lower")
+    if clean != "lower":
+        raise UnsupportedStudentError(f"open_clip:{name} uses tokenizer cleaning {clean!r}; only 'lower' is supported")
+    if "multimodal_cfg" in model_cfg:
+        raise UnsupportedStudentError(f"open_clip:{name} is a captioning (CoCa) model, not a dual encoder")
+
+
+def _tag_preprocess(open_clip, arch: str, model) -> dict:
+    # Weights come from a file, so no pretrained tag applies; but an architecture's tags agree on
+    # preprocessing (e.g. MobileCLIP's mean 0 / std 1), and the model default would be wrong for them.
+    pre = dict(model.visual.preprocess_cfg)
+    for tag in open_clip.list_pretrained_tags_by_model(arch):
+        tag_cfg = open_clip.get_pretrained_cfg(arch, tag)
+        pre.update({k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg})
+        break
+    return pre
+
+
+def finish(model, pre_cfg: dict, student_id: str, family: str, info: dict, parity_samples=None) -> Student:
+    """Reparameterize, wrap the towers, and describe preprocessing + tokenizer for the contract."""
+    import open_clip
+    import torch
+    from timm.utils.model import reparameterize_model
+
+    from ..data.samples import varied_samples
+
+    # MobileCLIP / FastViT train-time branches fold into single convs for inference (and export).
+    if any(hasattr(m, "reparameterize") for m in model.modules()):
+        model = reparameterize_model(model)
+        info["reparameterized"] = True
+    model.eval()
+    size = pre_cfg.get("size", 224)
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    preprocess = Preprocess(image_size=int(size), mean=tuple(pre_cfg["mean"]), std=tuple(pre_cfg["std"]),
+                            resize_mode=pre_cfg.get("resize_mode", "shortest"),
+                            interpolation=pre_cfg.get("interpolation", "bicubic"))
+    context_length = int(getattr(model, "context_length", 0) or model.text.context_length)
+    tokenizer = Tokenizer.from_clip_bpe_gz(open_clip.tokenizer.default_bpe(), context_length)
+    with torch.no_grad():
+        embed_dim = int(model.encode_text(torch.from_numpy(tokenizer(["a"]).astype("int64"))).shape[-1])
+    return Student(
+        id=student_id, family=family, image_encoder=ImageTower(model, _encode_image),
+        text_encoder=TextTower(model, _encode_text), preprocess=preprocess, tokenizer=tokenizer,
+        embed_dim=embed_dim, info=info,
+        parity_samples=parity_samples or (lambda n: varied_samples(n, preprocess.image_size)),
+    )
+

@@ -1,0 +1,1 @@
+"""Retraining the embedded default student (teacher, then MCAD-style distillation)."""

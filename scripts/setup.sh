@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Creates .venv at the repo root and installs mcad-export with everything it needs. Idempotent:
+# reinstalls only when this script or pyproject.toml changed since the last successful run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.mcad-setup-stamp
+want=$(cat scripts/setup.sh pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  # torch and torchvision must be a matched pair or `import open_clip` fails
+  # ("operator torchvision::nms does not exist"); this pair installs offline-friendly on x86-64 / py3.11.
+  .venv/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+  .venv/bin/python -m pip install --quiet -e ".[dev]"
+  echo "$want" > "$stamp"
+fi

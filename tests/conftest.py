@@ -1,0 +1,38 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, cwd=None, timeout=900):
+    """Runs `python -m mcad_export ...` in a fresh process, as a user would."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="2")
+    return subprocess.run([sys.executable, "-m", "mcad_export", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def embedded_run(tmp_path_factory):
+    """`mcad-export run` on the embedded student, once per session; tests inspect its output."""
+    out = tmp_path_factory.mktemp("run") / "mcad-out"
+    proc = run_cli("run", "--out", out)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    return out, proc
+
+
+@pytest.fixture(scope="session")
+def tiny_open_clip_config(tmp_path_factory):
+    """A small custom open_clip config (ViT + causal text transformer) written outside the repo."""
+    import json
+
+    path = tmp_path_factory.mktemp("cfg") / "tiny-vit.json"
+    path.write_text(json.dumps({
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+    }))
+    return path

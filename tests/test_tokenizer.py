@@ -1,0 +1,61 @@
+"""The torch-free tokenizer must equal open_clip's tokenize for every input."""
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from open_clip.tokenizer import SimpleTokenizer, default_bpe
+
+from mcad_export.runtime import Tokenizer
+
+TRICKY = [
+    "", " ", "a red circle above a blue square", "A RED Circle   above\ta blue\nsquare",
+    "Héllo wörld, café naïve façade", "emoji 😀🎉👩‍👩‍👧 test", "&amp;lt;b&amp;gt; &lt;i&gt; &#39;quoted&#39;",
+    "mojibake: Ã©tÃ© cafÃ©", "東京の夜景とラーメン", "Привет мир", "مرحبا بالعالم", "don't I'll we've they're",
+    "1234567 3.14159 1e-9", "<start_of_text> hi <END_OF_TEXT> there", "a" * 500,
+    " ".join(["word"] * 120), "x\u200by zero-width", "ﬁ ligature ﬀ", "tab\tnew\nline\r\n", "!!!???...,,,",
+    "\u0000 control \u0007 chars", "combining e\u0301 vs é", "ＦＵＬＬＷＩＤＴＨ text",
+]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    reference = SimpleTokenizer(context_length=77)
+    ours = Tokenizer.from_clip_bpe_gz(default_bpe(), 77)
+    folder = tmp_path_factory.mktemp("tok")
+    ours.save(folder)
+    return reference, Tokenizer.from_artifacts(folder)
+
+
+def test_tricky_strings_identical(pair):
+    reference, ours = pair
+    got = ours(TRICKY)
+    assert got.dtype == np.int32 and got.shape == (len(TRICKY), 77)
+    np.testing.assert_array_equal(got, reference(TRICKY).numpy())
+
+
+def test_truncation_keeps_eot_last(pair):
+    _, ours = pair
+    ids = ours(["word " * 200])[0]
+    assert ids[0] == ours.sot_token_id and ids[-1] == ours.eot_token_id == ids.max()
+
+
+def test_random_unicode_identical(pair):
+    reference, ours = pair
+    rng = random.Random(1234)
+    pools = [range(0x20, 0x7F), range(0xA0, 0x250), range(0x370, 0x400), range(0x3040, 0x30FF),
+             range(0x4E00, 0x4F00), range(0x1F300, 0x1F64F), range(0x600, 0x6FF)]
+    texts = []
+    for _ in range(300):
+        n = rng.randint(0, 60)
+        texts.append("".join(chr(rng.choice(rng.choice(pools))) for _ in range(n)))
+    np.testing.assert_array_equal(ours(texts), reference(texts).numpy())
+
+
+def test_runtime_import_is_torch_free():
+    code = ("import sys; import mcad_export.runtime as r; from mcad_export.runtime.preprocess import preprocess_batch; "
+            "heavy = [m for m in ('torch', 'open_clip', 'transformers', 'onnx') if m in sys.modules]; "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

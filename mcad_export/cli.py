@@ -21,6 +21,33 @@ def _add_student_args(p: argparse.ArgumentParser) -> None:
                    help="no weights: an untrained model of the architecture (benchmarks only; accuracy meaningless)")
 
 
+def _add_quantize_args(p: argparse.ArgumentParser) -> None:
+    from .quantize.onnx_recipes import PRECISIONS
+
+    p.add_argument("--precision", action="append", choices=PRECISIONS, metavar="P",
+                   help=f"one of {', '.join(PRECISIONS)}; repeatable (default: all)")
+    p.add_argument("--calib-images", type=Path, metavar="DIR", help="calibration images (jpg/png; unreadable skipped)")
+    p.add_argument("--calib-captions", type=Path, metavar="FILE", help="calibration captions, one per line")
+    p.add_argument("--num-calib", type=int, default=128, help="calibration samples per encoder (default 128)")
+    p.add_argument("--allow-small-calibration", action="store_true",
+                   help="accept fewer samples than --num-calib (recorded in the manifest)")
+    p.add_argument("--no-auto", dest="auto", action="store_false",
+                   help="no automatic mixed precision: keep the plain quantized model even if it misses the gate")
+
+
+def _add_gate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-r1-drop", type=float, default=0.5, help="max text->image R@1 drop, points (default 0.5)")
+    p.add_argument("--min-top10-overlap", type=float, default=0.95, help="min top-10 overlap with fp32 (default 0.95)")
+    p.add_argument("--min-cosine-mean", type=float, default=0.99, help="min mean cosine vs PyTorch fp32 (default 0.99)")
+
+
+def gate_from(args):
+    from .quantize.fidelity import Gate
+
+    return Gate(max_r1_drop=args.max_r1_drop / 100, min_top10_overlap=args.min_top10_overlap,
+                min_cosine_mean=args.min_cosine_mean)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mcad-export",
@@ -34,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help=f"output folder (default: ./{DEFAULT_OUT})")
     _add_student_args(p)
     p.add_argument("--no-verify", action="store_true", help="report parity misses instead of failing")
+    _add_quantize_args(p)
+    _add_gate_args(p)
 
     p = sub.add_parser("export", help="export image and text encoders to ONNX with a parity check",
                        description="Writes image_encoder.onnx, text_encoder.onnx, tokenizer/ and manifest.json "
@@ -42,7 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_student_args(p)
     p.add_argument("--no-verify", action="store_true",
                    help="keep the files even if parity (min cosine >= 0.9999) fails; the miss is still reported")
-    p.add_argument("--samples", type=int, default=64, help="parity samples per encoder (default 64)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="evaluation samples for parity and the reference embeddings "
+                        "(default: 1000 held-out scenes for the embedded student, 128 otherwise)")
+
+    p = sub.add_parser("quantize", help="INT8/16-bit/fp16 variants of every fp32 ONNX encoder, tuned to pass the gate",
+                       description="Writes <encoder>.<precision>.onnx beside the fp32 files and registers them in the "
+                                   "manifest with sha256, size, recipe, per-layer damage and the auto mixed-precision "
+                                   "steps. Calibrates on --calib-images/--calib-captions or the student's calib split.")
+    p.add_argument("dir", type=Path, help="an export folder (with manifest.json)")
+    _add_quantize_args(p)
+    _add_gate_args(p)
+
+    p = sub.add_parser("verify", help="fidelity gate: every artifact vs PyTorch fp32 on the held-out set",
+                       description="Cosine, text->image and image->text R@1/5/10 and top-10 overlap for every "
+                                   "artifact in the manifest on its runtime; writes reports/fidelity.json and exits 4 "
+                                   "naming artifact, metric and numbers when any artifact misses the gate.")
+    p.add_argument("dir", type=Path, help="an export folder (with manifest.json)")
+    _add_gate_args(p)
 
     p = sub.add_parser("train-student", help="retrain the embedded default student (~25 min on 2 CPU cores)",
                        description="Renders the scene data, trains the teacher, distills the student MCAD-style "
@@ -61,7 +107,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     err = Console(stderr=True, highlight=False)
     try:
-        return _dispatch(args, Console(highlight=False))
+        # Piped output (CI logs, files) gets a wide console so tables are never truncated.
+        return _dispatch(args, Console(highlight=False, width=None if sys.stdout.isatty() else 160))
     except McadError as e:
         err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
         return e.exit_code
@@ -81,6 +128,12 @@ def _dispatch(args, console) -> int:
         return run(args, console)
     if args.command == "train-student":
         return _train(args, console)
+    if args.command == "quantize":
+        _quantize(args, console)
+        return 0
+    if args.command == "verify":
+        _verify(args, console)
+        return 0
     raise AssertionError(args.command)
 
 
@@ -92,7 +145,65 @@ def _export(args, console) -> dict:
     with _status(console, "loading the student") as status:
         student = load_student(args.student, args.weights, random_init=args.random_init)
         return export_student(student, args.out, verify=not args.no_verify,
-                              samples=getattr(args, "samples", 64), progress=status)
+                              samples=getattr(args, "samples", None), progress=status)
+
+
+def _quantize(args, console) -> list[dict]:
+    from .quantize import quantize_artifacts
+    from .quantize.onnx_recipes import PRECISIONS
+
+    with _status(console, "quantizing") as status:
+        records = quantize_artifacts(args.dir, tuple(args.precision or PRECISIONS), calib_images=args.calib_images,
+                                     calib_captions=args.calib_captions, num_calib=args.num_calib,
+                                     allow_small=args.allow_small_calibration, auto=args.auto, gate=gate_from(args),
+                                     progress=status)
+    from rich.table import Table
+
+    table = Table(title=f"quantized artifacts in {args.dir}")
+    for col in ("artifact", "size MB", "smaller", "kept float", "tuning gate", "worst layer (SQNR dB)"):
+        table.add_column(col, no_wrap=col == "artifact")
+    for r in records:
+        worst = r["layer_damage_top"][0] if r["layer_damage_top"] else None
+        table.add_row(r["path"], f"{r['size_bytes'] / 1e6:.2f}", f"{r['size_ratio_vs_fp32']:.2f}x",
+                      str(len(r["recipe"]["kept_float"])), "[green]pass[/]" if r["tuning"]["passed"] else "[red]miss[/]",
+                      f"{worst['node']} ({worst['sqnr_db']})" if worst else "-")
+    console.print(table)
+    return records
+
+
+def _verify(args, console) -> list[dict]:
+    from .errors import FidelityGateError
+    from .quantize.verify import verify_artifacts
+
+    try:
+        with _status(console, "verifying") as status:
+            records = verify_artifacts(args.dir, gate_from(args), progress=status)
+    except FidelityGateError:
+        _fidelity_table(console, args.dir)
+        raise
+    _fidelity_table(console, args.dir)
+    return records
+
+
+def _fidelity_table(console, directory) -> None:
+    import json
+
+    from rich.table import Table
+
+    from .contract import FIDELITY_REPORT
+
+    records = json.loads((Path(directory) / FIDELITY_REPORT).read_text())
+    table = Table(title=f"fidelity vs PyTorch fp32 ({Path(directory) / FIDELITY_REPORT})")
+    for col in ("artifact", "cos mean", "cos min", "t2i R@1", "fp32 R@1", "R@10", "top-10 overlap", "gate"):
+        table.add_column(col)
+    for r in records:
+        if r.get("passed") is None:
+            table.add_row(r["artifact"], *["-"] * 6, r.get("skipped", "skipped"))
+            continue
+        table.add_row(r["artifact"], f"{r['cosine_mean']:.5f}", f"{r['cosine_min']:.4f}", f"{r['recall_at_1']:.3f}",
+                      f"{r['recall_at_1_fp32']:.3f}", f"{r['recall_at_10']:.3f}", f"{r['top10_overlap']:.3f}",
+                      "[green]pass[/]" if r["passed"] else "[red]MISS[/]")
+    console.print(table)
 
 
 class _status:

@@ -20,4 +20,10 @@ TOKENIZER_VOCAB = "vocab.json"          # token string -> id
 TOKENIZER_MERGES = "merges.txt"         # one BPE merge per line, rank = line order
 TOKENIZER_CONFIG = "tokenizer_config.json"
 
+REFERENCE_DIR = "reference"
+# PyTorch fp32 embeddings of the evaluation set (manifest["evaluation"]): npz with
+# image_embeds [N, D] and text_embeds [N, D]; row i of each belongs together.
+REFERENCE_EMBEDDINGS = "reference/eval_embeddings.npz"
+
 REPORTS_DIR = "reports"
+FIDELITY_REPORT = "reports/fidelity.json"   # list of per-artifact gate records

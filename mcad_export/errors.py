@@ -54,3 +54,9 @@ class ParityError(ExportError):
     def __init__(self, message: str, results: dict | None = None):
         super().__init__(message)
         self.results = results or {}
+
+
+class FidelityGateError(McadError):
+    """An artifact retrieves measurably worse than PyTorch fp32. Always fails the command."""
+
+    exit_code = 4

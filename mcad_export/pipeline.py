@@ -1,12 +1,15 @@
-"""`mcad-export run`: every stage that exists so far, in order, ending with a summary table."""
+"""`mcad-export run`: every stage that exists so far (export, quantize, verify), in order, with summaries."""
 from __future__ import annotations
 
 
 def run(args, console) -> int:
-    from .cli import _export, _summary
+    from .cli import _export, _quantize, _summary, _verify
 
     manifest = _export(args, console)
     _summary(console, manifest, args.out)
+    args.dir = args.out
+    _quantize(args, console)
+    _verify(args, console)
     card = manifest["student"].get("card", {}).get("student_fp32")
     if card:
         console.print(f"student held-out recall (fp32, from its card): t2i R@1 {card['t2i_r1']:.3f}, "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .scenes import caption_at, render, scene_at
+from .scenes import caption_at, render, render_split, scene_at
 
 # Captions that exercise the tokenizer and the EOT position: short, long (truncated), unicode.
 VARIED_CAPTIONS = (
@@ -20,17 +20,32 @@ VARIED_CAPTIONS = (
 )
 
 
-def varied_samples(count: int, image_size: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+def load_samples(kind: str, split: str, count: int, image_size: int) -> tuple[list, list[str]]:
+    """A reproducible set of real inputs, named in the manifest so any later stage can rebuild it.
+
+    kind "scenes": the embedded student's own captioned scenes (captions identify images, so
+    recall is meaningful). kind "varied": the same scenes at arbitrary aspect ratios with a mix of
+    scene captions and unrelated/unicode/long captions, for students of unknown domain.
+    """
+    if kind == "scenes":
+        images, captions = render_split(split, count, image_size)
+        return list(images), captions
+    if kind == "varied":
+        return varied_samples(count, image_size, split)
+    raise ValueError(f"unknown sample kind {kind!r}")
+
+
+def varied_samples(count: int, image_size: int, split: str = "calib", seed: int = 0) -> tuple[list, list[str]]:
     """Rendered scenes (with a random photo-like crop/aspect) and a mix of captions."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     images, captions = [], []
     for i in range(count):
-        canvas = render(scene_at("calib", i), size=max(image_size, 64))
+        canvas = render(scene_at(split, i), size=max(image_size, 64))
         # Non-square sizes exercise resize + centre-crop like real photos do.
         w = int(image_size * rng.uniform(1.0, 1.5))
         canvas = canvas.resize((w, image_size), Image.BICUBIC)
         images.append(np.asarray(canvas))
-        captions.append(VARIED_CAPTIONS[i % len(VARIED_CAPTIONS)] if i % 2 else caption_at("calib", i))
+        captions.append(VARIED_CAPTIONS[i % len(VARIED_CAPTIONS)] if i % 2 else caption_at(split, i))
     return images, captions

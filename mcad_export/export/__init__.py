@@ -14,14 +14,15 @@ import numpy as np
 from .. import contract
 from ..atomic import staged_directory
 from ..errors import OutputDirError, ParityError
+from ..data.samples import load_samples
 from ..manifest import dump_manifest, file_record, tool_versions
 from ..runtime.preprocess import preprocess_batch
 from ..students.base import Student
 from . import onnx_export, parity
 from .rewrites import make_export_safe
 
-PARITY_SAMPLES = 64
-_BATCH = 16
+_BATCH = 32
+EVAL_SPLIT = "heldout"
 
 
 def ensure_writable(out_dir: Path) -> None:
@@ -49,9 +50,14 @@ def _torch_embed(module, batches):
         return np.concatenate([module(torch.from_numpy(b)).numpy() for b in batches])
 
 
-def export_student(student: Student, out_dir, *, verify: bool = True, samples: int = PARITY_SAMPLES,
+def export_student(student: Student, out_dir, *, verify: bool = True, samples: int | None = None,
                    progress=None) -> dict:
-    """Exports both encoders; returns the manifest written to `out_dir/manifest.json`."""
+    """Exports both encoders; returns the manifest written to `out_dir/manifest.json`.
+
+    The evaluation set (`samples` real inputs, default: the student's own) is embedded by the
+    untouched PyTorch model; those reference embeddings prove parity now and are saved in
+    `reference/` so later stages (the fidelity gate) compare every artifact with PyTorch fp32.
+    """
     import torch
 
     say = progress or (lambda message: None)
@@ -59,8 +65,9 @@ def export_student(student: Student, out_dir, *, verify: bool = True, samples: i
     ensure_writable(out_dir)
     pre = student.preprocess.to_manifest()
 
-    say("preparing parity inputs")
-    images, captions = student.parity_samples(samples)
+    count = samples or student.eval_count
+    say(f"preparing {count} evaluation samples")
+    images, captions = load_samples(student.sample_kind, EVAL_SPLIT, count, student.preprocess.image_size)
     pixels = preprocess_batch(images, pre)
     ids = student.tokenizer(captions)
     pixel_batches = [pixels[i:i + _BATCH] for i in range(0, len(pixels), _BATCH)]
@@ -108,6 +115,8 @@ def export_student(student: Student, out_dir, *, verify: bool = True, samples: i
             raise ParityError("parity check failed: " + "; ".join(failures)
                               + " (rerun with --no-verify to keep the files anyway)")
         student.tokenizer.save(stage)
+        (stage / contract.REFERENCE_DIR).mkdir()
+        np.savez(stage / contract.REFERENCE_EMBEDDINGS, image_embeds=ref_image, text_embeds=ref_text)
         tokenizer_files = sorted(p.relative_to(stage).as_posix() for p in (stage / contract.TOKENIZER_DIR).iterdir())
         manifest = {
             "format": contract.MANIFEST_FORMAT,
@@ -119,7 +128,10 @@ def export_student(student: Student, out_dir, *, verify: bool = True, samples: i
                      "sot_token_id": student.tokenizer.sot_token_id, "eot_token_id": student.tokenizer.eot_token_id,
                      "pad_token_id": student.tokenizer.pad_token_id, "pooling": "eot (argmax of token ids)",
                      "tokenizer_dir": contract.TOKENIZER_DIR},
-            "files": [file_record(stage, f) for f in tokenizer_files],
+            "files": [file_record(stage, f) for f in [*tokenizer_files, contract.REFERENCE_EMBEDDINGS]],
+            "evaluation": {"samples": student.sample_kind, "split": EVAL_SPLIT, "count": count,
+                           "reference": contract.REFERENCE_EMBEDDINGS, "reference_source": "PyTorch fp32",
+                           "recall_meaningful": student.sample_kind == "scenes" and not student.info.get("random_init")},
             "artifacts": artifacts,
             "export": {"exporter": "torch.onnx (TorchScript)", "opset": onnx_export.OPSET, "rewrites": rewrites,
                        "parity_verified": verify and not failures, "parity_failures": failures},

@@ -2,10 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
-
-import numpy as np
-
 from ..runtime.tokenizer import Tokenizer
 
 
@@ -35,8 +31,10 @@ class Student:
     tokenizer: Tokenizer
     embed_dim: int
     info: dict = field(default_factory=dict)   # weights path/sha256, random_init, notes for the manifest
-    # Real inputs for the parity check: returns (uint8 images [N, H, W, 3], captions).
-    parity_samples: Callable[[int], tuple[np.ndarray, list[str]]] | None = None
+    # Which reproducible real inputs (data.samples.load_samples) evaluate and calibrate this student,
+    # and how many make the evaluation set (parity now, the fidelity gate later).
+    sample_kind: str = "varied"
+    eval_count: int = 128
 
     @property
     def context_length(self) -> int:

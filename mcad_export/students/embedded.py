@@ -13,15 +13,7 @@ ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "default_student
 CHECKPOINT = "student.safetensors"
 CONFIG = "open_clip_config.json"
 CARD = "card.json"
-PARITY_SPLIT = "heldout"
-
-
-def gallery_samples(count: int, split: str = PARITY_SPLIT):
-    """The student's own held-out scenes and captions: the real inputs it was built for."""
-    from ..data.scenes import render_split
-
-    images, captions = render_split(split, count)
-    return list(images), captions
+HELDOUT_IMAGES = 1000
 
 
 @register_loader("embedded")
@@ -38,4 +30,6 @@ def load(arg: str = "", *, weights=None, random_init: bool = False, asset_dir: P
     name = card.get("name", "default")
     info = {"architecture": "embedded open_clip config", "weights": f"{CHECKPOINT} (packaged)",
             "weights_sha256": sha256_of(weights_path), "card": card.get("heldout_recall", {})}
-    return finish(model, pre_cfg, f"embedded:{name}", "embedded", info, parity_samples=gallery_samples)
+    student = finish(model, pre_cfg, f"embedded:{name}", "embedded", info)
+    student.sample_kind, student.eval_count = "scenes", HELDOUT_IMAGES
+    return student

@@ -1,25 +1,17 @@
-"""Thin torch modules that make one tower of a dual encoder exportable on its own."""
+"""A thin torch module that makes one tower of a dual encoder exportable on its own."""
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import nn
 
 
-class ImageTower(nn.Module):
+class Tower(nn.Module):
+    """`encode(model, x)` -> unnormalised features; the tower returns them L2-normalised (the contract)."""
+
     def __init__(self, model, encode):
         super().__init__()
         self.model = model
         self._encode = encode
 
-    def forward(self, pixel_values):
-        return F.normalize(self._encode(self.model, pixel_values), dim=-1)
-
-
-class TextTower(nn.Module):
-    def __init__(self, model, encode):
-        super().__init__()
-        self.model = model
-        self._encode = encode
-
-    def forward(self, input_ids):
-        return F.normalize(self._encode(self.model, input_ids), dim=-1)
+    def forward(self, x):
+        return F.normalize(self._encode(self.model, x), dim=-1)

@@ -9,7 +9,7 @@ from ..runtime.tokenizer import Tokenizer
 from . import register_loader
 from .base import Preprocess, Student
 from .checkpoint import apply_state_dict, read_state_dict, sha256_of
-from .encoders import ImageTower, TextTower
+from .encoders import Tower
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic", 1: "lanczos"}
@@ -53,14 +53,11 @@ def load(arg: str, *, weights=None, random_init: bool = False) -> Student:
         info.update(weights=str(path), weights_sha256=sha256_of(path))
     tokenizer = _tokenizer(folder, config)
     preprocess = _preprocess(folder, config)
-    from ..data.samples import varied_samples
-
     with torch.no_grad():
         embed_dim = int(_encode_text(model, torch.from_numpy(tokenizer(["a"]).astype("int64"))).shape[-1])
-    return Student(id=f"hf:{folder.resolve().name}", family="hf", image_encoder=ImageTower(model, _encode_image),
-                   text_encoder=TextTower(model, _encode_text), preprocess=preprocess, tokenizer=tokenizer,
-                   embed_dim=embed_dim, info=info,
-                   parity_samples=lambda n: varied_samples(n, preprocess.image_size))
+    return Student(id=f"hf:{folder.resolve().name}", family="hf", image_encoder=Tower(model, _encode_image),
+                   text_encoder=Tower(model, _encode_text), preprocess=preprocess, tokenizer=tokenizer,
+                   embed_dim=embed_dim, info=info)
 
 
 def _tokenizer(folder: Path, config) -> Tokenizer:

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import difflib
 import json
-import logging
 import tempfile
 from pathlib import Path
 
 from ..errors import InputError, UnknownStudentError, UnsupportedStudentError
+from ..logs import quiet_root_logger
 from ..runtime.tokenizer import Tokenizer
 from . import register_loader
 from .base import Preprocess, Student
 from .checkpoint import apply_state_dict, read_state_dict, sha256_of
-from .encoders import ImageTower, TextTower
+from .encoders import Tower
 
 
 def _encode_image(model, pixels):
@@ -85,9 +85,10 @@ def _create_from_config(open_clip, model_cfg: dict, preprocess_cfg: dict):
 
 
 def _quiet_create(open_clip, name: str):
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
-    return open_clip.create_model(name, pretrained=None, pretrained_image=False, pretrained_text=False,
-                                  device="cpu").float().eval()
+    # "No pretrained weights loaded ... initialized randomly" is expected: weights come from --weights.
+    with quiet_root_logger():
+        return open_clip.create_model(name, pretrained=None, pretrained_image=False, pretrained_text=False,
+                                      device="cpu").float().eval()
 
 
 def _reject_unsupported(name: str, model_cfg: dict) -> None:
@@ -114,13 +115,11 @@ def _tag_preprocess(open_clip, arch: str, model) -> dict:
     return pre
 
 
-def finish(model, pre_cfg: dict, student_id: str, family: str, info: dict, parity_samples=None) -> Student:
+def finish(model, pre_cfg: dict, student_id: str, family: str, info: dict) -> Student:
     """Reparameterize, wrap the towers, and describe preprocessing + tokenizer for the contract."""
     import open_clip
     import torch
     from timm.utils.model import reparameterize_model
-
-    from ..data.samples import varied_samples
 
     # MobileCLIP / FastViT train-time branches fold into single convs for inference (and export).
     if any(hasattr(m, "reparameterize") for m in model.modules()):
@@ -137,9 +136,7 @@ def finish(model, pre_cfg: dict, student_id: str, family: str, info: dict, parit
     with torch.no_grad():
         embed_dim = int(model.encode_text(torch.from_numpy(tokenizer(["a"]).astype("int64"))).shape[-1])
     return Student(
-        id=student_id, family=family, image_encoder=ImageTower(model, _encode_image),
-        text_encoder=TextTower(model, _encode_text), preprocess=preprocess, tokenizer=tokenizer,
-        embed_dim=embed_dim, info=info,
-        parity_samples=parity_samples or (lambda n: varied_samples(n, preprocess.image_size)),
-    )
+        id=student_id, family=family, image_encoder=Tower(model, _encode_image),
+        text_encoder=Tower(model, _encode_text), preprocess=preprocess, tokenizer=tokenizer,
+        embed_dim=embed_dim, info=info)
 

@@ -7,7 +7,6 @@ export uses and about 3x cheaper on two CPU cores.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,22 +134,3 @@ def embed(model, split: Split, batch: int = 256) -> tuple[np.ndarray, np.ndarray
         imgs.append(model.encode_image(normalise(split.pixels[s: s + batch]), normalize=True))
         txts.append(encode_text_short(model, split.tokens[s: s + batch, 0]))
     return torch.cat(imgs).numpy(), torch.cat(txts).numpy()
-
-
-def recall_at(image_embeds: np.ndarray, text_embeds: np.ndarray, ks=(1, 5, 10)) -> dict:
-    """Text->image and image->text recall where caption i belongs to image i."""
-    sims = text_embeds @ image_embeds.T
-    diag = np.diag(sims)[:, None]
-    rank_t2i = (sims > diag).sum(1)     # images scoring above the true one, per caption
-    rank_i2t = (sims.T > diag).sum(1)   # captions scoring above the true one, per image
-    out = {}
-    for k in ks:
-        out[f"t2i_r{k}"] = float((rank_t2i < k).mean())
-        out[f"i2t_r{k}"] = float((rank_i2t < k).mean())
-    return out
-
-
-def timed(fn, *args, **kwargs):
-    start = time.time()
-    result = fn(*args, **kwargs)
-    return result, time.time() - start

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..atomic import staged_directory
+from ..metrics import recall_at
 from . import distill, recipe
 
 CHECKPOINT = "student.safetensors"
@@ -41,7 +42,7 @@ def heldout_recall(model, tokenizer, held: distill.Split) -> dict:
     img = torch.cat([model.encode_image(distill.normalise(held.pixels[s:s + 250]), normalize=True)
                      for s in range(0, len(ids), 250)])
     txt = torch.cat([model.encode_text(ids[s:s + 250], normalize=True) for s in range(0, len(ids), 250)])
-    return distill.recall_at(img.numpy(), txt.numpy())
+    return recall_at(img.numpy(), txt.numpy())
 
 
 def retrain(out_dir: Path, progress=None, teacher_steps=recipe.TEACHER_STEPS,
@@ -90,10 +91,17 @@ def retrain(out_dir: Path, progress=None, teacher_steps=recipe.TEACHER_STEPS,
     }
     with staged_directory(out_dir) as stage:
         save_file(state, str(stage / CHECKPOINT), metadata={"format": "pt", "source": "mcad-export train-student"})
-        (stage / CONFIG).write_text(json.dumps(recipe.STUDENT_CONFIG, indent=2) + "\n")
+        (stage / CONFIG).write_text(json.dumps(open_clip_config(), indent=2) + "\n")
         (stage / CARD_JSON).write_text(json.dumps(card, indent=2) + "\n")
         (stage / CARD_MD).write_text(render_card(card))
     return card
+
+
+def open_clip_config() -> dict:
+    """open_clip's folder-config layout (model_cfg + preprocess_cfg), loadable as `open_clip:<this file>`."""
+    return {"model_cfg": recipe.STUDENT_CONFIG,
+            "preprocess_cfg": {"size": recipe.IMAGE_SIZE, "mean": list(recipe.MEAN), "std": list(recipe.STD),
+                               "interpolation": "bicubic", "resize_mode": "shortest"}}
 
 
 def render_card(card: dict) -> str:
@@ -123,6 +131,11 @@ def render_card(card: dict) -> str:
         row("student", s),
         row("teacher", t),
         "",
+        *(["Note: the teacher gets fewer steps than the student so the whole retrain fits in 30 minutes on two "
+           "CPU cores, and it ends below the student on held-out recall. Here the KL and feature-alignment "
+           "terms act more as a regulariser than as a transfer of extra capacity; a longer teacher run "
+           "(`--teacher-steps`) is the lever for a stronger teacher.", ""]
+          if t["t2i_r1"] < s["t2i_r1"] else []),
         "Retrain: `.venv/bin/mcad-export train-student` (writes this folder atomically).",
         "",
     ])

@@ -1,0 +1,91 @@
+"""Calibration and evaluation inputs, rebuilt from the manifest (no torch, no student needed)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from onnxruntime.quantization import CalibrationDataReader
+
+from ..data.samples import load_samples
+from ..errors import InputError
+from ..runtime import Tokenizer
+from ..runtime.preprocess import preprocess_batch
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+@dataclass
+class EncoderInputs:
+    pixels: np.ndarray      # float32 [N, 3, S, S], preprocessed per the manifest
+    ids: np.ndarray         # int32 [M, L]
+    source: str
+    skipped_images: int = 0
+
+    def for_encoder(self, encoder: str) -> np.ndarray:
+        return self.pixels if encoder == "image" else self.ids
+
+
+def evaluation_inputs(root: Path, manifest: dict) -> EncoderInputs:
+    ev = manifest["evaluation"]
+    images, captions = load_samples(ev["samples"], ev["split"], ev["count"], manifest["image"]["image_size"])
+    return EncoderInputs(preprocess_batch(images, manifest["image"]), Tokenizer.from_artifacts(root)(captions),
+                         f"{ev['samples']}:{ev['split']} x{ev['count']}")
+
+
+def calibration_inputs(root: Path, manifest: dict, *, images_dir=None, captions_file=None, num_calib: int = 128,
+                       allow_small: bool = False) -> EncoderInputs:
+    """User data when given (images preprocessed exactly as the manifest says), else the student's calib split."""
+    from PIL import Image
+
+    skipped = 0
+    if images_dir is not None or captions_file is not None:
+        if images_dir is None or captions_file is None:
+            raise InputError("give both --calib-images DIR and --calib-captions FILE (or neither for the default set)")
+        folder = Path(images_dir)
+        if not folder.is_dir():
+            raise InputError(f"--calib-images {folder} is not a folder")
+        images = []
+        for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+            try:
+                with Image.open(path) as im:
+                    images.append(im.convert("RGB"))
+            except (OSError, SyntaxError, ValueError):
+                skipped += 1  # unreadable files are counted, never fatal
+            if len(images) == num_calib:
+                break
+        try:
+            captions = [line.strip() for line in Path(captions_file).read_text(encoding="utf-8").splitlines()
+                        if line.strip()][:num_calib]
+        except OSError as e:
+            raise InputError(f"cannot read --calib-captions {captions_file}: {e.strerror}") from None
+        source = f"user: {folder} ({len(images)} images), {captions_file} ({len(captions)} captions)"
+    else:
+        kind = manifest["evaluation"]["samples"]
+        images, captions = load_samples(kind, "calib", num_calib, manifest["image"]["image_size"])
+        source = f"{kind}:calib x{num_calib}"
+    smallest = min(len(images), len(captions))
+    if smallest < num_calib and not allow_small:
+        raise InputError(f"only {len(images)} calibration images and {len(captions)} captions, fewer than "
+                         f"--num-calib {num_calib}; add data or pass --allow-small-calibration")
+    if smallest == 0:
+        raise InputError("no calibration images or captions could be read")
+    return EncoderInputs(preprocess_batch(images, manifest["image"]), Tokenizer.from_artifacts(root)(captions),
+                         source, skipped)
+
+
+class ArrayReader(CalibrationDataReader):
+    """onnxruntime CalibrationDataReader over one input array, one sample per call."""
+
+    def __init__(self, name: str, array: np.ndarray):
+        super().__init__()
+        self.name, self.array, self.pos = name, array, 0
+
+    def get_next(self):
+        if self.pos >= len(self.array):
+            return None
+        self.pos += 1
+        return {self.name: self.array[self.pos - 1: self.pos]}
+
+    def rewind(self):
+        self.pos = 0

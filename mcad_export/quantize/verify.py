@@ -1,0 +1,52 @@
+"""`mcad-export verify DIR`: the fidelity gate over every artifact in the manifest, on its runtime.
+
+Held-out evaluation set (manifest["evaluation"]) vs the PyTorch fp32 reference embeddings saved
+at export. Writes reports/fidelity.json, then fails if any artifact misses the gate.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import write_text_atomic
+from ..contract import FIDELITY_REPORT, REPORTS_DIR
+from ..errors import FidelityGateError
+from ..manifest import read_manifest
+from .calibration import evaluation_inputs
+from .fidelity import Gate, run_onnx, score
+
+# Runtime name in the manifest -> function(path, input name, array) -> embeddings.
+RUNNERS = {"onnxruntime": run_onnx}
+
+
+def verify_artifacts(out_dir, gate: Gate = Gate(), progress=None) -> list[dict]:
+    say = progress or (lambda message: None)
+    root = Path(out_dir)
+    manifest = read_manifest(root)
+    evaluation = evaluation_inputs(root, manifest)
+    reference = dict(np.load(root / manifest["evaluation"]["reference"]))
+    meaningful = manifest["evaluation"].get("recall_meaningful", False)
+    records, failures = [], []
+    for artifact in manifest["artifacts"]:
+        runner = RUNNERS.get(artifact["runtime"])
+        base = {"artifact": artifact["path"], "name": artifact["name"], "encoder": artifact["encoder"],
+                "runtime": artifact["runtime"], "precision": artifact["precision"],
+                "size_bytes": artifact["size_bytes"]}
+        if runner is None:
+            records.append({**base, "passed": None, "skipped": f"no host runner for runtime {artifact['runtime']}"})
+            continue
+        say(f"verifying {artifact['path']} on {artifact['runtime']}")
+        embeds = runner(root / artifact["path"], artifact["inputs"][0]["name"],
+                        evaluation.for_encoder(artifact["encoder"]))
+        result = score(artifact["encoder"], embeds, reference)
+        misses = gate.misses(result)
+        records.append({**base, **result, "samples": len(embeds), "recall_meaningful": meaningful,
+                        "gate": gate.__dict__, "passed": not misses, "misses": misses})
+        failures += [f"{artifact['path']}: {m}" for m in misses]
+    (root / REPORTS_DIR).mkdir(exist_ok=True)
+    write_text_atomic(root / FIDELITY_REPORT, json.dumps(records, indent=2) + "\n")
+    if failures:
+        raise FidelityGateError("fidelity gate failed: " + "; ".join(failures))
+    return records

@@ -19,6 +19,8 @@ def _add_student_args(p: argparse.ArgumentParser) -> None:
                         "training checkpoint")
     p.add_argument("--random-init", action="store_true",
                    help="no weights: an untrained model of the architecture (benchmarks only; accuracy meaningless)")
+    p.add_argument("--no-tflite", dest="tflite", action="store_false",
+                   help="skip the TFLite (LiteRT) twins of the encoders (litert-torch conversion)")
 
 
 def _add_quantize_args(p: argparse.ArgumentParser) -> None:
@@ -145,7 +147,7 @@ def _export(args, console) -> dict:
     with _status(console, "loading the student") as status:
         student = load_student(args.student, args.weights, random_init=args.random_init)
         return export_student(student, args.out, verify=not args.no_verify,
-                              samples=getattr(args, "samples", None), progress=status)
+                              samples=getattr(args, "samples", None), tflite=args.tflite, progress=status)
 
 
 def _quantize(args, console) -> list[dict]:
@@ -165,10 +167,24 @@ def _quantize(args, console) -> list[dict]:
     for r in records:
         worst = r["layer_damage_top"][0] if r["layer_damage_top"] else None
         table.add_row(r["path"], f"{r['size_bytes'] / 1e6:.2f}", f"{r['size_ratio_vs_fp32']:.2f}x",
-                      str(len(r["recipe"]["kept_float"])), "[green]pass[/]" if r["tuning"]["passed"] else "[red]miss[/]",
-                      f"{worst['node']} ({worst['sqnr_db']})" if worst else "-")
+                      str(len(r["recipe"]["kept_float"])),
+                      "[green]pass[/]" if r["tuning"]["passed"] else "[red]rejected[/]",
+                      f"{short_layer(worst['node'])} ({worst['sqnr_db']})" if worst else "-")
     console.print(table)
+    for r in records:
+        if not r["tuning"]["passed"]:
+            last = r["tuning"]["steps"][-1]
+            worst = ", ".join(f"{short_layer(d['node'])} ({d['sqnr_db']} dB)" for d in r["layer_damage_top"][:3])
+            console.print(f"[yellow]rejected[/] {r['path']}: {'; '.join(last['misses'])} after keeping "
+                          f"{len(last['kept_float'])} layer(s) in float; "
+                          + (f"worst layers: {worst}" if worst else "no per-layer data for this recipe"))
     return records
+
+
+def short_layer(name: str) -> str:
+    """LiteRT scope names carry full module paths; keep the last two module names."""
+    parts = name.split(";")[0].split("/")[-2:]
+    return "/".join(p.rsplit(".", 1)[-1] for p in parts)
 
 
 def _verify(args, console) -> list[dict]:

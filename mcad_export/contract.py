@@ -15,6 +15,10 @@ IMAGE_OUTPUT = "image_embeds"   # float32 [batch, D], L2-normalised
 TEXT_INPUT = "input_ids"        # int32 [batch, L], L = manifest["text"]["context_length"]
 TEXT_OUTPUT = "text_embeds"     # float32 [batch, D], L2-normalised
 
+# TFLite twins live in tflite/{image,text}_encoder.tflite: same input/output names (signature
+# "serving_default"), static batch 1.
+TFLITE_DIR = "tflite"
+
 TOKENIZER_DIR = "tokenizer"
 TOKENIZER_VOCAB = "vocab.json"          # token string -> id
 TOKENIZER_MERGES = "merges.txt"         # one BPE merge per line, rank = line order

@@ -61,6 +61,9 @@ def test_custom_config_training_checkpoint(tmp_path, tiny_open_clip_config):
     assert manifest["embed_dim"] == 32 and manifest["text"]["context_length"] == 77
     assert manifest["export"]["rewrites"]["finite_masks"] >= 1
     assert manifest["export"]["rewrites"]["plain_attention"] == 4
+    tflite = {a["path"]: a for a in manifest["artifacts"] if a["format"] == "tflite"}
+    assert set(tflite) == {"tflite/image_encoder.tflite", "tflite/text_encoder.tflite"}
+    assert all(a["parity"]["cosine_min"] >= 0.9999 for a in tflite.values())
 
 
 def test_vit_b_32_safetensors(tmp_path):
@@ -71,7 +74,8 @@ def test_vit_b_32_safetensors(tmp_path):
     weights = tmp_path / "vitb32.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
     out = tmp_path / "out"
-    proc = run_cli("export", "--student", "open_clip:ViT-B-32", "--weights", weights, "--out", out, "--samples", 8)
+    proc = run_cli("export", "--student", "open_clip:ViT-B-32", "--weights", weights, "--out", out, "--samples", 8,
+                   "--no-tflite")
     assert proc.returncode == 0, proc.stderr
     manifest = _compare_with_open_clip(model, out, model.visual.preprocess_cfg)
     assert manifest["embed_dim"] == 512 and manifest["image"]["image_size"] == 224
@@ -86,7 +90,8 @@ def test_mobileclip_reparameterized(tmp_path, arch):
     weights = tmp_path / "mobileclip.pth"
     torch.save(model.state_dict(), weights)
     out = tmp_path / "out"
-    proc = run_cli("export", "--student", f"open_clip:{arch}", "--weights", weights, "--out", out, "--samples", 4)
+    proc = run_cli("export", "--student", f"open_clip:{arch}", "--weights", weights, "--out", out, "--samples", 4,
+                   "--no-tflite")
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["student"]["reparameterized"] is True

@@ -48,6 +48,33 @@ def test_run_quantizes_and_every_artifact_passes_the_gate(embedded_run):
     assert "fidelity vs PyTorch fp32" in proc.stdout
 
 
+def test_tflite_twins_and_their_int8_variants(embedded_run):
+    out, _ = embedded_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    artifacts = {a["path"]: a for a in manifest["artifacts"]}
+    records = {r["artifact"]: r for r in json.loads((out / "reports" / "fidelity.json").read_text())}
+    for encoder in ("image", "text"):
+        fp32 = artifacts[f"tflite/{encoder}_encoder.tflite"]
+        assert fp32["runtime"] == "litert" and fp32["parity"]["cosine_min"] >= 0.9999
+        assert records[fp32["path"]]["passed"]
+    rejected = {r["path"]: r for r in manifest["quantization"]["rejected"]}
+    for encoder in ("image", "text"):
+        for precision in ("w8a8", "w8a16", "dynamic"):
+            path = f"tflite/{encoder}_encoder.{precision}.tflite"
+            # Either shipped and passing the held-out gate, or rejected with numbers and (static) named layers.
+            if path in artifacts:
+                assert records[path]["passed"] and (out / path).is_file()
+                assert artifacts[path]["size_ratio_vs_fp32"] >= 2.5
+            else:
+                assert path in rejected and not (out / path).exists(), path
+                assert rejected[path]["last_step"]["misses"]
+                if precision != "dynamic":
+                    assert rejected[path]["layer_damage_top"]
+    # The text encoder's INT8 TFLite passes with the mask protected.
+    assert "tflite/text_encoder.dynamic.tflite" in artifacts
+    assert artifacts["tflite/text_encoder.w8a16.tflite"]["recipe"]["mask_nodes_protected"] == 4
+
+
 def test_fidelity_numbers_recomputed_independently(embedded_run):
     out, _ = embedded_run
     record = next(r for r in json.loads((out / "reports" / "fidelity.json").read_text())
@@ -72,7 +99,9 @@ def test_quantized_causal_mask_fails_the_gate(embedded_run, tmp_path, monkeypatc
     monkeypatch.setattr(onnx_recipes, "mask_consumers", lambda model: [])
     monkeypatch.setitem(onnx_recipes.RECIPES, "w8a8",
                         dict(onnx_recipes.RECIPES["w8a8"], op_types=["MatMul", "Gemm", "Gather", "Add", "Softmax"]))
-    quantize_artifacts(out, ("w8a8",), auto=False)
+    records = quantize_artifacts(out, ("w8a8",), auto=False)
+    text = next(r for r in records if r["path"] == "text_encoder.w8a8.onnx")
+    assert not text["tuning"]["passed"] and (out / text["path"]).is_file()  # --no-auto keeps it for verify
     with pytest.raises(FidelityGateError) as info:
         verify_artifacts(out)
     assert "text_encoder.w8a8.onnx" in str(info.value)

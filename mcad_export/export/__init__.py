@@ -16,6 +16,7 @@ from ..atomic import staged_directory
 from ..errors import OutputDirError, ParityError
 from ..data.samples import load_samples
 from ..manifest import dump_manifest, file_record, tool_versions
+from ..runtime.encoders import onnx_embed, tflite_embed
 from ..runtime.preprocess import preprocess_batch
 from ..students.base import Student
 from . import onnx_export, parity
@@ -43,6 +44,28 @@ def _existing_parent(path: Path) -> Path:
     return Path("/")
 
 
+def _tflite_artifact(stage, kind, module, in_name, out_name, dims, dtype, batches, reference, embed_dim,
+                     failures, say) -> dict:
+    import torch
+
+    from . import tflite_export
+
+    filename = f"{contract.TFLITE_DIR}/{kind}_encoder.tflite"
+    say(f"converting the {kind} encoder to TFLite")
+    tflite_export.export_tflite(module, torch.from_numpy(batches[0]), stage / filename, in_name, out_name)
+    say(f"checking TFLite {kind} parity against PyTorch")
+    result = parity.compare(reference, tflite_embed(stage / filename, in_name, np.concatenate(batches)))
+    if not result["passed"]:
+        failures.append(f"TFLite {kind} encoder min cosine {result['cosine_min']:.6f} < {result['threshold_cosine_min']}")
+    return {
+        "name": f"{kind}_encoder.tflite", "encoder": kind, "format": "tflite", "runtime": "litert", "precision": "fp32",
+        "inputs": [{"name": in_name, "dtype": "float32" if dtype == 1 else "int32", "shape": [1, *dims]}],
+        "outputs": [{"name": out_name, "dtype": "float32", "shape": [1, embed_dim], "l2_normalised": True}],
+        "signature": tflite_export.SIGNATURE, **file_record(stage, filename), "converter": "litert-torch",
+        "parity": result,
+    }
+
+
 def _torch_embed(module, batches):
     import torch
 
@@ -51,7 +74,7 @@ def _torch_embed(module, batches):
 
 
 def export_student(student: Student, out_dir, *, verify: bool = True, samples: int | None = None,
-                   progress=None) -> dict:
+                   tflite: bool = True, progress=None) -> dict:
     """Exports both encoders; returns the manifest written to `out_dir/manifest.json`.
 
     The evaluation set (`samples` real inputs, default: the student's own) is embedded by the
@@ -98,7 +121,7 @@ def export_student(student: Student, out_dir, *, verify: bool = True, samples: i
             simplified = onnx_export.simplify(path)
             onnx_export.check_contract(path, in_name, dtype, dims, out_name, student.embed_dim)
             say(f"checking {kind} parity against PyTorch")
-            result = parity.compare(reference, parity.onnx_outputs(path, in_name, batches))
+            result = parity.compare(reference, onnx_embed(path, in_name, np.concatenate(batches)))
             if not result["passed"]:
                 failures.append(f"{kind} encoder min cosine {result['cosine_min']:.6f} < {result['threshold_cosine_min']} "
                                 f"(mean {result['cosine_mean']:.6f}, max |diff| {result['max_abs_diff']:.2e}, "
@@ -111,6 +134,9 @@ def export_student(student: Student, out_dir, *, verify: bool = True, samples: i
                              "l2_normalised": True}],
                 **file_record(stage, filename), "simplify": simplified, "parity": result,
             })
+            if tflite:
+                artifacts.append(_tflite_artifact(stage, kind, module, in_name, out_name, dims, dtype, batches,
+                                                  reference, student.embed_dim, failures, say))
         if failures and verify:
             raise ParityError("parity check failed: " + "; ".join(failures)
                               + " (rerun with --no-verify to keep the files anyway)")
@@ -136,7 +162,7 @@ def export_student(student: Student, out_dir, *, verify: bool = True, samples: i
             "export": {"exporter": "torch.onnx (TorchScript)", "opset": onnx_export.OPSET, "rewrites": rewrites,
                        "parity_verified": verify and not failures, "parity_failures": failures},
             "tools": tool_versions("mcad-export", "torch", "open_clip_torch", "transformers", "onnx", "onnxruntime",
-                                   "onnxsim", "onnxslim"),
+                                   "onnxsim", "onnxslim", "litert-torch", "ai-edge-litert"),
         }
         (stage / contract.MANIFEST).write_text(dump_manifest(manifest), encoding="utf-8")
     return manifest

@@ -12,15 +12,6 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1)
 
 
-def onnx_outputs(path, feed_name: str, batches: list[np.ndarray]) -> np.ndarray:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run(None, {feed_name: b})[0] for b in batches])
-
-
 def compare(reference: np.ndarray, exported: np.ndarray, threshold: float = PARITY_MIN_COSINE) -> dict:
     cos = cosine_rows(reference, exported)
     return {"samples": int(len(cos)), "cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()),

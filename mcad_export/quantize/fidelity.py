@@ -31,16 +31,6 @@ class Gate:
         return out
 
 
-def run_onnx(path, encoder_input: str, array: np.ndarray, batch: int = 50) -> np.ndarray:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run(None, {encoder_input: array[i:i + batch]})[0]
-                           for i in range(0, len(array), batch)]).astype(np.float32)
-
-
 def top_k_overlap(queries_a, gallery_a, queries_b, gallery_b, k: int = 10) -> float:
     top_a = np.argsort(-(queries_a @ gallery_a.T), axis=1)[:, :k]
     top_b = np.argsort(-(queries_b @ gallery_b.T), axis=1)[:, :k]

@@ -15,10 +15,18 @@ from ..contract import FIDELITY_REPORT, REPORTS_DIR
 from ..errors import FidelityGateError
 from ..manifest import read_manifest
 from .calibration import evaluation_inputs
-from .fidelity import Gate, run_onnx, score
+from ..isolated import run_isolated
+from ..runtime.encoders import onnx_embed
+from .fidelity import Gate, score
+
+def _litert_isolated(path, input_name, array):
+    # Quantized TFLite models have aborted the LiteRT runtime here; a crash must fail one record, not the run.
+    return run_isolated("tflite-embed", {"model": str(path), "input_name": input_name}, {"x": array},
+                        what=f"LiteRT running {Path(path).name}")["embeds"]
+
 
 # Runtime name in the manifest -> function(path, input name, array) -> embeddings.
-RUNNERS = {"onnxruntime": run_onnx}
+RUNNERS = {"onnxruntime": onnx_embed, "litert": _litert_isolated}
 
 
 def verify_artifacts(out_dir, gate: Gate = Gate(), progress=None) -> list[dict]:

@@ -1,0 +1,26 @@
+"""Running exported encoders on the host: ONNX Runtime and LiteRT (torch-free, imports lazy)."""
+from __future__ import annotations
+
+import numpy as np
+
+TFLITE_SIGNATURE = "serving_default"
+
+
+def onnx_embed(path, input_name: str, array: np.ndarray, batch: int = 50, threads: int = 0) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, {input_name: array[i:i + batch]})[0]
+                           for i in range(0, len(array), batch)]).astype(np.float32)
+
+
+def tflite_embed(path, input_name: str, array: np.ndarray) -> np.ndarray:
+    """TFLite encoders have a static batch of 1: one invoke per sample."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path)).get_signature_runner(TFLITE_SIGNATURE)
+    return np.concatenate([next(iter(runner(**{input_name: array[i:i + 1]}).values()))
+                           for i in range(len(array))]).astype(np.float32)

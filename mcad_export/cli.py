@@ -58,17 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("run", help="the whole pipeline that exists so far, on the embedded student by default",
-                       description="Load the student, export both encoders to ONNX with parity checks, and "
-                                   "print a summary. Later stages (quantize, index, bench, report, bundle) join here.")
+                       description="Load the student, export both encoders (ONNX, TFLite) with parity checks, "
+                                   "quantize every precision, run the fidelity gate, and print summaries. Later stages "
+                                   "(index, bench, report, compile, bundle) join here.")
     p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help=f"output folder (default: ./{DEFAULT_OUT})")
     _add_student_args(p)
     p.add_argument("--no-verify", action="store_true", help="report parity misses instead of failing")
     _add_quantize_args(p)
     _add_gate_args(p)
 
-    p = sub.add_parser("export", help="export image and text encoders to ONNX with a parity check",
-                       description="Writes image_encoder.onnx, text_encoder.onnx, tokenizer/ and manifest.json "
-                                   "atomically into --out (see ARCHITECTURE.md for the contract).")
+    p = sub.add_parser("export", help="export image and text encoders to ONNX and TFLite with parity checks",
+                       description="Writes image_encoder.onnx, text_encoder.onnx, tflite/{image,text}_encoder.tflite, "
+                                   "tokenizer/, reference/ (PyTorch fp32 embeddings of the evaluation set) and "
+                                   "manifest.json atomically into --out (see ARCHITECTURE.md for the contract).")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     _add_student_args(p)
     p.add_argument("--no-verify", action="store_true",
@@ -77,10 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluation samples for parity and the reference embeddings "
                         "(default: 1000 held-out scenes for the embedded student, 128 otherwise)")
 
-    p = sub.add_parser("quantize", help="INT8/16-bit/fp16 variants of every fp32 ONNX encoder, tuned to pass the gate",
-                       description="Writes <encoder>.<precision>.onnx beside the fp32 files and registers them in the "
-                                   "manifest with sha256, size, recipe, per-layer damage and the auto mixed-precision "
-                                   "steps. Calibrates on --calib-images/--calib-captions or the student's calib split.")
+    p = sub.add_parser("quantize", help="INT8/16-bit/fp16 variants of every fp32 encoder, tuned to pass the gate",
+                       description="Writes <encoder>.<precision>.onnx (w8a8, w8a16, dynamic, fp16) and "
+                                   "tflite/<encoder>.<precision>.tflite (w8a8, w8a16, dynamic) beside the fp32 files and "
+                                   "registers them in the manifest with sha256, size, recipe, per-layer damage and the "
+                                   "auto mixed-precision steps; variants that still miss the gate are rejected and "
+                                   "listed. Calibrates on --calib-images/--calib-captions or the student's calib split.")
     p.add_argument("dir", type=Path, help="an export folder (with manifest.json)")
     _add_quantize_args(p)
     _add_gate_args(p)

@@ -23,16 +23,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 
 
-def time_onnx(path, feed, repeats):
-    import onnxruntime as ort
+def time_onnx(path, feed, repeats, artifact):
+    from mcad_export.runtime.encoders import onnx_session, ort_optimization
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = onnx_session(path, threads=1, optimization=ort_optimization(artifact))
     return _timed(lambda: session.run(None, feed), repeats)
 
 
-def time_tflite(path, feed, repeats):
+def time_tflite(path, feed, repeats, artifact):
     from ai_edge_litert.interpreter import Interpreter
 
     runner = Interpreter(model_path=str(path), num_threads=1).get_signature_runner("serving_default")
@@ -58,6 +56,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--work", type=Path, default=REPO / "build" / "bench-variants")
     parser.add_argument("--name", default=None)
+    parser.add_argument("--reuse", action="store_true", help="keep an existing export+quantize in --work; verify and time")
     args = parser.parse_args()
 
     name = args.name or (args.student or "embedded").replace(":", "_").replace("/", "_")
@@ -66,9 +65,12 @@ def main() -> int:
     student = (["--student", args.student] if args.student else []) + (["--random-init"] if args.random_init else [])
     samples = ["--samples", str(args.samples)] if args.samples else []
     timings = {}
-    for step, cmd in [("export", [*cli, "export", "--out", str(out), *student, *samples]),
-                      ("quantize", [*cli, "quantize", str(out), *(["--no-auto"] if args.random_init else [])]),
-                      ("verify", [*cli, "verify", str(out)])]:
+    steps = [("export", [*cli, "export", "--out", str(out), *student, *samples]),
+             ("quantize", [*cli, "quantize", str(out), *(["--no-auto"] if args.random_init else [])]),
+             ("verify", [*cli, "verify", str(out)])]
+    if args.reuse and (out / "manifest.json").is_file():
+        steps = steps[2:]
+    for step, cmd in steps:
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         timings[step] = round(time.perf_counter() - start, 1)
@@ -90,7 +92,7 @@ def main() -> int:
         timer = time_onnx if a["format"] == "onnx" else time_tflite
         record = fidelity.get(a["path"], {})
         rows.append({"artifact": a["path"], "encoder": a["encoder"], "format": a["format"], "precision": a["precision"],
-                     "size_mb": round(a["size_bytes"] / 1e6, 2), **timer(out / a["path"], feed, args.repeats),
+                     "size_mb": round(a["size_bytes"] / 1e6, 2), **timer(out / a["path"], feed, args.repeats, a),
                      "cosine_mean": record.get("cosine_mean"), "top10_overlap": record.get("top10_overlap"),
                      "gate_passed": record.get("passed")})
     result = {"student": manifest["student"]["id"], "random_init": bool(manifest["student"].get("random_init")),

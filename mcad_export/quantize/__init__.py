@@ -83,7 +83,7 @@ def quantize_artifacts(out_dir, precisions=("w8a8",), *, calib_images=None, cali
                           "vs fp32 ONNX",
             "gate": gate.__dict__,
             "rejected": [{"name": r["name"], "path": r["path"], "last_step": r["tuning"]["steps"][-1],
-                          "steps": len(r["tuning"]["steps"]), "layer_damage_top": r["layer_damage_top"][:5]}
+                          "steps": r["tuning"]["steps"], "layer_damage_top": r["layer_damage_top"][:5]}
                          for r in rejected],
         }
         (stage / MANIFEST).write_text(dump_manifest(manifest), encoding="utf-8")
@@ -143,7 +143,8 @@ def _quantize_onnx(artifact, precision, named, stage, calib, tune, tune_referenc
     def attempt(keep_float):
         with quiet_root_logger():
             recipe = quantize_onnx(named, dst, precision, ArrayReader(input_name, calib_array), tuple(keep_float))
-        embeds = onnx_embed(dst, input_name, tune.for_encoder(encoder))
+        embeds = onnx_embed(dst, input_name, tune.for_encoder(encoder),
+                            optimization=recipe.get("ort_graph_optimization", "all"))
         return recipe, _tuning_step(encoder, embeds, tune_reference, gate, keep_float)
 
     recipe, step = attempt([])

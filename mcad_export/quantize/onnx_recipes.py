@@ -57,6 +57,20 @@ def mask_consumers(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if masks.intersection(n.input)]
 
 
+def fp16_optimization_level(path: Path) -> str:
+    """Workaround: onnxruntime 1.32's EXTENDED-level fusions fail to initialise some fp16 conv graphs
+    (MobileCLIP2-S0 image tower: "Tensor type mismatch ... MLFloat16" in Tensor::MutableData); BASIC
+    works. The level is recorded per artifact and every runner honours it."""
+    from ..runtime.encoders import onnx_session
+
+    try:
+        onnx_session(path, optimization="all", log_level=4)  # the expected failure needs no log line
+        return "all"
+    except Exception:  # noqa: BLE001 - ORT raises its own Fail type from pybind
+        onnx_session(path, optimization="basic")  # if this also fails, the error propagates as-is
+        return "basic"
+
+
 def quantize_onnx(named: Path, dst: Path, precision: str, reader=None, exclude: tuple[str, ...] = ()) -> dict:
     """Quantizes a `name_all_nodes` copy into `dst`; returns the recipe record for the manifest."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
@@ -69,6 +83,7 @@ def quantize_onnx(named: Path, dst: Path, precision: str, reader=None, exclude: 
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
         onnx.save(convert_float_to_float16(model, keep_io_types=True, node_block_list=excluded), str(dst))
+        recipe["ort_graph_optimization"] = fp16_optimization_level(dst)
     elif recipe["kind"] == "dynamic":
         quantize_dynamic(named, dst, op_types_to_quantize=recipe["op_types"], per_channel=False,
                          reduce_range=True, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,

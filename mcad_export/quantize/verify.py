@@ -16,17 +16,21 @@ from ..errors import FidelityGateError
 from ..manifest import read_manifest
 from .calibration import evaluation_inputs
 from ..isolated import run_isolated
-from ..runtime.encoders import onnx_embed
+from ..runtime.encoders import onnx_embed, ort_optimization
 from .fidelity import Gate, score
 
-def _litert_isolated(path, input_name, array):
+def _onnxruntime(path, input_name, array, artifact):
+    return onnx_embed(path, input_name, array, optimization=ort_optimization(artifact))
+
+
+def _litert_isolated(path, input_name, array, artifact):
     # Quantized TFLite models have aborted the LiteRT runtime here; a crash must fail one record, not the run.
     return run_isolated("tflite-embed", {"model": str(path), "input_name": input_name}, {"x": array},
                         what=f"LiteRT running {Path(path).name}")["embeds"]
 
 
-# Runtime name in the manifest -> function(path, input name, array) -> embeddings.
-RUNNERS = {"onnxruntime": onnx_embed, "litert": _litert_isolated}
+# Runtime name in the manifest -> function(path, input name, array, artifact record) -> embeddings.
+RUNNERS = {"onnxruntime": _onnxruntime, "litert": _litert_isolated}
 
 
 def verify_artifacts(out_dir, gate: Gate = Gate(), progress=None) -> list[dict]:
@@ -47,7 +51,7 @@ def verify_artifacts(out_dir, gate: Gate = Gate(), progress=None) -> list[dict]:
             continue
         say(f"verifying {artifact['path']} on {artifact['runtime']}")
         embeds = runner(root / artifact["path"], artifact["inputs"][0]["name"],
-                        evaluation.for_encoder(artifact["encoder"]))
+                        evaluation.for_encoder(artifact["encoder"]), artifact)
         result = score(artifact["encoder"], embeds, reference)
         misses = gate.misses(result)
         records.append({**base, **result, "samples": len(embeds), "recall_meaningful": meaningful,

@@ -6,13 +6,26 @@ import numpy as np
 TFLITE_SIGNATURE = "serving_default"
 
 
-def onnx_embed(path, input_name: str, array: np.ndarray, batch: int = 50, threads: int = 0) -> np.ndarray:
+def ort_optimization(artifact: dict) -> str:
+    """The graph optimization level an artifact must run at (manifest: recipe.ort_graph_optimization)."""
+    return artifact.get("recipe", {}).get("ort_graph_optimization", "all")
+
+
+def onnx_session(path, threads: int = 0, optimization: str = "all", log_level: int = 3):
+    """`optimization`: "all" (default) or "basic", as `ort_optimization(artifact)` says."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = log_level
     options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    options.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                                        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}[optimization]
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_embed(path, input_name: str, array: np.ndarray, batch: int = 50, threads: int = 0,
+               optimization: str = "all") -> np.ndarray:
+    session = onnx_session(path, threads, optimization)
     return np.concatenate([session.run(None, {input_name: array[i:i + batch]})[0]
                            for i in range(0, len(array), batch)]).astype(np.float32)
 

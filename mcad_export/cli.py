@@ -144,7 +144,7 @@ def _dispatch(args, console) -> int:
 
 
 def _export(args, console) -> dict:
-    from .export import export_student, ensure_writable
+    from .export import ensure_writable, export_student
     from .students import load_student
 
     ensure_writable(args.out)  # fail before minutes of work, not after

@@ -13,10 +13,10 @@ import numpy as np
 
 from .. import contract
 from ..atomic import staged_directory
-from ..errors import OutputDirError, ParityError
 from ..data.samples import load_samples
+from ..errors import OutputDirError, ParityError
 from ..manifest import dump_manifest, file_record, tool_versions
-from ..runtime.encoders import onnx_embed, tflite_embed
+from ..runtime.encoders import TFLITE_SIGNATURE, onnx_embed, tflite_embed
 from ..runtime.preprocess import preprocess_batch
 from ..students.base import Student
 from . import onnx_export, parity
@@ -61,7 +61,7 @@ def _tflite_artifact(stage, kind, module, in_name, out_name, dims, dtype, batche
         "name": f"{kind}_encoder.tflite", "encoder": kind, "format": "tflite", "runtime": "litert", "precision": "fp32",
         "inputs": [{"name": in_name, "dtype": "float32" if dtype == 1 else "int32", "shape": [1, *dims]}],
         "outputs": [{"name": out_name, "dtype": "float32", "shape": [1, embed_dim], "l2_normalised": True}],
-        "signature": tflite_export.SIGNATURE, **file_record(stage, filename), "converter": "litert-torch",
+        "signature": TFLITE_SIGNATURE, **file_record(stage, filename), "converter": "litert-torch",
         "parity": result,
     }
 

@@ -12,8 +12,6 @@ import torch
 from ..errors import InputError
 from ..logs import quiet_root_logger
 
-from ..runtime.encoders import TFLITE_SIGNATURE as SIGNATURE
-
 
 class _Named(torch.nn.Module):
     """Gives the TFLite signature the contract's input and output names."""

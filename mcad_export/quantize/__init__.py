@@ -12,20 +12,15 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from ..atomic import staged_directory
 from ..contract import MANIFEST, TFLITE_DIR
-from ..data.samples import load_samples
-from ..manifest import dump_manifest, file_record, read_manifest
-from ..runtime import Tokenizer
-from ..runtime.preprocess import preprocess_batch
-from .calibration import ArrayReader, EncoderInputs, calibration_inputs
-from ..runtime.encoders import onnx_embed
-from .fidelity import Gate, score
-from ..logs import quiet_root_logger
-from .layer_damage import node_damage
 from ..isolated import run_isolated
+from ..logs import quiet_root_logger
+from ..manifest import dump_manifest, file_record, read_manifest
+from ..runtime.encoders import onnx_embed
+from .calibration import ArrayReader, calibration_inputs, sample_inputs
+from .fidelity import DEFAULT_GATE, Gate, score
+from .layer_damage import node_damage
 from .onnx_recipes import PRECISIONS, RECIPES, mask_consumers, name_all_nodes, quantize_onnx
 from .tflite_recipes import STATIC_OPS, TFLITE_RECIPES
 
@@ -39,14 +34,14 @@ __all__ = ["quantize_artifacts", "PRECISIONS", "Gate"]
 
 
 def quantize_artifacts(out_dir, precisions=("w8a8",), *, calib_images=None, calib_captions=None,
-                       num_calib: int = 128, allow_small: bool = False, auto: bool = True, gate: Gate = Gate(),
+                       num_calib: int = 128, allow_small: bool = False, auto: bool = True, gate: Gate = DEFAULT_GATE,
                        progress=None) -> list[dict]:
     say = progress or (lambda message: None)
     root = Path(out_dir)
     manifest = read_manifest(root)
     calib = calibration_inputs(root, manifest, images_dir=calib_images, captions_file=calib_captions,
                                num_calib=num_calib, allow_small=allow_small)
-    tune = _tuning_inputs(root, manifest)
+    tune = sample_inputs(root, manifest, TUNE_SPLIT)
     fp32 = [a for a in manifest["artifacts"] if a["format"] == "onnx" and a["precision"] == "fp32"]
     tflite = [a for a in manifest["artifacts"] if a["format"] == "tflite" and a["precision"] == "fp32"]
     tune_reference = {f"{a['encoder']}_embeds": onnx_embed(root / a["path"], a["inputs"][0]["name"],
@@ -90,13 +85,6 @@ def quantize_artifacts(out_dir, precisions=("w8a8",), *, calib_images=None, cali
     for r in rejected:  # a stale accepted copy from an earlier run must not linger unreferenced
         (root / r["path"]).unlink(missing_ok=True)
     return records
-
-
-def _tuning_inputs(root: Path, manifest: dict) -> EncoderInputs:
-    images, captions = load_samples(manifest["evaluation"]["samples"], TUNE_SPLIT, manifest["evaluation"]["count"],
-                                    manifest["image"]["image_size"])
-    return EncoderInputs(preprocess_batch(images, manifest["image"]), Tokenizer.from_artifacts(root)(captions),
-                         f"tuning {TUNE_SPLIT}")
 
 
 def _tuning_step(encoder, embeds, tune_reference, gate: Gate, keep_float) -> dict:

@@ -26,11 +26,16 @@ class EncoderInputs:
         return self.pixels if encoder == "image" else self.ids
 
 
-def evaluation_inputs(root: Path, manifest: dict) -> EncoderInputs:
-    ev = manifest["evaluation"]
-    images, captions = load_samples(ev["samples"], ev["split"], ev["count"], manifest["image"]["image_size"])
+def sample_inputs(root: Path, manifest: dict, split: str) -> EncoderInputs:
+    """The manifest's evaluation sample kind and count, from `split` (held-out: the gate; calib: tuning)."""
+    kind, count = manifest["evaluation"]["samples"], manifest["evaluation"]["count"]
+    images, captions = load_samples(kind, split, count, manifest["image"]["image_size"])
     return EncoderInputs(preprocess_batch(images, manifest["image"]), Tokenizer.from_artifacts(root)(captions),
-                         f"{ev['samples']}:{ev['split']} x{ev['count']}")
+                         f"{kind}:{split} x{count}")
+
+
+def evaluation_inputs(root: Path, manifest: dict) -> EncoderInputs:
+    return sample_inputs(root, manifest, manifest["evaluation"]["split"])
 
 
 def calibration_inputs(root: Path, manifest: dict, *, images_dir=None, captions_file=None, num_calib: int = 128,

@@ -31,6 +31,9 @@ class Gate:
         return out
 
 
+DEFAULT_GATE = Gate()
+
+
 def top_k_overlap(queries_a, gallery_a, queries_b, gallery_b, k: int = 10) -> float:
     top_a = np.argsort(-(queries_a @ gallery_a.T), axis=1)[:, :k]
     top_b = np.argsort(-(queries_b @ gallery_b.T), axis=1)[:, :k]

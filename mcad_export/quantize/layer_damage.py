@@ -50,9 +50,12 @@ def weight_sqnr(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto) -> dic
 
 def node_damage(float_named: Path, qdq_path: Path, input_name: str, samples: np.ndarray,
                 op_types: tuple[str, ...]) -> list[dict]:
-    from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
-                                                         create_activation_matching,
-                                                         modify_model_output_intermediate_tensors)
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_activation_error,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
 
     with tempfile.TemporaryDirectory() as tmp, quiet_root_logger():
         aug_float, aug_qdq = Path(tmp) / "float.onnx", Path(tmp) / "qdq.onnx"

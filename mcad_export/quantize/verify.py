@@ -13,11 +13,12 @@ import numpy as np
 from ..atomic import write_text_atomic
 from ..contract import FIDELITY_REPORT, REPORTS_DIR
 from ..errors import FidelityGateError
-from ..manifest import read_manifest
-from .calibration import evaluation_inputs
 from ..isolated import run_isolated
+from ..manifest import read_manifest
 from ..runtime.encoders import onnx_embed, ort_optimization
-from .fidelity import Gate, score
+from .calibration import evaluation_inputs
+from .fidelity import DEFAULT_GATE, Gate, score
+
 
 def _onnxruntime(path, input_name, array, artifact):
     return onnx_embed(path, input_name, array, optimization=ort_optimization(artifact))
@@ -33,7 +34,7 @@ def _litert_isolated(path, input_name, array, artifact):
 RUNNERS = {"onnxruntime": _onnxruntime, "litert": _litert_isolated}
 
 
-def verify_artifacts(out_dir, gate: Gate = Gate(), progress=None) -> list[dict]:
+def verify_artifacts(out_dir, gate: Gate = DEFAULT_GATE, progress=None) -> list[dict]:
     say = progress or (lambda message: None)
     root = Path(out_dir)
     manifest = read_manifest(root)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 from ..runtime.tokenizer import Tokenizer
 
 

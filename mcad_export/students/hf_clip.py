@@ -61,7 +61,7 @@ def load(arg: str, *, weights=None, random_init: bool = False) -> Student:
 
 
 def _tokenizer(folder: Path, config) -> Tokenizer:
-    from .. runtime.tokenizer import read_merges
+    from ..runtime.tokenizer import read_merges
 
     context = int(config.text_config.max_position_embeddings)
     vocab, merges = folder / "vocab.json", folder / "merges.txt"

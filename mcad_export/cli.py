@@ -43,6 +43,46 @@ def _add_gate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-cosine-mean", type=float, default=0.99, help="min mean cosine vs PyTorch fp32 (default 0.99)")
 
 
+def _add_index_kind(p: argparse.ArgumentParser) -> None:
+    from .runtime.index import INDEX_KINDS
+
+    p.add_argument("--kind", choices=INDEX_KINDS, default="flat",
+                   help="flat (exact, numpy), sq8 (faiss 8-bit + exact re-rank) or ivfpq (large galleries; faiss "
+                        "IVF-PQ + exact re-rank); default flat")
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated non-negative integers, got {text!r}")
+    return values
+
+
+def _add_bench_args(p: argparse.ArgumentParser) -> None:
+    from .bench import DEFAULT_GALLERY_SIZE, DEFAULT_SWEEP_SIZES
+
+    p.add_argument("--artifact", metavar="PATH", help="text-encoder artifact (default: the fastest that does not "
+                                                        "miss the fidelity gate)")
+    p.add_argument("--threads", type=_int_list, default=(1,), metavar="N[,N...]",
+                   help="thread counts; the first is the one the budget is judged on (default 1)")
+    p.add_argument("--gallery-size", type=int, default=DEFAULT_GALLERY_SIZE, metavar="N",
+                   help=f"images in the searched gallery (default {DEFAULT_GALLERY_SIZE:,}); rows beyond the real "
+                        "index are synthetic and reported as such; 0 = the real index as it is")
+    p.add_argument("--index-kind", choices=("flat", "sq8", "ivfpq"), default=None,
+                   help="index kind for the bench gallery (default: the kind of DIR/index)")
+    p.add_argument("--budget-mb", type=float, default=100.0, help="peak RSS budget of the query process (default 100)")
+    p.add_argument("--budget-ms", type=float, default=8.0, help="p50 query latency budget (default 8)")
+    p.add_argument("--enforce-budget", action="store_true", help="exit 6 when the budget is missed")
+    p.add_argument("--sweep-sizes", type=_int_list, default=DEFAULT_SWEEP_SIZES, metavar="N[,N...]",
+                   help="gallery sizes for the latency-vs-size sweep (default 1000,10000,100000; 0 skips it)")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false",
+                   help="skip the PyTorch eager baseline (no speed-up ratio then)")
+    p.add_argument("--quick", action="store_true", help="fewer repeats (a few seconds per measurement)")
+
+
 def gate_from(args):
     from .quantize.fidelity import Gate
 
@@ -59,13 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="the whole pipeline that exists so far, on the embedded student by default",
                        description="Load the student, export both encoders (ONNX, TFLite) with parity checks, "
-                                   "quantize every precision, run the fidelity gate, and print summaries. Later stages "
-                                   "(index, bench, report, compile, bundle) join here.")
+                                   "quantize every precision, run the fidelity gate, index the gallery, benchmark the "
+                                   "query path against the budget and write the profiling report (reports/). Later "
+                                   "stages (compile, bundle) join here.")
     p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help=f"output folder (default: ./{DEFAULT_OUT})")
     _add_student_args(p)
     p.add_argument("--no-verify", action="store_true", help="report parity misses instead of failing")
     _add_quantize_args(p)
     _add_gate_args(p)
+    p.add_argument("--images", type=Path, metavar="FOLDER", help="gallery to index (default: the held-out gallery)")
+    _add_index_kind(p)
+    _add_bench_args(p)
 
     p = sub.add_parser("export", help="export image and text encoders to ONNX and TFLite with parity checks",
                        description="Writes image_encoder.onnx, text_encoder.onnx, tflite/{image,text}_encoder.tflite, "
@@ -95,6 +139,39 @@ def build_parser() -> argparse.ArgumentParser:
                                    "naming artifact, metric and numbers when any artifact misses the gate.")
     p.add_argument("dir", type=Path, help="an export folder (with manifest.json)")
     _add_gate_args(p)
+
+    p = sub.add_parser("index", help="embed a folder of images into a gallery index (flat, sq8, ivfpq)",
+                       description="Embeds every .jpg/.png under --images (recursively; unreadable files are skipped "
+                                   "and counted) with the image encoder and saves DIR/index/ (see ARCHITECTURE.md). "
+                                   "Without --images: the embedded student's held-out gallery, written to DIR/gallery/.")
+    p.add_argument("dir", type=Path, help="an export folder (with manifest.json)")
+    p.add_argument("--images", type=Path, metavar="FOLDER", help="folder of images to index")
+    _add_index_kind(p)
+    p.add_argument("--artifact", metavar="PATH", help="image-encoder artifact (default: the fp32 ONNX file)")
+    p.add_argument("--batch", type=int, default=32, help="images per encoder call (default 32)")
+
+    p = sub.add_parser("search", help="text -> ranked gallery images (the torch-free query path)",
+                       description="Tokenizes the text, runs the text encoder the manifest deploys (or --artifact) "
+                                   "and prints the top-k gallery images with their cosine scores.")
+    p.add_argument("dir", type=Path, help="an export folder with an index (mcad-export index)")
+    p.add_argument("text", help="the query, e.g. \"a red circle above a blue square\"")
+    p.add_argument("-k", type=int, default=5, help="how many results (default 5)")
+    p.add_argument("--artifact", metavar="PATH", help="text-encoder artifact (default: the deployed one)")
+    p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
+
+    p = sub.add_parser("bench", help="search latency and memory vs the 100 MB / 8 ms budget, with a PyTorch baseline",
+                       description="Times every host-runnable encoder, picks the fastest text encoder that does not "
+                                   "miss the fidelity gate, then measures end-to-end queries (tokenize + encoder + "
+                                   "top-10) and peak RSS in a fresh torch-free process, the PyTorch eager fp32 "
+                                   "baseline in another, the peak GEMM rate (physical limit) and index latency vs "
+                                   "gallery size. Writes reports/bench.json and records the choice in the manifest.")
+    p.add_argument("dir", type=Path, help="an export folder (with manifest.json)")
+    _add_bench_args(p)
+
+    p = sub.add_parser("report", help="profiling report: reports/report.html (self-contained), report.md, report.json",
+                       description="Renders the bench, fidelity and artifact numbers into one offline HTML page "
+                                   "(embedded SVG plots), a Markdown summary and the JSON both are made of.")
+    p.add_argument("dir", type=Path, help="an export folder that has been benched")
 
     p = sub.add_parser("train-student", help="retrain the embedded default student (~25 min on 2 CPU cores)",
                        description="Renders the scene data, trains the teacher, distills the student MCAD-style "
@@ -139,6 +216,16 @@ def _dispatch(args, console) -> int:
         return 0
     if args.command == "verify":
         _verify(args, console)
+        return 0
+    if args.command == "index":
+        _index(args, console)
+        return 0
+    if args.command == "search":
+        return _search(args, console)
+    if args.command == "bench":
+        return _bench(args, console)
+    if args.command == "report":
+        _report(args, console)
         return 0
     raise AssertionError(args.command)
 
@@ -239,6 +326,82 @@ class _status:
 
     def __exit__(self, *exc):
         return self._live.__exit__(*exc)
+
+
+def _index(args, console) -> dict:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .runtime.gallery import build_gallery_index
+
+    with Progress(TextColumn("embedding images"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("index", total=None)
+        meta = build_gallery_index(args.dir, args.images, kind=args.kind, artifact=getattr(args, "artifact", None)
+                                   if args.command == "index" else None, batch=getattr(args, "batch", 32),
+                                   progress=lambda done, total: bar.update(task, completed=done, total=total))
+    skipped = f", {meta['skipped']} unreadable file(s) skipped" if meta["skipped"] else ""
+    console.print(f"index: {meta['count']:,} images ({meta['kind']}, {meta['dim']}-d) from {meta['source']} "
+                  f"-> {Path(args.dir) / 'index'}{skipped}")
+    for s in meta.get("skipped_files", [])[:5]:
+        console.print(f"  [yellow]skipped[/] {s['path']}: {s['reason']}")
+    return meta
+
+
+def _search(args, console) -> int:
+    from rich.table import Table
+
+    from .runtime.search import TextSearch
+
+    search = TextSearch(args.dir, args.artifact, threads=args.threads)
+    hits, times = search.timed_search(args.text, args.k)
+    table = Table(title=f"{args.text!r} ({search.artifact['path']}, {len(search.index):,} images, "
+                        f"{times['total_ms']:.1f} ms)")
+    for col in ("rank", "score", "path"):
+        table.add_column(col, no_wrap=col == "path")
+    for h in hits:
+        table.add_row(str(h.rank), f"{h.score:.4f}", h.path)
+    console.print(table)
+    return 0
+
+
+def _bench(args, console) -> int:
+    from .bench import Settings, bench
+    from .errors import BudgetMissError
+
+    settings = Settings(artifact=args.artifact if args.command == "bench" else None, threads=args.threads,
+                        gallery_size=args.gallery_size, index_kind=args.index_kind, budget_mb=args.budget_mb,
+                        budget_ms=args.budget_ms, sweep_sizes=tuple(s for s in args.sweep_sizes if s),
+                        baseline=args.baseline, quick=args.quick)
+    with _status(console, "benchmarking") as status:
+        report = bench(args.dir, settings, progress=status)
+    lat, budget = report["query_latency_ms"], report["budget"]
+    text = report["artifacts"]["text"]
+    console.print(f"text encoder {text['path']} ({text['precision']}, {text['runtime']}; fidelity gate: "
+                  f"{ {True: 'pass', False: 'MISS', None: 'not run'}[text['gate_passed']] })")
+    console.print(f"query (tokenize + encoder + top-10 over {report['gallery_size']:,} images"
+                  f"{', ' + format(report['gallery']['synthetic'], ',') + ' synthetic' if report['gallery']['synthetic'] else ''}"
+                  f", {report['threads']} thread(s)): p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms, "
+                  f"p99 {lat['p99']:.2f} ms; peak RSS {report['peak_rss_mb']:.1f} MB")
+    if report["baseline"]:
+        console.print(f"baseline {report['baseline']['name']}: p50 {report['baseline']['query_latency_ms']['p50']:.2f} "
+                      f"ms -> {report['speedup_vs_baseline']:.1f}x faster")
+    limit = report["physical_limit"]
+    console.print(f"physical limit {limit['text_encoder_limit_ms']:.3f} ms ({limit['peak_gemm_gflops']:.0f} GFLOP/s "
+                  f"peak GEMM); text-encoder efficiency {limit['text_encoder_efficiency']:.1%}")
+    verdict = "[green]PASS[/]" if budget["passed"] else "[red]MISS[/]"
+    console.print(f"budget {budget['memory_mb']:g} MB / {budget['latency_ms']:g} ms: {verdict} "
+                  f"({Path(args.dir) / 'reports' / 'bench.json'})")
+    if args.enforce_budget and not budget["passed"]:
+        raise BudgetMissError(f"budget missed: p50 {lat['p50']:.2f} ms (budget {budget['latency_ms']:g}), peak RSS "
+                              f"{report['peak_rss_mb']:.1f} MB (budget {budget['memory_mb']:g})")
+    return 0
+
+
+def _report(args, console) -> None:
+    from .report import write_report
+
+    outputs = write_report(args.dir)
+    console.print("report: " + ", ".join(str(p) for p in outputs.values()))
 
 
 def _summary(console, manifest: dict, out: Path) -> None:

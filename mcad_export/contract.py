@@ -31,3 +31,20 @@ REFERENCE_EMBEDDINGS = "reference/eval_embeddings.npz"
 
 REPORTS_DIR = "reports"
 FIDELITY_REPORT = "reports/fidelity.json"   # list of per-artifact gate records
+
+# Gallery index (runtime/index.py): index/index.json (format, kind flat|sq8|ivfpq, count, dim,
+# root of the image paths, params, the artifact that embedded the images), index/paths.txt (one
+# image path per row, relative to root), index/embeddings.f32.npy (float32 [N, D], L2-normalised,
+# row i = line i of paths.txt), index/codes.faiss (sq8/ivfpq only).
+INDEX_DIR = "index"
+INDEX_META = "index.json"
+INDEX_PATHS = "paths.txt"
+INDEX_EMBEDDINGS = "embeddings.f32.npy"
+INDEX_CODES = "codes.faiss"
+INDEX_FORMAT = "mcad-index/1"
+GALLERY_DIR = "gallery"     # the embedded student's held-out scenes as PNGs, when no --images is given
+
+BENCH_REPORT = "reports/bench.json"
+REPORT_HTML = "reports/report.html"
+REPORT_MD = "reports/report.md"
+REPORT_JSON = "reports/report.json"

@@ -40,6 +40,16 @@ class OutputDirError(InputError):
     pass
 
 
+class GalleryIndexError(InputError):
+    """A gallery index that cannot be built from what was given, or read back."""
+
+
+class BudgetMissError(McadError):
+    """`bench --enforce-budget`: the query path missed the memory or latency budget."""
+
+    exit_code = 6
+
+
 class ExportError(McadError):
     exit_code = 3
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 from .contract import MANIFEST, MANIFEST_FORMAT
 from .errors import InputError
-from .students.checkpoint import sha256_of
 
 
 def file_record(root: Path, relpath: str) -> dict:
+    from .students.checkpoint import sha256_of  # lazily: the torch-free runtime reads manifests too
+
     path = Path(root) / relpath
     return {"path": relpath, "sha256": sha256_of(path), "size_bytes": path.stat().st_size}
 

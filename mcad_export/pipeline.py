@@ -1,15 +1,24 @@
-"""`mcad-export run`: every stage that exists so far (export, quantize, verify), in order, with summaries."""
+"""`mcad-export run`: every stage that exists so far (export, quantize, verify, index, bench, report), in order."""
 from __future__ import annotations
 
 
 def run(args, console) -> int:
-    from .cli import _export, _quantize, _summary, _verify
+    from .cli import _bench, _export, _index, _quantize, _report, _summary, _verify
 
     manifest = _export(args, console)
     _summary(console, manifest, args.out)
     args.dir = args.out
     _quantize(args, console)
     _verify(args, console)
+    _index(args, console)
+    from .errors import BudgetMissError
+
+    try:
+        _bench(args, console)
+    except BudgetMissError:
+        _report(args, console)  # the report explains the miss
+        raise
+    _report(args, console)
     card = manifest["student"].get("card", {}).get("student_fp32")
     if card:
         console.print(f"student held-out recall (fp32, from its card): t2i R@1 {card['t2i_r1']:.3f}, "

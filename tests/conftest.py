@@ -19,7 +19,8 @@ def run_cli(*args, cwd=None, timeout=900):
 def embedded_run(tmp_path_factory):
     """`mcad-export run` on the embedded student, once per session; tests inspect its output."""
     out = tmp_path_factory.mktemp("run") / "mcad-out"
-    proc = run_cli("run", "--out", out)
+    # --quick: fewer latency repeats; everything else (100k gallery, sweep, baseline) as a user gets it.
+    proc = run_cli("run", "--out", out, "--quick")
     assert proc.returncode == 0, proc.stderr + proc.stdout
     return out, proc
 
@@ -36,3 +37,13 @@ def tiny_open_clip_config(tmp_path_factory):
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
     }))
     return path
+
+
+@pytest.fixture()
+def scratch_export(embedded_run, tmp_path):
+    """A private copy of the embedded run's folder, for tests that rewrite its index or reports."""
+    import shutil
+
+    out = tmp_path / "export"
+    shutil.copytree(embedded_run[0], out)
+    return out

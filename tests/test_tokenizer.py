@@ -54,7 +54,10 @@ def test_random_unicode_identical(pair):
 
 
 def test_runtime_import_is_torch_free():
+    # The whole query path and the bench's query probe, not just the package's __init__.
     code = ("import sys; import mcad_export.runtime as r; from mcad_export.runtime.preprocess import preprocess_batch; "
+            "import mcad_export.runtime.search, mcad_export.runtime.index, mcad_export.runtime.gallery; "
+            "import mcad_export.bench.probe; "
             "heavy = [m for m in ('torch', 'open_clip', 'transformers', 'onnx') if m in sys.modules]; "
             "print(heavy); sys.exit(1 if heavy else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

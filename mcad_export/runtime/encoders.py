@@ -1,6 +1,9 @@
 """Running exported encoders on the host: ONNX Runtime and LiteRT (torch-free, imports lazy)."""
 from __future__ import annotations
 
+import contextlib
+import os
+
 import numpy as np
 
 TFLITE_SIGNATURE = "serving_default"
@@ -37,3 +40,37 @@ def tflite_embed(path, input_name: str, array: np.ndarray) -> np.ndarray:
     runner = Interpreter(model_path=str(path)).get_signature_runner(TFLITE_SIGNATURE)
     return np.concatenate([next(iter(runner(**{input_name: array[i:i + 1]}).values()))
                            for i in range(len(array))]).astype(np.float32)
+
+
+def open_encoder(path, runtime: str, threads: int = 1, optimization: str = "all"):
+    """One loaded encoder as a callable: a batch array -> float32 embeddings [batch, D].
+
+    `runtime` is the artifact's manifest runtime (onnxruntime | litert). LiteRT encoders have a
+    static batch of 1, so a batch runs row by row.
+    """
+    if runtime == "onnxruntime":
+        session = onnx_session(path, threads, optimization)
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
+    if runtime == "litert":
+        from ai_edge_litert.interpreter import Interpreter
+
+        with _native_stderr_silenced():  # LiteRT's C++ logger prints an INFO line per XNNPACK delegate
+            interpreter = Interpreter(model_path=str(path), num_threads=threads or None)
+            interpreter.allocate_tensors()
+            runner = interpreter.get_signature_runner(TFLITE_SIGNATURE)
+        name = next(iter(runner.get_input_details()))
+        return lambda x: np.concatenate([next(iter(runner(**{name: x[i:i + 1]}).values())) for i in range(len(x))])
+    raise ValueError(f"no host runtime for {runtime!r}")
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 from typing import Callable
 
-from ..errors import UnknownStudentError
+from ..errors import InputError, UnknownStudentError
 from .base import Preprocess, Student
 
 _LOADERS: dict[str, Callable[..., Student]] = {}
@@ -36,10 +37,24 @@ def load_student(spec: str | None = None, weights=None, *, random_init: bool = F
         raise UnknownStudentError(
             f"unknown student {spec!r}{hint}; use one of: " + ", ".join(f"{p}:..." for p in loader_prefixes()
                                                                        if p != DEFAULT_SPEC) + ", or omit --student")
-    return _LOADERS[prefix](arg, weights=weights, random_init=random_init)
+    student = _LOADERS[prefix](arg, weights=weights, random_init=random_init)
+    # Enough to load the same student again from the manifest (the bench's PyTorch baseline).
+    student.info["spec"] = spec if prefix != "hf" else f"hf:{Path(arg).resolve()}"
+    if weights is not None:
+        student.info["weights_path"] = str(Path(weights).resolve())
+    return student
+
+
+def reload_student(recorded: dict) -> Student:
+    """The student a manifest's `student` record describes, loaded again from the same local files."""
+    spec = recorded.get("spec") or recorded["id"]  # older manifests: the id is the spec for open_clip/embedded
+    weights = recorded.get("weights_path")
+    if weights and not Path(weights).is_file():
+        raise InputError(f"the exported student's weights {weights} are gone; pass the student again")
+    return load_student(spec, weights, random_init=recorded.get("random_init", False))
 
 
 # Registration happens on import; keep this list the only place that names the families.
 from . import embedded, hf_clip, open_clip_family  # noqa: E402,F401
 
-__all__ = ["Preprocess", "Student", "load_student", "register_loader", "loader_prefixes"]
+__all__ = ["Preprocess", "Student", "load_student", "reload_student", "register_loader", "loader_prefixes"]

@@ -1,0 +1,72 @@
+"""`mcad-export bench DIR`: search latency and memory of the deployed query path vs the budget.
+
+Every number comes from a fresh child process (bench/probe.py, torch-free; bench/baseline.py,
+PyTorch), started with exactly the thread count being measured, so imports, memory and thread
+pools of one measurement never leak into another. Writes reports/bench.json.
+Kept import-light on purpose: the probes import this package.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+DEFAULT_GALLERY_SIZE = 100_000
+DEFAULT_SWEEP_SIZES = (1_000, 10_000, 100_000)
+GENERIC_QUERIES = (
+    "a red circle above a blue square", "a photo of a dog playing on the beach", "two people riding bicycles",
+    "a bowl of fruit on a wooden table", "city skyline at night", "a cat sleeping on a sofa",
+    "snowy mountains under a clear sky", "a plate of pasta with tomato sauce",
+)
+
+
+class Settings:
+    """What to measure; defaults are the CLI's."""
+
+    def __init__(self, *, artifact=None, threads=(1,), gallery_size=DEFAULT_GALLERY_SIZE, index_kind=None,
+                 budget_mb=100.0, budget_ms=8.0, sweep_sizes=DEFAULT_SWEEP_SIZES, sweep_kinds=("flat", "sq8", "ivfpq"),
+                 baseline=True, quick=False):
+        self.artifact, self.threads, self.gallery_size = artifact, tuple(threads), gallery_size
+        self.index_kind, self.budget_mb, self.budget_ms = index_kind, budget_mb, budget_ms
+        self.sweep_sizes, self.sweep_kinds, self.baseline, self.quick = tuple(sweep_sizes), sweep_kinds, baseline, quick
+
+    def measure(self, kind: str) -> dict:
+        """Sampling effort: `selection` is a quick ranking, `full` is for the reported numbers."""
+        if kind == "selection":
+            return {"warmup": 2, "min_repeats": 10, "min_seconds": 0.3, "max_seconds": 4}
+        if self.quick:
+            return {"warmup": 3, "min_repeats": 30, "min_seconds": 0.5, "max_seconds": 10}
+        return {"warmup": 10, "min_repeats": 200, "min_seconds": 3.0, "max_seconds": 30}
+
+
+def run_probe(module: str, config: dict, threads: int, workdir: Path, timeout: int = 900) -> dict:
+    """One measurement in a fresh process with `threads` threads everywhere (BLAS, OpenMP, runtimes)."""
+    from ..isolated import ToolCrashError
+
+    path = Path(tempfile.mkstemp(suffix=".json", dir=workdir)[1])
+    path.write_text(json.dumps(config))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-m", module, str(path)], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+    if proc.returncode != 0:
+        tail = [line for line in proc.stderr.strip().splitlines() if line.strip()][-1:] or [f"exit {proc.returncode}"]
+        raise ToolCrashError(f"benchmark step {config.get('mode', module)} failed: {tail[0][:300]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench(directory, settings: Settings | None = None, progress=None) -> dict:
+    """Measures, writes reports/bench.json and records the chosen artifacts as the deployment."""
+    from .measure import run_bench
+
+    settings = settings or Settings()
+    root = Path(directory)
+    workdir = Path(tempfile.mkdtemp(prefix=".bench-", dir=root))
+    try:
+        return run_bench(root, settings, workdir, progress or (lambda message: None))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

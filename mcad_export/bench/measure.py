@@ -1,0 +1,212 @@
+"""The bench's steps: choose artifacts, time encoders, the query path, the baseline and the limit."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import write_text_atomic
+from ..contract import BENCH_REPORT, FIDELITY_REPORT, INDEX_DIR, MANIFEST, REPORTS_DIR
+from ..manifest import dump_manifest, read_manifest, tool_versions
+from ..runtime.encoders import ort_optimization
+from ..runtime.index import GalleryIndex, synthetic_gallery
+from ..runtime.search import HOST_RUNTIMES
+from ..runtime.tokenizer import Tokenizer
+from . import GENERIC_QUERIES, Settings, run_probe
+from .flops import matmul_flops
+
+PROBE, BASELINE = "mcad_export.bench.probe", "mcad_export.bench.baseline"
+
+
+def query_texts(manifest: dict, count: int = 64) -> list[str]:
+    """Realistic queries: the held-out captions for the embedded student, else generic photo queries."""
+    if manifest["evaluation"].get("samples") == "scenes":
+        from ..data.scenes import caption_at
+
+        return [caption_at(manifest["evaluation"]["split"], i) for i in range(count)]
+    return list(GENERIC_QUERIES)
+
+
+def gate_status(root: Path) -> dict[str, bool | None]:
+    path = root / FIDELITY_REPORT
+    if not path.is_file():
+        return {}
+    return {r["artifact"]: r.get("passed") for r in json.loads(path.read_text())}
+
+
+def sample_inputs(root: Path, manifest: dict, work: Path, queries: list[str]) -> dict[str, str]:
+    ids = Tokenizer.from_artifacts(root)(queries[:1])
+    size = manifest["image"]["image_size"]
+    pixels = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
+    np.save(work / "text_input.npy", ids)
+    np.save(work / "image_input.npy", pixels)
+    return {"text": str(work / "text_input.npy"), "image": str(work / "image_input.npy")}
+
+
+def time_encoder(root, artifact, inputs, threads, work, measure) -> dict:
+    cfg = {"mode": "encoder", "path": str(root / artifact["path"]), "runtime": artifact["runtime"],
+           "optimization": ort_optimization(artifact), "threads": threads, "input": inputs[artifact["encoder"]],
+           "measure": measure}
+    return run_probe(PROBE, cfg, threads, work)
+
+
+def choose(root, manifest, encoder, wanted, gates, inputs, settings, work, say) -> tuple[dict, list[dict]]:
+    """The fastest host-runnable artifact of an encoder that did not miss the gate (or `wanted`)."""
+    candidates = [a for a in manifest["artifacts"] if a["encoder"] == encoder and a["runtime"] in HOST_RUNTIMES]
+    if wanted:
+        from ..runtime.search import select_artifact
+
+        candidates = [select_artifact(manifest, wanted, encoder)]
+    ranking = []
+    for a in candidates:
+        say(f"ranking {encoder} encoders: {a['path']}")
+        stats = time_encoder(root, a, inputs, settings.threads[0], work, settings.measure("selection"))["latency"]
+        ranking.append({"artifact": a["path"], "precision": a["precision"], "runtime": a["runtime"],
+                        "p50_ms": round(stats["p50"], 3), "gate_passed": gates.get(a["path"]),
+                        "size_bytes": a["size_bytes"]})
+    eligible = [r for r in ranking if r["gate_passed"] is not False] or ranking
+    best = min(eligible, key=lambda r: r["p50_ms"])
+    return next(a for a in candidates if a["path"] == best["artifact"]), sorted(ranking, key=lambda r: r["p50_ms"])
+
+
+def bench_gallery(root: Path, manifest: dict, size: int, kind: str | None, work: Path) -> tuple[Path, dict]:
+    """The gallery the query path searches: the real index, extended with synthetic rows up to `size`."""
+    real_index = root / INDEX_DIR
+    if (real_index / "index.json").is_file():
+        real = GalleryIndex.load(real_index)
+        real_vectors, real_kind, source = np.asarray(real.embeddings), real.kind, "index/"
+    else:
+        real_vectors = np.load(root / manifest["evaluation"]["reference"])["image_embeds"]
+        real_kind, source = "flat", "reference image embeddings"
+    kind = kind or real_kind
+    size = size or len(real_vectors)
+    vectors = real_vectors[:size] if size <= len(real_vectors) else synthetic_gallery(size, real_vectors.shape[1],
+                                                                                       real=real_vectors)
+    n_real = min(size, len(real_vectors))
+    paths = [f"real/{i}" for i in range(n_real)] + [f"synthetic/{i}" for i in range(n_real, size)]
+    folder = work / "gallery_index"
+    GalleryIndex.build(vectors, paths, kind).save(folder)
+    files = sorted(folder.iterdir())
+    info = {"gallery_size": size, "real": n_real, "synthetic": size - n_real, "real_source": source, "kind": kind,
+            "synthetic_note": ("rows beyond the real gallery are synthetic unit vectors drawn around real "
+                               "embeddings: valid for latency and memory, not for recall") if size > n_real else None,
+            "index_bytes": {f.name: f.stat().st_size for f in files}}
+    return folder, info
+
+
+def run_bench(root: Path, settings: Settings, work: Path, say) -> dict:
+    started = time.time()
+    manifest = read_manifest(root)
+    gates = gate_status(root)
+    queries = query_texts(manifest)
+    inputs = sample_inputs(root, manifest, work, queries)
+    threads = settings.threads[0]
+
+    text, text_ranking = choose(root, manifest, "text", settings.artifact, gates, inputs, settings, work, say)
+    image, image_ranking = choose(root, manifest, "image", None, gates, inputs, settings, work, say)
+    encoders = []
+    for artifact in (text, image):
+        for t in settings.threads:
+            say(f"timing {artifact['path']} with {t} thread(s)")
+            r = time_encoder(root, artifact, inputs, t, work, settings.measure("full"))
+            encoders.append({"artifact": artifact["path"], "encoder": artifact["encoder"], "threads": t,
+                             "precision": artifact["precision"], "runtime": artifact["runtime"],
+                             "latency_ms": r["latency"], "size_bytes": artifact["size_bytes"]})
+
+    say(f"building a {settings.gallery_size or 'real'}-image gallery index")
+    index_dir, gallery = bench_gallery(root, manifest, settings.gallery_size, settings.index_kind, work)
+    queries_by_threads = {}
+    for t in settings.threads:
+        say(f"end-to-end queries in a fresh process, {t} thread(s)")
+        queries_by_threads[t] = run_probe(PROBE, {
+            "mode": "query", "dir": str(root), "artifact": text["path"], "runtime": text["runtime"],
+            "index_dir": str(index_dir), "index_kind": gallery["kind"], "threads": t, "queries": queries, "k": 10,
+            "measure": settings.measure("full")}, t, work)
+    query = queries_by_threads[threads]
+
+    baseline = None
+    if settings.baseline:
+        say("PyTorch eager fp32 baseline in a fresh process")
+        np.save(work / "gallery.npy", np.asarray(GalleryIndex.load(index_dir).embeddings))
+        baseline = run_probe(BASELINE, {"dir": str(root), "threads": threads, "queries": queries, "k": 10,
+                                        "gallery": str(work / "gallery.npy"),
+                                        "measure": settings.measure("full")}, threads, work)
+        (work / "gallery.npy").unlink()
+
+    say("peak GEMM rate of this machine")
+    gemm = run_probe(PROBE, {"mode": "gemm", "threads": threads}, threads, work)
+    fp32_text = next(a for a in manifest["artifacts"] if a["encoder"] == "text" and a["format"] == "onnx"
+                     and a["precision"] == "fp32")
+    flops = matmul_flops(root / fp32_text["path"], manifest["text"]["context_length"], query["query_tokens_mean"])
+    text_p50 = next(e["latency_ms"]["p50"] for e in encoders if e["artifact"] == text["path"] and e["threads"] == threads)
+    limit_ms = flops["at_tokens"] / (gemm["peak_gflops"] * 1e9) * 1e3
+
+    sweep = None
+    if settings.sweep_sizes:
+        say("index latency vs gallery size")
+        reference = np.load(root / manifest["evaluation"]["reference"])
+        np.save(work / "sweep_real.npy", reference["image_embeds"])
+        np.save(work / "sweep_queries.npy", reference["text_embeds"][:64])
+        sweep = run_probe(PROBE, {"mode": "index-sweep", "sizes": list(settings.sweep_sizes),
+                                  "kinds": list(settings.sweep_kinds), "real": str(work / "sweep_real.npy"),
+                                  "queries": str(work / "sweep_queries.npy"), "threads": threads,
+                                  "measure": settings.measure("selection")}, threads, work, timeout=1800)
+
+    p50 = query["latency"]["p50"]
+    passed = p50 <= settings.budget_ms and query["peak_rss_mb"] <= settings.budget_mb
+    report = {
+        "student": manifest["student"]["id"], "random_init": manifest["student"].get("random_init", False),
+        "threads": threads, "gallery_size": gallery["gallery_size"], "gallery": gallery,
+        "query_latency_ms": {k: query["latency"][k] for k in ("p50", "p90", "p99", "mean", "repeats")},
+        "query_latency_samples_ms": query["latency"]["samples_ms"], "query_stages_p50_ms": query["stages_p50_ms"],
+        "query_tokens_mean": query["query_tokens_mean"],
+        "peak_rss_mb": round(query["peak_rss_mb"], 1), "memory_breakdown_mb": memory_breakdown(query["memory"]),
+        "query_process_imports_torch": bool(query["torch_imported"]),
+        "by_threads": {str(t): {"query_latency_ms": {k: r["latency"][k] for k in ("p50", "p90", "p99")},
+                                "peak_rss_mb": round(r["peak_rss_mb"], 1)} for t, r in queries_by_threads.items()},
+        "artifacts": {"text": {"path": text["path"], "precision": text["precision"], "runtime": text["runtime"],
+                               "size_bytes": text["size_bytes"], "gate_passed": gates.get(text["path"]),
+                               "chosen_by": "--artifact" if settings.artifact else "fastest not failing the gate"},
+                      "image": {"path": image["path"], "precision": image["precision"], "runtime": image["runtime"],
+                                "size_bytes": image["size_bytes"], "gate_passed": gates.get(image["path"])},
+                      "text_ranking": text_ranking, "image_ranking": image_ranking},
+        "encoders": encoders,
+        "baseline": ({"name": baseline["name"], "description": baseline["description"],
+                      "query_latency_ms": {k: baseline["latency"][k] for k in ("p50", "p90", "p99", "repeats")},
+                      "query_latency_samples_ms": baseline["latency"]["samples_ms"],
+                      "peak_rss_mb": round(baseline["peak_rss_mb"], 1), "torch": baseline["torch_version"]}
+                     if baseline else None),
+        "speedup_vs_baseline": round(baseline["latency"]["p50"] / p50, 2) if baseline else None,
+        "physical_limit": {"text_encoder_matmul_flops_at_query_tokens": flops["at_tokens"],
+                           "text_encoder_matmul_flops_full_context": flops["full"],
+                           "query_tokens_mean": flops["tokens"], "peak_gemm_gflops": gemm["peak_gflops"],
+                           "gemm": gemm, "text_encoder_limit_ms": round(limit_ms, 4),
+                           "text_encoder_efficiency": round(limit_ms / text_p50, 4),
+                           "query_efficiency": round(limit_ms / p50, 4)},
+        "index_sweep": sweep,
+        "budget": {"memory_mb": settings.budget_mb, "latency_ms": settings.budget_ms, "passed": passed,
+                   "latency_passed": p50 <= settings.budget_ms,
+                   "memory_passed": query["peak_rss_mb"] <= settings.budget_mb},
+        "tools": tool_versions("onnxruntime", "ai-edge-litert", "faiss-cpu", "numpy", "torch", "open_clip_torch"),
+        "seconds": round(time.time() - started, 1),
+    }
+    (root / REPORTS_DIR).mkdir(exist_ok=True)
+    write_text_atomic(root / BENCH_REPORT, json.dumps(report, indent=1) + "\n")
+    manifest["deployment"] = {"text_encoder": text["path"], "image_encoder": image["path"],
+                              "chosen_by": f"mcad-export bench ({report['artifacts']['text']['chosen_by']})"}
+    write_text_atomic(root / MANIFEST, dump_manifest(manifest))
+    return report
+
+
+def memory_breakdown(stages: dict) -> dict:
+    """Resident memory added by each step of the query process (MB, from VmRSS), then the peak."""
+    order = ["interpreter", "runtime_libraries", "tokenizer", "model", "index", "queries"]
+    out, previous = {}, 0.0
+    for name in order:
+        rss = stages[name]["VmRSS"]
+        out[name] = round(rss - previous, 1)
+        previous = rss
+    out["peak_vmhwm"] = round(stages["queries"]["VmHWM"], 1)
+    return out

@@ -1,0 +1,55 @@
+"""report.md: the same numbers as report.html, as tables a pull request can show."""
+from __future__ import annotations
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header, rows) -> list[str]:
+    return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows), ""]
+
+
+def render_markdown(data: dict) -> str:
+    b, v = data["bench"], data["verdict"]
+    lat, base = b["query_latency_ms"], b.get("baseline")
+    out = [f"# mcad-export report: {data['student']['id']}", "", f"**{v['summary']}**", ""]
+    if b.get("random_init"):
+        out += ["Random-init student: sizes and latencies are real, accuracy numbers are meaningless.", ""]
+    rows = [["this toolkit", f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{b['peak_rss_mb']:.1f}"]]
+    if base:
+        bl = base["query_latency_ms"]
+        rows.append([base["name"], f"{bl['p50']:.3f}", f"{bl['p90']:.3f}", f"{bl['p99']:.3f}", f"{base['peak_rss_mb']:.1f}"])
+    out += ["## Search latency (tokenize + text encoder + top-10)", ""]
+    out += _table(["query path", "p50 ms", "p90 ms", "p99 ms", "peak RSS MB"], rows)
+    if base:
+        out += [f"Speed-up vs baseline: **{b['speedup_vs_baseline']:.1f}x** ({base['description']}).", ""]
+    a = b["artifacts"]["text"]
+    out += [f"Text encoder: `{a['path']}` ({a['precision']}, {a['runtime']}, fidelity gate: "
+            f"{ {True: 'pass', False: 'MISS', None: 'not run'}[a['gate_passed']] }); gallery {b['gallery_size']:,} "
+            f"({b['gallery']['kind']}, {b['gallery']['synthetic']:,} synthetic); {b['threads']} thread(s).", ""]
+    out += ["## Memory of the query process (MB)", ""]
+    out += _table(list(b["memory_breakdown_mb"]), [[f"{x:.1f}" for x in b["memory_breakdown_mb"].values()]])
+    lim = b["physical_limit"]
+    out += ["## Physical limit", "",
+            f"{lim['text_encoder_matmul_flops_at_query_tokens'] / 1e9:.4f} GFLOP at {lim['query_tokens_mean']:.1f} "
+            f"tokens / {lim['peak_gemm_gflops']:.1f} GFLOP/s = {lim['text_encoder_limit_ms']:.4f} ms; "
+            f"text-encoder efficiency {lim['text_encoder_efficiency']:.1%}, query efficiency "
+            f"{lim['query_efficiency']:.1%}.", ""]
+    if b.get("index_sweep"):
+        out += ["## Top-10 search latency vs gallery size", ""]
+        out += _table(["gallery", "index", "p50 ms", "p99 ms", "top-10 overlap vs exact"],
+                      [[f"{r['gallery_size']:,}", r["kind"], f"{r['search_latency_ms']['p50']:.3f}",
+                        f"{r['search_latency_ms']['p99']:.3f}",
+                        "-" if r["top10_overlap_vs_flat"] is None else f"{r['top10_overlap_vs_flat']:.3f}"]
+                       for r in b["index_sweep"]["rows"]])
+    if data["fidelity"]:
+        out += ["## Fidelity gate", ""]
+        if not data["recall_meaningful"]:
+            out += ["Recall is not meaningful for this student; cosine is.", ""]
+        out += _table(["artifact", "cos mean", "t2i R@1", "fp32 R@1", "top-10 overlap", "gate"],
+                      [[r["artifact"], f"{r['cosine_mean']:.5f}", f"{r['recall_at_1']:.3f}",
+                        f"{r['recall_at_1_fp32']:.3f}", f"{r['top10_overlap']:.3f}", "pass" if r["passed"] else "MISS"]
+                       for r in data["fidelity"] if r.get("passed") is not None])
+    out += ["## Tool versions", ""] + _table(["tool", "version"], sorted(data["tools"].items()))
+    return "\n".join(out)

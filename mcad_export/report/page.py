@@ -1,0 +1,149 @@
+"""report.html: one self-contained page (inline CSS and SVG; the only script counts rendered plots)."""
+from __future__ import annotations
+
+import html
+
+from . import svg
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1000px;color:#1f2328;padding:0 16px}
+h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #d0d7de;padding:3px 8px;text-align:right}
+th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}
+#verdict{padding:14px 18px;border-radius:6px;font-size:18px;font-weight:600;color:#fff}
+#verdict.pass{background:#1a7f37}#verdict.miss{background:#cf222e}#verdict small{display:block;font-weight:400;font-size:13px}
+.note{color:#57606a;font-size:13px}.ok{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-weight:600}
+svg.plot{display:block;margin:8px 0;background:#fff;border:1px solid #eaeef2}
+"""
+
+SCRIPT = """
+window.addEventListener('load', function () {
+  var plots = Array.prototype.slice.call(document.querySelectorAll('svg.plot'));
+  var drawn = plots.filter(function (p) {
+    var r = p.getBoundingClientRect();
+    return r.width > 100 && r.height > 100 && p.querySelectorAll('rect,polyline,circle').length > 3;
+  });
+  document.body.setAttribute('data-plots', plots.length);
+  document.body.setAttribute('data-plots-rendered', drawn.length);
+});
+"""
+
+
+def _e(x) -> str:
+    return html.escape(str(x))
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _mark(ok) -> str:
+    return '<span class="ok">pass</span>' if ok else ('<span class="bad">miss</span>' if ok is False else "-")
+
+
+def _word(ok) -> str:
+    return {True: "pass", False: "MISS", None: "not run"}[ok]
+
+
+def render_html(data: dict) -> str:
+    b, v = data["bench"], data["verdict"]
+    lat, base = b["query_latency_ms"], b.get("baseline")
+    parts = [f"<h1>mcad-export profiling report: {_e(data['student']['id'])}</h1>"]
+    if b.get("random_init"):
+        parts.append('<p class="note">Random-init student: sizes and latencies are real, accuracy numbers are meaningless.</p>')
+    parts.append(f'<div id="verdict" class="{"pass" if v["passed"] else "miss"}">{_e(v["summary"])}'
+                 f'<small>latency {_word(b["budget"]["latency_passed"])} · memory {_word(b["budget"]["memory_passed"])}'
+                 f' · text encoder {_e(b["artifacts"]["text"]["path"])} (fidelity gate '
+                 f'{_word(b["artifacts"]["text"]["gate_passed"])})'
+                 + (f' · {b["speedup_vs_baseline"]:.1f}x faster than {_e(base["name"])}' if base else "")
+                 + "</small></div>")
+
+    parts.append("<h2>Search latency (tokenize + text encoder + top-10)</h2>")
+    rows = [["this toolkit", f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", lat["repeats"],
+             f"{b['peak_rss_mb']:.1f}"]]
+    if base:
+        bl = base["query_latency_ms"]
+        rows.append([_e(base["name"]), f"{bl['p50']:.3f}", f"{bl['p90']:.3f}", f"{bl['p99']:.3f}", bl["repeats"],
+                     f"{base['peak_rss_mb']:.1f}"])
+    parts.append(_table(["query path", "p50 ms", "p90 ms", "p99 ms", "samples", "peak RSS MB"], rows))
+    stages = b["query_stages_p50_ms"]
+    parts.append(f'<p class="note">p50 by stage: tokenize {stages["tokenize_ms"]:.3f} ms, text encoder '
+                 f'{stages["encode_ms"]:.3f} ms, top-10 search {stages["search_ms"]:.3f} ms; '
+                 f'{b["query_tokens_mean"]:.1f} tokens per query on average.</p>')
+    parts.append(svg.histogram("query-latency", "Query latency distribution (this toolkit)",
+                               {"query latency": b["query_latency_samples_ms"]}, "milliseconds",
+                               marker=(f"budget {b['budget']['latency_ms']:g} ms", b["budget"]["latency_ms"])))
+    if base:
+        parts.append(svg.histogram("baseline-latency", f"Query latency distribution ({base['name']})",
+                                   {base["name"]: base["query_latency_samples_ms"]}, "milliseconds"))
+        parts.append(f'<p class="note">Baseline: {_e(base["description"])}, torch {_e(base["torch"])}, same gallery, '
+                     f'same queries, same thread count, its own process.</p>')
+
+    parts.append("<h2>Encoders (batch 1)</h2>")
+    parts.append(_table(["artifact", "threads", "p50 ms", "p90 ms", "p99 ms", "size MB"],
+                        [[_e(e["artifact"]), e["threads"], f"{e['latency_ms']['p50']:.3f}",
+                          f"{e['latency_ms']['p90']:.3f}", f"{e['latency_ms']['p99']:.3f}",
+                          f"{e['size_bytes'] / 1e6:.2f}"] for e in b["encoders"]]))
+    parts.append(_table(["text-encoder candidate", "precision", "runtime", "p50 ms (ranking)", "gate", "size MB"],
+                        [[_e(r["artifact"]), r["precision"], r["runtime"], f"{r['p50_ms']:.3f}",
+                          _mark(r["gate_passed"]), f"{r['size_bytes'] / 1e6:.2f}"]
+                         for r in b["artifacts"]["text_ranking"]]))
+
+    if b.get("index_sweep"):
+        rows = b["index_sweep"]["rows"]
+        series: dict[str, list] = {}
+        for r in rows:
+            series.setdefault(r["kind"], []).append((r["gallery_size"], r["search_latency_ms"]["p50"]))
+        parts.append("<h2>Top-10 search latency vs gallery size</h2>")
+        parts.append(svg.line_chart("latency-vs-gallery", "Index search p50 (ms) vs gallery size",
+                                    series, "gallery size (images)", "p50 ms"))
+        parts.append(_table(["gallery", "index", "p50 ms", "p99 ms", "scanned MB", "top-10 overlap vs exact",
+                             "build s"],
+                            [[f"{r['gallery_size']:,}", r["kind"], f"{r['search_latency_ms']['p50']:.3f}",
+                              f"{r['search_latency_ms']['p99']:.3f}", f"{r['scan_bytes'] / 1e6:.1f}",
+                              "-" if r["top10_overlap_vs_flat"] is None else f"{r['top10_overlap_vs_flat']:.3f}",
+                              f"{r['build_s']:.2f}"] for r in rows]))
+        parts.append('<p class="note">Galleries beyond the real embeddings are synthetic (unit vectors drawn around '
+                     'real ones): valid for latency, not for recall.</p>')
+
+    mem = dict(b["memory_breakdown_mb"])
+    peak = mem.pop("peak_vmhwm")
+    parts.append("<h2>Memory of the query process</h2>")
+    parts.append(svg.stacked_bar("memory-breakdown", "Resident memory by component (MB)", mem, "MB",
+                                 budget=b["budget"]["memory_mb"]))
+    parts.append(f'<p class="note">Peak resident set (VmHWM, read from the kernel) {peak:.1f} MB; components are '
+                 f'VmRSS growth after each loading step of a fresh process that runs only the query path '
+                 f'(torch imported: {b["query_process_imports_torch"]}). Gallery: {b["gallery"]["gallery_size"]:,} '
+                 f'images, {b["gallery"]["kind"]} index, {b["gallery"]["synthetic"]:,} synthetic.</p>')
+
+    lim = b["physical_limit"]
+    parts.append("<h2>Physical limit</h2>")
+    parts.append(_table(["quantity", "value"], [
+        ["text-encoder matmul GFLOP at the query's tokens", f"{lim['text_encoder_matmul_flops_at_query_tokens'] / 1e9:.4f}"],
+        ["… at the full context", f"{lim['text_encoder_matmul_flops_full_context'] / 1e9:.4f}"],
+        ["peak GEMM GFLOP/s (measured, this thread count)", f"{lim['peak_gemm_gflops']:.1f}"],
+        ["limit ms", f"{lim['text_encoder_limit_ms']:.4f}"],
+        ["text-encoder efficiency (limit / p50)", f"{lim['text_encoder_efficiency']:.1%}"],
+        ["query efficiency (limit / query p50)", f"{lim['query_efficiency']:.1%}"]]))
+
+    parts.append("<h2>Fidelity gate (vs PyTorch fp32, held-out set)</h2>")
+    if not data["recall_meaningful"]:
+        parts.append('<p class="note">Recall is not meaningful for this student (random init or unknown domain); '
+                     'cosine is.</p>')
+    parts.append(_table(["artifact", "cos mean", "cos min", "t2i R@1", "fp32 R@1", "R@10", "top-10 overlap", "gate"],
+                        [[_e(r["artifact"]), *(f"{r[k]:.4f}" for k in ("cosine_mean", "cosine_min")),
+                          *(f"{r[k]:.3f}" for k in ("recall_at_1", "recall_at_1_fp32", "recall_at_10", "top10_overlap")),
+                          _mark(r["passed"])] for r in data["fidelity"] if r.get("passed") is not None])
+                 if data["fidelity"] else '<p class="note">No fidelity.json: run `mcad-export verify`.</p>')
+
+    parts.append("<h2>Artifacts</h2>")
+    parts.append(_table(["artifact", "encoder", "runtime", "precision", "size MB"],
+                        [[_e(a["path"]), a["encoder"], a["runtime"], a["precision"], f"{a['size_bytes'] / 1e6:.2f}"]
+                         for a in data["artifacts"]]))
+    parts.append("<h2>Tool versions</h2>")
+    parts.append(_table(["tool", "version"], [[_e(k), _e(v)] for k, v in sorted(data["tools"].items())]))
+    return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>mcad-export report: "
+            f"{_e(data['student']['id'])}</title><style>{CSS}</style></head><body>{''.join(parts)}"
+            f"<script>{SCRIPT}</script></body></html>\n")

@@ -1,0 +1,91 @@
+"""`mcad-export index DIR`: embed a folder of images with the image encoder and save a gallery index.
+
+Unreadable files are skipped and counted, never fatal; nothing is replaced unless the whole index
+was built (staged folder, then one rename). Torch-free.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import replaced_directory
+from ..contract import GALLERY_DIR, INDEX_DIR
+from ..errors import GalleryIndexError, InputError
+from ..manifest import read_manifest
+from .encoders import open_encoder, ort_optimization
+from .index import GalleryIndex
+from .preprocess import preprocess_image
+from .search import select_artifact
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def list_images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise InputError(f"--images {folder} is not a folder; give a folder of .jpg/.png files")
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def heldout_gallery(root: Path, manifest: dict) -> Path:
+    """The embedded student's held-out scenes, written as PNGs once (the gallery the gate measured)."""
+    evaluation = manifest["evaluation"]
+    if evaluation.get("samples") != "scenes":
+        raise InputError("this student has no built-in gallery; give one with --images FOLDER (jpg/png)")
+    from ..data.scenes import write_gallery
+
+    folder = root / GALLERY_DIR
+    existing = len(list_images(folder)) if folder.is_dir() else 0
+    if existing != evaluation["count"]:
+        with replaced_directory(folder) as stage:
+            write_gallery(evaluation["split"], evaluation["count"], stage)
+    return folder
+
+
+def build_gallery_index(directory, images=None, kind: str = "flat", artifact: str | None = None,
+                        batch: int = 32, threads: int = 0, progress=None) -> dict:
+    """Returns the index metadata (index.json) including `skipped` unreadable files."""
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(directory)
+    manifest = read_manifest(root)
+    folder = Path(images) if images else heldout_gallery(root, manifest)
+    files = list_images(folder)
+    if not files:
+        raise GalleryIndexError(f"{folder} has no .jpg/.png files to index")
+    encoder = select_artifact(manifest, artifact, encoder="image")
+    embed = open_encoder(root / encoder["path"], encoder["runtime"], threads, ort_optimization(encoder))
+    embeddings, kept, skipped = [], [], []
+    for start in range(0, len(files), batch):
+        pixels = []
+        for path in files[start:start + batch]:
+            try:
+                with Image.open(path) as im:
+                    pixels.append(preprocess_image(im, manifest["image"]))
+                kept.append(path.relative_to(folder).as_posix())
+            except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
+                skipped.append({"path": str(path), "reason": f"{type(e).__name__}: {e}"[:200]})
+        if pixels:
+            embeddings.append(embed(np.stack(pixels).astype(np.float32)))
+        if progress:
+            progress(min(start + batch, len(files)), len(files))
+    if not kept:
+        raise GalleryIndexError(f"none of the {len(files)} images in {folder} could be read "
+                                f"(first: {skipped[0]['reason']})")
+    vectors = np.concatenate(embeddings)
+    index_dir = root / INDEX_DIR
+    # Paths inside the export folder stay relative so the folder (and the app bundle) can move.
+    folder_abs = folder.resolve()
+    try:
+        stored_root = os.path.relpath(folder_abs, index_dir.resolve()) if folder_abs.is_relative_to(root.resolve()) \
+            else str(folder_abs)
+    except ValueError:
+        stored_root = str(folder_abs)
+    index = GalleryIndex.build(vectors, kept, kind, root=stored_root)
+    meta = {"image_encoder": {"path": encoder["path"], "sha256": encoder["sha256"]},
+            "source": str(folder_abs), "scanned": len(files), "skipped": len(skipped),
+            "skipped_files": skipped[:20]}
+    with replaced_directory(index_dir) as stage:
+        index.save(stage, extra_meta=meta)
+    return {**GalleryIndex.load(index_dir).meta}

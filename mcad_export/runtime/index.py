@@ -1,0 +1,182 @@
+"""Gallery index: image embeddings saved once, searched by every text query (torch-free).
+
+Kinds (all inner product over L2-normalised embeddings, i.e. cosine):
+- `flat`:  exact search with numpy over float32 rows memory-mapped from `embeddings.f32.npy`;
+- `sq8`:   faiss 8-bit scalar quantizer (4x smaller scan), then exact re-ranking of a short list;
+- `ivfpq`: faiss IVF + product quantization for very large galleries (scans `nprobe` lists of
+           compact codes), then exact re-ranking of a short list.
+Re-ranking reads only the short list's rows from the memory-mapped float file, so those rows are
+the only float pages a query makes resident. faiss is imported only by the kinds that use it.
+
+On disk: the contract's index/ folder (contract.py, ARCHITECTURE.md).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..contract import INDEX_CODES, INDEX_EMBEDDINGS, INDEX_FORMAT, INDEX_META, INDEX_PATHS
+from ..errors import GalleryIndexError
+
+INDEX_KINDS = ("flat", "sq8", "ivfpq")
+
+# IVF-PQ needs enough points to train its coarse centroids and 256-entry PQ codebooks.
+IVFPQ_MIN_GALLERY = 1000
+
+
+def _ivfpq_params(count: int, dim: int) -> dict:
+    nlist = int(max(1, min(4 * math.sqrt(count), count // 39)))  # faiss warns below 39 points per list
+    # PQ sub-vectors of >= 4 dims each; 64 one-byte codes per image for 512-d embeddings.
+    m = next(m for m in (64, 32, 16, 8, 4, 2, 1) if (dim % m == 0 and dim // m >= 4) or m == 1)
+    return {"nlist": nlist, "m": m, "nbits": 8, "nprobe": min(nlist, 16)}
+
+
+class GalleryIndex:
+    def __init__(self, kind: str, embeddings: np.ndarray, paths: list[str], *, root: str = "",
+                 params: dict | None = None, codes=None, meta: dict | None = None):
+        self.kind, self.embeddings, self.paths, self.root = kind, embeddings, paths, root
+        self.params = params or {}
+        self.codes = codes                    # faiss index for sq8/ivfpq, None for flat
+        self.meta = meta or {}
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.embeddings.shape[0])
+
+    # -- building ---------------------------------------------------------------------------
+    @classmethod
+    def build(cls, embeddings: np.ndarray, paths: list[str], kind: str = "flat", *, root: str = "",
+              rerank: int | None = None, seed: int = 0) -> "GalleryIndex":
+        if kind not in INDEX_KINDS:
+            raise GalleryIndexError(f"unknown index kind {kind!r}; use one of {', '.join(INDEX_KINDS)}")
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if embeddings.ndim != 2 or len(embeddings) != len(paths) or not len(paths):
+            raise GalleryIndexError(f"need one embedding row per path, got {embeddings.shape} for {len(paths)} paths")
+        params: dict = {}
+        codes = None
+        if kind == "sq8":
+            import faiss
+
+            codes = faiss.IndexScalarQuantizer(embeddings.shape[1], faiss.ScalarQuantizer.QT_8bit,
+                                               faiss.METRIC_INNER_PRODUCT)
+            codes.train(embeddings)
+            codes.add(embeddings)
+            params = {"rerank": rerank or 50}
+        elif kind == "ivfpq":
+            import faiss
+
+            if len(embeddings) < IVFPQ_MIN_GALLERY:
+                raise GalleryIndexError(f"ivfpq needs at least {IVFPQ_MIN_GALLERY} images to train, got "
+                                  f"{len(embeddings)}; use --kind flat or sq8 for small galleries")
+            params = {**_ivfpq_params(*embeddings.shape), "rerank": rerank or 100}
+            quantizer = faiss.IndexFlatIP(embeddings.shape[1])
+            codes = faiss.IndexIVFPQ(quantizer, embeddings.shape[1], params["nlist"], params["m"],
+                                     params["nbits"], faiss.METRIC_INNER_PRODUCT)
+            codes.cp.seed = seed
+            codes.train(embeddings)
+            codes.add(embeddings)
+            codes.nprobe = params["nprobe"]
+        return cls(kind, embeddings, list(paths), root=root, params=params, codes=codes)
+
+    def save(self, folder, extra_meta: dict | None = None) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / INDEX_EMBEDDINGS, self.embeddings)
+        (folder / INDEX_PATHS).write_text("\n".join(self.paths) + "\n", encoding="utf-8")
+        files = [INDEX_META, INDEX_PATHS, INDEX_EMBEDDINGS]
+        if self.codes is not None:
+            import faiss
+
+            faiss.write_index(self.codes, str(folder / INDEX_CODES))
+            files.append(INDEX_CODES)
+        meta = {"format": INDEX_FORMAT, "kind": self.kind, "count": len(self), "dim": self.dim,
+                "metric": "inner_product", "root": self.root, "params": self.params, "files": files,
+                **(extra_meta or {})}
+        (folder / INDEX_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+    # -- loading ----------------------------------------------------------------------------
+    @staticmethod
+    def read_meta(folder) -> dict:
+        meta_path = Path(folder) / INDEX_META
+        if not meta_path.is_file():
+            raise GalleryIndexError(f"{folder} holds no gallery index ({INDEX_META} missing); run `mcad-export index` first")
+        return json.loads(meta_path.read_text(encoding="utf-8"))
+
+    @classmethod
+    def load(cls, folder) -> "GalleryIndex":
+        folder = Path(folder)
+        meta_path = folder / INDEX_META
+        meta = cls.read_meta(folder)
+        if meta.get("format") != INDEX_FORMAT:
+            raise GalleryIndexError(f"{meta_path} has format {meta.get('format')!r}, expected {INDEX_FORMAT!r}; rebuild it")
+        # mmap: a flat scan streams the file through the page cache; re-ranking touches a few rows.
+        embeddings = np.load(folder / INDEX_EMBEDDINGS, mmap_mode="r")
+        paths = (folder / INDEX_PATHS).read_text(encoding="utf-8").split("\n")[: meta["count"]]
+        codes = None
+        if meta["kind"] in ("sq8", "ivfpq"):
+            import faiss
+
+            codes = faiss.read_index(str(folder / INDEX_CODES), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+            if meta["kind"] == "ivfpq":
+                faiss.extract_index_ivf(codes).nprobe = meta["params"]["nprobe"]
+        root = meta.get("root", "")
+        if root and not Path(root).is_absolute():
+            root = str((folder / root).resolve())
+        return cls(meta["kind"], embeddings, paths, root=root, params=meta["params"], codes=codes, meta=meta)
+
+    # -- searching --------------------------------------------------------------------------
+    def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """queries float32 [Q, D] -> (scores [Q, k], ids [Q, k]), best first; exact scores for every kind."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        k = min(k, len(self))
+        if self.codes is None:
+            return _top_k(queries @ self.embeddings.T, k)
+        shortlist = min(len(self), max(k, self.params.get("rerank", 4 * k)))
+        _, candidates = self.codes.search(queries, shortlist)
+        scores = np.empty((len(queries), k), np.float32)
+        ids = np.empty((len(queries), k), np.int64)
+        for q, row in enumerate(candidates):
+            row = np.sort(row[row >= 0])             # sorted rows read the mmap file in order
+            exact = self.embeddings[row] @ queries[q]
+            s, local = _top_k(exact[None], min(k, len(row)))
+            scores[q, :s.shape[1]], ids[q, :s.shape[1]] = s[0], row[local[0]]
+            scores[q, s.shape[1]:], ids[q, s.shape[1]:] = -np.inf, -1
+        return scores, ids
+
+    def path_of(self, i: int) -> str:
+        return str(Path(self.root) / self.paths[i]) if self.root else self.paths[i]
+
+
+def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    if k < scores.shape[1]:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape).copy()
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    return np.take_along_axis(part_scores, order, axis=1), np.take_along_axis(part, order, axis=1)
+
+
+def synthetic_gallery(count: int, dim: int, seed: int = 0, real: np.ndarray | None = None) -> np.ndarray:
+    """Unit vectors for latency at sizes no real gallery here reaches: the real embeddings first,
+    then random vectors drawn around them (so the score distribution is not pure noise)."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((count, dim), np.float32)
+    start = 0
+    if real is not None and len(real):
+        start = min(count, len(real))
+        out[:start] = real[:start]
+    chunk = 65536
+    for i in range(start, count, chunk):
+        n = min(chunk, count - i)
+        block = rng.standard_normal((n, dim), dtype=np.float32)
+        if real is not None and len(real):
+            block = 0.5 * block / math.sqrt(dim) + real[rng.integers(0, len(real), n)]
+        out[i:i + n] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out

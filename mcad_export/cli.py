@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -66,8 +67,10 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--artifact", metavar="PATH", help="text-encoder artifact (default: the fastest that does not "
                                                         "miss the fidelity gate)")
-    p.add_argument("--threads", type=_int_list, default=(1,), metavar="N[,N...]",
-                   help="thread counts; the first is the one the budget is judged on (default 1)")
+    cores = os.cpu_count() or 1
+    p.add_argument("--threads", type=_int_list, default=tuple(dict.fromkeys((1, cores))), metavar="N[,N...]",
+                   help=f"thread counts to measure; the first is the one the budget is judged on (default 1,{cores}: "
+                        "single-thread and all cores)")
     p.add_argument("--gallery-size", type=int, default=DEFAULT_GALLERY_SIZE, metavar="N",
                    help=f"images in the searched gallery (default {DEFAULT_GALLERY_SIZE:,}); rows beyond the real "
                         "index are synthetic and reported as such; 0 = the real index as it is")

@@ -86,6 +86,17 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="fewer repeats (a few seconds per measurement)")
 
 
+def _add_compile_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    from .compile import DEFAULT_SIM_SAMPLES
+
+    p.add_argument("--target", action="append", metavar="T", required=required, default=None if required else [],
+                   help="e.g. qnn:SM8650, litert:mediatek:MT6989 (repeatable; `mcad-export targets` lists them)")
+    p.add_argument("--allow-cpu-fallback", action="store_true",
+                   help="accept a compiled model with ops left for the phone's CPU (counted in the manifest)")
+    p.add_argument("--sim-samples", type=int, default=DEFAULT_SIM_SAMPLES,
+                   help=f"held-out samples checked on the (slow) HTP simulator (default {DEFAULT_SIM_SAMPLES})")
+
+
 def gate_from(args):
     from .quantize.fidelity import Gate
 
@@ -113,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, metavar="FOLDER", help="gallery to index (default: the held-out gallery)")
     _add_index_kind(p)
     _add_bench_args(p)
+    _add_compile_args(p, required=False)
 
     p = sub.add_parser("export", help="export image and text encoders to ONNX and TFLite with parity checks",
                        description="Writes image_encoder.onnx, text_encoder.onnx, tflite/{image,text}_encoder.tflite, "
@@ -176,6 +188,22 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(embedded SVG plots), a Markdown summary and the JSON both are made of.")
     p.add_argument("dir", type=Path, help="an export folder that has been benched")
 
+    p = sub.add_parser("targets", help="list the compile targets (Snapdragon, Dimensity) and their chip ids",
+                       description="Every <backend>:<SoC> that `compile --target` accepts, from the SoC table "
+                                   "(mcad_export/compile/socs.json; a new SoC is one row there).")
+
+    p = sub.add_parser("compile", help="compile the encoders for Snapdragon / Dimensity NPUs and gate them",
+                       description="qnn:<SoC>: w8a16 QDQ + HTP context binary via onnxruntime-qnn, checked on the "
+                                   "x86 HTP simulator (cosine and recall into reports/fidelity.json, runtime "
+                                   "qnn-htp-sim). litert:qualcomm:<SoC> / litert:mediatek:<SoC>: LiteRT AOT compile "
+                                   "of the TFLite encoders (needs the vendor SDK libraries). Files go to "
+                                   "compiled/<backend>-<SoC>/ and into the manifest.")
+    p.add_argument("dir", type=Path, help="an export folder (with manifest.json)")
+    _add_compile_args(p)
+    p.add_argument("--num-calib", type=int, default=128, help="calibration samples for the HTP QDQ model (default 128)")
+    p.add_argument("--allow-small-calibration", action="store_true")
+    _add_gate_args(p)
+
     p = sub.add_parser("train-student", help="retrain the embedded default student (~25 min on 2 CPU cores)",
                        description="Renders the scene data, trains the teacher, distills the student MCAD-style "
                                    "and writes student.safetensors, its config and card (atomically).")
@@ -229,6 +257,11 @@ def _dispatch(args, console) -> int:
         return _bench(args, console)
     if args.command == "report":
         _report(args, console)
+        return 0
+    if args.command == "targets":
+        return _targets(console)
+    if args.command == "compile":
+        _compile(args, console)
         return 0
     raise AssertionError(args.command)
 
@@ -398,6 +431,51 @@ def _bench(args, console) -> int:
         raise BudgetMissError(f"budget missed: p50 {lat['p50']:.2f} ms (budget {budget['latency_ms']:g}), peak RSS "
                               f"{report['peak_rss_mb']:.1f} MB (budget {budget['memory_mb']:g})")
     return 0
+
+
+def _targets(console) -> int:
+    from rich.table import Table
+
+    from .compile.targets import all_targets, describe
+
+    table = Table(title="compile targets (mcad-export compile DIR --target T)")
+    for col in ("target", "chip", "SoC", "HTP arch", "soc_model", "AI Hub device"):
+        table.add_column(col, no_wrap=col == "target")
+    for t in all_targets():
+        table.add_row(t.id, t.soc["name"], t.soc["soc"], f"v{t.soc['htp_arch']}" if "htp_arch" in t.soc else "-",
+                      str(t.soc.get("soc_model", "-")), t.soc.get("aihub_device", "-"))
+    console.print(table)
+    for backend in sorted({t.backend for t in all_targets()}):
+        console.print(f"  {backend}: {describe(backend)}")
+    return 0
+
+
+def _compile(args, console) -> list[dict]:
+    from rich.table import Table
+
+    from .compile import compile_targets
+    from .errors import FidelityGateError
+
+    try:
+        with _status(console, "compiling") as status:
+            records = compile_targets(args.dir, args.target, allow_cpu_fallback=args.allow_cpu_fallback,
+                                      sim_samples=args.sim_samples, num_calib=args.num_calib,
+                                      allow_small_calibration=args.allow_small_calibration, gate=gate_from(args),
+                                      progress=status)
+    except FidelityGateError:
+        _fidelity_table(console, args.dir)
+        raise
+    table = Table(title=f"compiled artifacts in {args.dir}")
+    for col in ("artifact", "target", "size MB", "ops on NPU", "ops on CPU"):
+        table.add_column(col, no_wrap=col == "artifact")
+    for r in records:
+        ops = r.get("ops", {})
+        table.add_row(r["path"], r["target"], f"{r['size_bytes'] / 1e6:.2f}", str(ops.get("htp", "-")),
+                      str(ops.get("cpu", "-")))
+    console.print(table)
+    if records:
+        _fidelity_table(console, args.dir)
+    return records
 
 
 def _report(args, console) -> None:

@@ -48,3 +48,7 @@ BENCH_REPORT = "reports/bench.json"
 REPORT_HTML = "reports/report.html"
 REPORT_MD = "reports/report.md"
 REPORT_JSON = "reports/report.json"
+
+# compile stage: compiled/<backend>-<SoC>/ per target (e.g. compiled/qnn-SM8650/text_encoder.qnn_ctx.onnx);
+# each file is a manifest artifact with `target` and `soc`.
+COMPILED_DIR = "compiled"

@@ -50,6 +50,12 @@ class BudgetMissError(McadError):
     exit_code = 6
 
 
+class CompileError(McadError):
+    """A target toolchain refused the model, is missing, or would run part of it off the NPU."""
+
+    exit_code = 7
+
+
 class ExportError(McadError):
     exit_code = 3
 

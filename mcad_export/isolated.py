@@ -53,7 +53,26 @@ def _tflite_quantize(params, arrays):
     return {}
 
 
-COMMANDS = {"tflite-embed": _tflite_embed, "tflite-quantize": _tflite_quantize}
+def _qnn_compile(params, arrays):
+    from .compile.qnn import compile_context_in_process
+
+    return compile_context_in_process(params, arrays)
+
+
+def _qnn_simulate(params, arrays):
+    from .compile.qnn import simulate_in_process
+
+    return simulate_in_process(params, arrays)
+
+
+def _litert_aot(params, arrays):
+    from .compile.litert_npu import aot_compile_in_process
+
+    return aot_compile_in_process(params, arrays)
+
+
+COMMANDS = {"tflite-embed": _tflite_embed, "tflite-quantize": _tflite_quantize, "qnn-compile": _qnn_compile,
+            "qnn-simulate": _qnn_simulate, "litert-aot": _litert_aot}
 
 if __name__ == "__main__":
     command, folder = sys.argv[1], Path(sys.argv[2])

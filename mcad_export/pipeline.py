@@ -10,6 +10,9 @@ def run(args, console) -> int:
     args.dir = args.out
     _quantize(args, console)
     _verify(args, console)
+    if args.target:
+        args.num_calib = getattr(args, "num_calib", 128)
+        _compile(args, console)
     _index(args, console)
     from .errors import BudgetMissError
 

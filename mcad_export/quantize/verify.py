@@ -30,11 +30,21 @@ def _litert_isolated(path, input_name, array, artifact):
                         what=f"LiteRT running {Path(path).name}")["embeds"]
 
 
+def _qnn_htp_simulator(path, input_name, array, artifact):
+    # The x86 HTP simulator computes what the phone's NPU will (same context binary); it is slow,
+    # so compiled artifacts carry `verify_samples` and are checked on that many held-out samples.
+    return run_isolated("qnn-simulate", {"model": str(path), "soc": artifact["soc"]}, {"x": array},
+                        what=f"the QNN HTP simulator running {Path(path).name}")["embeds"]
+
+
 # Runtime name in the manifest -> function(path, input name, array, artifact record) -> embeddings.
-RUNNERS = {"onnxruntime": _onnxruntime, "litert": _litert_isolated}
+RUNNERS = {"onnxruntime": _onnxruntime, "litert": _litert_isolated, "qnn-htp": _qnn_htp_simulator}
+# What fidelity.json calls the runtime a record was measured on, where that differs from the target's.
+MEASURED_ON = {"qnn-htp": "qnn-htp-sim"}
 
 
-def verify_artifacts(out_dir, gate: Gate = DEFAULT_GATE, progress=None) -> list[dict]:
+def verify_artifacts(out_dir, gate: Gate = DEFAULT_GATE, progress=None, only: set[str] | None = None) -> list[dict]:
+    """Gates every artifact, or with `only` just those paths (their records replace older ones in fidelity.json)."""
     say = progress or (lambda message: None)
     root = Path(out_dir)
     manifest = read_manifest(root)
@@ -43,22 +53,29 @@ def verify_artifacts(out_dir, gate: Gate = DEFAULT_GATE, progress=None) -> list[
     meaningful = manifest["evaluation"].get("recall_meaningful", False)
     records, failures = [], []
     for artifact in manifest["artifacts"]:
+        if only is not None and artifact["path"] not in only:
+            continue
         runner = RUNNERS.get(artifact["runtime"])
         base = {"artifact": artifact["path"], "name": artifact["name"], "encoder": artifact["encoder"],
-                "runtime": artifact["runtime"], "precision": artifact["precision"],
-                "size_bytes": artifact["size_bytes"]}
+                "runtime": MEASURED_ON.get(artifact["runtime"], artifact["runtime"]), "precision": artifact["precision"],
+                "size_bytes": artifact["size_bytes"], **({"target": artifact["target"]} if "target" in artifact else {})}
         if runner is None:
             records.append({**base, "passed": None, "skipped": f"no host runner for runtime {artifact['runtime']}"})
             continue
         say(f"verifying {artifact['path']} on {artifact['runtime']}")
+        n = artifact.get("verify_samples") or len(reference["image_embeds"])
         embeds = runner(root / artifact["path"], artifact["inputs"][0]["name"],
-                        evaluation.for_encoder(artifact["encoder"]), artifact)
-        result = score(artifact["encoder"], embeds, reference)
+                        evaluation.for_encoder(artifact["encoder"])[:n], artifact)
+        # A subset is gated against the PyTorch reference of the same rows (recall over an n-image gallery).
+        result = score(artifact["encoder"], embeds, {k: v[:n] for k, v in reference.items()})
         misses = gate.misses(result)
         records.append({**base, **result, "samples": len(embeds), "recall_meaningful": meaningful,
                         "gate": gate.__dict__, "passed": not misses, "misses": misses})
         failures += [f"{artifact['path']}: {m}" for m in misses]
     (root / REPORTS_DIR).mkdir(exist_ok=True)
+    if only is not None and (root / FIDELITY_REPORT).is_file():
+        kept = [r for r in json.loads((root / FIDELITY_REPORT).read_text()) if r["artifact"] not in only]
+        records = kept + records
     write_text_atomic(root / FIDELITY_REPORT, json.dumps(records, indent=2) + "\n")
     if failures:
         raise FidelityGateError("fidelity gate failed: " + "; ".join(failures))

@@ -1,0 +1,92 @@
+"""Compile targets: a backend (qnn, aihub, litert) applied to one SoC from the table in socs.json.
+
+Specs: `qnn:SM8650`, `aihub:SM8650` (or the AI Hub device name), `litert:qualcomm:SM8650`,
+`litert:mediatek:MT6989`. SoCs also resolve by marketing name ("Snapdragon 8 Gen 3",
+"Dimensity 9300", case-insensitive). Backends register with `register_backend`; a new SoC is a
+row in socs.json, a new toolchain one module that registers itself.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+from ..errors import InputError
+
+SOC_TABLE = Path(__file__).with_name("socs.json")
+
+# backend id -> (vendors it serves, compile function(root, manifest, target, options, say) -> records)
+_BACKENDS: dict[str, tuple[tuple[str, ...], Callable]] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+
+
+def register_backend(backend: str, vendors: tuple[str, ...], description: str):
+    def decorate(fn):
+        _BACKENDS[backend] = (vendors, fn)
+        _DESCRIPTIONS[backend] = description
+        return fn
+    return decorate
+
+
+@lru_cache()
+def socs() -> tuple[dict, ...]:
+    return tuple(json.loads(SOC_TABLE.read_text(encoding="utf-8"))["socs"])
+
+
+@dataclass(frozen=True)
+class Target:
+    backend: str          # qnn | aihub | litert:qualcomm | litert:mediatek
+    soc: dict             # the socs.json row
+
+    @property
+    def id(self) -> str:
+        return f"{self.backend}:{self.soc['soc']}"
+
+    @property
+    def folder(self) -> str:
+        """Where its artifacts go under compiled/: e.g. qnn-SM8650, litert-mediatek-MT6989."""
+        return self.id.replace(":", "-")
+
+    def compile_fn(self) -> Callable:
+        return _BACKENDS[self.backend][1]
+
+
+def all_targets() -> list[Target]:
+    _load_backends()
+    return [Target(backend, soc) for backend, (vendors, _) in _BACKENDS.items() for soc in socs()
+            if soc["vendor"] in vendors]
+
+
+def describe(backend: str) -> str:
+    _load_backends()
+    return _DESCRIPTIONS[backend]
+
+
+def resolve(spec: str) -> Target:
+    _load_backends()
+    backends = sorted(_BACKENDS, key=len, reverse=True)   # "litert:mediatek" before "litert"
+    backend = next((b for b in backends if spec.lower().startswith(b + ":")), None)
+    if backend is None:
+        raise InputError(f"unknown target {spec!r}: use <backend>:<SoC> with backend one of "
+                         f"{', '.join(sorted(_BACKENDS))} (see `mcad-export targets`)")
+    name = spec[len(backend) + 1:].strip().lower()
+    vendors = _BACKENDS[backend][0]
+    for soc in socs():
+        keys = {soc["soc"].lower(), soc["name"].lower(), soc.get("aihub_device", "").lower()}
+        if name in keys:
+            if soc["vendor"] not in vendors:
+                raise InputError(f"{soc['name']} ({soc['soc']}) is a {soc['vendor']} chip; {backend} serves "
+                                 f"{', '.join(vendors)} chips")
+            return Target(backend, soc)
+    known = [s["soc"] for s in socs() if s["vendor"] in vendors]
+    close = difflib.get_close_matches(name.upper(), known, n=1)
+    raise InputError(f"unknown SoC {name!r} for {backend}" + (f" (did you mean {backend}:{close[0]}?)" if close else "")
+                     + f"; known: {', '.join(known)}. A new SoC is one row in {SOC_TABLE.name}")
+
+
+def _load_backends() -> None:
+    # Registration happens on import; this list is the only place naming the backend modules.
+    from . import litert_npu, qnn  # noqa: F401

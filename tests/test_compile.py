@@ -1,0 +1,108 @@
+"""Compile targets: the SoC table, offline QNN HTP compile checked on the simulator, LiteRT NPU failures."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from mcad_export.contract import FIDELITY_REPORT, MANIFEST
+
+from .conftest import run_cli
+
+SIM_SAMPLES = 24
+
+
+def test_targets_lists_snapdragon_and_dimensity():
+    proc = run_cli("targets")
+    assert proc.returncode == 0, proc.stderr
+    for needle in ("qnn:SM8650", "Snapdragon 8 Gen 3", "v75", "57", "Samsung Galaxy S24", "qnn:SM8550",
+                   "qnn:SM8750", "litert:mediatek:MT6989", "Dimensity 9300", "litert:mediatek:MT6991",
+                   "litert:qualcomm:SM8650"):
+        assert needle in proc.stdout, needle
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("qnn:SM8651", "did you mean qnn:SM8650"),
+    ("qnn:MT6989", "is a mediatek chip"),
+    ("tpu:SM8650", "unknown target"),
+])
+def test_bad_targets_fail_before_any_work(scratch_export, spec, message):
+    before = (scratch_export / MANIFEST).read_text()
+    proc = run_cli("compile", scratch_export, "--target", "qnn:SM8650", "--target", spec)
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert (scratch_export / MANIFEST).read_text() == before and not (scratch_export / "compiled").exists()
+
+
+def independent_simulator_run(model_path, soc, inputs):
+    """The checker's own QNN EP session (not the project's helper): HTP backend, no CPU fallback."""
+    import onnxruntime as ort
+    import onnxruntime_qnn
+
+    if not any(d.ep_name == "QNN" for d in ort.get_ep_devices()):
+        ort.register_execution_provider_library("QNN", onnxruntime_qnn.get_library_path())
+    options = ort.SessionOptions()
+    options.add_provider_for_devices([d for d in ort.get_ep_devices() if d.ep_name == "QNN"],
+                                     {"backend_type": "htp", "htp_arch": str(soc["htp_arch"]),
+                                      "soc_model": str(soc["soc_model"])})
+    options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    session = ort.InferenceSession(str(model_path), options)
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[None]})[0] for x in inputs])
+
+
+def test_qnn_compile_runs_on_the_htp_simulator_and_passes_the_gate(scratch_export):
+    proc = run_cli("compile", scratch_export, "--target", "qnn:SM8650", "--sim-samples", SIM_SAMPLES, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((scratch_export / MANIFEST).read_text())
+    compiled = [a for a in manifest["artifacts"] if a.get("target") == "qnn:SM8650"]
+    assert sorted(a["encoder"] for a in compiled) == ["image", "text"]
+    for a in compiled:
+        assert a["runtime"] == "qnn-htp" and a["precision"] == "w8a16" and a["soc"]["soc_model"] == 57
+        assert a["ops"]["cpu"] == 0 and a["ops"]["htp"] == a["ops"]["compute"] > 50 and a["ops"]["contexts"] == 1
+        graph = onnx.load(str(scratch_export / a["path"])).graph
+        assert [n.op_type for n in graph.node] == ["EPContext"]   # the whole encoder is one HTP binary
+        assert (scratch_export / a["path"]).stat().st_size == a["size_bytes"] > 100_000
+    records = {r["artifact"]: r for r in json.loads((scratch_export / FIDELITY_REPORT).read_text())}
+    reference = np.load(scratch_export / "reference" / "eval_embeddings.npz")
+    from mcad_export.quantize.calibration import evaluation_inputs
+
+    evaluation = evaluation_inputs(scratch_export, manifest)
+    for a in compiled:
+        record = records[a["path"]]
+        assert record["runtime"] == "qnn-htp-sim" and record["samples"] == SIM_SAMPLES and record["passed"]
+        # Independently: run the compiled file on the simulator and compare with PyTorch fp32.
+        embeds = independent_simulator_run(scratch_export / a["path"], a["soc"],
+                                           evaluation.for_encoder(a["encoder"])[:SIM_SAMPLES])
+        embeds /= np.linalg.norm(embeds, axis=1, keepdims=True)
+        cosine = (embeds * reference[f"{a['encoder']}_embeds"][:SIM_SAMPLES]).sum(1)
+        assert cosine.mean() >= 0.999 and cosine.mean() == pytest.approx(record["cosine_mean"], abs=1e-4)
+    # Other artifacts' gate records are kept, not re-run.
+    assert records["text_encoder.onnx"]["runtime"] == "onnxruntime"
+
+
+def test_qnn_compile_reports_ops_left_for_the_cpu(tmp_path):
+    """An op HTP has no kernel for (float Det) must show up as CPU fallback, never silently."""
+    from mcad_export.compile.targets import resolve
+    from mcad_export.isolated import run_isolated
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Det", ["r"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), tmp_path / "m.onnx")
+    out = run_isolated("qnn-compile", {"qdq": str(tmp_path / "m.onnx"), "context": str(tmp_path / "ctx.onnx"),
+                                       "soc": resolve("qnn:SM8650").soc}, {}, what="test compile")
+    assert "Det" in [str(op) for op in out["cpu_ops"]]
+
+
+def test_litert_mediatek_compile_fails_cleanly_without_the_sdk(scratch_export):
+    before = (scratch_export / MANIFEST).read_text()
+    proc = run_cli("compile", scratch_export, "--target", "litert:mediatek:MT6989")
+    assert proc.returncode == 7, proc.stderr
+    line = proc.stderr.strip()
+    assert len(line.splitlines()) == 1 and line.startswith("error: litert:mediatek:MT6989")
+    assert "NeuronAdapter" in line and "pip install ai-edge-litert-sdk-mediatek" in line
+    # Whatever the tool wrote (it writes 0-byte .tflite files here), nothing is left behind.
+    assert not (scratch_export / "compiled").exists()
+    assert not [p for p in scratch_export.rglob("*") if p.is_file() and p.stat().st_size == 0]
+    assert (scratch_export / MANIFEST).read_text() == before

@@ -231,39 +231,29 @@ def main(argv=None) -> int:
         return 130
 
 
-def _dispatch(args, console) -> int:
-    if args.command == "export":
-        manifest = _export(args, console)
-        _summary(console, manifest, args.out)
-        return 0
-    if args.command == "run":
-        from .pipeline import run
+def _run(args, console) -> int:
+    from .pipeline import run
 
-        return run(args, console)
-    if args.command == "train-student":
-        return _train(args, console)
-    if args.command == "quantize":
-        _quantize(args, console)
-        return 0
-    if args.command == "verify":
-        _verify(args, console)
-        return 0
-    if args.command == "index":
-        _index(args, console)
-        return 0
-    if args.command == "search":
-        return _search(args, console)
-    if args.command == "bench":
-        return _bench(args, console)
-    if args.command == "report":
-        _report(args, console)
-        return 0
-    if args.command == "targets":
-        return _targets(console)
-    if args.command == "compile":
-        _compile(args, console)
-        return 0
-    raise AssertionError(args.command)
+    return run(args, console)
+
+
+def _dispatch(args, console) -> int:
+    # Each handler returns an exit code, or None for 0.
+    handlers = {
+        "export": lambda: _summary(console, _export(args, console), args.out),
+        "run": lambda: _run(args, console),
+        "train-student": lambda: _train(args, console),
+        "quantize": lambda: _quantize(args, console),
+        "verify": lambda: _verify(args, console),
+        "index": lambda: _index(args, console),
+        "search": lambda: _search(args, console),
+        "bench": lambda: _bench(args, console),
+        "report": lambda: _report(args, console),
+        "targets": lambda: _targets(console),
+        "compile": lambda: _compile(args, console),
+    }
+    result = handlers[args.command]()
+    return result if isinstance(result, int) else 0
 
 
 def _export(args, console) -> dict:

@@ -79,6 +79,10 @@ def test_qnn_compile_runs_on_the_htp_simulator_and_passes_the_gate(scratch_expor
         assert cosine.mean() >= 0.999 and cosine.mean() == pytest.approx(record["cosine_mean"], abs=1e-4)
     # Other artifacts' gate records are kept, not re-run.
     assert records["text_encoder.onnx"]["runtime"] == "onnxruntime"
+    # The report shows the targets with their NPU coverage and simulator result.
+    assert run_cli("report", scratch_export).returncode == 0
+    markdown = (scratch_export / "reports" / "report.md").read_text()
+    assert "## SoC targets" in markdown and "qnn:SM8650 (Snapdragon 8 Gen 3)" in markdown and "qnn-htp-sim" in markdown
 
 
 def test_qnn_compile_reports_ops_left_for_the_cpu(tmp_path):

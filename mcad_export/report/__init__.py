@@ -37,9 +37,25 @@ def collect(directory) -> dict:
         "artifacts": [{k: a.get(k) for k in ("path", "encoder", "format", "runtime", "precision", "size_bytes",
                                              "size_ratio_vs_fp32")} for a in manifest["artifacts"]],
         "deployment": manifest.get("deployment"),
+        "targets": compiled_targets(manifest, fidelity),
         "tools": {**manifest.get("tools", {}), **bench.get("tools", {}),
                   **tool_versions("mcad-export")},
     }
+
+
+def compiled_targets(manifest: dict, fidelity: list[dict]) -> list[dict]:
+    """One row per compiled artifact: where it runs, how much of it is on the NPU, and its gate result."""
+    gate = {r["artifact"]: r for r in fidelity}
+    rows = []
+    for a in manifest["artifacts"]:
+        if "target" not in a:
+            continue
+        record = gate.get(a["path"], {})
+        rows.append({"target": a["target"], "chip": a["soc"]["name"], "artifact": a["path"], "encoder": a["encoder"],
+                     "precision": a["precision"], "size_bytes": a["size_bytes"], "ops": a.get("ops"),
+                     "measured_on": record.get("runtime"), "samples": record.get("samples"),
+                     "cosine_mean": record.get("cosine_mean"), "passed": record.get("passed")})
+    return rows
 
 
 def write_report(directory) -> dict[str, Path]:

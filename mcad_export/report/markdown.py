@@ -27,7 +27,8 @@ def render_markdown(data: dict) -> str:
     a = b["artifacts"]["text"]
     out += [f"Text encoder: `{a['path']}` ({a['precision']}, {a['runtime']}, fidelity gate: "
             f"{ {True: 'pass', False: 'MISS', None: 'not run'}[a['gate_passed']] }); gallery {b['gallery_size']:,} "
-            f"({b['gallery']['kind']}, {b['gallery']['synthetic']:,} synthetic); {b['threads']} thread(s).", ""]
+            f"({b['gallery']['kind']}, {b['gallery']['synthetic']:,} synthetic, index files "
+            f"{sum(b['gallery']['index_bytes'].values()) / 1e6:.1f} MB); {b['threads']} thread(s).", ""]
     out += ["## Memory of the query process (MB)", ""]
     out += _table(list(b["memory_breakdown_mb"]), [[f"{x:.1f}" for x in b["memory_breakdown_mb"].values()]])
     lim = b["physical_limit"]
@@ -51,5 +52,12 @@ def render_markdown(data: dict) -> str:
                       [[r["artifact"], f"{r['cosine_mean']:.5f}", f"{r['recall_at_1']:.3f}",
                         f"{r['recall_at_1_fp32']:.3f}", f"{r['top10_overlap']:.3f}", "pass" if r["passed"] else "MISS"]
                        for r in data["fidelity"] if r.get("passed") is not None])
+    if data.get("targets"):
+        out += ["## SoC targets", ""]
+        out += _table(["artifact", "target", "ops on NPU / CPU", "checked on", "samples", "cos mean", "gate"],
+                      [[t["artifact"], f"{t['target']} ({t['chip']})",
+                        f"{t['ops']['htp']} / {t['ops']['cpu']}" if t.get("ops") else "-", t["measured_on"] or "not run",
+                        t["samples"] or "-", f"{t['cosine_mean']:.5f}" if t["cosine_mean"] is not None else "-",
+                        {True: "pass", False: "MISS", None: "-"}[t["passed"]]] for t in data["targets"]])
     out += ["## Tool versions", ""] + _table(["tool", "version"], sorted(data["tools"].items()))
     return "\n".join(out)

@@ -116,7 +116,9 @@ def render_html(data: dict) -> str:
     parts.append(f'<p class="note">Peak resident set (VmHWM, read from the kernel) {peak:.1f} MB; components are '
                  f'VmRSS growth after each loading step of a fresh process that runs only the query path '
                  f'(torch imported: {b["query_process_imports_torch"]}). Gallery: {b["gallery"]["gallery_size"]:,} '
-                 f'images, {b["gallery"]["kind"]} index, {b["gallery"]["synthetic"]:,} synthetic.</p>')
+                 f'images, {b["gallery"]["kind"]} index, {b["gallery"]["synthetic"]:,} synthetic; index files '
+                 f'{sum(b["gallery"]["index_bytes"].values()) / 1e6:.1f} MB, text encoder '
+                 f'{b["artifacts"]["text"]["size_bytes"] / 1e6:.2f} MB.</p>')
 
     lim = b["physical_limit"]
     parts.append("<h2>Physical limit</h2>")
@@ -138,6 +140,15 @@ def render_html(data: dict) -> str:
                           _mark(r["passed"])] for r in data["fidelity"] if r.get("passed") is not None])
                  if data["fidelity"] else '<p class="note">No fidelity.json: run `mcad-export verify`.</p>')
 
+    if data.get("targets"):
+        parts.append("<h2>SoC targets</h2>")
+        parts.append(_table(["artifact", "target", "chip", "ops on NPU / CPU", "checked on", "samples", "cos mean",
+                             "gate", "size MB"],
+                            [[_e(t["artifact"]), _e(t["target"]), _e(t["chip"]),
+                              f"{t['ops']['htp']} / {t['ops']['cpu']}" if t.get("ops") else "-",
+                              _e(t["measured_on"] or "not run"), t["samples"] or "-",
+                              f"{t['cosine_mean']:.5f}" if t["cosine_mean"] is not None else "-", _mark(t["passed"]),
+                              f"{t['size_bytes'] / 1e6:.2f}"] for t in data["targets"]]))
     parts.append("<h2>Artifacts</h2>")
     parts.append(_table(["artifact", "encoder", "runtime", "precision", "size MB"],
                         [[_e(a["path"]), a["encoder"], a["runtime"], a["precision"], f"{a['size_bytes'] / 1e6:.2f}"]

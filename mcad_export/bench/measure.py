@@ -159,7 +159,8 @@ def run_bench(root: Path, settings: Settings, work: Path, say) -> dict:
     report = {
         "student": manifest["student"]["id"], "random_init": manifest["student"].get("random_init", False),
         "threads": threads, "gallery_size": gallery["gallery_size"], "gallery": gallery,
-        "query_latency_ms": {k: query["latency"][k] for k in ("p50", "p90", "p99", "mean", "repeats")},
+        "query_latency_ms": {k: query["latency"][k] for k in ("p50", "p90", "p99", "mean", "repeats",
+                                                                "halves_median_drift")},
         "query_latency_samples_ms": query["latency"]["samples_ms"], "query_stages_p50_ms": query["stages_p50_ms"],
         "query_tokens_mean": query["query_tokens_mean"],
         "peak_rss_mb": round(query["peak_rss_mb"], 1), "memory_breakdown_mb": memory_breakdown(query["memory"]),

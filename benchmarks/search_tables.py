@@ -10,14 +10,17 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def student_label(result: dict) -> str:
+    return result["student"] + (" (random init)" if result["random_init"] else "")
+
+
 def main() -> None:
-    files = sorted(RESULTS.glob("search_*.json"))
+    results = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("search_*.json"))]
     print("| student | text encoder | size MB | encoder p50 ms | top-10 p50 ms | query p50 ms | query p99 ms "
           "| peak RSS MB | PyTorch p50 ms | speed-up | budget |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for path in files:
-        r = json.loads(path.read_text())
-        name = r["student"] + (" (random init)" if r["random_init"] else "")
+    for r in results:
+        name = student_label(r)
         base = r["baseline"]["query_latency_ms"]["p50"]
         for t in r["text_encoders"]:
             print(f"| {name} | `{t['artifact']}` | {t['size_mb']} | {t['encode_p50_ms']:.2f} | {t['search_p50_ms']:.2f} "
@@ -27,9 +30,8 @@ def main() -> None:
     print("| gallery drawn around | dim | gallery | index | p50 ms | p99 ms | scanned MB | top-10 overlap vs exact "
           "| build s |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for path in files:
-        r = json.loads(path.read_text())
-        name = r["student"] + (" (random init)" if r["random_init"] else "")
+    for r in results:
+        name = student_label(r)
         for row in r.get("index_sweep") or []:
             dim = row["float_bytes"] // row["gallery_size"] // 4
             overlap = "-" if row["top10_overlap_vs_flat"] is None else f"{row['top10_overlap_vs_flat']:.3f}"

@@ -55,8 +55,10 @@ def write_text_atomic(path: Path, text: str) -> None:
 @contextlib.contextmanager
 def replaced_directory(target: Path):
     """Yields an empty staging folder that replaces `target` as a whole on success (a rebuilt
-    index must not keep files of the previous one); on any exception `target` is untouched."""
+    index must not keep files of the previous one); on any exception `target` is untouched and a
+    parent folder made only for it is removed again."""
     target = Path(target)
+    made_parent = not target.parent.exists()
     target.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     old = None
@@ -67,6 +69,11 @@ def replaced_directory(target: Path):
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             os.replace(target, old / target.name)
         os.replace(stage, target)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        if made_parent and not any(target.parent.iterdir()):
+            target.parent.rmdir()
+        raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
         if old is not None:

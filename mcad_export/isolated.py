@@ -23,6 +23,16 @@ class ToolCrashError(McadError):
     exit_code = 5
 
 
+def raise_for_child(proc: subprocess.CompletedProcess, what: str) -> None:
+    """A child that died or failed becomes one ToolCrashError line: the signal, or stderr's last line."""
+    if proc.returncode < 0:
+        name = signal.Signals(-proc.returncode).name
+        raise ToolCrashError(f"{what} crashed the process ({name}); the step ran isolated, nothing was written")
+    if proc.returncode != 0:
+        tail = [line for line in proc.stderr.strip().splitlines() if line.strip()][-1:] or ["no message"]
+        raise ToolCrashError(f"{what} failed: {tail[0][:300]}")
+
+
 def run_isolated(command: str, params: dict, arrays: dict, *, what: str, timeout: int = 1800) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         np.savez(Path(tmp) / "in.npz", **arrays)
@@ -30,12 +40,7 @@ def run_isolated(command: str, params: dict, arrays: dict, *, what: str, timeout
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
         proc = subprocess.run([sys.executable, "-m", "mcad_export.isolated", command, tmp], capture_output=True,
                               text=True, timeout=timeout, env=env)
-        if proc.returncode < 0:
-            name = signal.Signals(-proc.returncode).name
-            raise ToolCrashError(f"{what} crashed the process ({name}); the step ran isolated, nothing was written")
-        if proc.returncode != 0:
-            tail = [line for line in proc.stderr.strip().splitlines() if line.strip()][-1:] or ["no message"]
-            raise ToolCrashError(f"{what} failed: {tail[0][:300]}")
+        raise_for_child(proc, what)
         with np.load(Path(tmp) / "out.npz") as out:
             return {k: out[k] for k in out.files}
 
@@ -43,7 +48,7 @@ def run_isolated(command: str, params: dict, arrays: dict, *, what: str, timeout
 def _tflite_embed(params, arrays):
     from .runtime.encoders import tflite_embed
 
-    return {"embeds": tflite_embed(params["model"], params["input_name"], arrays["x"])}
+    return {"embeds": tflite_embed(params["model"], arrays["x"])}
 
 
 def _tflite_quantize(params, arrays):

@@ -45,7 +45,7 @@ class Settings:
 
 def run_probe(module: str, config: dict, threads: int, workdir: Path, timeout: int = 900) -> dict:
     """One measurement in a fresh process with `threads` threads everywhere (BLAS, OpenMP, runtimes)."""
-    from ..isolated import ToolCrashError
+    from ..isolated import raise_for_child
 
     fd, name = tempfile.mkstemp(suffix=".json", dir=workdir)
     with os.fdopen(fd, "w") as f:
@@ -55,9 +55,7 @@ def run_probe(module: str, config: dict, threads: int, workdir: Path, timeout: i
                MKL_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run([sys.executable, "-m", module, str(path)], capture_output=True, text=True,
                           timeout=timeout, env=env)
-    if proc.returncode != 0:
-        tail = [line for line in proc.stderr.strip().splitlines() if line.strip()][-1:] or [f"exit {proc.returncode}"]
-        raise ToolCrashError(f"benchmark step {config.get('mode', module)} failed: {tail[0][:300]}")
+    raise_for_child(proc, f"benchmark step {config.get('mode', module)}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

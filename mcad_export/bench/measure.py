@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_text_atomic
-from ..contract import BENCH_REPORT, FIDELITY_REPORT, INDEX_DIR, MANIFEST, REPORTS_DIR
+from ..contract import BENCH_REPORT, FIDELITY_REPORT, INDEX_DIR, INDEX_EMBEDDINGS, INDEX_META, MANIFEST, REPORTS_DIR
 from ..manifest import dump_manifest, read_manifest, tool_versions
 from ..runtime.encoders import ort_optimization
 from ..runtime.index import GalleryIndex, synthetic_gallery
@@ -74,7 +74,7 @@ def choose(root, manifest, encoder, wanted, gates, inputs, settings, work, say) 
 def bench_gallery(root: Path, manifest: dict, size: int, kind: str | None, work: Path) -> tuple[Path, dict]:
     """The gallery the query path searches: the real index, extended with synthetic rows up to `size`."""
     real_index = root / INDEX_DIR
-    if (real_index / "index.json").is_file():
+    if (real_index / INDEX_META).is_file():
         real = GalleryIndex.load(real_index)
         real_vectors, real_kind, source = np.asarray(real.embeddings), real.kind, "index/"
     else:
@@ -129,11 +129,9 @@ def run_bench(root: Path, settings: Settings, work: Path, say) -> dict:
     baseline = None
     if settings.baseline:
         say("PyTorch eager fp32 baseline in a fresh process")
-        np.save(work / "gallery.npy", np.asarray(GalleryIndex.load(index_dir).embeddings))
         baseline = run_probe(BASELINE, {"dir": str(root), "threads": threads, "queries": queries, "k": 10,
-                                        "gallery": str(work / "gallery.npy"),
+                                        "gallery": str(index_dir / INDEX_EMBEDDINGS),
                                         "measure": settings.measure("full")}, threads, work)
-        (work / "gallery.npy").unlink()
 
     say("peak GEMM rate of this machine")
     gemm = run_probe(PROBE, {"mode": "gemm", "threads": threads}, threads, work)

@@ -31,18 +31,11 @@ def compile_targets(directory, specs, *, allow_cpu_fallback: bool = False, sim_s
         started = time.time()
         manifest = read_manifest(root)
         folder = root / COMPILED_DIR / target.folder
-        had_compiled_dir = folder.parent.is_dir()
-        try:
-            with replaced_directory(folder) as stage:
-                records = target.compile_fn()(root, manifest, target, stage, options, say)
-        except BaseException:
-            if not had_compiled_dir and folder.parent.is_dir() and not any(folder.parent.iterdir()):
-                folder.parent.rmdir()   # a failed first compile leaves no empty compiled/ behind
-            raise
+        with replaced_directory(folder) as stage:   # a failed first compile leaves no empty compiled/ behind
+            records = target.compile_fn()(root, manifest, target, stage, options, say)
         for record in records:
-            main = next(iter(record["files"].values()))
-            record.update(file_record(root, f"{COMPILED_DIR}/{target.folder}/{main}"))
             record["files"] = {k: file_record(root, f"{COMPILED_DIR}/{target.folder}/{v}") for k, v in record["files"].items()}
+            record.update(next(iter(record["files"].values())))   # the first file is the artifact itself
             record["verify_samples"] = sim_samples
         # Written per target, so targets finished before an interruption stay registered.
         manifest["artifacts"] = [a for a in manifest["artifacts"] if a.get("target") != target.id] + records

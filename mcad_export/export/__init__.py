@@ -54,7 +54,7 @@ def _tflite_artifact(stage, kind, module, in_name, out_name, dims, dtype, batche
     say(f"converting the {kind} encoder to TFLite")
     tflite_export.export_tflite(module, torch.from_numpy(batches[0]), stage / filename, in_name, out_name)
     say(f"checking TFLite {kind} parity against PyTorch")
-    result = parity.compare(reference, tflite_embed(stage / filename, in_name, np.concatenate(batches)))
+    result = parity.compare(reference, tflite_embed(stage / filename, np.concatenate(batches)))
     if not result["passed"]:
         failures.append(f"TFLite {kind} encoder min cosine {result['cosine_min']:.6f} < {result['threshold_cosine_min']}")
     return {

@@ -164,7 +164,7 @@ def _quantize_tflite(artifact, source: Path, precision, stage, calib, tune, tune
                                              "keep_float": list(keep_float), "want_damage": want_damage},
                          {"calib": calib.for_encoder(encoder)}, what=f"ai-edge-quantizer ({label})")
             details = json.loads(details_file.read_text())
-        embeds = run_isolated("tflite-embed", {"model": str(dst), "input_name": input_name},
+        embeds = run_isolated("tflite-embed", {"model": str(dst)},
                               {"x": tune.for_encoder(encoder)}, what=f"LiteRT running {filename}")["embeds"]
         recipe = {**details["recipe"], "precision": precision, "mask_nodes_protected": details["mask_ops_protected"],
                   "kept_float": list(keep_float),

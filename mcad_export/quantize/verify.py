@@ -26,7 +26,7 @@ def _onnxruntime(path, input_name, array, artifact):
 
 def _litert_isolated(path, input_name, array, artifact):
     # Quantized TFLite models have aborted the LiteRT runtime here; a crash must fail one record, not the run.
-    return run_isolated("tflite-embed", {"model": str(path), "input_name": input_name}, {"x": array},
+    return run_isolated("tflite-embed", {"model": str(path)}, {"x": array},
                         what=f"LiteRT running {Path(path).name}")["embeds"]
 
 

@@ -33,13 +33,9 @@ def onnx_embed(path, input_name: str, array: np.ndarray, batch: int = 50, thread
                            for i in range(0, len(array), batch)]).astype(np.float32)
 
 
-def tflite_embed(path, input_name: str, array: np.ndarray) -> np.ndarray:
-    """TFLite encoders have a static batch of 1: one invoke per sample."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    runner = Interpreter(model_path=str(path)).get_signature_runner(TFLITE_SIGNATURE)
-    return np.concatenate([next(iter(runner(**{input_name: array[i:i + 1]}).values()))
-                           for i in range(len(array))]).astype(np.float32)
+def tflite_embed(path, array: np.ndarray) -> np.ndarray:
+    """TFLite encoders have a static batch of 1: one invoke per sample (see open_encoder)."""
+    return open_encoder(path, "litert", threads=0)(array).astype(np.float32)
 
 
 def open_encoder(path, runtime: str, threads: int = 1, optimization: str = "all"):

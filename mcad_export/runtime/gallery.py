@@ -77,15 +77,12 @@ def build_gallery_index(directory, images=None, kind: str = "flat", artifact: st
     index_dir = root / INDEX_DIR
     # Paths inside the export folder stay relative so the folder (and the app bundle) can move.
     folder_abs = folder.resolve()
-    try:
-        stored_root = os.path.relpath(folder_abs, index_dir.resolve()) if folder_abs.is_relative_to(root.resolve()) \
-            else str(folder_abs)
-    except ValueError:
-        stored_root = str(folder_abs)
+    inside = folder_abs.is_relative_to(root.resolve())
+    stored_root = os.path.relpath(folder_abs, index_dir.resolve()) if inside else str(folder_abs)
     index = GalleryIndex.build(vectors, kept, kind, root=stored_root)
     meta = {"image_encoder": {"path": encoder["path"], "sha256": encoder["sha256"]},
             "source": str(folder_abs), "scanned": len(files), "skipped": len(skipped),
             "skipped_files": skipped[:20]}
     with replaced_directory(index_dir) as stage:
         index.save(stage, extra_meta=meta)
-    return {**GalleryIndex.load(index_dir).meta}
+    return GalleryIndex.read_meta(index_dir)

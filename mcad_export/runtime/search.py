@@ -30,10 +30,6 @@ class Hit:
     score: float
 
 
-def text_artifacts(manifest: dict) -> list[dict]:
-    return [a for a in manifest["artifacts"] if a["encoder"] == "text" and a["runtime"] in HOST_RUNTIMES]
-
-
 def select_artifact(manifest: dict, wanted: str | None = None, encoder: str = "text") -> dict:
     """An artifact record by path or name; default: the deployment choice, else the fp32 ONNX file."""
     candidates = [a for a in manifest["artifacts"] if a["encoder"] == encoder and a["runtime"] in HOST_RUNTIMES]

@@ -95,6 +95,14 @@ def _add_compile_args(p: argparse.ArgumentParser, required: bool = True) -> None
                    help="accept a compiled model with ops left for the phone's CPU (counted in the manifest)")
     p.add_argument("--sim-samples", type=int, default=DEFAULT_SIM_SAMPLES,
                    help=f"held-out samples checked on the (slow) HTP simulator (default {DEFAULT_SIM_SAMPLES})")
+    p.add_argument("--aihub-runtime", choices=("tflite", "qnn_context_binary", "onnx"), default="tflite",
+                   help="aihub targets: what AI Hub compiles to (--target_runtime; default tflite)")
+    p.add_argument("--aihub-quantize", action="store_true",
+                   help="aihub targets: quantize in AI Hub first (int8 weights; int16 text / int8 image activations) "
+                        "with held-out calibration samples")
+    p.add_argument("--aihub-timeout", type=float, default=3600, metavar="S",
+                   help="aihub targets: give up waiting on one job after S seconds (it keeps running; a rerun "
+                        "resumes it; default 3600)")
 
 
 def gate_from(args):
@@ -196,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="qnn:<SoC>: w8a16 QDQ + HTP context binary via onnxruntime-qnn, checked on the "
                                    "x86 HTP simulator (cosine and recall into reports/fidelity.json, runtime "
                                    "qnn-htp-sim). litert:qualcomm:<SoC> / litert:mediatek:<SoC>: LiteRT AOT compile "
-                                   "of the TFLite encoders (needs the vendor SDK libraries). Files go to "
+                                   "of the TFLite encoders (needs the vendor SDK libraries). aihub:<SoC or AI Hub "
+                                   "device>: Qualcomm AI Hub upload, compile and on-device profile (needs an API "
+                                   "token; job ids go to the manifest at once, so a rerun resumes). Files go to "
                                    "compiled/<backend>-<SoC>/ and into the manifest.")
     p.add_argument("dir", type=Path, help="an export folder (with manifest.json)")
     _add_compile_args(p)
@@ -451,17 +461,20 @@ def _compile(args, console) -> list[dict]:
             records = compile_targets(args.dir, args.target, allow_cpu_fallback=args.allow_cpu_fallback,
                                       sim_samples=args.sim_samples, num_calib=args.num_calib,
                                       allow_small_calibration=args.allow_small_calibration, gate=gate_from(args),
-                                      progress=status)
+                                      progress=status,
+                                      backend_options={"aihub_runtime": args.aihub_runtime,
+                                                       "aihub_quantize": args.aihub_quantize,
+                                                       "aihub_timeout_s": args.aihub_timeout})
     except FidelityGateError:
         _fidelity_table(console, args.dir)
         raise
     table = Table(title=f"compiled artifacts in {args.dir}")
-    for col in ("artifact", "target", "size MB", "ops on NPU", "ops on CPU"):
+    for col in ("artifact", "target", "size MB", "ops on NPU", "ops off NPU", "on-device ms"):
         table.add_column(col, no_wrap=col == "artifact")
     for r in records:
-        ops = r.get("ops", {})
-        table.add_row(r["path"], r["target"], f"{r['size_bytes'] / 1e6:.2f}", str(ops.get("htp", "-")),
-                      str(ops.get("cpu", "-")))
+        ops, device = r.get("ops", {}), r.get("device_profile", {})
+        table.add_row(r["path"], r["target"], f"{r['size_bytes'] / 1e6:.2f}", str(ops.get("htp", ops.get("npu", "-"))),
+                      str(ops.get("cpu", "-")), str(device.get("inference_ms", "-")))
     console.print(table)
     if records:
         _fidelity_table(console, args.dir)

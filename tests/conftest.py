@@ -8,9 +8,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_cli(*args, cwd=None, timeout=900):
+def run_cli(*args, cwd=None, timeout=900, env=None):
     """Runs `python -m mcad_export ...` in a fresh process, as a user would."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="2")
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="2", **(env or {}))
     return subprocess.run([sys.executable, "-m", "mcad_export", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=timeout)
 

@@ -15,6 +15,7 @@ from ..runtime.index import GalleryIndex, synthetic_gallery
 from ..runtime.search import HOST_RUNTIMES
 from ..runtime.tokenizer import Tokenizer
 from . import GENERIC_QUERIES, Settings, run_probe
+from ..compile.aihub import device_profile_checks
 from .flops import matmul_flops
 
 PROBE, BASELINE = "mcad_export.bench.probe", "mcad_export.bench.baseline"
@@ -153,7 +154,9 @@ def run_bench(root: Path, settings: Settings, work: Path, say) -> dict:
                                   "measure": settings.measure("selection")}, threads, work, timeout=1800)
 
     p50 = query["latency"]["p50"]
-    passed = p50 <= settings.budget_ms and query["peak_rss_mb"] <= settings.budget_mb
+    device = device_profile_checks(manifest, settings.budget_ms, settings.budget_mb)
+    passed = p50 <= settings.budget_ms and query["peak_rss_mb"] <= settings.budget_mb and all(
+        d["passed"] for d in device)
     report = {
         "student": manifest["student"]["id"], "random_init": manifest["student"].get("random_init", False),
         "threads": threads, "gallery_size": gallery["gallery_size"], "gallery": gallery,
@@ -187,7 +190,7 @@ def run_bench(root: Path, settings: Settings, work: Path, say) -> dict:
         "index_sweep": sweep,
         "budget": {"memory_mb": settings.budget_mb, "latency_ms": settings.budget_ms, "passed": passed,
                    "latency_passed": p50 <= settings.budget_ms,
-                   "memory_passed": query["peak_rss_mb"] <= settings.budget_mb},
+                   "memory_passed": query["peak_rss_mb"] <= settings.budget_mb, "device_profiles": device},
         "tools": tool_versions("onnxruntime", "ai-edge-litert", "faiss-cpu", "numpy", "torch", "open_clip_torch"),
         "seconds": round(time.time() - started, 1),
     }

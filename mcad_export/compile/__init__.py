@@ -19,13 +19,13 @@ DEFAULT_SIM_SAMPLES = 100
 
 def compile_targets(directory, specs, *, allow_cpu_fallback: bool = False, sim_samples: int = DEFAULT_SIM_SAMPLES,
                     num_calib: int = 128, allow_small_calibration: bool = False, verify: bool = True, gate=None,
-                    progress=None) -> list[dict]:
+                    progress=None, backend_options: dict | None = None) -> list[dict]:
     """Compiles for every target (all specs resolved first, so a typo fails before minutes of work)."""
     say = progress or (lambda message: None)
     root = Path(directory)
     targets = [resolve(spec) for spec in specs]
     options = {"allow_cpu_fallback": allow_cpu_fallback, "num_calib": num_calib,
-               "allow_small_calibration": allow_small_calibration}
+               "allow_small_calibration": allow_small_calibration, **(backend_options or {})}
     compiled = []
     for target in targets:
         started = time.time()
@@ -41,7 +41,7 @@ def compile_targets(directory, specs, *, allow_cpu_fallback: bool = False, sim_s
         manifest["artifacts"] = [a for a in manifest["artifacts"] if a.get("target") != target.id] + records
         manifest.setdefault("compile", {})[target.id] = {
             "seconds": round(time.time() - started, 1), "options": options,
-            "tools": tool_versions("onnxruntime", "onnxruntime-qnn", "ai-edge-litert")}
+            "tools": tool_versions("onnxruntime", "onnxruntime-qnn", "ai-edge-litert", "qai-hub")}
         write_text_atomic(root / MANIFEST, dump_manifest(manifest))
         compiled += records
     if verify and compiled:

@@ -89,4 +89,4 @@ def resolve(spec: str) -> Target:
 
 def _load_backends() -> None:
     # Registration happens on import; this list is the only place naming the backend modules.
-    from . import litert_npu, qnn  # noqa: F401
+    from . import aihub, litert_npu, qnn  # noqa: F401

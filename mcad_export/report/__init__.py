@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from ..atomic import write_text_atomic
+from ..compile.aihub import device_profile_checks
 from ..contract import BENCH_REPORT, FIDELITY_REPORT, REPORT_HTML, REPORT_JSON, REPORT_MD, REPORTS_DIR
 from ..errors import InputError
 from ..manifest import read_manifest, tool_versions
@@ -23,12 +24,16 @@ def collect(directory) -> dict:
     bench = json.loads(bench_path.read_text())
     fidelity = json.loads(fidelity_path.read_text()) if fidelity_path.is_file() else []
     budget = bench["budget"]
+    # Device profiles are read live from the manifest: a compile after the bench still counts.
+    device = device_profile_checks(manifest, budget["latency_ms"], budget["memory_mb"])
+    passed = budget["latency_passed"] and budget["memory_passed"] and all(d["passed"] for d in device)
     verdict = {
-        "passed": budget["passed"],
-        "summary": (f"{'PASS' if budget['passed'] else 'MISS'}: query p50 {bench['query_latency_ms']['p50']:.2f} ms "
+        "passed": passed,
+        "summary": (f"{'PASS' if passed else 'MISS'}: query p50 {bench['query_latency_ms']['p50']:.2f} ms "
                     f"(budget {budget['latency_ms']:g} ms), peak RSS {bench['peak_rss_mb']:.1f} MB "
                     f"(budget {budget['memory_mb']:g} MB), gallery {bench['gallery_size']:,}, "
-                    f"{bench['threads']} thread(s)"),
+                    f"{bench['threads']} thread(s)" + "".join(_device_line(d) for d in device)),
+        "device_profiles": device,
         "gate_passed": all(r.get("passed") is not False for r in fidelity) if fidelity else None,
     }
     return {
@@ -43,6 +48,13 @@ def collect(directory) -> dict:
     }
 
 
+def _device_line(check: dict) -> str:
+    npu = ("all layers on the NPU" if not check["layers_off_npu"] else
+           f"{check['layers_off_npu']} layer(s) off the NPU{' (allowed)' if check['allowed_off_npu'] else ''}")
+    return (f"; {check['encoder']} encoder on {check['device']} ({check['target']}): {check['inference_ms']} ms, "
+            f"peak {check['peak_memory_mb']} MB, {npu}{'' if check['passed'] else ' - MISS'}")
+
+
 def compiled_targets(manifest: dict, fidelity: list[dict]) -> list[dict]:
     """One row per compiled artifact: where it runs, how much of it is on the NPU, and its gate result."""
     gate = {r["artifact"]: r for r in fidelity}
@@ -51,10 +63,15 @@ def compiled_targets(manifest: dict, fidelity: list[dict]) -> list[dict]:
         if "target" not in a:
             continue
         record = gate.get(a["path"], {})
+        ops, profile = a.get("ops") or {}, a.get("device_profile") or {}
         rows.append({"target": a["target"], "chip": a["soc"]["name"], "artifact": a["path"], "encoder": a["encoder"],
-                     "precision": a["precision"], "size_bytes": a["size_bytes"], "ops": a.get("ops"),
-                     "measured_on": record.get("runtime"), "samples": record.get("samples"),
-                     "cosine_mean": record.get("cosine_mean"), "passed": record.get("passed")})
+                     "precision": a["precision"], "size_bytes": a["size_bytes"],
+                     "ops_on_npu": ops.get("htp", ops.get("npu")), "ops_off_npu": ops.get("cpu"),
+                     "measured_on": record.get("runtime") if record.get("passed") is not None else None,
+                     "samples": record.get("samples"), "cosine_mean": record.get("cosine_mean"),
+                     "passed": record.get("passed"), "device": profile.get("device"),
+                     "device_inference_ms": profile.get("inference_ms"),
+                     "device_peak_memory_mb": profile.get("peak_memory_mb")})
     return rows
 
 

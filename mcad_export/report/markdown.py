@@ -54,10 +54,14 @@ def render_markdown(data: dict) -> str:
                        for r in data["fidelity"] if r.get("passed") is not None])
     if data.get("targets"):
         out += ["## SoC targets", ""]
-        out += _table(["artifact", "target", "ops on NPU / CPU", "checked on", "samples", "cos mean", "gate"],
+        out += _table(["artifact", "target", "ops on NPU / off", "checked on", "samples", "cos mean", "gate",
+                       "on-device ms / peak MB"],
                       [[t["artifact"], f"{t['target']} ({t['chip']})",
-                        f"{t['ops']['htp']} / {t['ops']['cpu']}" if t.get("ops") else "-", t["measured_on"] or "not run",
-                        t["samples"] or "-", f"{t['cosine_mean']:.5f}" if t["cosine_mean"] is not None else "-",
-                        {True: "pass", False: "MISS", None: "-"}[t["passed"]]] for t in data["targets"]])
+                        f"{t['ops_on_npu']} / {t['ops_off_npu']}" if t["ops_on_npu"] is not None else "-",
+                        t["measured_on"] or "not on this host", t["samples"] or "-",
+                        f"{t['cosine_mean']:.5f}" if t["cosine_mean"] is not None else "-",
+                        {True: "pass", False: "MISS", None: "-"}[t["passed"]],
+                        f"{t['device_inference_ms']} / {t['device_peak_memory_mb']} ({t['device']})" if t["device"]
+                        else "-"] for t in data["targets"]])
     out += ["## Tool versions", ""] + _table(["tool", "version"], sorted(data["tools"].items()))
     return "\n".join(out)

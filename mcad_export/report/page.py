@@ -142,12 +142,14 @@ def render_html(data: dict) -> str:
 
     if data.get("targets"):
         parts.append("<h2>SoC targets</h2>")
-        parts.append(_table(["artifact", "target", "chip", "ops on NPU / CPU", "checked on", "samples", "cos mean",
-                             "gate", "size MB"],
+        parts.append(_table(["artifact", "target", "chip", "ops on NPU / off", "checked on", "samples", "cos mean",
+                             "gate", "on-device ms", "on-device peak MB", "size MB"],
                             [[_e(t["artifact"]), _e(t["target"]), _e(t["chip"]),
-                              f"{t['ops']['htp']} / {t['ops']['cpu']}" if t.get("ops") else "-",
-                              _e(t["measured_on"] or "not run"), t["samples"] or "-",
+                              f"{t['ops_on_npu']} / {t['ops_off_npu']}" if t["ops_on_npu"] is not None else "-",
+                              _e(t["measured_on"] or "not on this host"), t["samples"] or "-",
                               f"{t['cosine_mean']:.5f}" if t["cosine_mean"] is not None else "-", _mark(t["passed"]),
+                              _e(f"{t['device_inference_ms']} ({t['device']})") if t["device"] else "-",
+                              t["device_peak_memory_mb"] if t["device"] else "-",
                               f"{t['size_bytes'] / 1e6:.2f}"] for t in data["targets"]]))
     parts.append("<h2>Artifacts</h2>")
     parts.append(_table(["artifact", "encoder", "runtime", "precision", "size MB"],

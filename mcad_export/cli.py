@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_index_kind(p)
     _add_bench_args(p)
     _add_compile_args(p, required=False)
+    p.add_argument("--app", type=Path, metavar="APP", help="bundle the result into this Android demo (e.g. "
+                   "android_demo), for the first --target or the CPU")
 
     p = sub.add_parser("export", help="export image and text encoders to ONNX and TFLite with parity checks",
                        description="Writes image_encoder.onnx, text_encoder.onnx, tflite/{image,text}_encoder.tflite, "
@@ -214,6 +216,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-small-calibration", action="store_true")
     _add_gate_args(p)
 
+    p = sub.add_parser("bundle", help="copy models, tokenizer, index and thumbnails into the Android demo's assets",
+                       description="Writes APP/app/src/main/assets/mcad/ with bundle.json (sha256, sizes, "
+                                   "preprocessing, runtime and accelerator per target). Never overwrites or deletes "
+                                   "files it did not write; a rerun with the same inputs changes nothing.")
+    p.add_argument("dir", type=Path, help="an export folder that has an index (mcad-export index)")
+    p.add_argument("--app", type=Path, required=True, help="the Android demo folder (android_demo in this repo)")
+    p.add_argument("--target", dest="target_for_bundle", metavar="T",
+                   help="cpu (default: bench's choice), qnn:<SoC>, aihub:<SoC>, litert:mediatek:<SoC>, ... "
+                        "(compile it first)")
+    p.add_argument("--with-image-encoder", action="store_true", help="also bundle the image encoder")
+    p.add_argument("--budget-mb", type=float, default=100.0, help="resident budget for the bundle (default 100)")
+    p.add_argument("--allow-over-budget", action="store_true")
+
+    p = sub.add_parser("golden", help="write golden vectors for the Android core's tests",
+                       description="Token ids (varied corpus), preprocessing tensors for sample images and top-k "
+                                   "over a small index, from an export; android_demo/core/test.sh checks the Java "
+                                   "core reproduces them.")
+    p.add_argument("dir", type=Path, help="an export folder with an index")
+    p.add_argument("--out", type=Path, default=Path("android_demo/core/src/test/resources/golden"))
+
     p = sub.add_parser("train-student", help="retrain the embedded default student (~25 min on 2 CPU cores)",
                        description="Renders the scene data, trains the teacher, distills the student MCAD-style "
                                    "and writes student.safetensors, its config and card (atomically).")
@@ -261,6 +283,8 @@ def _dispatch(args, console) -> int:
         "report": lambda: _report(args, console),
         "targets": lambda: _targets(console),
         "compile": lambda: _compile(args, console),
+        "bundle": lambda: _bundle(args, console),
+        "golden": lambda: _golden(args, console),
     }
     result = handlers[args.command]()
     return result if isinstance(result, int) else 0
@@ -479,6 +503,29 @@ def _compile(args, console) -> list[dict]:
     if records:
         _fidelity_table(console, args.dir)
     return records
+
+
+def _bundle(args, console) -> dict:
+    from .bundle import bundle
+
+    with _status(console, "bundling") as status:
+        result = bundle(args.dir, args.app, target=args.target_for_bundle,
+                        with_image_encoder=getattr(args, "with_image_encoder", False),
+                        budget_mb=getattr(args, "budget_mb", 100.0),
+                        allow_over_budget=getattr(args, "allow_over_budget", False), progress=status)
+    text = result["encoders"]["text"]
+    console.print(f"bundle: {result['assets']} ({len(result['files'])} files, {result['written']} written): "
+                  f"{text['file']} on {text['runtime']}/{text['accelerator']}, {result['index']['count']} images "
+                  f"({result['thumbnails']['count']} thumbnails), "
+                  f"resident estimate {result['budget']['resident_estimate_mb']} MB")
+    return result
+
+
+def _golden(args, console) -> None:
+    from .bundle.golden import write_golden
+
+    counts = write_golden(args.dir, args.out)
+    console.print(f"golden vectors in {args.out}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
 
 
 def _report(args, console) -> None:

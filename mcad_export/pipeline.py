@@ -1,9 +1,9 @@
-"""`mcad-export run`: every stage that exists so far (export, quantize, verify, index, bench, report), in order."""
+"""`mcad-export run`: every stage in order: export, quantize, verify, [compile], index, bench, report, [bundle]."""
 from __future__ import annotations
 
 
 def run(args, console) -> int:
-    from .cli import _bench, _export, _index, _quantize, _report, _summary, _verify
+    from .cli import _bench, _bundle, _compile, _export, _index, _quantize, _report, _summary, _verify
 
     manifest = _export(args, console)
     _summary(console, manifest, args.out)
@@ -22,6 +22,9 @@ def run(args, console) -> int:
         _report(args, console)  # the report explains the miss
         raise
     _report(args, console)
+    if args.app:
+        args.target_for_bundle = args.target[0] if args.target else None
+        _bundle(args, console)
     card = manifest["student"].get("card", {}).get("student_fp32")
     if card:
         console.print(f"student held-out recall (fp32, from its card): t2i R@1 {card['t2i_r1']:.3f}, "

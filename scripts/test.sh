@@ -3,12 +3,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# The report test opens report.html in a real headless browser (Debian's chromium).
-if ! command -v chromium >/dev/null 2>&1; then
+# The report test opens report.html in a real headless browser (Debian's chromium); the Android core's
+# tests need javac and JUnit 5's console launcher (Debian's junit5).
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
+[ -f /usr/share/java/junit-platform-console-standalone.jar ] || need+=(junit5)
+if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null \
-    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
+    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; }
 fi
+# The Android core (plain Java) against its committed golden vectors; prints "N passed, N failed".
+bash android_demo/core/test.sh | tail -1
 exec .venv/bin/python -m pytest -q "$@"

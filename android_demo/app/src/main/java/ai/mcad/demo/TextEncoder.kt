@@ -1,0 +1,62 @@
+package ai.mcad.demo
+
+import ai.onnxruntime.OnnxTensor
+import ai.onnxruntime.OrtEnvironment
+import ai.onnxruntime.OrtSession
+import com.google.ai.edge.litert.Accelerator
+import com.google.ai.edge.litert.CompiledModel
+import java.io.File
+import java.nio.IntBuffer
+
+/** One text query -> one L2-normalised embedding, on the runtime bundle.json names for the target. */
+interface TextEncoder : AutoCloseable {
+    fun encode(ids: IntArray): FloatArray
+
+    companion object {
+        /** runtime/accelerator come from bundle.json (mcad-export bundle writes why it chose them). */
+        fun open(model: File, runtime: String, accelerator: String, inputName: String): TextEncoder =
+            when (runtime) {
+                "onnxruntime" -> OrtTextEncoder(model, accelerator, inputName)
+                "litert" -> LiteRtTextEncoder(model, accelerator)
+                else -> error("bundle.json names runtime '$runtime'; this app knows onnxruntime and litert")
+            }
+    }
+}
+
+private class OrtTextEncoder(model: File, accelerator: String, private val inputName: String) : TextEncoder {
+    private val env = OrtEnvironment.getEnvironment()
+    private val session: OrtSession = env.createSession(model.path, OrtSession.SessionOptions().apply {
+        setIntraOpNumThreads(1)
+        if (accelerator == "QNN-HTP") {
+            // The context binary inside the ONNX file was compiled for this SoC's HTP; no CPU fallback.
+            addQnn(mapOf("backend_path" to "libQnnHtp.so"))
+            addConfigEntry("session.disable_cpu_ep_fallback", "1")
+        }
+    })
+
+    override fun encode(ids: IntArray): FloatArray {
+        OnnxTensor.createTensor(env, IntBuffer.wrap(ids), longArrayOf(1, ids.size.toLong())).use { input ->
+            session.run(mapOf(inputName to input)).use { out ->
+                @Suppress("UNCHECKED_CAST")
+                return (out[0].value as Array<FloatArray>)[0]
+            }
+        }
+    }
+
+    override fun close() = session.close()
+}
+
+private class LiteRtTextEncoder(model: File, accelerator: String) : TextEncoder {
+    private val compiled = CompiledModel.create(
+        model.path, CompiledModel.Options(if (accelerator == "NPU") Accelerator.NPU else Accelerator.CPU))
+    private val inputs = compiled.createInputBuffers()
+    private val outputs = compiled.createOutputBuffers()
+
+    override fun encode(ids: IntArray): FloatArray {
+        inputs[0].writeInt(ids)
+        compiled.run(inputs, outputs)
+        return outputs[0].readFloat()
+    }
+
+    override fun close() = compiled.close()
+}

@@ -1,0 +1,132 @@
+package ai.mcad.core;
+
+import java.io.File;
+import java.io.IOException;
+import java.io.RandomAccessFile;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.FloatBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+/**
+ * The contract's index/ folder: index.json, paths.txt and embeddings.f32.npy (float32 [N, D],
+ * L2-normalised, row i = line i of paths.txt). The float rows are memory-mapped, not copied, so a
+ * gallery costs address space rather than heap. Search is exact inner product (cosine); for sq8 /
+ * ivfpq indexes the toolkit's float file is the same one it re-ranks with, so exact search here
+ * returns what those kinds return whenever their short list holds the true top-k.
+ */
+public final class GalleryIndex {
+    public static final String FORMAT = "mcad-index/1";
+    public final int count;
+    public final int dim;
+    public final String kind;
+    public final List<String> paths;
+    private final FloatBuffer rows;
+
+    private GalleryIndex(int count, int dim, String kind, List<String> paths, FloatBuffer rows) {
+        this.count = count;
+        this.dim = dim;
+        this.kind = kind;
+        this.paths = paths;
+        this.rows = rows;
+    }
+
+    public static GalleryIndex open(File dir) throws IOException {
+        Map<String, Object> meta = Json.object(Files2.readString(Files2.open(new File(dir, "index.json"))));
+        if (!FORMAT.equals(meta.get("format"))) {
+            throw new IOException(dir + "/index.json has format " + meta.get("format") + ", expected " + FORMAT);
+        }
+        List<String> paths = new ArrayList<String>();
+        for (String line : Files2.readString(Files2.open(new File(dir, "paths.txt"))).split("\n")) {
+            if (!line.isEmpty()) paths.add(line);
+        }
+        RandomAccessFile file = new RandomAccessFile(new File(dir, "embeddings.f32.npy"), "r");
+        try {
+            FileChannel channel = file.getChannel();
+            ByteBuffer map = channel.map(FileChannel.MapMode.READ_ONLY, 0, channel.size()).order(ByteOrder.LITTLE_ENDIAN);
+            int[] shape = npyShape(map);
+            if (shape[0] != paths.size()) {
+                throw new IOException("embeddings.f32.npy has " + shape[0] + " rows but paths.txt " + paths.size());
+            }
+            return new GalleryIndex(shape[0], shape[1], String.valueOf(meta.get("kind")), paths,
+                map.slice().order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer());
+        } finally {
+            file.close();   // the mapping stays valid after the channel closes
+        }
+    }
+
+    /** Reads the .npy header (v1-v3), leaves the buffer positioned at the data, returns {rows, cols}. */
+    static int[] npyShape(ByteBuffer buf) throws IOException {
+        byte[] magic = new byte[6];
+        buf.get(magic);
+        if (magic[0] != (byte) 0x93 || !new String(magic, 1, 5, StandardCharsets.US_ASCII).equals("NUMPY")) {
+            throw new IOException("not a .npy file");
+        }
+        int major = buf.get() & 0xff;
+        buf.get();
+        int headerLen = major == 1 ? (buf.getShort() & 0xffff) : buf.getInt();
+        byte[] header = new byte[headerLen];
+        buf.get(header);
+        String h = new String(header, StandardCharsets.ISO_8859_1);
+        if (!h.contains("'descr': '<f4'") || h.contains("'fortran_order': True")) {
+            throw new IOException("embeddings must be little-endian float32 in C order, header: " + h.trim());
+        }
+        Matcher m = Pattern.compile("'shape': \\((\\d+), (\\d+)\\)").matcher(h);
+        if (!m.find()) throw new IOException("embeddings must be 2-D, header: " + h.trim());
+        return new int[] {Integer.parseInt(m.group(1)), Integer.parseInt(m.group(2))};
+    }
+
+    public static final class Hit {
+        public final int row;
+        public final float score;
+        public final String path;
+
+        Hit(int row, float score, String path) {
+            this.row = row;
+            this.score = score;
+            this.path = path;
+        }
+    }
+
+    /** Top-k rows by inner product with the (L2-normalised) query, best first; ties go to the lower row. */
+    public Hit[] search(float[] query, int k) {
+        if (query.length != dim) throw new IllegalArgumentException("query has " + query.length + " dims, index " + dim);
+        k = Math.min(k, count);
+        final float[] scores = new float[count];
+        for (int r = 0; r < count; r++) {
+            double s = 0;
+            int base = r * dim;
+            for (int d = 0; d < dim; d++) s += (double) rows.get(base + d) * query[d];
+            scores[r] = (float) s;
+        }
+        // A bounded min-heap would be O(N log k); N is one gallery, so a partial selection is plenty.
+        Integer[] best = new Integer[k];
+        int filled = 0;
+        for (int r = 0; r < count; r++) {
+            if (filled < k) {
+                best[filled++] = r;
+                if (filled == k) Arrays.sort(best, (a, b) -> compare(scores, a, b));
+            } else if (compare(scores, r, best[k - 1]) < 0) {
+                int i = k - 1;
+                while (i > 0 && compare(scores, r, best[i - 1]) < 0) { best[i] = best[i - 1]; i--; }
+                best[i] = r;
+            }
+        }
+        if (filled < k) Arrays.sort(best, 0, filled, (a, b) -> compare(scores, a, b));
+        Hit[] hits = new Hit[filled];
+        for (int i = 0; i < filled; i++) hits[i] = new Hit(best[i], scores[best[i]], paths.get(best[i]));
+        return hits;
+    }
+
+    private static int compare(float[] scores, int a, int b) {
+        int c = Float.compare(scores[b], scores[a]);
+        return c != 0 ? c : Integer.compare(a, b);
+    }
+}

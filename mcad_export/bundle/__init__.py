@@ -1,0 +1,224 @@
+"""`mcad-export bundle DIR --app android_demo [--target T]`: what the Android demo loads, in its assets.
+
+Writes app/src/main/assets/mcad/: the text encoder for the target (and the image encoder on
+request), the tokenizer, the gallery index, thumbnails named by index row, and bundle.json (the
+app's manifest: files with sha256 and size, preprocessing, which runtime and accelerator to use and
+why). Rules: every source must lie inside the export and every destination inside assets/mcad
+with a plain name; files mcad-export did not write are never overwritten or deleted (bundle.json
+lists what it wrote, so a rerun removes only its own leftovers); unchanged files are not rewritten,
+so a second run changes nothing. The bundle's resident estimate is checked against the budget.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from ..atomic import write_text_atomic
+from ..contract import FIDELITY_REPORT, INDEX_DIR, INDEX_EMBEDDINGS, INDEX_META, INDEX_PATHS, TOKENIZER_DIR
+from ..errors import BudgetMissError, InputError
+from ..manifest import read_manifest
+
+ASSETS = Path("app/src/main/assets/mcad")
+BUNDLE_MANIFEST = "bundle.json"
+BUNDLE_FORMAT = "mcad-bundle/1"
+_SAFE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$")
+
+# Which runtime the app uses for each kind of artifact, and why (shown in bundle.json and the README).
+RUNTIMES = {
+    "onnx": ("onnxruntime", "CPU", "ONNX Runtime Android runs the INT8 ONNX file the fidelity gate checked, on the CPU"),
+    "tflite": ("litert", "CPU", "LiteRT (XNNPACK) runs the TFLite file bench chose as fastest, on the CPU"),
+    "onnx-qnn-context": ("onnxruntime", "QNN-HTP", "ONNX Runtime's QNN execution provider loads the HTP context "
+                                                   "binary embedded in this ONNX file: the Snapdragon NPU, no CPU ops"),
+    "tflite-npu": ("litert", "NPU", "LiteRT's compiled model runs the vendor-compiled TFLite on the NPU "
+                                    "(NeuroPilot on Dimensity, QNN on Snapdragon)"),
+    "aihub-tflite": ("litert", "NPU", "AI Hub compiled this TFLite for the device; LiteRT with the QNN delegate "
+                                      "runs it on the Hexagon NPU"),
+    "aihub-onnx": ("onnxruntime", "QNN-HTP", "AI Hub compiled this ONNX for ONNX Runtime's QNN execution provider"),
+}
+
+
+def safe_name(relpath: str) -> str:
+    if not _SAFE.match(relpath) or ".." in relpath.split("/"):
+        raise InputError(f"refusing unsafe bundle file name {relpath!r} (plain relative names only, no '..')")
+    return relpath
+
+
+def _inside(root: Path, relpath: str) -> Path:
+    path = (root / relpath).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise InputError(f"the manifest points outside the export: {relpath!r}")
+    if not path.is_file():
+        raise InputError(f"{relpath} is listed in the manifest but missing from {root}")
+    return path
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def choose_encoder(manifest: dict, root: Path, target: str | None, encoder: str) -> dict:
+    """The artifact the app runs for this target; it must not have failed the fidelity gate."""
+    artifacts = [a for a in manifest["artifacts"] if a["encoder"] == encoder]
+    if target in (None, "cpu"):
+        chosen_path = (manifest.get("deployment") or {}).get(f"{encoder}_encoder")
+        pool = [a for a in artifacts if a["format"] in ("onnx", "tflite") and "target" not in a]
+        chosen = next((a for a in pool if a["path"] == chosen_path), None) or \
+            next((a for a in pool if a["format"] == "onnx" and a["precision"] == "w8a8"), None) or \
+            next(a for a in pool if a["format"] == "onnx" and a["precision"] == "fp32")
+    else:
+        from ..compile.targets import resolve
+
+        resolved = resolve(target)
+        compiled = [a for a in artifacts if a.get("target") == resolved.id]
+        if not compiled:
+            raise InputError(f"{root} has no {encoder} encoder compiled for {resolved.id}: run `mcad-export compile "
+                             f"{root} --target {resolved.id}` first" + (" (LiteRT NPU compile needs the vendor SDK)"
+                                                                       if resolved.backend.startswith("litert") else ""))
+        chosen = compiled[0]
+        if chosen["format"] not in RUNTIMES:
+            raise InputError(f"the demo app cannot load {chosen['format']} ({chosen['path']}); compile with "
+                             "--aihub-runtime tflite or onnx")
+    gate = root / FIDELITY_REPORT
+    records = json.loads(gate.read_text()) if gate.is_file() else []
+    if any(r["artifact"] == chosen["path"] and r.get("passed") is False for r in records):
+        raise InputError(f"{chosen['path']} failed the fidelity gate; bundle a passing artifact or another target")
+    return chosen
+
+
+def bundle(directory, app, *, target: str | None = None, with_image_encoder: bool = False, budget_mb: float = 100.0,
+           allow_over_budget: bool = False, thumb_size: int = 128, progress=None) -> dict:
+    say = progress or (lambda message: None)
+    root, app = Path(directory), Path(app)
+    if not (app / "app" / "src" / "main").is_dir():
+        raise InputError(f"{app} is not the Android demo (no app/src/main); use --app android_demo from the repo")
+    manifest = read_manifest(root)
+    assets = app / ASSETS
+    previous = _previous_files(assets)
+
+    files: dict[str, bytes | Path] = {}
+    encoders = {}
+    for encoder in ("text", "image") if with_image_encoder else ("text",):
+        artifact = choose_encoder(manifest, root, target, encoder)
+        name = safe_name(f"models/{encoder}_encoder{_suffix(artifact['path'])}")
+        files[name] = _inside(root, artifact["path"])
+        runtime, accelerator, why = RUNTIMES[artifact["format"]]
+        encoders[encoder] = {"file": name, "source": artifact["path"], "format": artifact["format"],
+                             "precision": artifact["precision"], "runtime": runtime, "accelerator": accelerator,
+                             "why": why, "inputs": artifact["inputs"], "outputs": artifact["outputs"]}
+    for f in sorted((root / TOKENIZER_DIR).iterdir()):
+        files[safe_name(f"tokenizer/{f.name}")] = _inside(root, f"{TOKENIZER_DIR}/{f.name}")
+    for name in (INDEX_META, INDEX_PATHS, INDEX_EMBEDDINGS):
+        files[safe_name(f"index/{name}")] = _inside(root, f"{INDEX_DIR}/{name}")
+    index_meta = json.loads((root / INDEX_DIR / INDEX_META).read_text())
+    thumbs = _thumbnails(root, index_meta, thumb_size, say)
+    files.update(thumbs)
+
+    sizes = {name: (len(v) if isinstance(v, bytes) else v.stat().st_size) for name, v in files.items()}
+    resident = (sum(sizes[e["file"]] for e in encoders.values()) + sizes[f"index/{INDEX_EMBEDDINGS}"]
+                + sum(s for n, s in sizes.items() if n.startswith("tokenizer/"))) / 2**20
+    budget = {"resident_estimate_mb": round(resident, 2), "budget_mb": budget_mb, "passed": resident <= budget_mb,
+              "counted": "encoder files + index embeddings + tokenizer (loaded at start); runtime libraries excluded"}
+    if not budget["passed"] and not allow_over_budget:
+        raise BudgetMissError(f"the bundle would hold {resident:.1f} MB resident (encoders, index, tokenizer), over the "
+                              f"{budget_mb:g} MB budget; use a smaller index kind or precision, or --allow-over-budget")
+
+    foreign = [n for n in files if (assets / n).exists() and n not in previous
+               and _digest(assets / n) != _digest_of(files[n])]
+    if foreign:
+        raise InputError(f"{assets / foreign[0]} exists and was not written by mcad-export; move it away "
+                         f"({len(foreign)} such file(s)); nothing was changed")
+    written = 0
+    records = []
+    for name in sorted(files):
+        data = files[name] if isinstance(files[name], bytes) else files[name].read_bytes()
+        digest = _sha256(data)
+        dest = assets / name
+        if not (dest.is_file() and _digest(dest) == digest):
+            _write_atomic(dest, data)
+            written += 1
+        records.append({"path": name, "sha256": digest, "size_bytes": len(data)})
+    for stale in sorted(set(previous) - set(files)):   # only files an earlier bundle wrote
+        (assets / stale).unlink(missing_ok=True)
+
+    document = {"format": BUNDLE_FORMAT, "student": manifest["student"]["id"], "target": target or "cpu",
+                "embed_dim": manifest["embed_dim"], "encoders": encoders, "image": manifest["image"],
+                "text": manifest["text"], "tokenizer_dir": "tokenizer", "index_dir": "index",
+                "index": {k: index_meta.get(k) for k in ("kind", "count", "dim")},
+                "thumbnails": {"dir": "thumbs", "count": len(thumbs), "size": thumb_size,
+                               "name": "thumbs/<row>.jpg, row = line of index/paths.txt (0-based, 6 digits)"},
+                "budget": budget, "files": records}
+    text = json.dumps(document, indent=1, sort_keys=True) + "\n"
+    if not ((assets / BUNDLE_MANIFEST).is_file() and (assets / BUNDLE_MANIFEST).read_text() == text):
+        write_text_atomic(assets / BUNDLE_MANIFEST, text)
+        written += 1
+    say(f"bundle: {len(records)} files in {assets} ({written} written, {len(records) + 1 - written} unchanged)")
+    return {**document, "assets": str(assets), "written": written}
+
+
+def _suffix(path: str) -> str:
+    name = Path(path).name
+    return name[name.index("."):] if "." in name else ""
+
+
+def _previous_files(assets: Path) -> list[str]:
+    path = assets / BUNDLE_MANIFEST
+    if not path.is_file():
+        return []
+    try:
+        return [safe_name(f["path"]) for f in json.loads(path.read_text())["files"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{path} is not a bundle manifest mcad-export wrote ({e}); move it away") from None
+
+
+def _digest(path: Path) -> str:
+    return _sha256(path.read_bytes())
+
+
+def _digest_of(value) -> str:
+    return _sha256(value if isinstance(value, bytes) else value.read_bytes())
+
+
+def _write_atomic(dest: Path, data: bytes) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _thumbnails(root: Path, index_meta: dict, size: int, say) -> dict[str, bytes]:
+    """JPEG thumbnails named by index row (user file names never become bundle names)."""
+    import io
+
+    from PIL import Image
+
+    base = Path(index_meta.get("root") or "")
+    base = base if base.is_absolute() else root / INDEX_DIR / base   # index.json's root is relative to index/
+    paths = (root / INDEX_DIR / INDEX_PATHS).read_text(encoding="utf-8").splitlines()
+    out, missing = {}, 0
+    for row, rel in enumerate(paths):
+        try:
+            with Image.open(base / rel) as im:
+                im = im.convert("RGB")
+                im.thumbnail((size, size))
+                buf = io.BytesIO()
+                im.save(buf, "JPEG", quality=85, optimize=True)
+        except OSError:
+            missing += 1
+            continue
+        out[f"thumbs/{row:06d}.jpg"] = buf.getvalue()
+    if missing:
+        say(f"bundle: {missing} gallery image(s) could not be read; their rows have no thumbnail")
+    return out
+
+
+__all__ = ["ASSETS", "BUNDLE_MANIFEST", "bundle", "choose_encoder", "safe_name"]

@@ -1,0 +1,118 @@
+"""Golden vectors for the Android core: what the Java code must reproduce, written by the toolkit.
+
+`mcad-export golden DIR --out FOLDER` writes, from an export:
+- tokens.json: token ids for a varied corpus (captions, unicode, HTML, typography, long texts),
+  with open_clip's cleaned text per case and the cases the Java cleaner is known not to match;
+- preprocess/: sample images (PNG) and their float32 tensors after the manifest's preprocessing;
+- index/ + topk.json: a small flat gallery index and top-k rows/scores for fixed query embeddings;
+- tokenizer/: the export's tokenizer files (large ones gzipped; the core reads .gz transparently).
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import replaced_directory
+from ..contract import INDEX_DIR, TOKENIZER_DIR
+from ..manifest import read_manifest
+
+# ftfy repairs mojibake and knows every HTML5 entity; the Java core does neither (README, "Android core").
+JAVA_DIVERGENT = {
+    "CafÃ© au lait at the beach": "ftfy mojibake repair (fix_encoding)",
+    "â€œsmart quotesâ€\x9d on a sign": "ftfy mojibake repair (fix_encoding)",
+    "a heart &hearts; drawn in sand": "HTML entity outside the core's table",
+}
+
+CORPUS = [
+    "a red circle above a blue square", "A photo of a DOG playing on the beach!!!", "two people riding bicycles",
+    "city skyline at night, 2024", "it's a cat that's sleeping; they'll wake it", "I'M SURE YOU'VE SEEN IT, WE'D",
+    "", "   ", "\t\n  spaces\u00a0and\u2003odd\u3000whitespace  ", "café crème brûlée", "naïve résumé façade",
+    "e\u0301 composed vs \u00e9 precomposed", "Straße and STRASSE", "İstanbul ve ıspanak", "ΟΔΟΣ ΚΑΙ ΣΟΦΟΣ",
+    "東京タワーの夜景", "한국어 문장입니다", "Привет, мир! Съешь же ещё этих булок", "مرحبا بالعالم", "नमस्ते दुनिया",
+    "emoji 🐶🐱🚲 and 👩‍👩‍👧 family", "flags 🇫🇷🇯🇵", "12345 67.89 1,000,000 ½ ² ٣",
+    "tom &amp; jerry &lt;3 &quot;quoted&quot; &#39;apos&#39; &#x263A; &eacute;t&eacute;",
+    "&amp;amp; double escaped &amp;lt;tag&amp;gt;", "<b>bold</b> &amp; tags stay", "fish &amp chips",
+    "‘curly’ “double” ‚low‛ ʼmodifierʼ", "ﬁne ﬂowers ﬀ ﬃ ﬄ ﬆ Ĳssel", "ＦＵＬＬＷＩＤＴＨ　ｔｅｘｔ　１２３！",
+    "control\x07chars\x1bhere\x7f", "c1\x93quoted\x94 and \x96 dash", "zero\u200bwidth\u200djoiner",
+    "line\r\nbreaks\u2028and\u2029separators", "<start_of_text>typed specials<end_of_text>",
+    "snake_case-and-kebab/slash\\back", "!!!???...,,,;;;", "don't won't can't shouldn't've",
+    "a" * 120, "supercalifragilisticexpialidocious antidisestablishmentarianism",
+    " ".join(["a long caption about a crowded market with fruit stalls and people"] * 8),
+    "Ünïcödé ÀÉÎÕÜ ąęłńśźż ČŠŽ ğüşöç", "ꜰᴀɴᴄʏ ꜱᴍᴀʟʟ ᴄᴀᴘꜱ", "𝐛𝐨𝐥𝐝 𝑖𝑡𝑎𝑙𝑖𝑐 math letters",
+    "tab\tseparated\tvalues", "mixed123numbers456and789letters", "www.example.com/path?q=1&x=2",
+    "#hashtag @mention $100 50% a+b=c", *JAVA_DIVERGENT,
+]
+
+
+def write_golden(directory, out, *, index_rows: int = 300, queries: int = 24, k: int = 10) -> dict:
+    from PIL import Image
+
+    from ..runtime.index import GalleryIndex
+    from ..runtime.preprocess import preprocess_image
+    from ..runtime.tokenizer import Tokenizer, clean_lower
+
+    root = Path(directory)
+    manifest = read_manifest(root)
+    tokenizer = Tokenizer.from_artifacts(root)
+    from ..bench import GENERIC_QUERIES
+
+    texts = list(dict.fromkeys([*CORPUS, *GENERIC_QUERIES]))
+    with replaced_directory(Path(out)) as stage:
+        (stage / TOKENIZER_DIR).mkdir()
+        for f in (root / TOKENIZER_DIR).iterdir():
+            if f.stat().st_size > 100_000:
+                with gzip.GzipFile(stage / TOKENIZER_DIR / (f.name + ".gz"), "wb", mtime=0) as gz:
+                    gz.write(f.read_bytes())
+            else:
+                shutil.copyfile(f, stage / TOKENIZER_DIR / f.name)
+        ids = tokenizer(texts)
+        lengths = [min(len(tokenizer.encode(t)) + 2, tokenizer.context_length) for t in texts]
+        cases = [{"text": t, "clean": clean_lower(t), "ids": row[:n].tolist()} for t, row, n in zip(texts, ids, lengths)]
+        (stage / "tokens.json").write_text(json.dumps(
+            {"context_length": tokenizer.context_length, "pad_token_id": tokenizer.pad_token_id, "cases": cases,
+             "java_divergent": JAVA_DIVERGENT}, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+
+        pre = stage / "preprocess"
+        pre.mkdir()
+        rng = np.random.default_rng(0)
+        images = {}
+        for name, (w, h) in {"landscape_300x200": (300, 200), "portrait_50x120": (50, 120), "small_20x33": (20, 33),
+                             "square_64": (64, 64), "odd_97x61": (97, 61)}.items():
+            yy, xx = np.mgrid[0:h, 0:w]
+            base = np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1), (xx + yy) % 256], -1)
+            noise = rng.integers(-40, 40, size=(h, w, 3))
+            images[name] = Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8), "RGB")
+        gallery = sorted((root / "gallery").glob("*.png"))[:2] if (root / "gallery").is_dir() else []
+        for path in gallery:
+            images[path.stem] = Image.open(path).convert("RGB")
+        pre_cases = []
+        for name, image in images.items():
+            image.save(pre / f"{name}.png")
+            tensor = preprocess_image(image, manifest["image"]).astype("<f4")
+            tensor.tofile(pre / f"{name}.f32")
+            pre_cases.append({"png": f"{name}.png", "tensor": f"{name}.f32", "width": image.size[0],
+                              "height": image.size[1], "shape": list(tensor.shape)})
+        (pre / "cases.json").write_text(json.dumps({"image": manifest["image"], "cases": pre_cases}, indent=1) + "\n")
+
+        full = GalleryIndex.load(root / INDEX_DIR)
+        n = min(index_rows, len(full.paths))
+        small = GalleryIndex.build(np.ascontiguousarray(full.embeddings[:n]), full.paths[:n], "flat")
+        small.save(stage / INDEX_DIR)
+        reference = np.load(root / manifest["evaluation"]["reference"])["text_embeds"].astype(np.float32)
+        flat = GalleryIndex.load(stage / INDEX_DIR)
+        chosen, expected = [], []
+        for q in reference:
+            scores, rows = flat.search(q[None], k + 1)
+            # Java sums in double, numpy in float32: keep queries whose top-k order a rounding step cannot flip.
+            if np.min(np.diff(-scores[0])) < 1e-5:
+                continue
+            chosen.append([float(v) for v in q])
+            expected.append([{"row": int(r), "score": float(s)} for r, s in zip(rows[0][:k], scores[0][:k])])
+            if len(chosen) == queries:
+                break
+        (stage / "topk.json").write_text(json.dumps({"k": k, "queries": chosen, "expected": expected}) + "\n")
+    return {"tokens": len(cases), "images": len(pre_cases), "index_rows": n, "queries": len(chosen)}

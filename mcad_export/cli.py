@@ -75,7 +75,8 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
                    help=f"images in the searched gallery (default {DEFAULT_GALLERY_SIZE:,}); rows beyond the real "
                         "index are synthetic and reported as such; 0 = the real index as it is")
     p.add_argument("--index-kind", choices=("flat", "sq8", "ivfpq"), default=None,
-                   help="index kind for the bench gallery (default: the kind of DIR/index)")
+                   help="index kind for the bench gallery (default: ivfpq from 50,000 images, else the kind of "
+                        "DIR/index)")
     p.add_argument("--budget-mb", type=float, default=100.0, help="peak RSS budget of the query process (default 100)")
     p.add_argument("--budget-ms", type=float, default=8.0, help="p50 query latency budget (default 8)")
     p.add_argument("--enforce-budget", action="store_true", help="exit 6 when the budget is missed")
@@ -119,11 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mcad-export {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("run", help="the whole pipeline that exists so far, on the embedded student by default",
-                       description="Load the student, export both encoders (ONNX, TFLite) with parity checks, "
-                                   "quantize every precision, run the fidelity gate, index the gallery, benchmark the "
-                                   "query path against the budget and write the profiling report (reports/). Later "
-                                   "stages (bundle) join here; --target adds compile.")
+    p = sub.add_parser("run", help="the whole pipeline, on the embedded student by default",
+                       description="Load the student, export both encoders (ONNX, TFLite) with parity checks, export "
+                                   "the short-query text encoder, quantize every precision, run the fidelity gate, "
+                                   "index the gallery, benchmark the query path against the budget and write the "
+                                   "profiling report (reports/). --target adds compile, --app adds bundle.")
     p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help=f"output folder (default: ./{DEFAULT_OUT})")
     _add_student_args(p)
     p.add_argument("--no-verify", action="store_true", help="report parity misses instead of failing")
@@ -229,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-mb", type=float, default=100.0, help="resident budget for the bundle (default 100)")
     p.add_argument("--allow-over-budget", action="store_true")
 
+    p = sub.add_parser("short-query", help="export the text encoder that runs only a query's real tokens",
+                       description="Writes text_encoder.dyn.onnx (dynamic token axis; positional table and causal "
+                                   "mask sliced to the input) and proves it against the full-length PyTorch model on "
+                                   "every held-out caption at its real length (cosine >= 0.9999, else exit 3 and "
+                                   "nothing shipped: bidirectional text towers such as MobileCLIP2's fail it). "
+                                   "`quantize` then makes its INT8 variants and `bench` picks it when it is fastest.")
+    p.add_argument("dir", type=Path, help="an export folder")
+
     p = sub.add_parser("golden", help="write golden vectors for the Android core's tests",
                        description="Token ids (varied corpus), preprocessing tensors for sample images and top-k "
                                    "over a small index, from an export; android_demo/core/test.sh checks the Java "
@@ -285,6 +294,7 @@ def _dispatch(args, console) -> int:
         "compile": lambda: _compile(args, console),
         "bundle": lambda: _bundle(args, console),
         "golden": lambda: _golden(args, console),
+        "short-query": lambda: _short_query(args, console),
     }
     result = handlers[args.command]()
     return result if isinstance(result, int) else 0
@@ -519,6 +529,25 @@ def _bundle(args, console) -> dict:
                   f"({result['thumbnails']['count']} thumbnails), "
                   f"resident estimate {result['budget']['resident_estimate_mb']} MB")
     return result
+
+
+def _short_query(args, console, optional: bool = False) -> dict | None:
+    from .errors import ParityError, UnsupportedStudentError
+    from .export.short_query import export_short_query
+
+    try:
+        with _status(console, "short-query encoder") as status:
+            record = export_short_query(args.dir, progress=status)
+    except (UnsupportedStudentError, ParityError) as e:
+        if not optional:
+            raise
+        console.print(f"short-query encoder: skipped ({e})")
+        return None
+    p = record["dynamic_length"]["parity"]
+    console.print(f"short-query encoder: {record['path']} (min cosine {p['cosine_min']:.7f} vs the full-length model "
+                  f"over {p['samples']} captions, "
+                  f"{p['mean_tokens']} of {p['context_length']} tokens on average)")
+    return record
 
 
 def _golden(args, console) -> None:

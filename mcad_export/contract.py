@@ -10,6 +10,10 @@ MANIFEST_FORMAT = "mcad-export/1"
 IMAGE_ENCODER_ONNX = "image_encoder.onnx"
 TEXT_ENCODER_ONNX = "text_encoder.onnx"
 
+# The short-query text encoder (export/short_query.py): dynamic token axis, weights as ONNX external data.
+SHORT_QUERY_ONNX = "text_encoder.dyn.onnx"
+SHORT_QUERY_DATA = "text_encoder.dyn.onnx.data"
+
 IMAGE_INPUT = "pixel_values"    # float32 [batch, 3, S, S], preprocessed as manifest["image"] says
 IMAGE_OUTPUT = "image_embeds"   # float32 [batch, D], L2-normalised
 TEXT_INPUT = "input_ids"        # int32 [batch, L], L = manifest["text"]["context_length"]
@@ -35,12 +39,14 @@ FIDELITY_REPORT = "reports/fidelity.json"   # list of per-artifact gate records
 # Gallery index (runtime/index.py): index/index.json (format, kind flat|sq8|ivfpq, count, dim,
 # root of the image paths, params, the artifact that embedded the images), index/paths.txt (one
 # image path per row, relative to root), index/embeddings.f32.npy (float32 [N, D], L2-normalised,
-# row i = line i of paths.txt), index/codes.faiss (sq8/ivfpq only).
+# row i = line i of paths.txt), index/codes.faiss (sq8/ivfpq only), index/ivfpq.npz (ivfpq only: coarse
+# centroids, PQ codebooks, inverted lists; what the query path searches without importing faiss).
 INDEX_DIR = "index"
 INDEX_META = "index.json"
 INDEX_PATHS = "paths.txt"
 INDEX_EMBEDDINGS = "embeddings.f32.npy"
 INDEX_CODES = "codes.faiss"
+INDEX_IVFPQ = "ivfpq.npz"       # ivfpq only: the search arrays, so queries run without faiss (runtime/ivfpq.py)
 INDEX_FORMAT = "mcad-index/1"
 GALLERY_DIR = "gallery"     # the embedded student's held-out scenes as PNGs, when no --images is given
 

@@ -1,13 +1,15 @@
-"""`mcad-export run`: every stage in order: export, quantize, verify, [compile], index, bench, report, [bundle]."""
+"""`mcad-export run`: every stage in order: export, short-query, quantize, verify, [compile], index, bench, report,
+[bundle]."""
 from __future__ import annotations
 
 
 def run(args, console) -> int:
-    from .cli import _bench, _bundle, _compile, _export, _index, _quantize, _report, _summary, _verify
+    from .cli import _bench, _bundle, _compile, _export, _index, _quantize, _report, _short_query, _summary, _verify
 
     manifest = _export(args, console)
     _summary(console, manifest, args.out)
     args.dir = args.out
+    _short_query(args, console, optional=True)
     _quantize(args, console)
     _verify(args, console)
     if args.target:

@@ -62,3 +62,23 @@ def test_runtime_import_is_torch_free():
             "print(heavy); sys.exit(1 if heavy else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ascii_fast_path_equals_ftfy(pair):
+    # clean_lower skips ftfy for printable ASCII without '&' (and without the control chars ftfy deletes);
+    # open_clip always runs ftfy, so any text where skipping it matters would differ here.
+    reference, ours = pair
+    rng = random.Random(7)
+    alphabet = [chr(c) for c in range(0x20, 0x7F) if chr(c) != "&"] + list("\t\n\r\x0c")
+    words = ["dog", "it's", "DON'T", "<b>", "lt;", "#39;", "a--b", "\"q\"", "...", "http://a.b/c?d=e"]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 50))) for _ in range(1500)]
+    texts += [" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))) for _ in range(500)]
+    texts += ["a\x0bb", "x\x7fy", "&amp;amp;amp;lt;", "caf\u00e9"]   # take the ftfy path
+    np.testing.assert_array_equal(ours(texts), reference(texts).numpy())
+
+
+def test_runtime_tokenizer_skips_ftfy_for_plain_ascii():
+    code = ("import sys; from mcad_export.runtime.tokenizer import clean_lower; clean_lower('a red circle, 2 dogs'); "
+            "a = 'ftfy' in sys.modules; clean_lower('caf\\u00e9'); print(a, 'ftfy' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.split() == ["False", "True"], proc.stdout + proc.stderr

@@ -25,7 +25,7 @@ def query(cfg: dict) -> dict:
         import onnxruntime  # noqa: F401
     else:
         import ai_edge_litert.interpreter  # noqa: F401
-    if cfg["index_kind"] != "flat":
+    if cfg["index_kind"] == "sq8":   # ivfpq searches in numpy (runtime/ivfpq.py), flat too
         import faiss  # noqa: F401
     from ..runtime.search import TextSearch
 
@@ -56,7 +56,8 @@ def encoder(cfg: dict) -> dict:
 
     from ..runtime.encoders import open_encoder
 
-    run = open_encoder(cfg["path"], cfg["runtime"], cfg["threads"], cfg.get("optimization", "all"))
+    run = open_encoder(cfg["path"], cfg["runtime"], cfg["threads"], cfg.get("optimization", "all"),
+                       cfg.get("dynamic_length", False))
     x = np.load(cfg["input"])
     latency = measure(lambda: run(x), **cfg.get("measure", {}))
     return {"latency": latency, "peak_rss_mb": memory_status()["VmHWM"], "torch_imported": _heavy_imported()}

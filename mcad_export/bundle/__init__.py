@@ -105,10 +105,15 @@ def bundle(directory, app, *, target: str | None = None, with_image_encoder: boo
         artifact = choose_encoder(manifest, root, target, encoder)
         name = safe_name(f"models/{encoder}_encoder{_suffix(artifact['path'])}")
         files[name] = _inside(root, artifact["path"])
+        if artifact.get("external_data"):   # ORT finds weights by the file name stored in the model
+            data = artifact["external_data"]["path"]
+            files[safe_name(f"models/{Path(data).name}")] = _inside(root, data)
         runtime, accelerator, why = RUNTIMES[artifact["format"]]
         encoders[encoder] = {"file": name, "source": artifact["path"], "format": artifact["format"],
                              "precision": artifact["precision"], "runtime": runtime, "accelerator": accelerator,
-                             "why": why, "inputs": artifact["inputs"], "outputs": artifact["outputs"]}
+                             "why": why, "inputs": artifact["inputs"], "outputs": artifact["outputs"],
+                             # the short-query encoder: feed ids up to and including EOT, one query at a time
+                             "dynamic_length": bool(artifact.get("dynamic_length"))}
     for f in sorted((root / TOKENIZER_DIR).iterdir()):
         files[safe_name(f"tokenizer/{f.name}")] = _inside(root, f"{TOKENIZER_DIR}/{f.name}")
     for name in (INDEX_META, INDEX_PATHS, INDEX_EMBEDDINGS):

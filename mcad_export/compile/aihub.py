@@ -261,7 +261,8 @@ def compile_aihub(root: Path, manifest: dict, target: Target, stage: Path, optio
         if not client.get_devices(name=target.soc["aihub_device"]):
             raise CompileError(f"{target.id}: AI Hub has no device named {target.soc['aihub_device']!r}; "
                                "`qai-hub list-devices` shows the current names (fix the row in socs.json)")
-        sources = [a for a in manifest["artifacts"] if a["format"] == "onnx" and a["precision"] == "fp32"]
+        sources = [a for a in manifest["artifacts"] if a["format"] == "onnx" and a["precision"] == "fp32"
+                   and not a.get("dynamic_length")]   # NPUs compile static shapes: the contract's encoders
         return [_encoder(client, hub, root, manifest, target, fp32, stage, options, say) for fp32 in sources]
     except HubError as e:
         message = one_line(e)

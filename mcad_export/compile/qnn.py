@@ -114,7 +114,8 @@ def compile_qnn(root: Path, manifest: dict, target: Target, stage: Path, options
     calib = calibration_inputs(root, manifest, num_calib=options.get("num_calib", 128),
                                allow_small=options.get("allow_small_calibration", False))
     records = []
-    for fp32 in [a for a in manifest["artifacts"] if a["format"] == "onnx" and a["precision"] == "fp32"]:
+    for fp32 in [a for a in manifest["artifacts"] if a["format"] == "onnx" and a["precision"] == "fp32"
+                 and not a.get("dynamic_length")]:   # HTP graphs are static: the contract's encoders
         encoder, name = fp32["encoder"], fp32["inputs"][0]["name"]
         qdq = stage / f"{encoder}_encoder.w8a16.qdq.onnx"
         context = stage / f"{encoder}_encoder.qnn_ctx.onnx"

@@ -13,7 +13,8 @@ from ..errors import ExportError, ShapeMismatchError
 OPSET = 17
 
 
-def export_encoder(module, example, path: Path, input_name: str, output_name: str) -> None:
+def export_encoder(module, example, path: Path, input_name: str, output_name: str, input_axes=None) -> None:
+    """`input_axes`: the input's dynamic axes (default {0: "batch"}; the short-query text encoder adds tokens)."""
     import torch
 
     module.eval()
@@ -21,7 +22,7 @@ def export_encoder(module, example, path: Path, input_name: str, output_name: st
         warnings.simplefilter("ignore")  # tracer warnings about python asserts/shape math in upstream models
         torch.onnx.export(
             module, (example,), str(path), input_names=[input_name], output_names=[output_name],
-            dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+            dynamic_axes={input_name: input_axes or {0: "batch"}, output_name: {0: "batch"}},
             opset_version=OPSET, do_constant_folding=True, dynamo=False,
         )
 

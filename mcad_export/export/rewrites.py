@@ -42,12 +42,14 @@ class PlainMultiheadAttention(nn.Module):
         batch, q_len, width = query.shape
         k_len = key.shape[1]
 
-        def heads(x, length):
-            return x.reshape(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+        def heads(x):
+            # -1 for the length: a graph with a dynamic token axis then needs no Shape/Gather/Concat chain per
+            # reshape (the short-query encoder lost ~100 such nodes, and most of its latency, this way).
+            return x.reshape(batch, -1, self.num_heads, self.head_dim).transpose(1, 2)
 
-        q = heads(F.linear(query, w_q, b_q), q_len) * (self.head_dim ** -0.5)
-        k = heads(F.linear(key, w_k, b_k), k_len)
-        v = heads(F.linear(value, w_v, b_v), k_len)
+        q = heads(F.linear(query, w_q, b_q)) * (self.head_dim ** -0.5)
+        k = heads(F.linear(key, w_k, b_k))
+        v = heads(F.linear(value, w_v, b_v))
         scores = q @ k.transpose(-2, -1)
         if attn_mask is not None:
             mask = _additive(attn_mask, scores.dtype)
@@ -56,7 +58,7 @@ class PlainMultiheadAttention(nn.Module):
             scores = scores + mask
         if key_padding_mask is not None:
             scores = scores + _additive(key_padding_mask, scores.dtype)[:, None, None, :]
-        out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(batch, q_len, width)
+        out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(batch, -1, width)
         out = self.out_proj(out)
         if not self.batch_first:
             out = out.transpose(0, 1)

@@ -45,7 +45,8 @@ def quantize_artifacts(out_dir, precisions=("w8a8",), *, calib_images=None, cali
     fp32 = [a for a in manifest["artifacts"] if a["format"] == "onnx" and a["precision"] == "fp32"]
     tflite = [a for a in manifest["artifacts"] if a["format"] == "tflite" and a["precision"] == "fp32"]
     tune_reference = {f"{a['encoder']}_embeds": onnx_embed(root / a["path"], a["inputs"][0]["name"],
-                                                         tune.for_encoder(a["encoder"])) for a in fp32}
+                                                         tune.for_encoder(a["encoder"]))
+                      for a in fp32 if not a.get("dynamic_length")}
     records = []
     with staged_directory(root) as stage, tempfile.TemporaryDirectory() as work:
         for artifact in fp32:
@@ -103,6 +104,7 @@ def _record(artifact, precision, stage, filename, recipe, steps, damage, auto) -
         "size_ratio_vs_fp32": round(artifact["size_bytes"] / (stage / filename).stat().st_size, 2),
         "tuning": {"passed": steps[-1]["passed"], "steps": steps, "auto": auto},
         "layer_damage_top": damage[:10],
+        **({"dynamic_length": artifact["dynamic_length"]} if artifact.get("dynamic_length") else {}),
     }
 
 

@@ -29,6 +29,8 @@ def onnx_session(path, threads: int = 0, optimization: str = "all", log_level: i
 def onnx_embed(path, input_name: str, array: np.ndarray, batch: int = 50, threads: int = 0,
                optimization: str = "all") -> np.ndarray:
     session = onnx_session(path, threads, optimization)
+    if session.get_inputs()[0].shape[0] == 1:   # static batch 1 (the short-query encoder)
+        batch = 1
     return np.concatenate([session.run(None, {input_name: array[i:i + batch]})[0]
                            for i in range(0, len(array), batch)]).astype(np.float32)
 
@@ -38,16 +40,21 @@ def tflite_embed(path, array: np.ndarray) -> np.ndarray:
     return open_encoder(path, "litert", threads=0)(array).astype(np.float32)
 
 
-def open_encoder(path, runtime: str, threads: int = 1, optimization: str = "all"):
+def open_encoder(path, runtime: str, threads: int = 1, optimization: str = "all", dynamic_length: bool = False):
     """One loaded encoder as a callable: a batch array -> float32 embeddings [batch, D].
 
     `runtime` is the artifact's manifest runtime (onnxruntime | litert). LiteRT encoders have a
-    static batch of 1, so a batch runs row by row.
+    static batch of 1, so a batch runs row by row. `dynamic_length` (the short-query text encoder,
+    manifest `dynamic_length`): ids are cut after the batch's last EOT (the row's largest id), so
+    only real tokens are computed.
     """
     if runtime == "onnxruntime":
         session = onnx_session(path, threads, optimization)
-        name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})[0]
+        name, outputs = session.get_inputs()[0].name, [session.get_outputs()[0].name]
+        if dynamic_length:   # batch 1: one query
+            return lambda x: np.concatenate([session.run(outputs, {name: row[None, : int(row.argmax()) + 1]})[0]
+                                             for row in x])
+        return lambda x: session.run(outputs, {name: x})[0]
     if runtime == "litert":
         from ai_edge_litert.interpreter import Interpreter
 

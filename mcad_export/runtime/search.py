@@ -61,7 +61,7 @@ class TextSearch:
         self.tokenizer("warm the BPE cache")
         on_stage("tokenizer")
         self.encode = open_encoder(root / self.artifact["path"], self.artifact["runtime"], threads,
-                                   ort_optimization(self.artifact))
+                                   ort_optimization(self.artifact), bool(self.artifact.get("dynamic_length")))
         query = self.encode(self.tokenizer("a first query allocates the runtime's buffers"))
         on_stage("model")
         self.index = GalleryIndex.load(index_dir)

@@ -45,7 +45,7 @@ class MainActivity : AppCompatActivity() {
             tokenizer = ClipTokenizer.fromDirectory(File(bundleDir, "tokenizer"))
             index = GalleryIndex.open(File(bundleDir, "index"))
             encoder = TextEncoder.open(File(bundleDir, text["file"] as String), text["runtime"] as String,
-                text["accelerator"] as String, inputName)
+                text["accelerator"] as String, inputName, text["dynamic_length"] == true, tokenizer.eotTokenId)
             ready = true
             runOnUiThread {
                 stats.text = "${manifest["student"]} · ${text["runtime"]} on ${text["accelerator"]} · " +

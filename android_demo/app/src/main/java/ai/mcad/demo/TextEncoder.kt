@@ -1,5 +1,6 @@
 package ai.mcad.demo
 
+import ai.mcad.core.ClipTokenizer
 import ai.onnxruntime.OnnxTensor
 import ai.onnxruntime.OrtEnvironment
 import ai.onnxruntime.OrtSession
@@ -14,16 +15,20 @@ interface TextEncoder : AutoCloseable {
 
     companion object {
         /** runtime/accelerator come from bundle.json (mcad-export bundle writes why it chose them). */
-        fun open(model: File, runtime: String, accelerator: String, inputName: String): TextEncoder =
+        fun open(model: File, runtime: String, accelerator: String, inputName: String,
+                 dynamicLength: Boolean = false, eotTokenId: Int = 0): TextEncoder =
             when (runtime) {
-                "onnxruntime" -> OrtTextEncoder(model, accelerator, inputName)
+                "onnxruntime" -> OrtTextEncoder(model, accelerator, inputName, dynamicLength, eotTokenId)
                 "litert" -> LiteRtTextEncoder(model, accelerator)
                 else -> error("bundle.json names runtime '$runtime'; this app knows onnxruntime and litert")
             }
     }
 }
 
-private class OrtTextEncoder(model: File, accelerator: String, private val inputName: String) : TextEncoder {
+private class OrtTextEncoder(
+    model: File, accelerator: String, private val inputName: String,
+    private val dynamicLength: Boolean, private val eotTokenId: Int,
+) : TextEncoder {
     private val env = OrtEnvironment.getEnvironment()
     private val session: OrtSession = env.createSession(model.path, OrtSession.SessionOptions().apply {
         setIntraOpNumThreads(1)
@@ -35,7 +40,9 @@ private class OrtTextEncoder(model: File, accelerator: String, private val input
     })
 
     override fun encode(ids: IntArray): FloatArray {
-        OnnxTensor.createTensor(env, IntBuffer.wrap(ids), longArrayOf(1, ids.size.toLong())).use { input ->
+        // The short-query encoder computes only the real tokens (exact for causal students; bundle.json says).
+        val feed = if (dynamicLength) ids.copyOf(ClipTokenizer.length(ids, eotTokenId)) else ids
+        OnnxTensor.createTensor(env, IntBuffer.wrap(feed), longArrayOf(1, feed.size.toLong())).use { input ->
             session.run(mapOf(inputName to input)).use { out ->
                 @Suppress("UNCHECKED_CAST")
                 return (out[0].value as Array<FloatArray>)[0]

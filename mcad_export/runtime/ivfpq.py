@@ -1,0 +1,68 @@
+"""IVF-PQ search in numpy: the query side of faiss's IndexIVFPQ (inner product, residual PQ), without faiss.
+
+faiss builds the index (k-means, PQ training); `arrays_from_faiss` copies out what a search needs:
+coarse centroids, PQ codebooks, and the inverted lists as one code matrix with list offsets.
+Searching is then a centroid ranking, one 256-entry table per sub-quantizer, and table look-ups over
+the probed lists: <q, c + r> = <q, c> + sum_m T[m, code_m]. The query process skips importing faiss
+(~15 MB resident) and the SWIG call overhead; scores equal faiss's up to float rounding.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def arrays_from_faiss(index) -> dict:
+    import faiss
+
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))   # IndexIVFPQ (extract returns the base class)
+    if not getattr(ivf, "by_residual", True) or ivf.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise ValueError("only inner-product IVF-PQ with residual encoding is exported")
+    pq, invlists = ivf.pq, ivf.invlists
+    centroids = faiss.downcast_index(ivf.quantizer).reconstruct_n(0, ivf.nlist)
+    codebooks = faiss.vector_to_array(pq.centroids).reshape(pq.M, pq.ksub, pq.dsub)
+    sizes = np.array([invlists.list_size(i) for i in range(ivf.nlist)], np.int64)
+    codes = np.empty((int(sizes.sum()), pq.code_size), np.uint8)
+    ids = np.empty(int(sizes.sum()), np.int32)
+    start = 0
+    for i, n in enumerate(sizes):
+        if n:
+            codes[start:start + n] = faiss.rev_swig_ptr(invlists.get_codes(i), int(n) * pq.code_size).reshape(n, -1)
+            ids[start:start + n] = faiss.rev_swig_ptr(invlists.get_ids(i), int(n))
+        start += n
+    return {"centroids": centroids.astype(np.float32), "codebooks": codebooks.astype(np.float32),
+            "offsets": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64), "codes": codes, "ids": ids,
+            "nbits": np.array(pq.nbits)}
+
+
+class NumpyIVFPQ:
+    def __init__(self, arrays, nprobe: int):
+        if int(arrays["nbits"]) != 8:
+            raise ValueError("only 8-bit PQ codes are supported")
+        self.centroids, self.codebooks = arrays["centroids"], arrays["codebooks"]
+        self.offsets, self.ids = arrays["offsets"], arrays["ids"]
+        m, ksub, _ = self.codebooks.shape
+        # Codes pre-offset into one flat [m * 256] table: a query's look-ups are then a single np.take.
+        self.codes = arrays["codes"].astype(np.uint16) + (np.arange(m, dtype=np.uint16) * ksub)
+        self.nprobe = nprobe
+        self._ones = np.ones(m, np.float32)   # row sums as a mat-vec: 6x faster than .sum(axis=1) at m=32
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        m, ksub, dsub = self.codebooks.shape
+        scores = np.full((len(queries), k), -np.inf, np.float32)
+        ids = np.full((len(queries), k), -1, np.int64)
+        coarse = queries @ self.centroids.T
+        nprobe = min(self.nprobe, len(self.centroids))
+        for q, query in enumerate(queries):
+            lists = np.argpartition(-coarse[q], nprobe - 1)[:nprobe]
+            starts, ends = self.offsets[lists], self.offsets[lists + 1]
+            if not (ends - starts).sum():
+                continue
+            table = (self.codebooks @ query.reshape(m, dsub, 1)).reshape(-1)            # [m * 256]
+            codes = np.concatenate([self.codes[a:b] for a, b in zip(starts, ends)])
+            found = np.take(table, codes) @ self._ones + np.repeat(coarse[q, lists], ends - starts)
+            rows = np.concatenate([self.ids[a:b] for a, b in zip(starts, ends)])
+            n = min(k, len(found))
+            best = np.argpartition(-found, n - 1)[:n] if n < len(found) else np.arange(len(found))
+            best = best[np.argsort(-found[best], kind="stable")]
+            scores[q, :n], ids[q, :n] = found[best], rows[best]
+        return scores, ids

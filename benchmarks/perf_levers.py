@@ -56,10 +56,15 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--before", default="tflite/text_encoder.w8a8.tflite",
                         help="the text encoder the previous release deployed (full-length input)")
+    parser.add_argument("--also", metavar="ARTIFACT",
+                        help="one more run with this text encoder and the default index (e.g. an INT8 variant the "
+                             "gate rejected for a random-init student: its speed, not its accuracy)")
     args = parser.parse_args()
     runs = {"before": bench(args.dir, "--artifact", args.before, "--index-kind", "flat"),
             "index": bench(args.dir, "--artifact", args.before),
             "after": bench(args.dir)}
+    if args.also:
+        runs["also"] = bench(args.dir, "--artifact", args.also)
     result = {"student": args.name, "rows": [row(k, v) for k, v in runs.items()], "runs": runs}
     out = REPO / "benchmarks" / "results" / f"perf_{args.name}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")

@@ -113,6 +113,14 @@ def export_short_query(directory, *, progress=None) -> dict:
     ids = evaluation_inputs(root, manifest).for_encoder("text")
     lengths = real_lengths(ids)
     reference = np.load(root / manifest["evaluation"]["reference"])["text_embeds"]
+    # At full length the re-statement must be the exported model itself; this separates "the student is
+    # bidirectional" from "these are not the weights that were exported" (or a re-statement bug).
+    with torch.no_grad():
+        full = np.concatenate([module(torch.from_numpy(ids[i:i + 64])).numpy() for i in range(0, len(ids), 64)])
+    full_cos = float(np.min(np.sum(full * reference, axis=1)))
+    if full_cos < EXACT_COSINE:
+        raise ParityError(f"the reloaded student does not reproduce the exported text encoder at full length (min "
+                          f"cosine {full_cos:.6f}): its weights changed since the export; export again")
     with staged_directory(root) as stage:
         path = stage / contract.SHORT_QUERY_ONNX
         say("exporting the short-query text encoder (dynamic token axis)")
@@ -141,7 +149,14 @@ def export_short_query(directory, *, progress=None) -> dict:
             # Not shipped: a query path that changes the embedding is not a speed-up. The manifest keeps the
             # numbers so bench knows every query of this student costs the full context.
             manifest["text"]["short_query"] = {"shipped": False, "exact": exact, "parity": parity}
+            # A short-query encoder from an earlier run (and its quantized variants) goes too.
+            stale = [a for a in manifest["artifacts"] if a.get("dynamic_length")]
+            manifest["artifacts"] = [a for a in manifest["artifacts"] if not a.get("dynamic_length")]
             write_text_atomic(root / contract.MANIFEST, dump_manifest(manifest))
+            for a in stale:
+                for name in (a["path"], (a.get("external_data") or {}).get("path")):
+                    if name:
+                        (root / name).unlink(missing_ok=True)
             why = ("although the student is causal (a bug in the re-statement)" if exact else
                    "because the text tower has no causal mask: padding tokens feed the pooled token")
             raise ParityError(f"the short-query text encoder disagrees with the full-length model {why}: min cosine "

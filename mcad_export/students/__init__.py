@@ -37,7 +37,16 @@ def load_student(spec: str | None = None, weights=None, *, random_init: bool = F
         raise UnknownStudentError(
             f"unknown student {spec!r}{hint}; use one of: " + ", ".join(f"{p}:..." for p in loader_prefixes()
                                                                        if p != DEFAULT_SPEC) + ", or omit --student")
-    student = _LOADERS[prefix](arg, weights=weights, random_init=random_init)
+    if random_init:
+        import torch
+
+        # Seeded, so a reload (short-query export, baseline) gets the very weights the export had;
+        # fork_rng keeps the caller's random state untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            student = _LOADERS[prefix](arg, weights=weights, random_init=random_init)
+    else:
+        student = _LOADERS[prefix](arg, weights=weights, random_init=random_init)
     # Enough to load the same student again from the manifest (the bench's PyTorch baseline).
     student.info["spec"] = spec if prefix != "hf" else f"hf:{Path(arg).resolve()}"
     if weights is not None:

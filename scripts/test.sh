@@ -17,5 +17,11 @@ if [ ${#need[@]} -gt 0 ]; then
     || { $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; }
 fi
 # The Android core (plain Java) against its committed golden vectors; prints "N passed, N failed".
-bash android_demo/core/test.sh | tail -1
+core_log=$(mktemp)
+if ! bash android_demo/core/test.sh > "$core_log" 2>&1; then
+  cat "$core_log"
+  exit 1
+fi
+tail -1 "$core_log"
+rm -f "$core_log"
 exec .venv/bin/python -m pytest -q "$@"

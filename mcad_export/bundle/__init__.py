@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
-from ..atomic import write_text_atomic
+from ..atomic import write_bytes_atomic, write_text_atomic
 from ..contract import FIDELITY_REPORT, INDEX_DIR, INDEX_EMBEDDINGS, INDEX_META, INDEX_PATHS, TOKENIZER_DIR
 from ..errors import BudgetMissError, InputError
 from ..manifest import read_manifest
@@ -54,10 +52,6 @@ def _inside(root: Path, relpath: str) -> Path:
     if not path.is_file():
         raise InputError(f"{relpath} is listed in the manifest but missing from {root}")
     return path
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def choose_encoder(manifest: dict, root: Path, target: str | None, encoder: str) -> dict:
@@ -132,7 +126,7 @@ def bundle(directory, app, *, target: str | None = None, with_image_encoder: boo
                               f"{budget_mb:g} MB budget; use a smaller index kind or precision, or --allow-over-budget")
 
     foreign = [n for n in files if (assets / n).exists() and n not in previous
-               and _digest(assets / n) != _digest_of(files[n])]
+               and _digest(assets / n) != _digest(files[n])]
     if foreign:
         raise InputError(f"{assets / foreign[0]} exists and was not written by mcad-export; move it away "
                          f"({len(foreign)} such file(s)); nothing was changed")
@@ -140,10 +134,11 @@ def bundle(directory, app, *, target: str | None = None, with_image_encoder: boo
     records = []
     for name in sorted(files):
         data = files[name] if isinstance(files[name], bytes) else files[name].read_bytes()
-        digest = _sha256(data)
+        digest = _digest(data)
         dest = assets / name
         if not (dest.is_file() and _digest(dest) == digest):
-            _write_atomic(dest, data)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(dest, data)
             written += 1
         records.append({"path": name, "sha256": digest, "size_bytes": len(data)})
     for stale in sorted(set(previous) - set(files)):   # only files an earlier bundle wrote
@@ -179,25 +174,8 @@ def _previous_files(assets: Path) -> list[str]:
         raise InputError(f"{path} is not a bundle manifest mcad-export wrote ({e}); move it away") from None
 
 
-def _digest(path: Path) -> str:
-    return _sha256(path.read_bytes())
-
-
-def _digest_of(value) -> str:
-    return _sha256(value if isinstance(value, bytes) else value.read_bytes())
-
-
-def _write_atomic(dest: Path, data: bytes) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _digest(value: bytes | Path) -> str:
+    return hashlib.sha256(value if isinstance(value, bytes) else value.read_bytes()).hexdigest()
 
 
 def _thumbnails(root: Path, index_meta: dict, size: int, say) -> dict[str, bytes]:

@@ -104,7 +104,8 @@ class JobLedger:
 
 
 def wait_for(job, what: str, ledger: JobLedger, step: str, options: dict, say):
-    deadline = time.monotonic() + options.get("aihub_timeout_s", DEFAULT_TIMEOUT_S)
+    timeout = options.get("aihub_timeout_s", DEFAULT_TIMEOUT_S)
+    deadline = time.monotonic() + timeout
     last = None
     while True:
         status = job.get_status()
@@ -114,7 +115,7 @@ def wait_for(job, what: str, ledger: JobLedger, step: str, options: dict, say):
         if status.finished:
             break
         if time.monotonic() > deadline:
-            raise CompileError(f"{what} is still {status.code} after {options.get('aihub_timeout_s', DEFAULT_TIMEOUT_S)} s "
+            raise CompileError(f"{what} is still {status.code} after {timeout} s "
                                f"({job.url}); rerun the same command to keep waiting on job {job.job_id}")
         time.sleep(options.get("aihub_poll_s", DEFAULT_POLL_S))
     if status.failure:

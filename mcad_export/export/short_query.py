@@ -74,14 +74,6 @@ def is_exact(model) -> bool:
     return parts["causal"] and parts["pool"] in EXACT_POOLS
 
 
-def real_lengths(ids) -> "list[int]":
-    """Tokens up to and including EOT (the largest id in a CLIP row) per row."""
-    return [int(row.argmax()) + 1 for row in ids]
-
-
-EXACT_COSINE = 0.9999
-
-
 def export_short_query(directory, *, progress=None) -> dict:
     """Exports text_encoder.dyn.onnx next to the contract's encoders and registers it in the manifest.
 
@@ -96,9 +88,10 @@ def export_short_query(directory, *, progress=None) -> dict:
     from ..errors import ParityError
     from ..manifest import dump_manifest, file_record, read_manifest
     from ..quantize.calibration import evaluation_inputs
-    from ..runtime.encoders import onnx_session
+    from ..runtime.encoders import onnx_session, real_length
     from ..students import reload_student
     from . import onnx_export
+    from .parity import compare
     from .rewrites import make_export_safe
 
     say = progress or (lambda message: None)
@@ -111,16 +104,17 @@ def export_short_query(directory, *, progress=None) -> dict:
     module = ShortQueryText(model).eval()
     exact = is_exact(model)
     ids = evaluation_inputs(root, manifest).for_encoder("text")
-    lengths = real_lengths(ids)
+    lengths = [real_length(row) for row in ids]
     reference = np.load(root / manifest["evaluation"]["reference"])["text_embeds"]
     # At full length the re-statement must be the exported model itself; this separates "the student is
     # bidirectional" from "these are not the weights that were exported" (or a re-statement bug).
     with torch.no_grad():
         full = np.concatenate([module(torch.from_numpy(ids[i:i + 64])).numpy() for i in range(0, len(ids), 64)])
-    full_cos = float(np.min(np.sum(full * reference, axis=1)))
-    if full_cos < EXACT_COSINE:
+    at_full_length = compare(reference, full)
+    if not at_full_length["passed"]:
         raise ParityError(f"the reloaded student does not reproduce the exported text encoder at full length (min "
-                          f"cosine {full_cos:.6f}): its weights changed since the export; export again")
+                          f"cosine {at_full_length['cosine_min']:.6f}): its weights changed since the export; export "
+                          "again", at_full_length)
     with staged_directory(root) as stage:
         path = stage / contract.SHORT_QUERY_ONNX
         say("exporting the short-query text encoder (dynamic token axis)")
@@ -140,12 +134,9 @@ def export_short_query(directory, *, progress=None) -> dict:
         session = onnx_session(path, threads=0)
         embeds = np.concatenate([session.run(None, {contract.TEXT_INPUT: ids[i:i + 1, :n]})[0]
                                  for i, n in enumerate(lengths)])
-        cosine = np.sum(embeds * reference, axis=1) / (np.linalg.norm(embeds, axis=1) * np.linalg.norm(reference, axis=1))
-        parity = {"samples": len(ids), "cosine_min": float(cosine.min()), "cosine_mean": float(cosine.mean()),
-                  "max_abs_diff": float(np.abs(embeds - reference).max()),
-                  "mean_tokens": round(float(np.mean(lengths)), 2), "context_length": int(ids.shape[1]),
-                  "against": "PyTorch fp32 at full length (reference embeddings)"}
-        if parity["cosine_min"] < EXACT_COSINE:
+        parity = {**compare(reference, embeds), "mean_tokens": round(float(np.mean(lengths)), 2),
+                  "context_length": int(ids.shape[1]), "against": "PyTorch fp32 at full length (reference embeddings)"}
+        if not parity["passed"]:
             # Not shipped: a query path that changes the embedding is not a speed-up. The manifest keeps the
             # numbers so bench knows every query of this student costs the full context.
             manifest["text"]["short_query"] = {"shipped": False, "exact": exact, "parity": parity}

@@ -9,6 +9,11 @@ import numpy as np
 TFLITE_SIGNATURE = "serving_default"
 
 
+def real_length(ids_row: np.ndarray) -> int:
+    """Tokens up to and including EOT: CLIP's EOT is the row's largest id (what argmax pooling reads)."""
+    return int(ids_row.argmax()) + 1
+
+
 def ort_optimization(artifact: dict) -> str:
     """The graph optimization level an artifact must run at (manifest: recipe.ort_graph_optimization)."""
     return artifact.get("recipe", {}).get("ort_graph_optimization", "all")
@@ -52,7 +57,7 @@ def open_encoder(path, runtime: str, threads: int = 1, optimization: str = "all"
         session = onnx_session(path, threads, optimization)
         name, outputs = session.get_inputs()[0].name, [session.get_outputs()[0].name]
         if dynamic_length:   # batch 1: one query
-            return lambda x: np.concatenate([session.run(outputs, {name: row[None, : int(row.argmax()) + 1]})[0]
+            return lambda x: np.concatenate([session.run(outputs, {name: row[None, :real_length(row)]})[0]
                                              for row in x])
         return lambda x: session.run(outputs, {name: x})[0]
     if runtime == "litert":

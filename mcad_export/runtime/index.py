@@ -165,9 +165,8 @@ class GalleryIndex:
         for q, row in enumerate(candidates):
             row = np.sort(row[row >= 0])             # sorted rows read the float file in order
             exact = self.rows(row) @ queries[q]
-            n = min(k, len(row))
-            best = np.argpartition(-exact, n - 1)[:n] if n < len(row) else np.arange(len(row))
-            best = best[np.argsort(-exact[best], kind="stable")]
+            best = best_first(exact, k)
+            n = len(best)
             scores[q, :n], ids[q, :n] = exact[best], row[best]
             scores[q, n:], ids[q, n:] = -np.inf, -1
         return scores, ids
@@ -231,6 +230,13 @@ class RowReader:
             os.close(self._fd)
         except (OSError, AttributeError):
             pass
+
+
+def best_first(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k highest entries of a 1-D score array, best first (one query's short list)."""
+    n = min(k, len(scores))
+    best = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
+    return best[np.argsort(-scores[best], kind="stable")]
 
 
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .index import best_first
+
 
 def arrays_from_faiss(index) -> dict:
     import faiss
@@ -61,8 +63,6 @@ class NumpyIVFPQ:
             codes = np.concatenate([self.codes[a:b] for a, b in zip(starts, ends)])
             found = np.take(table, codes) @ self._ones + np.repeat(coarse[q, lists], ends - starts)
             rows = np.concatenate([self.ids[a:b] for a, b in zip(starts, ends)])
-            n = min(k, len(found))
-            best = np.argpartition(-found, n - 1)[:n] if n < len(found) else np.arange(len(found))
-            best = best[np.argsort(-found[best], kind="stable")]
-            scores[q, :n], ids[q, :n] = found[best], rows[best]
+            best = best_first(found, k)
+            scores[q, :len(best)], ids[q, :len(best)] = found[best], rows[best]
         return scores, ids

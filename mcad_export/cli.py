@@ -235,8 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "mask sliced to the input) and proves it against the full-length PyTorch model on "
                                    "every held-out caption at its real length (cosine >= 0.9999, else exit 3 and "
                                    "nothing shipped: bidirectional text towers such as MobileCLIP2's fail it). "
-                                   "`quantize` then makes its INT8 variants and `bench` picks it when it is fastest.")
+                                   "`quantize` then makes its INT8 variants and `bench` picks it when it is fastest. "
+                                   "Also writes static length buckets (buckets/text_encoder.len<N>.onnx) that "
+                                   "`compile` turns into NPU graphs, each proved on the captions that fit it.")
     p.add_argument("dir", type=Path, help="an export folder")
+    p.add_argument("--buckets", type=_int_list, default=None, metavar="N[,N...]",
+                   help="static token lengths for NPU targets, below the context length (default 16,32; 0 for none)")
 
     p = sub.add_parser("golden", help="write golden vectors for the Android core's tests",
                        description="Token ids (varied corpus), preprocessing tensors for sample images and top-k "
@@ -537,7 +541,7 @@ def _short_query(args, console, optional: bool = False) -> dict | None:
 
     try:
         with _status(console, "short-query encoder") as status:
-            record = export_short_query(args.dir, progress=status)
+            record = export_short_query(args.dir, buckets=_buckets(args), progress=status)
     except (UnsupportedStudentError, ParityError) as e:
         if not optional:
             raise
@@ -547,7 +551,17 @@ def _short_query(args, console, optional: bool = False) -> dict | None:
     console.print(f"short-query encoder: {record['path']} (min cosine {p['cosine_min']:.7f} vs the full-length model "
                   f"over {p['samples']} captions, "
                   f"{p['mean_tokens']} of {p['context_length']} tokens on average)")
+    from .manifest import read_manifest
+
+    for b in read_manifest(args.dir)["text"].get("length_buckets", []):
+        console.print(f"  {b['tokens']}-token bucket: {b['path']} (holds {b['parity']['covers']:.0%} of the captions; "
+                      f"min cosine {b['parity']['cosine_min']:.7f} on those)")
     return record
+
+
+def _buckets(args) -> tuple[int, ...] | None:
+    chosen = getattr(args, "buckets", None)
+    return None if chosen is None else tuple(b for b in chosen if b > 0)
 
 
 def _golden(args, console) -> None:

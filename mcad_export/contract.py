@@ -14,6 +14,17 @@ TEXT_ENCODER_ONNX = "text_encoder.onnx"
 SHORT_QUERY_ONNX = "text_encoder.dyn.onnx"
 SHORT_QUERY_DATA = "text_encoder.dyn.onnx.data"
 
+# Length buckets of the text encoder for static-shape NPU targets (export/short_query.py): the same
+# re-stated forward at a fixed [1, tokens], fp32, weights inline; listed in manifest["text"]["length_buckets"]
+# (not in "artifacts": the host query path uses the short-query encoder) and compiled per target. A query
+# runs on the smallest bucket that holds it up to EOT, else on the full-context encoder.
+LENGTH_BUCKETS = (16, 32)
+LENGTH_BUCKET_DIR = "buckets"
+
+
+def length_bucket_onnx(tokens: int) -> str:
+    return f"{LENGTH_BUCKET_DIR}/text_encoder.len{tokens}.onnx"
+
 IMAGE_INPUT = "pixel_values"    # float32 [batch, 3, S, S], preprocessed as manifest["image"] says
 IMAGE_OUTPUT = "image_embeds"   # float32 [batch, D], L2-normalised
 TEXT_INPUT = "input_ids"        # int32 [batch, L], L = manifest["text"]["context_length"]

@@ -54,9 +54,13 @@ def test_upload_quantize_compile_profile_download(hub_env):
     hub = start()
     records = compile_targets(export, ["aihub:Snapdragon 8 Gen 3"], verify=False,
                               backend_options={**FAST, "aihub_quantize": True})
-    assert hub.created["model"] == 2 and hub.created["quantize_job"] == 2
-    assert hub.created["compile_job"] == 2 and hub.created["inference_job"] == 2
-    assert len(hub.datasets) == 2 and all(d["bytes"] for d in hub.datasets.values())   # calibration went up
+    # image, text, and the text encoder's 16- and 32-token buckets (static graphs, one per length)
+    assert hub.created["model"] == 4 and hub.created["quantize_job"] == 4
+    assert hub.created["compile_job"] == 4 and hub.created["inference_job"] == 4
+    assert len(hub.datasets) == 4 and all(d["bytes"] for d in hub.datasets.values())   # calibration went up
+    assert [(r["name"], r["inputs"][0]["shape"]) for r in records[2:]] == \
+        [("text_encoder.len16", [1, 16]), ("text_encoder.len32", [1, 32])]
+    assert [r["length_bucket"]["tokens"] for r in records[2:]] == [16, 32]
     _, by_input = served_tflite(export)
     for record in records:
         path = export / record["path"]
@@ -69,9 +73,10 @@ def test_upload_quantize_compile_profile_download(hub_env):
         assert len(layers) > 50 and record["device_profile"]["layers"] == {"NPU": len(layers)}
         assert record["device_profile"]["inference_ms"] == 1.85 and record["device_profile"]["peak_memory_mb"] == 41.0
     jobs = manifest_of(export)["aihub_jobs"]["aihub:SM8650"]
-    assert set(jobs) == {"image", "text"} and all(j["compile_job"].startswith("j") for j in jobs.values())
+    assert set(jobs) == {"image", "text", "text.len16", "text.len32"}
+    assert all(j["compile_job"].startswith("j") for j in jobs.values())
     checks = device_profile_checks(manifest_of(export), budget_ms=8, budget_mb=100)
-    assert [c["passed"] for c in checks] == [True, True]
+    assert [c["passed"] for c in checks] == [True] * 4
     assert not device_profile_checks(manifest_of(export), budget_ms=1.0, budget_mb=100)[1]["passed"]  # text 1.85 ms
 
 
@@ -92,10 +97,11 @@ def test_interrupted_run_resumes_without_resubmitting(hub_env):
 
     records = compile_targets(export, ["aihub:SM8650"], verify=False, backend_options=FAST)
     after = manifest_of(export)["aihub_jobs"]["aihub:SM8650"]
-    assert hub.created["model"] == 2 and hub.created["compile_job"] == 2 and hub.created["inference_job"] == 2
+    # Resumed: no second upload or compile of the image and text encoders; only the two buckets are new.
+    assert hub.created["model"] == 4 and hub.created["compile_job"] == 4 and hub.created["inference_job"] == 4
     assert after["text"]["compile_job"] == before["text"]["compile_job"]
     assert after["image"]["profile_job"] == before["image"]["profile_job"]
-    assert len(records) == 2 and all((export / r["path"]).stat().st_size > 1000 for r in records)
+    assert len(records) == 4 and all((export / r["path"]).stat().st_size > 1000 for r in records)
 
 
 def test_failed_job_shows_reason_and_url_and_leaves_nothing(hub_env):

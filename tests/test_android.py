@@ -33,8 +33,9 @@ def test_java_core_reproduces_golden_vectors_from_a_fresh_run(embedded_run, tmp_
     cases = json.loads((golden / "tokens.json").read_text())["cases"]
     assert len(cases) > 50 and any(len(c["ids"]) == 77 for c in cases)   # a truncated long text is in the corpus
     passed, failed, out = run_core_tests(golden)
-    # every token case + every preprocessing image + top-k + truncation
-    expected = len(cases) + len(json.loads((golden / "preprocess" / "cases.json").read_text())["cases"]) + 2
+    assert {c["bucket"] for c in cases} == {16, 32, None}      # short, medium and full-context queries
+    # every token case + every preprocessing image + top-k + truncation + length buckets
+    expected = len(cases) + len(json.loads((golden / "preprocess" / "cases.json").read_text())["cases"]) + 3
     assert failed == 0 and passed == expected, out[-3000:]
     assert out.count("known divergence") == 3    # the listed ftfy-only cases, reported, BPE still exact
 

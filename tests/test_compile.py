@@ -1,11 +1,14 @@
 """Compile targets: the SoC table, offline QNN HTP compile checked on the simulator, LiteRT NPU failures."""
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from mcad_export.bundle import bundle
 from mcad_export.contract import FIDELITY_REPORT, MANIFEST
 
 from .conftest import run_cli
@@ -56,10 +59,15 @@ def test_qnn_compile_runs_on_the_htp_simulator_and_passes_the_gate(scratch_expor
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = json.loads((scratch_export / MANIFEST).read_text())
     compiled = [a for a in manifest["artifacts"] if a.get("target") == "qnn:SM8650"]
-    assert sorted(a["encoder"] for a in compiled) == ["image", "text"]
+    # The contract's two encoders plus the text encoder's 16- and 32-token buckets (static HTP graphs).
+    assert sorted((a["encoder"], (a.get("length_bucket") or {}).get("tokens", 0)) for a in compiled) == \
+        [("image", 0), ("text", 0), ("text", 16), ("text", 32)]
     for a in compiled:
         assert a["runtime"] == "qnn-htp" and a["precision"] == "w8a16" and a["soc"]["soc_model"] == 57
         assert a["ops"]["cpu"] == 0 and a["ops"]["htp"] == a["ops"]["compute"] > 50 and a["ops"]["contexts"] == 1
+        tokens = (a.get("length_bucket") or {}).get("tokens")
+        if tokens:
+            assert a["inputs"][0]["shape"] == [1, tokens] and a["source"] == f"buckets/text_encoder.len{tokens}.onnx"
         graph = onnx.load(str(scratch_export / a["path"])).graph
         assert [n.op_type for n in graph.node] == ["EPContext"]   # the whole encoder is one HTP binary
         assert (scratch_export / a["path"]).stat().st_size == a["size_bytes"] > 100_000
@@ -71,11 +79,16 @@ def test_qnn_compile_runs_on_the_htp_simulator_and_passes_the_gate(scratch_expor
     for a in compiled:
         record = records[a["path"]]
         assert record["runtime"] == "qnn-htp-sim" and record["samples"] == SIM_SAMPLES and record["passed"]
-        # Independently: run the compiled file on the simulator and compare with PyTorch fp32.
-        embeds = independent_simulator_run(scratch_export / a["path"], a["soc"],
-                                           evaluation.for_encoder(a["encoder"])[:SIM_SAMPLES])
+        # Independently: run the compiled file on the simulator and compare with PyTorch fp32. A bucket is fed
+        # the captions that fit it (real length up to EOT <= its tokens), cut to its length.
+        inputs, rows = evaluation.for_encoder(a["encoder"]), np.arange(len(reference["text_embeds"]))
+        tokens = (a.get("length_bucket") or {}).get("tokens")
+        if tokens:
+            rows = rows[inputs.argmax(1) < tokens]
+            inputs = inputs[rows][:, :tokens]
+        embeds = independent_simulator_run(scratch_export / a["path"], a["soc"], inputs[:SIM_SAMPLES])
         embeds /= np.linalg.norm(embeds, axis=1, keepdims=True)
-        cosine = (embeds * reference[f"{a['encoder']}_embeds"][:SIM_SAMPLES]).sum(1)
+        cosine = (embeds * reference[f"{a['encoder']}_embeds"][rows[:SIM_SAMPLES]]).sum(1)
         assert cosine.mean() >= 0.999 and cosine.mean() == pytest.approx(record["cosine_mean"], abs=1e-4)
     # Other artifacts' gate records are kept, not re-run.
     assert records["text_encoder.onnx"]["runtime"] == "onnxruntime"
@@ -83,6 +96,17 @@ def test_qnn_compile_runs_on_the_htp_simulator_and_passes_the_gate(scratch_expor
     assert run_cli("report", scratch_export).returncode == 0
     markdown = (scratch_export / "reports" / "report.md").read_text()
     assert "## SoC targets" in markdown and "qnn:SM8650 (Snapdragon 8 Gen 3)" in markdown and "qnn-htp-sim" in markdown
+    # The Android bundle for this target carries the buckets; the app picks one per query (LengthBuckets).
+    app = scratch_export.parent / "app"
+    shutil.copytree(Path(__file__).parents[1] / "android_demo" / "app" / "src" / "main", app / "app" / "src" / "main",
+                    ignore=shutil.ignore_patterns("assets"))
+    doc = bundle(scratch_export, app, target="qnn:SM8650")
+    text = doc["encoders"]["text"]
+    assert text["file"] == "models/text_encoder.qnn_ctx.onnx" and text["accelerator"] == "QNN-HTP"
+    assert [(b["tokens"], b["file"]) for b in text["length_buckets"]] == \
+        [(16, "models/text_encoder.len16.qnn_ctx.onnx"), (32, "models/text_encoder.len32.qnn_ctx.onnx")]
+    for b in text["length_buckets"]:
+        assert (app / "app/src/main/assets/mcad" / b["file"]).read_bytes() == (scratch_export / b["source"]).read_bytes()
 
 
 def test_qnn_compile_reports_ops_left_for_the_cpu(tmp_path):

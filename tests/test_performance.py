@@ -127,3 +127,60 @@ def test_numpy_ivfpq_equals_faiss_and_needs_no_faiss(tmp_path):
             "print('faiss' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.strip() == "False", proc.stdout + proc.stderr
+
+
+def test_length_buckets_are_exact_and_dispatch_like_the_app(embedded_run):
+    """Static-length twins for NPU targets: proved at export, and run bucket by bucket they equal the full model."""
+    from mcad_export.runtime.encoders import open_bucketed, pick_bucket
+
+    out = embedded_run[0]
+    manifest = json.loads((out / "manifest.json").read_text())
+    buckets = {b["tokens"]: b for b in manifest["text"]["length_buckets"]}
+    assert sorted(buckets) == [16, 32]
+    for tokens, b in buckets.items():
+        assert b["parity"]["cosine_min"] >= 0.9999 and 0 < b["parity"]["covers"] <= 1
+        session = onnx_session(out / b["path"])
+        assert session.get_inputs()[0].shape == [1, tokens]          # static: what an HTP graph needs
+    assert buckets[16]["parity"]["covers"] < buckets[32]["parity"]["covers"]
+    # No bucket file among the host artifacts: the CPU query path runs the short-query encoder.
+    assert not any(a["path"].startswith("buckets/") for a in manifest["artifacts"])
+
+    tok = Tokenizer.from_artifacts(out)
+    texts = ["dog", "a red circle above a blue square and a green triangle",
+             " ".join(["a small red circle"] * 6), " ".join(["big blue square"] * 30)]
+    ids = tok(texts)
+    lengths = [int(r.argmax()) + 1 for r in ids]
+    assert [pick_bucket(buckets, n) for n in lengths] == [16, 16, 32, None]
+    full = onnx_session(out / "text_encoder.onnx").run(None, {"input_ids": ids})[0]
+    run = open_bucketed({t: out / b["path"] for t, b in buckets.items()}, out / "text_encoder.onnx")
+    np.testing.assert_allclose(run(ids), full, atol=2e-6)
+
+
+def test_query_forward_restatement_is_exact(tiny_open_clip_config, tmp_path):
+    """QueryText (2-D, packed QKV, last block on the pooled row only) equals open_clip's encode_text: cut after
+    EOT for a causal tower, at full length for a bidirectional one (which is why only the latter is refused)."""
+    import open_clip
+    import torch
+
+    from mcad_export.export.rewrites import make_export_safe
+    from mcad_export.export.text_forward import QueryText
+
+    base = json.loads(tiny_open_clip_config.read_text())
+    for causal in (True, False):
+        cfg = json.loads(json.dumps(base))
+        cfg["text_cfg"]["no_causal_mask"] = not causal
+        torch.manual_seed(0)
+        model = open_clip.CLIP(**cfg).eval()
+        ids = open_clip.tokenize(["a red circle above a blue square", "dog"])
+        with torch.no_grad():
+            want = torch.nn.functional.normalize(model.encode_text(ids), dim=-1)
+            make_export_safe(model)
+            module = QueryText(model).eval()
+            assert module.restated
+            for row in range(len(ids)):
+                n = int(ids[row].argmax()) + 1 if causal else ids.shape[1]
+                got = module(ids[row:row + 1, :n].int())
+                torch.testing.assert_close(got[0], want[row], atol=2e-6, rtol=0)
+            if not causal:
+                n = int(ids[0].argmax()) + 1
+                assert float(module(ids[:1, :n].int())[0] @ want[0]) < 0.9999   # padding matters here

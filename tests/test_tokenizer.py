@@ -82,3 +82,46 @@ def test_runtime_tokenizer_skips_ftfy_for_plain_ascii():
             "a = 'ftfy' in sys.modules; clean_lower('caf\\u00e9'); print(a, 'ftfy' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.split() == ["False", "True"], proc.stdout + proc.stderr
+
+
+def _reference_bpe(ranks: dict, token: str) -> list[str]:
+    """open_clip's BPE loop over a plain (first, second) -> rank dict, the table the runtime no longer keeps."""
+    word = list(token[:-1]) + [token[-1] + "</w>"]
+    while len(word) > 1:
+        best = min(zip(word, word[1:]), key=lambda pair: ranks.get(pair, float("inf")))
+        if best not in ranks:
+            break
+        merged, i = [], 0
+        while i < len(word):
+            if i < len(word) - 1 and (word[i], word[i + 1]) == best:
+                merged.append(word[i] + word[i + 1])
+                i += 2
+            else:
+                merged.append(word[i])
+                i += 1
+        word = merged
+    return word
+
+
+def test_merge_ranks_without_a_merge_table_match_open_clip_bpe(tmp_path):
+    """Ranks live in arrays indexed by the merged token; pairs sharing a result or outside the vocabulary (HF
+    merges files can have both) fall back to a dict. BPE must equal the dict-based loop either way."""
+    base = Tokenizer.from_clip_bpe_gz(default_bpe(), 77)
+    merges = base.merges()
+    assert len(merges) == 48894 and merges[:2] == [("i", "n"), ("t", "h")]
+    # ("t", "he</w>") collides with ("th", "e</w>") on "the</w>"; ("q", "zx") produces a string not in the vocabulary;
+    # ("i", "n") appears twice (the later rank wins, as in open_clip's dict).
+    extra = [("t", "he</w>"), ("q", "zx"), ("i", "n")]
+    tok = Tokenizer(base.encoder, [*extra[:2], *merges, extra[2]], context_length=77,
+                    sot_token="<start_of_text>", eot_token="<end_of_text>")
+    ranks = {pair: rank for rank, pair in enumerate([*extra[:2], *merges, extra[2]])}
+    # The first pair to claim "the</w>" keeps the array slot; the later one goes to the dict.
+    assert tok._other_merges == {"th e</w>": ranks[("th", "e</w>")], "q zx": 1}
+    rng = random.Random(0)
+    words = ["the", "then", "qzx", "qzxqzx", "within", "inn", "thinking", "photograph"] + [
+        "".join(rng.choice("thenqzxiabcdo") for _ in range(rng.randint(1, 9))) for _ in range(500)]
+    for word in words:
+        assert tok.bpe(word) == _reference_bpe(ranks, word), word
+    # merges.txt round trip: save() writes the pairs back in rank order.
+    tok.save(tmp_path)
+    assert Tokenizer.from_artifacts(tmp_path).merges() == sorted(ranks, key=ranks.get)

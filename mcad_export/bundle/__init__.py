@@ -72,15 +72,30 @@ def choose_encoder(manifest: dict, root: Path, target: str | None, encoder: str)
             raise InputError(f"{root} has no {encoder} encoder compiled for {resolved.id}: run `mcad-export compile "
                              f"{root} --target {resolved.id}` first" + (" (LiteRT NPU compile needs the vendor SDK)"
                                                                        if resolved.backend.startswith("litert") else ""))
-        chosen = compiled[0]
+        chosen = next(a for a in compiled if not a.get("length_bucket"))
         if chosen["format"] not in RUNTIMES:
             raise InputError(f"the demo app cannot load {chosen['format']} ({chosen['path']}); compile with "
                              "--aihub-runtime tflite or onnx")
+    _require_gate_pass(root, chosen)
+    return chosen
+
+
+def length_buckets(manifest: dict, root: Path, chosen: dict) -> list[dict]:
+    """The static length buckets compiled beside the chosen text encoder for its target, shortest first."""
+    if "target" not in chosen:
+        return []     # CPU targets run the short-query encoder (or the full one): no buckets
+    buckets = sorted((a for a in manifest["artifacts"] if a.get("target") == chosen["target"]
+                      and a["encoder"] == "text" and a.get("length_bucket")), key=lambda a: a["length_bucket"]["tokens"])
+    for bucket in buckets:
+        _require_gate_pass(root, bucket)
+    return buckets
+
+
+def _require_gate_pass(root: Path, artifact: dict) -> None:
     gate = root / FIDELITY_REPORT
     records = json.loads(gate.read_text()) if gate.is_file() else []
-    if any(r["artifact"] == chosen["path"] and r.get("passed") is False for r in records):
-        raise InputError(f"{chosen['path']} failed the fidelity gate; bundle a passing artifact or another target")
-    return chosen
+    if any(r["artifact"] == artifact["path"] and r.get("passed") is False for r in records):
+        raise InputError(f"{artifact['path']} failed the fidelity gate; bundle a passing artifact or another target")
 
 
 def bundle(directory, app, *, target: str | None = None, with_image_encoder: bool = False, budget_mb: float = 100.0,
@@ -108,6 +123,15 @@ def bundle(directory, app, *, target: str | None = None, with_image_encoder: boo
                              "why": why, "inputs": artifact["inputs"], "outputs": artifact["outputs"],
                              # the short-query encoder: feed ids up to and including EOT, one query at a time
                              "dynamic_length": bool(artifact.get("dynamic_length"))}
+        if encoder == "text":
+            # Static NPU graphs: the app runs a query on the shortest bucket holding it up to EOT, else on `file`.
+            encoders[encoder]["length_buckets"] = []
+            for bucket in length_buckets(manifest, root, artifact):
+                tokens = bucket["length_bucket"]["tokens"]
+                bucket_name = safe_name(f"models/text_encoder.len{tokens}{_suffix(artifact['path'])}")
+                files[bucket_name] = _inside(root, bucket["path"])
+                encoders[encoder]["length_buckets"].append({"tokens": tokens, "file": bucket_name,
+                                                            "source": bucket["path"]})
     for f in sorted((root / TOKENIZER_DIR).iterdir()):
         files[safe_name(f"tokenizer/{f.name}")] = _inside(root, f"{TOKENIZER_DIR}/{f.name}")
     for name in (INDEX_META, INDEX_PATHS, INDEX_EMBEDDINGS):
@@ -117,10 +141,12 @@ def bundle(directory, app, *, target: str | None = None, with_image_encoder: boo
     files.update(thumbs)
 
     sizes = {name: (len(v) if isinstance(v, bytes) else v.stat().st_size) for name, v in files.items()}
-    resident = (sum(sizes[e["file"]] for e in encoders.values()) + sizes[f"index/{INDEX_EMBEDDINGS}"]
+    resident = (sum(sizes[f] for e in encoders.values() for f in [e["file"], *(b["file"] for b in e.get("length_buckets", []))])
+                + sizes[f"index/{INDEX_EMBEDDINGS}"]
                 + sum(s for n, s in sizes.items() if n.startswith("tokenizer/"))) / 2**20
     budget = {"resident_estimate_mb": round(resident, 2), "budget_mb": budget_mb, "passed": resident <= budget_mb,
-              "counted": "encoder files + index embeddings + tokenizer (loaded at start); runtime libraries excluded"}
+              "counted": "encoder files (length buckets included) + index embeddings + tokenizer (loaded at start); "
+                         "runtime libraries excluded"}
     if not budget["passed"] and not allow_over_budget:
         raise BudgetMissError(f"the bundle would hold {resident:.1f} MB resident (encoders, index, tokenizer), over the "
                               f"{budget_mb:g} MB budget; use a smaller index kind or precision, or --allow-over-budget")
@@ -204,4 +230,4 @@ def _thumbnails(root: Path, index_meta: dict, size: int, say) -> dict[str, bytes
     return out
 
 
-__all__ = ["ASSETS", "BUNDLE_MANIFEST", "bundle", "choose_encoder", "safe_name"]
+__all__ = ["ASSETS", "BUNDLE_MANIFEST", "bundle", "choose_encoder", "length_buckets", "safe_name"]

@@ -2,7 +2,8 @@
 
 `mcad-export golden DIR --out FOLDER` writes, from an export:
 - tokens.json: token ids for a varied corpus (captions, unicode, HTML, typography, long texts),
-  with open_clip's cleaned text per case and the cases the Java cleaner is known not to match;
+  with open_clip's cleaned text per case, the length bucket a static NPU target runs it on, and
+  the cases the Java cleaner is known not to match;
 - preprocess/: sample images (PNG) and their float32 tensors after the manifest's preprocessing;
 - index/ + topk.json: a small flat gallery index and top-k rows/scores for fixed query embeddings;
 - tokenizer/: the export's tokenizer files (large ones gzipped; the core reads .gz transparently).
@@ -17,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import replaced_directory
-from ..contract import INDEX_DIR, TOKENIZER_DIR
+from ..contract import INDEX_DIR, LENGTH_BUCKETS, TOKENIZER_DIR
 from ..manifest import read_manifest
+from ..runtime.encoders import pick_bucket
 
 # ftfy repairs mojibake and knows every HTML5 entity; the Java core does neither (README, "Android core").
 JAVA_DIVERGENT = {
@@ -71,10 +73,13 @@ def write_golden(directory, out, *, index_rows: int = 300, queries: int = 24, k:
                 shutil.copyfile(f, stage / TOKENIZER_DIR / f.name)
         ids = tokenizer(texts)
         lengths = [min(len(tokenizer.encode(t)) + 2, tokenizer.context_length) for t in texts]
-        cases = [{"text": t, "clean": clean_lower(t), "ids": row[:n].tolist()} for t, row, n in zip(texts, ids, lengths)]
+        # "bucket": the static length bucket an NPU target runs the query on (None: the full-context encoder).
+        cases = [{"text": t, "clean": clean_lower(t), "ids": row[:n].tolist(), "bucket": pick_bucket(LENGTH_BUCKETS, n)}
+                 for t, row, n in zip(texts, ids, lengths)]
         (stage / "tokens.json").write_text(json.dumps(
-            {"context_length": tokenizer.context_length, "pad_token_id": tokenizer.pad_token_id, "cases": cases,
-             "java_divergent": JAVA_DIVERGENT}, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+            {"context_length": tokenizer.context_length, "pad_token_id": tokenizer.pad_token_id,
+             "length_buckets": list(LENGTH_BUCKETS), "cases": cases, "java_divergent": JAVA_DIVERGENT},
+            ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
 
         pre = stage / "preprocess"
         pre.mkdir()

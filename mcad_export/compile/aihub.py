@@ -23,6 +23,8 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ..atomic import write_text_atomic
 from ..contract import MANIFEST
 from ..errors import CompileError
@@ -137,23 +139,26 @@ def profile_summary(profile: dict) -> dict:
 
 
 def _encoder(client, hub, root: Path, manifest: dict, target: Target, fp32: dict, stage: Path, options: dict,
-             say) -> dict:
+             say, tokens: int | None = None) -> dict:
+    """One encoder through upload, [quantize], compile and profile; `tokens`: a text length bucket."""
     from .qnn import static_batch_one
 
     encoder, runtime, quantize = fp32["encoder"], options.get("aihub_runtime", DEFAULT_RUNTIME), \
         bool(options.get("aihub_quantize"))
+    stem = f"{encoder}_encoder" + (f".len{tokens}" if tokens else "")
+    what = f"the {tokens}-token bucket of the text encoder" if tokens else f"the {encoder} encoder"
     device = hub.Device(target.soc["aihub_device"])
     key = {"source_sha256": fp32["sha256"], "runtime": runtime, "quantize": quantize,
            "device": target.soc["aihub_device"]}
-    ledger = JobLedger(root, manifest, target, encoder, key)
-    name = f"mcad-{manifest['student']['id'].split('/')[-1][:40]}-{encoder}"
+    ledger = JobLedger(root, manifest, target, encoder + (f".len{tokens}" if tokens else ""), key)
+    name = f"mcad-{manifest['student']['id'].split('/')[-1][:40]}-{stem.replace('_encoder', '')}"
 
     if ledger.get("model_id"):
         model = client.get_model(ledger.get("model_id"))
     else:
-        static = stage / f"{encoder}_encoder.upload.onnx"
+        static = stage / f"{stem}.upload.onnx"
         static_batch_one(root / fp32["path"], static)
-        say(f"{target.id}: uploading the {encoder} encoder ({static.stat().st_size / 1e6:.1f} MB)")
+        say(f"{target.id}: uploading {what} ({static.stat().st_size / 1e6:.1f} MB)")
         model = client.upload_model(str(static), name=name)
         ledger.put("model_id", model.model_id)
         static.unlink()
@@ -167,13 +172,14 @@ def _encoder(client, hub, root: Path, manifest: dict, target: Target, fp32: dict
             calib = calibration_inputs(root, manifest, num_calib=CALIBRATION_SAMPLES,
                                        allow_small=options.get("allow_small_calibration", False))
             x = calib.for_encoder(encoder)
+            x = np.ascontiguousarray(x[:, :tokens]) if tokens else x   # a bucket is fed ids cut to its length
             qjob = client.submit_quantize_job(
                 model, {fp32["inputs"][0]["name"]: [x[i:i + 1] for i in range(len(x))]},
                 weights_dtype=hub.QuantizeDtype.INT8,
                 activations_dtype=hub.QuantizeDtype.INT16 if encoder == "text" else hub.QuantizeDtype.INT8,
                 name=f"{name}-quantize")
             ledger.put("quantize_job", qjob.job_id)
-        wait_for(qjob, f"AI Hub quantize job for the {encoder} encoder", ledger, "quantize_job", options, say)
+        wait_for(qjob, f"AI Hub quantize job for {what}", ledger, "quantize_job", options, say)
         qjob.wait()   # returns at once now; QuantizeJob.wait is what fetches a target model the job got late
         model = qjob.get_target_model()
 
@@ -183,7 +189,7 @@ def _encoder(client, hub, root: Path, manifest: dict, target: Target, fp32: dict
         cjob = client.submit_compile_job(model, device=device, name=f"{name}-compile",
                                          options=f"--target_runtime {runtime}")
         ledger.put("compile_job", cjob.job_id)
-    wait_for(cjob, f"AI Hub compile job for the {encoder} encoder", ledger, "compile_job", options, say)
+    wait_for(cjob, f"AI Hub compile job for {what}", ledger, "compile_job", options, say)
     compiled = cjob.get_target_model()
 
     if ledger.get("profile_job"):
@@ -191,29 +197,30 @@ def _encoder(client, hub, root: Path, manifest: dict, target: Target, fp32: dict
     else:
         pjob = client.submit_inference_job(compiled, device=device, profile=True, name=f"{name}-profile")
         ledger.put("profile_job", pjob.job_id)
-    wait_for(pjob, f"AI Hub profile job for the {encoder} encoder on {device.name}", ledger, "profile_job", options,
+    wait_for(pjob, f"AI Hub profile job for {what} on {device.name}", ledger, "profile_job", options,
              say)
     profile = pjob.download_profile()
     summary = profile_summary(profile)
 
     with contextlib.redirect_stdout(io.StringIO()):   # the client prints "Downloaded model to ..."
-        downloaded = Path(cjob.download_target_model(str(stage / f"{encoder}_encoder.aihub")))
+        downloaded = Path(cjob.download_target_model(str(stage / f"{stem}.aihub")))
     if not downloaded.exists() or (downloaded.is_file() and downloaded.stat().st_size == 0):
-        raise CompileError(f"{target.id}: AI Hub returned an empty model for the {encoder} encoder ({cjob.url})")
+        raise CompileError(f"{target.id}: AI Hub returned an empty model for {what} ({cjob.url})")
     if runtime == "tflite" and downloaded.read_bytes()[4:8] != b"TFL3":
-        raise CompileError(f"{target.id}: the model AI Hub returned for the {encoder} encoder is not a TFLite "
+        raise CompileError(f"{target.id}: the model AI Hub returned for {what} is not a TFLite "
                            f"flatbuffer ({cjob.url})")
-    profile_file = stage / f"{encoder}_encoder.aihub.profile.json"
+    profile_file = stage / f"{stem}.aihub.profile.json"
     profile_file.write_text(json.dumps(profile, indent=1) + "\n")
 
     if summary["layers_off_npu"] and not options.get("allow_cpu_fallback"):
-        raise CompileError(f"{target.id}: {summary['layers_off_npu']} layer(s) of the {encoder} encoder ran off the "
+        raise CompileError(f"{target.id}: {summary['layers_off_npu']} layer(s) of {what} ran off the "
                            f"NPU on {device.name} ({', '.join(f'{u} {n}' for u, n in summary['layers'].items())}; "
                            f"e.g. {summary['off_npu_examples'][0]}); pass --allow-cpu-fallback to accept that. "
                            f"Profile: {pjob.url}")
-    say(f"{target.id}: {encoder} encoder {summary['inference_ms']} ms, peak {summary['peak_memory_mb']} MB on "
+    say(f"{target.id}: {what} {summary['inference_ms']} ms, peak {summary['peak_memory_mb']} MB on "
         f"{device.name}, layers {summary['layers']}")
-    return {"name": f"{encoder}_encoder", "encoder": encoder, "format": f"aihub-{runtime}",
+    return {"name": stem, "encoder": encoder, "format": f"aihub-{runtime}",
+            **({"length_bucket": {"tokens": tokens}} if tokens else {}),
             "runtime": f"aihub-{runtime}", "precision": "int8-aihub" if quantize else "fp32-aihub",
             "target": target.id, "soc": target.soc,
             "inputs": [{**fp32["inputs"][0], "shape": [1, *fp32["inputs"][0]["shape"][1:]]}],
@@ -264,7 +271,11 @@ def compile_aihub(root: Path, manifest: dict, target: Target, stage: Path, optio
                                "`qai-hub list-devices` shows the current names (fix the row in socs.json)")
         sources = [a for a in manifest["artifacts"] if a["format"] == "onnx" and a["precision"] == "fp32"
                    and not a.get("dynamic_length")]   # NPUs compile static shapes: the contract's encoders
-        return [_encoder(client, hub, root, manifest, target, fp32, stage, options, say) for fp32 in sources]
+        records = [_encoder(client, hub, root, manifest, target, fp32, stage, options, say) for fp32 in sources]
+        # Static length buckets of the text encoder (export/short_query.py): profiled per length on the phone.
+        return records + [_encoder(client, hub, root, manifest, target, {**bucket, "encoder": "text"}, stage, options,
+                                   say, tokens=bucket["tokens"])
+                          for bucket in manifest["text"].get("length_buckets", [])]
     except HubError as e:
         message = one_line(e)
         if "authenticate" in message or "token" in message.lower():

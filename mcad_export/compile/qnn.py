@@ -107,7 +107,6 @@ def simulate_in_process(params: dict, arrays: dict) -> dict:
 
 @register_backend("qnn", ("qualcomm",), "offline HTP context binary via onnxruntime-qnn; accuracy on the x86 HTP simulator")
 def compile_qnn(root: Path, manifest: dict, target: Target, stage: Path, options: dict, say) -> list[dict]:
-    from ..isolated import run_isolated
     from ..quantize.calibration import calibration_inputs
 
     _require_qnn()
@@ -116,36 +115,51 @@ def compile_qnn(root: Path, manifest: dict, target: Target, stage: Path, options
     records = []
     for fp32 in [a for a in manifest["artifacts"] if a["format"] == "onnx" and a["precision"] == "fp32"
                  and not a.get("dynamic_length")]:   # HTP graphs are static: the contract's encoders
-        encoder, name = fp32["encoder"], fp32["inputs"][0]["name"]
-        qdq = stage / f"{encoder}_encoder.w8a16.qdq.onnx"
-        context = stage / f"{encoder}_encoder.qnn_ctx.onnx"
-        say(f"{target.id}: quantizing the {encoder} encoder for HTP (w8a16)")
-        quantize_for_htp(root / fp32["path"], qdq, name, calib.for_encoder(encoder), stage)
-        say(f"{target.id}: compiling the {encoder} encoder to an HTP context binary")
-        out = run_isolated("qnn-compile", {"qdq": str(qdq), "context": str(context), "soc": target.soc}, {},
-                           what=f"QNN HTP compile of the {encoder} encoder for {target.soc['soc']}")
-        cpu_ops = [str(op) for op in out["cpu_ops"]]
-        if cpu_ops and not options.get("allow_cpu_fallback"):
-            counts = ", ".join(f"{op} x{n}" for op, n in collections.Counter(cpu_ops).most_common())
-            raise CompileError(f"{target.id}: {len(cpu_ops)} op(s) of the {encoder} encoder would run on the CPU, "
-                               f"not the HTP ({counts}); pass --allow-cpu-fallback to accept that")
-        if not context.is_file() or context.stat().st_size == 0:
-            raise CompileError(f"{target.id}: the QNN EP wrote no context model for the {encoder} encoder")
-        records.append({
-            "name": f"{encoder}_encoder", "encoder": encoder, "format": "onnx-qnn-context", "runtime": QNN_RUNTIME,
-            "precision": "w8a16", "target": target.id, "soc": target.soc,
-            "inputs": [{**fp32["inputs"][0], "shape": [1, *fp32["inputs"][0]["shape"][1:]]}],
-            "outputs": [{**fp32["outputs"][0], "shape": [1, *fp32["outputs"][0]["shape"][1:]]}],
-            "files": {"context_model": context.name, "qdq_model": qdq.name},
-            "source": fp32["path"], "calibration": calib.source,
-            "ops": {"compute": int(out["compute_ops"][0]),
-                    "htp": int(out["compute_ops"][0]) - len([op for op in cpu_ops if op not in QDQ_OPS]),
-                    "cpu": len(cpu_ops), "cpu_op_types": sorted(set(cpu_ops)), "contexts": int(out["contexts"][0])},
-            "recipe": {"tool": "onnxruntime.quantization get_qnn_qdq_config + QNN EP context", "activations": "uint16",
-                       "weights": "uint8", "preprocess": "qnn_preprocess_model(fuse_layernorm=True)",
-                       "provider_options": qnn_provider_options(target.soc)},
-        })
+        encoder = fp32["encoder"]
+        records.append(_compile_one(root / fp32["path"], fp32, f"{encoder}_encoder", calib.for_encoder(encoder),
+                                    target, stage, options, say, source=fp32["path"], calibration=calib.source))
+    for bucket in manifest["text"].get("length_buckets", []):
+        # Static graphs cost the same for a 5-token query as for a 77-token one; a bucket runs only its
+        # length. Calibrated on the same captions cut to the bucket (what it is fed: ids padded after EOT).
+        tokens = bucket["tokens"]
+        record = _compile_one(root / bucket["path"], {**bucket, "encoder": "text"}, f"text_encoder.len{tokens}",
+                              np.ascontiguousarray(calib.for_encoder("text")[:, :tokens]), target, stage, options, say,
+                              source=bucket["path"], calibration=calib.source)
+        records.append({**record, "length_bucket": {"tokens": tokens, "covers": bucket["parity"]["covers"]}})
     return records
+
+
+def _compile_one(src: Path, fp32: dict, stem: str, calib: np.ndarray, target: Target, stage: Path, options: dict,
+                 say, **provenance) -> dict:
+    from ..isolated import run_isolated
+
+    encoder, name = fp32["encoder"], fp32["inputs"][0]["name"]
+    qdq, context = stage / f"{stem}.w8a16.qdq.onnx", stage / f"{stem}.qnn_ctx.onnx"
+    say(f"{target.id}: quantizing {stem} for HTP (w8a16)")
+    quantize_for_htp(src, qdq, name, calib, stage)
+    say(f"{target.id}: compiling {stem} to an HTP context binary")
+    out = run_isolated("qnn-compile", {"qdq": str(qdq), "context": str(context), "soc": target.soc}, {},
+                       what=f"QNN HTP compile of {stem} for {target.soc['soc']}")
+    cpu_ops = [str(op) for op in out["cpu_ops"]]
+    if cpu_ops and not options.get("allow_cpu_fallback"):
+        counts = ", ".join(f"{op} x{n}" for op, n in collections.Counter(cpu_ops).most_common())
+        raise CompileError(f"{target.id}: {len(cpu_ops)} op(s) of the {encoder} encoder would run on the CPU, "
+                           f"not the HTP ({counts}); pass --allow-cpu-fallback to accept that")
+    if not context.is_file() or context.stat().st_size == 0:
+        raise CompileError(f"{target.id}: the QNN EP wrote no context model for {stem}")
+    return {
+        "name": stem, "encoder": encoder, "format": "onnx-qnn-context", "runtime": QNN_RUNTIME,
+        "precision": "w8a16", "target": target.id, "soc": target.soc,
+        "inputs": [{**fp32["inputs"][0], "shape": [1, *fp32["inputs"][0]["shape"][1:]]}],
+        "outputs": [{**fp32["outputs"][0], "shape": [1, *fp32["outputs"][0]["shape"][1:]]}],
+        "files": {"context_model": context.name, "qdq_model": qdq.name}, **provenance,
+        "ops": {"compute": int(out["compute_ops"][0]),
+                "htp": int(out["compute_ops"][0]) - len([op for op in cpu_ops if op not in QDQ_OPS]),
+                "cpu": len(cpu_ops), "cpu_op_types": sorted(set(cpu_ops)), "contexts": int(out["contexts"][0])},
+        "recipe": {"tool": "onnxruntime.quantization get_qnn_qdq_config + QNN EP context", "activations": "uint16",
+                   "weights": "uint8", "preprocess": "qnn_preprocess_model(fuse_layernorm=True)",
+                   "provider_options": qnn_provider_options(target.soc)},
+    }
 
 
 def _require_qnn() -> None:

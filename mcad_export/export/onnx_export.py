@@ -14,7 +14,8 @@ OPSET = 17
 
 
 def export_encoder(module, example, path: Path, input_name: str, output_name: str, input_axes=None) -> None:
-    """`input_axes`: the input's dynamic axes (default {0: "batch"}; the short-query text encoder adds tokens)."""
+    """`input_axes`: the input's dynamic axes (default {0: "batch"}; the short-query text encoder adds tokens,
+    the length buckets pass {} for a fully static graph)."""
     import torch
 
     module.eval()
@@ -22,7 +23,7 @@ def export_encoder(module, example, path: Path, input_name: str, output_name: st
         warnings.simplefilter("ignore")  # tracer warnings about python asserts/shape math in upstream models
         torch.onnx.export(
             module, (example,), str(path), input_names=[input_name], output_names=[output_name],
-            dynamic_axes={input_name: input_axes or {0: "batch"}, output_name: {0: "batch"}},
+            dynamic_axes=None if input_axes == {} else {input_name: input_axes or {0: "batch"}, output_name: {0: "batch"}},
             opset_version=OPSET, do_constant_folding=True, dynamo=False,
         )
 

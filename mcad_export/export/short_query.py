@@ -1,10 +1,9 @@
 """The short-query text encoder: the same weights, run on the real tokens only.
 
 A CLIP text transformer with a causal mask pools at EOT, so positions after EOT cannot change the
-embedding: a 7-token query need not pay for 77 positions. open_clip's `encode_text` adds the full
-77-row positional table and the 77x77 mask, which pins the traced graph to 77; this module
-re-states the same forward with both sliced to the input's length, so the ONNX graph has a
-dynamic `tokens` axis. The query path then feeds ids up to the last EOT (runtime/encoders.py).
+embedding: a 7-token query need not pay for 77 positions. `text_forward.QueryText` re-states the
+forward for one query with a dynamic `tokens` axis; the query path feeds ids up to the last EOT
+(runtime/encoders.py).
 
 Whether that is exact depends on the student: with a causal mask and EOT/argmax pooling it is
 (proved per export: cosine vs the full-length PyTorch model on every held-out caption, >= 0.9999);
@@ -17,68 +16,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from ..errors import UnsupportedStudentError
-
-EXACT_POOLS = ("argmax", "eos", "first")
+from .text_forward import QueryText, is_exact
 
 
-def text_parts(model) -> dict:
-    """The pieces of an open_clip text tower (CLIP keeps them on the model, CustomTextCLIP on .text)."""
-    text = model.text if hasattr(getattr(model, "text", None), "token_embedding") else model
-    if not hasattr(text, "token_embedding") or not hasattr(text, "positional_embedding"):
-        raise UnsupportedStudentError("the short-query encoder needs an open_clip-style text tower "
-                                      "(token_embedding, positional_embedding, transformer, ln_final)")
-    if getattr(text, "cls_emb", None) is not None or getattr(text, "use_pad_mask", False):
-        raise UnsupportedStudentError("text towers with a class token or padding mask are not re-stated here")
-    pool = getattr(text, "pool_type", None) if text is not model else getattr(model, "text_pool_type", "argmax")
-    eos = getattr(text, "eos_id", None) if text is not model else getattr(model, "text_eos_id", None)
-    return {"tower": text, "pool": pool or "argmax", "eos": eos, "causal": getattr(text, "attn_mask", None) is not None}
-
-
-class ShortQueryText(nn.Module):
-    """int32 ids [B, n] (n <= context length) -> L2-normalised [B, D], sliced to n positions."""
-
-    def __init__(self, model):
-        super().__init__()
-        parts = text_parts(model)
-        self.tower, self.pool, self.eos = parts["tower"], parts["pool"], parts["eos"]
-        if self.pool not in EXACT_POOLS and self.pool != "last":
-            raise UnsupportedStudentError(f"text pooling {self.pool!r} is not supported by the short-query encoder")
-
-    def forward(self, ids):
-        t = self.tower
-        n = ids.shape[1]
-        x = t.token_embedding(ids) + t.positional_embedding[:n]
-        mask = t.attn_mask[:n, :n] if getattr(t, "attn_mask", None) is not None else None
-        x = t.ln_final(t.transformer(x, attn_mask=mask))
-        rows = torch.arange(x.shape[0])
-        if self.pool == "argmax":
-            pooled = x[rows, ids.argmax(dim=-1)]
-        elif self.pool == "eos":
-            pooled = x[rows, (ids == self.eos).int().argmax(dim=-1)]
-        elif self.pool == "first":
-            pooled = x[:, 0]
-        else:
-            pooled = x[:, -1]
-        proj = t.text_projection
-        if proj is not None:
-            pooled = proj(pooled) if isinstance(proj, nn.Linear) else pooled @ proj
-        return F.normalize(pooled, dim=-1)
-
-
-def is_exact(model) -> bool:
-    parts = text_parts(model)
-    return parts["causal"] and parts["pool"] in EXACT_POOLS
-
-
-def export_short_query(directory, *, progress=None) -> dict:
+def export_short_query(directory, *, buckets=None, progress=None) -> dict:
     """Exports text_encoder.dyn.onnx next to the contract's encoders and registers it in the manifest.
 
     Parity: every held-out caption run at its real length against the PyTorch fp32 reference at
     full length. An exact (causal) student must agree to cosine >= 0.9999 or the export fails.
+    `buckets` (default contract.LENGTH_BUCKETS): static-length twins for NPU targets, each proved the
+    same way on the captions that fit it; () for none.
     """
     import numpy as np
     import onnx
@@ -101,7 +49,7 @@ def export_short_query(directory, *, progress=None) -> dict:
     student = reload_student(manifest["student"])
     make_export_safe(student.text_encoder)
     model = student.text_encoder.model
-    module = ShortQueryText(model).eval()
+    module = QueryText(model).eval()
     exact = is_exact(model)
     ids = evaluation_inputs(root, manifest).for_encoder("text")
     lengths = [real_length(row) for row in ids]
@@ -109,7 +57,7 @@ def export_short_query(directory, *, progress=None) -> dict:
     # At full length the re-statement must be the exported model itself; this separates "the student is
     # bidirectional" from "these are not the weights that were exported" (or a re-statement bug).
     with torch.no_grad():
-        full = np.concatenate([module(torch.from_numpy(ids[i:i + 64])).numpy() for i in range(0, len(ids), 64)])
+        full = np.concatenate([module(torch.from_numpy(ids[i:i + 1])).numpy() for i in range(len(ids))])
     at_full_length = compare(reference, full)
     if not at_full_length["passed"]:
         raise ParityError(f"the reloaded student does not reproduce the exported text encoder at full length (min "
@@ -143,11 +91,12 @@ def export_short_query(directory, *, progress=None) -> dict:
             # A short-query encoder from an earlier run (and its quantized variants) goes too.
             stale = [a for a in manifest["artifacts"] if a.get("dynamic_length")]
             manifest["artifacts"] = [a for a in manifest["artifacts"] if not a.get("dynamic_length")]
+            stale_buckets = manifest["text"].pop("length_buckets", [])
             write_text_atomic(root / contract.MANIFEST, dump_manifest(manifest))
-            for a in stale:
-                for name in (a["path"], (a.get("external_data") or {}).get("path")):
-                    if name:
-                        (root / name).unlink(missing_ok=True)
+            for name in [n for a in stale for n in (a["path"], (a.get("external_data") or {}).get("path"))] + \
+                    [b["path"] for b in stale_buckets]:
+                if name:
+                    (root / name).unlink(missing_ok=True)
             why = ("although the student is causal (a bug in the re-statement)" if exact else
                    "because the text tower has no causal mask: padding tokens feed the pooled token")
             raise ParityError(f"the short-query text encoder disagrees with the full-length model {why}: min cosine "
@@ -164,5 +113,49 @@ def export_short_query(directory, *, progress=None) -> dict:
                                      "why": "causal mask and EOT pooling: positions after EOT cannot change the "
                                             "embedding", "parity": parity}}
         manifest["artifacts"] = [a for a in manifest["artifacts"] if a["path"] != contract.SHORT_QUERY_ONNX] + [record]
+        previous = {b["path"] for b in manifest["text"].get("length_buckets", [])}
+        wanted = sorted({int(b) for b in (contract.LENGTH_BUCKETS if buckets is None else buckets)
+                         if 0 < int(b) < ids.shape[1]})
+        manifest["text"]["length_buckets"] = [
+            _export_bucket(module, stage, tokens, ids, lengths, reference, fp32, say) for tokens in wanted]
         (stage / contract.MANIFEST).write_text(dump_manifest(manifest), encoding="utf-8")
+    for name in previous - {b["path"] for b in manifest["text"]["length_buckets"]}:
+        (root / name).unlink(missing_ok=True)
     return record
+
+
+def _export_bucket(module, stage: Path, tokens: int, ids, lengths, reference, fp32: dict, say) -> dict:
+    """One static [1, tokens] text encoder, proved on every held-out caption that fits it (real length <= tokens)."""
+    import numpy as np
+
+    from .. import contract
+    from ..errors import ParityError
+    from ..manifest import file_record
+    from ..runtime.encoders import onnx_session
+    from . import onnx_export
+    from .parity import compare
+
+    fits = [i for i, n in enumerate(lengths) if n <= tokens]
+    if not fits:
+        raise ParityError(f"no held-out caption fits a {tokens}-token bucket, so it cannot be checked; choose larger "
+                          "buckets (--buckets)")
+    rel = contract.length_bucket_onnx(tokens)
+    path = stage / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    say(f"exporting the {tokens}-token bucket of the text encoder")
+    example = torch.from_numpy(ids[fits[0]:fits[0] + 1, :tokens])
+    onnx_export.export_encoder(module, example, path, contract.TEXT_INPUT, contract.TEXT_OUTPUT, input_axes={})
+    simplified = onnx_export.simplify(path)
+    onnx_export.check_contract(path, contract.TEXT_INPUT, 6, [tokens], contract.TEXT_OUTPUT,
+                               fp32["outputs"][0]["shape"][1])
+    session = onnx_session(path, threads=0)
+    # Ids as the tokenizer pads them (zeros after EOT), cut to the bucket: what a static NPU graph is fed.
+    embeds = np.concatenate([session.run(None, {contract.TEXT_INPUT: ids[i:i + 1, :tokens]})[0] for i in fits])
+    parity = {**compare(reference[fits], embeds), "covers": round(len(fits) / len(ids), 4),
+              "against": "PyTorch fp32 at full length (reference embeddings), captions that fit"}
+    if not parity["passed"]:
+        raise ParityError(f"the {tokens}-token bucket disagrees with the full-length model: min cosine "
+                          f"{parity['cosine_min']:.6f} over {len(fits)} captions; not exported", parity)
+    return {"tokens": tokens, **file_record(stage, rel), "simplify": simplified,
+            "inputs": [{**fp32["inputs"][0], "shape": [1, tokens]}],
+            "outputs": [{**fp32["outputs"][0], "shape": [1, fp32["outputs"][0]["shape"][1]]}], "parity": parity}

@@ -47,6 +47,21 @@ RUNNERS = {"onnxruntime": _onnxruntime, "litert": _litert_isolated, "qnn-htp": _
 MEASURED_ON = {"qnn-htp": "qnn-htp-sim"}
 
 
+def gated_rows(artifact: dict, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which held-out rows an artifact is gated on, and its input for them.
+
+    All rows, or the first `verify_samples` (slow simulators). A length bucket sees only the captions
+    that fit it, cut to its length: a longer query never reaches that bucket.
+    """
+    rows = np.arange(len(inputs))
+    tokens = (artifact.get("length_bucket") or {}).get("tokens")
+    if tokens:
+        rows = rows[(inputs.argmax(axis=1) + 1) <= tokens]     # real length: up to EOT, the row's largest id
+    rows = rows[:artifact.get("verify_samples") or len(rows)]
+    picked = inputs[rows]
+    return rows, np.ascontiguousarray(picked[:, :tokens]) if tokens else picked
+
+
 def verify_artifacts(out_dir, gate: Gate = DEFAULT_GATE, progress=None, only: set[str] | None = None) -> list[dict]:
     """Gates every artifact, or with `only` just those paths (their records replace older ones in fidelity.json)."""
     say = progress or (lambda message: None)
@@ -67,11 +82,10 @@ def verify_artifacts(out_dir, gate: Gate = DEFAULT_GATE, progress=None, only: se
             records.append({**base, "passed": None, "skipped": f"no host runner for runtime {artifact['runtime']}"})
             continue
         say(f"verifying {artifact['path']} on {artifact['runtime']}")
-        n = artifact.get("verify_samples") or len(reference["image_embeds"])
-        embeds = runner(root / artifact["path"], artifact["inputs"][0]["name"],
-                        evaluation.for_encoder(artifact["encoder"])[:n], artifact)
-        # A subset is gated against the PyTorch reference of the same rows (recall over an n-image gallery).
-        result = score(artifact["encoder"], embeds, {k: v[:n] for k, v in reference.items()})
+        rows, inputs = gated_rows(artifact, evaluation.for_encoder(artifact["encoder"]))
+        embeds = runner(root / artifact["path"], artifact["inputs"][0]["name"], inputs, artifact)
+        # A subset is gated against the PyTorch reference of the same rows (recall over a gallery of those images).
+        result = score(artifact["encoder"], embeds, {k: v[rows] for k, v in reference.items()})
         misses = gate.misses(result)
         records.append({**base, **result, "samples": len(embeds), "recall_meaningful": meaningful,
                         "gate": gate.__dict__, "passed": not misses, "misses": misses})

@@ -14,6 +14,28 @@ def real_length(ids_row: np.ndarray) -> int:
     return int(ids_row.argmax()) + 1
 
 
+def pick_bucket(sizes, length: int) -> int | None:
+    """The shortest static length bucket holding `length` tokens (up to EOT), or None: use the full context.
+
+    The Android app makes the same choice (ai.mcad.core.LengthBuckets; the golden vectors check both agree)."""
+    return next((size for size in sorted(sizes) if size >= length), None)
+
+
+def open_bucketed(buckets: dict, full, threads: int = 1):
+    """Static length buckets {tokens: ONNX path} plus the full-context model, run the way a static NPU target
+    runs them: each query on the shortest bucket that holds it, fed its ids cut to that bucket's length."""
+    sessions = {tokens: open_encoder(path, "onnxruntime", threads) for tokens, path in buckets.items()}
+    full_session = open_encoder(full, "onnxruntime", threads)
+
+    def run(x):
+        rows = []
+        for row in x:
+            tokens = pick_bucket(sessions, real_length(row))
+            rows.append(sessions[tokens](row[None, :tokens]) if tokens else full_session(row[None]))
+        return np.concatenate(rows)
+    return run
+
+
 def ort_optimization(artifact: dict) -> str:
     """The graph optimization level an artifact must run at (manifest: recipe.ort_graph_optimization)."""
     return artifact.get("recipe", {}).get("ort_graph_optimization", "all")

@@ -44,8 +44,15 @@ class MainActivity : AppCompatActivity() {
             val inputName = ((text["inputs"] as List<Map<String, Any>>)[0])["name"] as String
             tokenizer = ClipTokenizer.fromDirectory(File(bundleDir, "tokenizer"))
             index = GalleryIndex.open(File(bundleDir, "index"))
-            encoder = TextEncoder.open(File(bundleDir, text["file"] as String), text["runtime"] as String,
-                text["accelerator"] as String, inputName, text["dynamic_length"] == true, tokenizer.eotTokenId)
+            val openModel = { file: String ->
+                TextEncoder.open(File(bundleDir, file), text["runtime"] as String, text["accelerator"] as String,
+                    inputName, text["dynamic_length"] == true, tokenizer.eotTokenId)
+            }
+            @Suppress("UNCHECKED_CAST")
+            val buckets = (text["length_buckets"] as? List<Map<String, Any>>).orEmpty()
+            encoder = if (buckets.isEmpty()) openModel(text["file"] as String) else BucketedTextEncoder(
+                buckets.map { (it["tokens"] as Number).toInt() }.toIntArray(),
+                buckets.map { openModel(it["file"] as String) }, openModel(text["file"] as String), tokenizer.eotTokenId)
             ready = true
             runOnUiThread {
                 stats.text = "${manifest["student"]} · ${text["runtime"]} on ${text["accelerator"]} · " +

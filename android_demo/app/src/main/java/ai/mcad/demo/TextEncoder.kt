@@ -1,6 +1,7 @@
 package ai.mcad.demo
 
 import ai.mcad.core.ClipTokenizer
+import ai.mcad.core.LengthBuckets
 import ai.onnxruntime.OnnxTensor
 import ai.onnxruntime.OrtEnvironment
 import ai.onnxruntime.OrtSession
@@ -22,6 +23,25 @@ interface TextEncoder : AutoCloseable {
                 "litert" -> LiteRtTextEncoder(model, accelerator)
                 else -> error("bundle.json names runtime '$runtime'; this app knows onnxruntime and litert")
             }
+    }
+}
+
+/**
+ * Static NPU graphs at a few lengths (bundle.json `length_buckets`): each query runs on the shortest
+ * bucket holding it up to EOT, fed its ids cut to that length; longer queries run on `full`.
+ */
+class BucketedTextEncoder(
+    private val sizes: IntArray, private val buckets: List<TextEncoder>, private val full: TextEncoder,
+    private val eotTokenId: Int,
+) : TextEncoder {
+    override fun encode(ids: IntArray): FloatArray {
+        val i = LengthBuckets.pick(sizes, ClipTokenizer.length(ids, eotTokenId))
+        return if (i < 0) full.encode(ids) else buckets[i].encode(LengthBuckets.fit(ids, sizes[i]))
+    }
+
+    override fun close() {
+        buckets.forEach { it.close() }
+        full.close()
     }
 }
 

@@ -2,6 +2,7 @@ package ai.mcad.core;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
@@ -12,6 +13,7 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import java.util.stream.Stream;
@@ -128,6 +130,35 @@ class GoldenTest {
                 assertEquals(index.paths.get(hits[i].row), hits[i].path);
             }
         }
+    }
+
+    @SuppressWarnings("unchecked")
+    @Test
+    void lengthBucketsMatchTheToolkit() throws IOException {
+        Map<String, Object> golden = Json.object(read(new File(GOLDEN, "tokens.json")));
+        int[] sizes = ints(golden.get("length_buckets"));
+        ClipTokenizer tok = tokenizer();
+        int bucketed = 0, full = 0;
+        for (Object o : (List<Object>) golden.get("cases")) {
+            Map<String, Object> c = (Map<String, Object>) o;
+            int[] real = ints(c.get("ids"));               // SOT .. EOT
+            int[] padded = Arrays.copyOf(real, tok.contextLength);
+            int chosen = LengthBuckets.pick(sizes, ClipTokenizer.length(padded, tok.eotTokenId));
+            Object want = c.get("bucket");
+            if (want == null) {
+                assertEquals(-1, chosen, "full-context encoder expected for " + c.get("text"));
+                full++;
+                continue;
+            }
+            assertTrue(chosen >= 0, "a bucket expected for " + c.get("text"));
+            assertEquals(((Number) want).intValue(), sizes[chosen], "bucket for " + c.get("text"));
+            int[] fed = LengthBuckets.fit(padded, sizes[chosen]);
+            assertArrayEquals(real, Arrays.copyOf(fed, real.length), "the bucket sees every real token");
+            for (int i = real.length; i < fed.length; i++) assertEquals(tok.padTokenId, fed[i]);
+            bucketed++;
+        }
+        assertTrue(bucketed > 0 && full > 0, "golden texts should cover buckets and the full context: " + bucketed + "/" + full);
+        assertThrows(IllegalArgumentException.class, () -> LengthBuckets.pick(new int[] {32, 16}, 20));
     }
 
     @Test

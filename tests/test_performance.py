@@ -101,7 +101,8 @@ def test_tokenizer_is_cheaper_than_open_clips(embedded_run):
             f"t = Tokenizer.from_artifacts({str(embedded_run[0])!r}); t('a red circle'); gc.collect(); print(s() - a)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert int(proc.stdout.split()[-1]) < 17_000    # kB; the tuple-keyed ranks and eager ftfy cost ~30 MB
+    # kB; measured 9.5 MB. open_clip's tuple-keyed ranks and eager ftfy cost ~30 MB, a string-keyed merge dict 14.6.
+    assert int(proc.stdout.split()[-1]) < 12_000
 
 
 def test_numpy_ivfpq_equals_faiss_and_needs_no_faiss(tmp_path):

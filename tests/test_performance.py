@@ -46,7 +46,10 @@ def test_short_query_encoder_is_exact_and_used(embedded_run):
     assert bench["artifacts"]["text"]["path"] == ranking[0]["artifact"]
 
 
-def test_bidirectional_text_tower_is_refused(tmp_path, tiny_open_clip_config):
+def test_bidirectional_text_tower_is_never_cut(tmp_path, tiny_open_clip_config):
+    """No causal mask: cutting after EOT changes the embedding, so the one-query encoder ships fed whole."""
+    from mcad_export.runtime.encoders import feed_options
+
     cfg = json.loads(tiny_open_clip_config.read_text())
     cfg["text_cfg"]["no_causal_mask"] = True
     config = tmp_path / "tiny-bidirectional.json"
@@ -56,11 +59,20 @@ def test_bidirectional_text_tower_is_refused(tmp_path, tiny_open_clip_config):
                    "--samples", 16)
     assert proc.returncode == 0, proc.stderr
     proc = run_cli("short-query", out)
-    assert proc.returncode == 3 and "no causal mask" in proc.stderr and "not exported" in proc.stderr
+    assert proc.returncode == 0 and "fed every position" in proc.stdout, proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["text"]["short_query"]["shipped"] is False
-    assert manifest["text"]["short_query"]["parity"]["cosine_min"] < 0.9999
-    assert not (out / "text_encoder.dyn.onnx").exists()
+    short = manifest["text"]["short_query"]
+    assert short["shipped"] and not short["exact"] and not short["cut_after_eot"]
+    assert short["cut_parity"]["cosine_min"] < 0.9999 and manifest["text"]["length_buckets"] == []
+    dyn = next(a for a in manifest["artifacts"] if a["path"] == "text_encoder.dyn.onnx")
+    assert dyn["dynamic_length"]["parity"]["cosine_min"] >= 0.9999
+    assert feed_options(dyn) == {"dynamic_length": True, "cut_after_eot": False}
+    # Fed whole it equals the contract model; cut after EOT it would not.
+    ids = Tokenizer.from_artifacts(out)(["a red circle", "two people riding bicycles on a sunny day"])
+    full = onnx_session(out / "text_encoder.onnx").run(None, {"input_ids": ids})[0]
+    np.testing.assert_allclose(open_encoder(out / dyn["path"], "onnxruntime", **feed_options(dyn))(ids), full, atol=2e-6)
+    cut = open_encoder(out / dyn["path"], "onnxruntime", dynamic_length=True)(ids)
+    assert float((cut[0] * full[0]).sum()) < 0.9999
 
 
 def test_ivfpq_reranks_with_pread_and_paths_stay_compact(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 from ..atomic import write_text_atomic
 from ..contract import BENCH_REPORT, FIDELITY_REPORT, INDEX_DIR, INDEX_EMBEDDINGS, INDEX_META, MANIFEST, REPORTS_DIR
 from ..manifest import dump_manifest, read_manifest, tool_versions
-from ..runtime.encoders import ort_optimization
+from ..runtime.encoders import feed_options, ort_optimization
 from ..runtime.index import GalleryIndex, synthetic_gallery
 from ..runtime.search import HOST_RUNTIMES
 from ..runtime.tokenizer import Tokenizer
@@ -48,7 +48,7 @@ def sample_inputs(root: Path, manifest: dict, work: Path, queries: list[str]) ->
 
 def time_encoder(root, artifact, inputs, threads, work, measure) -> dict:
     cfg = {"mode": "encoder", "path": str(root / artifact["path"]), "runtime": artifact["runtime"],
-           "optimization": ort_optimization(artifact), "dynamic_length": bool(artifact.get("dynamic_length")),
+           "optimization": ort_optimization(artifact), "feed": feed_options(artifact),
            "threads": threads, "input": inputs[artifact["encoder"]],
            "measure": measure}
     return run_probe(PROBE, cfg, threads, work)

@@ -57,7 +57,7 @@ def encoder(cfg: dict) -> dict:
     from ..runtime.encoders import open_encoder
 
     run = open_encoder(cfg["path"], cfg["runtime"], cfg["threads"], cfg.get("optimization", "all"),
-                       cfg.get("dynamic_length", False))
+                       **cfg.get("feed", {}))
     x = np.load(cfg["input"])
     latency = measure(lambda: run(x), **cfg.get("measure", {}))
     return {"latency": latency, "peak_rss_mb": memory_status()["VmHWM"], "torch_imported": _heavy_imported()}

@@ -19,6 +19,7 @@ from ..atomic import write_bytes_atomic, write_text_atomic
 from ..contract import FIDELITY_REPORT, INDEX_DIR, INDEX_EMBEDDINGS, INDEX_META, INDEX_PATHS, TOKENIZER_DIR
 from ..errors import BudgetMissError, InputError
 from ..manifest import read_manifest
+from ..runtime.encoders import feed_options
 
 ASSETS = Path("app/src/main/assets/mcad")
 BUNDLE_MANIFEST = "bundle.json"
@@ -121,8 +122,8 @@ def bundle(directory, app, *, target: str | None = None, with_image_encoder: boo
         encoders[encoder] = {"file": name, "source": artifact["path"], "format": artifact["format"],
                              "precision": artifact["precision"], "runtime": runtime, "accelerator": accelerator,
                              "why": why, "inputs": artifact["inputs"], "outputs": artifact["outputs"],
-                             # the short-query encoder: feed ids up to and including EOT, one query at a time
-                             "dynamic_length": bool(artifact.get("dynamic_length"))}
+                             # the short-query encoder of a causal student: feed ids up to and including EOT
+                             "dynamic_length": feed_options(artifact)["cut_after_eot"]}
         if encoder == "text":
             # Static NPU graphs: the app runs a query on the shortest bucket holding it up to EOT, else on `file`.
             encoders[encoder]["length_buckets"] = []

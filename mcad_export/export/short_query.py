@@ -6,10 +6,13 @@ forward for one query with a dynamic `tokens` axis; the query path feeds ids up 
 (runtime/encoders.py).
 
 Whether that is exact depends on the student: with a causal mask and EOT/argmax pooling it is
-(proved per export: cosine vs the full-length PyTorch model on every held-out caption, >= 0.9999);
-without one (MobileCLIP2's text tower is bidirectional: `no_causal_mask`) padding tokens feed the
-pooled token, the check fails, and nothing is shipped: the manifest records the numbers
-(`text.short_query`) so bench counts the full context for that student's physical limit.
+(proved per export: cosine vs the full-length PyTorch model on every held-out caption, >= 0.9999).
+Without one (MobileCLIP2's text tower is bidirectional: `no_causal_mask`) padding tokens feed the
+pooled token and the cut fails the check; the one-query forward then ships with
+`cut_after_eot: false` (every runner feeds it all positions; it still skips most of the last
+block), proved at full length, and `text.short_query` keeps the cut's numbers so bench counts the
+full context for that student's physical limit. Length buckets are cuts, so only causal students
+get them.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
     import onnx
 
     from .. import contract
-    from ..atomic import staged_directory, write_text_atomic
+    from ..atomic import staged_directory
     from ..errors import ParityError
     from ..manifest import dump_manifest, file_record, read_manifest
     from ..quantize.calibration import evaluation_inputs
@@ -84,38 +87,44 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
                                  for i, n in enumerate(lengths)])
         parity = {**compare(reference, embeds), "mean_tokens": round(float(np.mean(lengths)), 2),
                   "context_length": int(ids.shape[1]), "against": "PyTorch fp32 at full length (reference embeddings)"}
-        if not parity["passed"]:
-            # Not shipped: a query path that changes the embedding is not a speed-up. The manifest keeps the
-            # numbers so bench knows every query of this student costs the full context.
+        cut = parity["passed"]
+        if not cut and exact:
+            # A causal student must survive the cut: this is a re-statement bug, and nothing ships.
             manifest["text"]["short_query"] = {"shipped": False, "exact": exact, "parity": parity}
-            # A short-query encoder from an earlier run (and its quantized variants) goes too.
-            stale = [a for a in manifest["artifacts"] if a.get("dynamic_length")]
-            manifest["artifacts"] = [a for a in manifest["artifacts"] if not a.get("dynamic_length")]
-            stale_buckets = manifest["text"].pop("length_buckets", [])
-            write_text_atomic(root / contract.MANIFEST, dump_manifest(manifest))
-            for name in [n for a in stale for n in (a["path"], (a.get("external_data") or {}).get("path"))] + \
-                    [b["path"] for b in stale_buckets]:
-                if name:
-                    (root / name).unlink(missing_ok=True)
-            why = ("although the student is causal (a bug in the re-statement)" if exact else
-                   "because the text tower has no causal mask: padding tokens feed the pooled token")
-            raise ParityError(f"the short-query text encoder disagrees with the full-length model {why}: min cosine "
-                              f"{parity['cosine_min']:.6f} over {len(ids)} captions; not exported", parity)
-        manifest["text"]["short_query"] = {"shipped": True, "exact": exact, "artifact": contract.SHORT_QUERY_ONNX}
+            _drop_stale_short_query(root, manifest)
+            raise ParityError(f"the short-query text encoder disagrees with the full-length model although the "
+                              f"student is causal: min cosine {parity['cosine_min']:.6f} over {len(ids)} captions; "
+                              "not exported", parity)
+        if not cut:
+            # Bidirectional: padding feeds the pooled token, so every query keeps all positions. The one-query
+            # forward still saves the last block's rows; it ships fed whole, proved at full length.
+            say("bidirectional text tower: checking the one-query encoder at full length")
+            cut_parity = parity
+            embeds = np.concatenate([session.run(None, {contract.TEXT_INPUT: ids[i:i + 1]})[0] for i in range(len(ids))])
+            parity = {**compare(reference, embeds), "mean_tokens": float(ids.shape[1]),
+                      "context_length": int(ids.shape[1]), "against": "PyTorch fp32 at full length (reference embeddings)"}
+            if not parity["passed"]:
+                raise ParityError(f"the one-query text encoder disagrees with the full-length model at full length: "
+                                  f"min cosine {parity['cosine_min']:.6f}; not exported", parity)
+        manifest["text"]["short_query"] = {"shipped": True, "exact": exact, "cut_after_eot": cut,
+                                           "artifact": contract.SHORT_QUERY_ONNX,
+                                           **({} if cut else {"cut_parity": cut_parity})}
         fp32 = next(a for a in manifest["artifacts"] if a["path"] == contract.TEXT_ENCODER_ONNX)
+        why = ("causal mask and EOT pooling: positions after EOT cannot change the embedding" if cut else
+               "no causal mask: padding tokens feed the pooled token (min cosine "
+               f"{cut_parity['cosine_min']:.4f} when cut after EOT), so it is fed every position")
         record = {**{k: fp32[k] for k in ("encoder", "format", "runtime", "precision")},
                   "name": "text_encoder.dyn",
                   "inputs": [{**fp32["inputs"][0], "shape": [1, "tokens"]}],
                   "outputs": [{**fp32["outputs"][0], "shape": [1, fp32["outputs"][0]["shape"][1]]}],
                   **file_record(stage, contract.SHORT_QUERY_ONNX), "simplify": simplified,
                   "external_data": file_record(stage, contract.SHORT_QUERY_DATA),
-                  "dynamic_length": {"axis": 1, "max": int(ids.shape[1]), "exact": exact,
-                                     "why": "causal mask and EOT pooling: positions after EOT cannot change the "
-                                            "embedding", "parity": parity}}
+                  "dynamic_length": {"axis": 1, "max": int(ids.shape[1]), "exact": exact, "cut_after_eot": cut,
+                                     "why": why, "parity": parity}}
         manifest["artifacts"] = [a for a in manifest["artifacts"] if a["path"] != contract.SHORT_QUERY_ONNX] + [record]
         previous = {b["path"] for b in manifest["text"].get("length_buckets", [])}
         wanted = sorted({int(b) for b in (contract.LENGTH_BUCKETS if buckets is None else buckets)
-                         if 0 < int(b) < ids.shape[1]})
+                         if 0 < int(b) < ids.shape[1]}) if cut else []   # a bucket is a cut
         manifest["text"]["length_buckets"] = [
             _export_bucket(module, stage, tokens, ids, lengths, reference, fp32, say) for tokens in wanted]
         (stage / contract.MANIFEST).write_text(dump_manifest(manifest), encoding="utf-8")
@@ -159,3 +168,20 @@ def _export_bucket(module, stage: Path, tokens: int, ids, lengths, reference, fp
     return {"tokens": tokens, **file_record(stage, rel), "simplify": simplified,
             "inputs": [{**fp32["inputs"][0], "shape": [1, tokens]}],
             "outputs": [{**fp32["outputs"][0], "shape": [1, fp32["outputs"][0]["shape"][1]]}], "parity": parity}
+
+
+def _drop_stale_short_query(root: Path, manifest: dict) -> None:
+    """Writes the manifest without short-query artifacts (and their quantized variants) or buckets, then deletes
+    their files: an earlier run's encoder must not outlive a failed check."""
+    from .. import contract
+    from ..atomic import write_text_atomic
+    from ..manifest import dump_manifest
+
+    stale = [a for a in manifest["artifacts"] if a.get("dynamic_length")]
+    manifest["artifacts"] = [a for a in manifest["artifacts"] if not a.get("dynamic_length")]
+    stale_buckets = manifest["text"].pop("length_buckets", [])
+    write_text_atomic(root / contract.MANIFEST, dump_manifest(manifest))
+    for name in [n for a in stale for n in (a["path"], (a.get("external_data") or {}).get("path"))] + \
+            [b["path"] for b in stale_buckets]:
+        if name:
+            (root / name).unlink(missing_ok=True)

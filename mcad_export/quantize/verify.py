@@ -15,15 +15,15 @@ from ..contract import FIDELITY_REPORT, REPORTS_DIR
 from ..errors import FidelityGateError
 from ..isolated import run_isolated
 from ..manifest import read_manifest
-from ..runtime.encoders import onnx_embed, open_encoder, ort_optimization
+from ..runtime.encoders import feed_options, onnx_embed, open_encoder, ort_optimization
 from .calibration import evaluation_inputs
 from .fidelity import DEFAULT_GATE, Gate, score
 
 
 def _onnxruntime(path, input_name, array, artifact):
     if artifact.get("dynamic_length"):
-        # As the query path runs it: one caption at a time, cut after its own EOT.
-        run = open_encoder(path, "onnxruntime", 0, ort_optimization(artifact), dynamic_length=True)
+        # As the query path runs it: one caption at a time, cut after its own EOT (causal students).
+        run = open_encoder(path, "onnxruntime", 0, ort_optimization(artifact), **feed_options(artifact))
         return np.concatenate([run(array[i:i + 1]) for i in range(len(array))]).astype(np.float32)
     return onnx_embed(path, input_name, array, optimization=ort_optimization(artifact))
 

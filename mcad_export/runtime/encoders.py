@@ -36,6 +36,14 @@ def open_bucketed(buckets: dict, full, threads: int = 1):
     return run
 
 
+def feed_options(artifact: dict) -> dict:
+    """How a runner feeds an artifact (keyword arguments of open_encoder), from its manifest `dynamic_length`:
+    a short-query encoder runs one query at a time, cut after EOT unless its record says `cut_after_eot: false`
+    (a bidirectional tower's one-query encoder, which must see every position)."""
+    spec = artifact.get("dynamic_length")
+    return {"dynamic_length": bool(spec), "cut_after_eot": bool(spec) and spec.get("cut_after_eot", True)}
+
+
 def ort_optimization(artifact: dict) -> str:
     """The graph optimization level an artifact must run at (manifest: recipe.ort_graph_optimization)."""
     return artifact.get("recipe", {}).get("ort_graph_optimization", "all")
@@ -67,20 +75,21 @@ def tflite_embed(path, array: np.ndarray) -> np.ndarray:
     return open_encoder(path, "litert", threads=0)(array).astype(np.float32)
 
 
-def open_encoder(path, runtime: str, threads: int = 1, optimization: str = "all", dynamic_length: bool = False):
+def open_encoder(path, runtime: str, threads: int = 1, optimization: str = "all", dynamic_length: bool = False,
+                 cut_after_eot: bool = True):
     """One loaded encoder as a callable: a batch array -> float32 embeddings [batch, D].
 
     `runtime` is the artifact's manifest runtime (onnxruntime | litert). LiteRT encoders have a
     static batch of 1, so a batch runs row by row. `dynamic_length` (the short-query text encoder,
-    manifest `dynamic_length`): ids are cut after the batch's last EOT (the row's largest id), so
-    only real tokens are computed.
+    manifest `dynamic_length`, see feed_options): one row at a time, cut after its EOT (the row's largest id)
+    so only real tokens are computed, or whole when `cut_after_eot` is false.
     """
     if runtime == "onnxruntime":
         session = onnx_session(path, threads, optimization)
         name, outputs = session.get_inputs()[0].name, [session.get_outputs()[0].name]
         if dynamic_length:   # batch 1: one query
-            return lambda x: np.concatenate([session.run(outputs, {name: row[None, :real_length(row)]})[0]
-                                             for row in x])
+            cut = real_length if cut_after_eot else len
+            return lambda x: np.concatenate([session.run(outputs, {name: row[None, :cut(row)]})[0] for row in x])
         return lambda x: session.run(outputs, {name: x})[0]
     if runtime == "litert":
         from ai_edge_litert.interpreter import Interpreter

@@ -15,7 +15,7 @@ import numpy as np
 from ..contract import INDEX_DIR
 from ..errors import InputError
 from ..manifest import read_manifest
-from .encoders import open_encoder, ort_optimization
+from .encoders import feed_options, open_encoder, ort_optimization
 from .index import GalleryIndex
 from .tokenizer import Tokenizer
 
@@ -61,7 +61,7 @@ class TextSearch:
         self.tokenizer("warm the BPE cache")
         on_stage("tokenizer")
         self.encode = open_encoder(root / self.artifact["path"], self.artifact["runtime"], threads,
-                                   ort_optimization(self.artifact), bool(self.artifact.get("dynamic_length")))
+                                   ort_optimization(self.artifact), **feed_options(self.artifact))
         query = self.encode(self.tokenizer("a first query allocates the runtime's buffers"))
         on_stage("model")
         self.index = GalleryIndex.load(index_dir)

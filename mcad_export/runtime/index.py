@@ -185,7 +185,7 @@ class LazyPaths:
             ends = np.append(ends, len(self._blob))
         if len(ends) < count:
             raise GalleryIndexError(f"{path} has {len(ends)} lines but the index holds {count} rows; rebuild it")
-        self._ends = ends[:count].astype(np.int64)
+        self._ends = ends[:count].astype(np.int32 if len(self._blob) < 2**31 else np.int64)
 
     def __len__(self) -> int:
         return len(self._ends)

@@ -74,3 +74,16 @@ def test_report_renders_in_headless_chromium(embedded_run, tmp_path):
     assert pixels_near(image[250:], PLOT_BLUE) > 3_000
     assert pixels_near(image[250:], PLOT_ORANGE) > 300
     assert len(np.unique(image.reshape(-1, 3)[::97], axis=0)) > 50  # not a blank or single-colour page
+
+
+def test_latency_histogram_keeps_its_axis_on_the_data():
+    """An 8 ms budget over ~1 ms queries must not squeeze every sample into a bin or two."""
+    from mcad_export.report import svg
+
+    rng = np.random.default_rng(0)
+    fast = list(0.9 + 0.05 * rng.standard_normal(500))
+    page = svg.histogram("h", "t", {"q": fast}, "ms", marker=("budget 8 ms", 8.0))
+    assert page.count("<rect") > 20 and "off scale" in page and "stroke-dasharray" not in page
+    slow = list(6.0 + 0.5 * rng.standard_normal(500))
+    page = svg.histogram("h", "t", {"q": slow}, "ms", marker=("budget 8 ms", 8.0))
+    assert "off scale" not in page and "stroke-dasharray" in page     # the budget line is drawn on the axis

@@ -142,8 +142,8 @@ def bundle(directory, app, *, target: str | None = None, with_image_encoder: boo
     files.update(thumbs)
 
     sizes = {name: (len(v) if isinstance(v, bytes) else v.stat().st_size) for name, v in files.items()}
-    resident = (sum(sizes[f] for e in encoders.values() for f in [e["file"], *(b["file"] for b in e.get("length_buckets", []))])
-                + sizes[f"index/{INDEX_EMBEDDINGS}"]
+    model_files = [f for e in encoders.values() for f in [e["file"], *(b["file"] for b in e.get("length_buckets", []))]]
+    resident = (sum(sizes[f] for f in model_files) + sizes[f"index/{INDEX_EMBEDDINGS}"]
                 + sum(s for n, s in sizes.items() if n.startswith("tokenizer/"))) / 2**20
     budget = {"resident_estimate_mb": round(resident, 2), "budget_mb": budget_mb, "passed": resident <= budget_mb,
               "counted": "encoder files (length buckets included) + index embeddings + tokenizer (loaded at start); "

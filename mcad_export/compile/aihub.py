@@ -29,7 +29,7 @@ from ..atomic import write_text_atomic
 from ..contract import MANIFEST
 from ..errors import CompileError
 from ..manifest import dump_manifest
-from .targets import Target, register_backend
+from .targets import Target, register_backend, static_sources
 
 RUNTIMES = ("tflite", "qnn_context_binary", "onnx")
 DEFAULT_RUNTIME = "tflite"
@@ -138,20 +138,20 @@ def profile_summary(profile: dict) -> dict:
             "layers": dict(units), "layers_off_npu": len(off_npu), "off_npu_examples": off_npu[:5]}
 
 
-def _encoder(client, hub, root: Path, manifest: dict, target: Target, fp32: dict, stage: Path, options: dict,
-             say, tokens: int | None = None) -> dict:
+def _encoder(client, hub, root: Path, manifest: dict, target: Target, fp32: dict, stem: str, tokens: int | None,
+             stage: Path, options: dict, say) -> dict:
     """One encoder through upload, [quantize], compile and profile; `tokens`: a text length bucket."""
     from .qnn import static_batch_one
 
     encoder, runtime, quantize = fp32["encoder"], options.get("aihub_runtime", DEFAULT_RUNTIME), \
         bool(options.get("aihub_quantize"))
-    stem = f"{encoder}_encoder" + (f".len{tokens}" if tokens else "")
     what = f"the {tokens}-token bucket of the text encoder" if tokens else f"the {encoder} encoder"
     device = hub.Device(target.soc["aihub_device"])
     key = {"source_sha256": fp32["sha256"], "runtime": runtime, "quantize": quantize,
            "device": target.soc["aihub_device"]}
-    ledger = JobLedger(root, manifest, target, encoder + (f".len{tokens}" if tokens else ""), key)
-    name = f"mcad-{manifest['student']['id'].split('/')[-1][:40]}-{stem.replace('_encoder', '')}"
+    short = stem.replace("_encoder", "")    # "image", "text", "text.len16": the ledger key and the job names
+    ledger = JobLedger(root, manifest, target, short, key)
+    name = f"mcad-{manifest['student']['id'].split('/')[-1][:40]}-{short}"
 
     if ledger.get("model_id"):
         model = client.get_model(ledger.get("model_id"))
@@ -269,13 +269,9 @@ def compile_aihub(root: Path, manifest: dict, target: Target, stage: Path, optio
         if not client.get_devices(name=target.soc["aihub_device"]):
             raise CompileError(f"{target.id}: AI Hub has no device named {target.soc['aihub_device']!r}; "
                                "`qai-hub list-devices` shows the current names (fix the row in socs.json)")
-        sources = [a for a in manifest["artifacts"] if a["format"] == "onnx" and a["precision"] == "fp32"
-                   and not a.get("dynamic_length")]   # NPUs compile static shapes: the contract's encoders
-        records = [_encoder(client, hub, root, manifest, target, fp32, stage, options, say) for fp32 in sources]
-        # Static length buckets of the text encoder (export/short_query.py): profiled per length on the phone.
-        return records + [_encoder(client, hub, root, manifest, target, {**bucket, "encoder": "text"}, stage, options,
-                                   say, tokens=bucket["tokens"])
-                          for bucket in manifest["text"].get("length_buckets", [])]
+        # NPUs compile static shapes: the contract's encoders and the text length buckets, profiled per length.
+        return [_encoder(client, hub, root, manifest, target, source, stem, tokens, stage, options, say)
+                for source, stem, tokens in static_sources(manifest)]
     except HubError as e:
         message = one_line(e)
         if "authenticate" in message or "token" in message.lower():

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CompileError
-from .targets import Target, register_backend
+from .targets import Target, register_backend, static_sources
 
 QNN_RUNTIME = "qnn-htp"
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -113,19 +113,15 @@ def compile_qnn(root: Path, manifest: dict, target: Target, stage: Path, options
     calib = calibration_inputs(root, manifest, num_calib=options.get("num_calib", 128),
                                allow_small=options.get("allow_small_calibration", False))
     records = []
-    for fp32 in [a for a in manifest["artifacts"] if a["format"] == "onnx" and a["precision"] == "fp32"
-                 and not a.get("dynamic_length")]:   # HTP graphs are static: the contract's encoders
-        encoder = fp32["encoder"]
-        records.append(_compile_one(root / fp32["path"], fp32, f"{encoder}_encoder", calib.for_encoder(encoder),
-                                    target, stage, options, say, source=fp32["path"], calibration=calib.source))
-    for bucket in manifest["text"].get("length_buckets", []):
-        # Static graphs cost the same for a 5-token query as for a 77-token one; a bucket runs only its
-        # length. Calibrated on the same captions cut to the bucket (what it is fed: ids padded after EOT).
-        tokens = bucket["tokens"]
-        record = _compile_one(root / bucket["path"], {**bucket, "encoder": "text"}, f"text_encoder.len{tokens}",
-                              np.ascontiguousarray(calib.for_encoder("text")[:, :tokens]), target, stage, options, say,
-                              source=bucket["path"], calibration=calib.source)
-        records.append({**record, "length_bucket": {"tokens": tokens, "covers": bucket["parity"]["covers"]}})
+    for source, stem, tokens in static_sources(manifest):   # HTP graphs are static
+        x = calib.for_encoder(source["encoder"])
+        # A length bucket is calibrated on the same captions cut to its length (what it is fed: ids padded after EOT).
+        x = np.ascontiguousarray(x[:, :tokens]) if tokens else x
+        record = _compile_one(root / source["path"], source, stem, x, target, stage, options, say,
+                              source=source["path"], calibration=calib.source)
+        if tokens:
+            record["length_bucket"] = {"tokens": tokens, "covers": source["parity"]["covers"]}
+        records.append(record)
     return records
 
 

@@ -54,6 +54,17 @@ class Target:
         return _BACKENDS[self.backend][1]
 
 
+def static_sources(manifest: dict) -> list[tuple[dict, str, int | None]]:
+    """What a static-shape NPU target compiles, as (source record with `encoder`, file stem, bucket tokens or None):
+    the contract's fp32 ONNX encoders (made batch 1 by the backend) and the text encoder's length buckets
+    (export/short_query.py), which static graphs need so a short query does not pay for the whole context."""
+    contract = [(a, f"{a['encoder']}_encoder", None) for a in manifest["artifacts"]
+                if a["format"] == "onnx" and a["precision"] == "fp32" and not a.get("dynamic_length")]
+    buckets = [({**b, "encoder": "text"}, f"text_encoder.len{b['tokens']}", b["tokens"])
+               for b in manifest["text"].get("length_buckets", [])]
+    return contract + buckets
+
+
 def all_targets() -> list[Target]:
     _load_backends()
     return [Target(backend, soc) for backend, (vendors, _) in _BACKENDS.items() for soc in socs()

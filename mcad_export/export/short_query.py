@@ -39,7 +39,7 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
     from ..errors import ParityError
     from ..manifest import dump_manifest, file_record, read_manifest
     from ..quantize.calibration import evaluation_inputs
-    from ..runtime.encoders import onnx_session, real_length
+    from ..runtime.encoders import onnx_session, real_lengths
     from ..students import reload_student
     from . import onnx_export
     from .parity import compare
@@ -55,7 +55,7 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
     module = QueryText(model).eval()
     exact = is_exact(model)
     ids = evaluation_inputs(root, manifest).for_encoder("text")
-    lengths = [real_length(row) for row in ids]
+    lengths = real_lengths(ids).tolist()
     reference = np.load(root / manifest["evaluation"]["reference"])["text_embeds"]
     # At full length the re-statement must be the exported model itself; this separates "the student is
     # bidirectional" from "these are not the weights that were exported" (or a re-statement bug).

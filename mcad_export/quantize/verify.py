@@ -15,7 +15,7 @@ from ..contract import FIDELITY_REPORT, REPORTS_DIR
 from ..errors import FidelityGateError
 from ..isolated import run_isolated
 from ..manifest import read_manifest
-from ..runtime.encoders import feed_options, onnx_embed, open_encoder, ort_optimization
+from ..runtime.encoders import feed_options, onnx_embed, open_encoder, ort_optimization, real_lengths
 from .calibration import evaluation_inputs
 from .fidelity import DEFAULT_GATE, Gate, score
 
@@ -24,7 +24,7 @@ def _onnxruntime(path, input_name, array, artifact):
     if artifact.get("dynamic_length"):
         # As the query path runs it: one caption at a time, cut after its own EOT (causal students).
         run = open_encoder(path, "onnxruntime", 0, ort_optimization(artifact), **feed_options(artifact))
-        return np.concatenate([run(array[i:i + 1]) for i in range(len(array))]).astype(np.float32)
+        return run(array).astype(np.float32)   # the runner already goes one caption at a time
     return onnx_embed(path, input_name, array, optimization=ort_optimization(artifact))
 
 
@@ -56,7 +56,7 @@ def gated_rows(artifact: dict, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarr
     rows = np.arange(len(inputs))
     tokens = (artifact.get("length_bucket") or {}).get("tokens")
     if tokens:
-        rows = rows[(inputs.argmax(axis=1) + 1) <= tokens]     # real length: up to EOT, the row's largest id
+        rows = rows[real_lengths(inputs) <= tokens]
     rows = rows[:artifact.get("verify_samples") or len(rows)]
     picked = inputs[rows]
     return rows, np.ascontiguousarray(picked[:, :tokens]) if tokens else picked

@@ -14,6 +14,11 @@ def real_length(ids_row: np.ndarray) -> int:
     return int(ids_row.argmax()) + 1
 
 
+def real_lengths(ids: np.ndarray) -> np.ndarray:
+    """real_length of every row of an [N, L] id array."""
+    return ids.argmax(axis=1) + 1
+
+
 def pick_bucket(sizes, length: int) -> int | None:
     """The shortest static length bucket holding `length` tokens (up to EOT), or None: use the full context.
 

@@ -1,14 +1,98 @@
-"""All-or-nothing writes: stage beside the target, then rename into place."""
+"""All-or-nothing writes, one writer per export folder.
+
+Staging folders live inside the folder they publish into (`<target>/.mcad-staging/<random>/`, or the
+parent's for a folder replaced whole), so the final rename never crosses a filesystem (an `--out` that
+is a mount point) and a killed process leaves nothing outside the export. Each staging folder holds an
+flock for its lifetime; the next stage that stages there removes every one whose lock is free, i.e. whose
+process is gone. `folder_lock` serialises the stages that read-modify-write a folder's manifest.
+"""
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import functools
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
+from .errors import FolderBusyError, OutputDirError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+STAGING_DIR = ".mcad-staging"
+LOCK_FILE = ".mcad-lock"
+_STAGE_LOCK = ".owner"
+
+
+# -- staging folders ------------------------------------------------------------------------------------
+
+def clean_stale_stages(area: Path, orphan_age_s: float = 60.0) -> int:
+    """Removes staging folders under `area` whose owner died (their flock is free); returns how many."""
+    import time
+
+    removed = 0
+    if not area.is_dir():
+        return 0
+    for stage in area.iterdir():
+        try:
+            fd = os.open(stage / _STAGE_LOCK, os.O_RDWR)
+        except OSError:
+            # No owner file: debris of a crash between creating a stage and locking it (or one being born
+            # right now, hence the age).
+            with contextlib.suppress(OSError):
+                if stage.is_dir() and time.time() - stage.stat().st_mtime > orphan_age_s:
+                    shutil.rmtree(stage, ignore_errors=True)
+                    removed += 1
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a live process owns it
+        shutil.rmtree(stage, ignore_errors=True)
+        os.close(fd)
+        removed += 1
+    return removed
+
+
+@contextlib.contextmanager
+def scratch_dir(area: Path):
+    """A private folder inside `area`/.mcad-staging, locked while in use and removed afterwards."""
+    base = Path(area) / STAGING_DIR
+    base.mkdir(parents=True, exist_ok=True)
+    clean_stale_stages(base)
+    stage = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=base))
+    fd = os.open(stage / _STAGE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            base.rmdir()  # only when no other stage is using it
+
+
+def _publishable(stage: Path) -> list[Path]:
+    # Manifest-like files named last so a reader never sees a manifest pointing at missing files.
+    return sorted((p for p in stage.rglob("*") if p.name != _STAGE_LOCK),
+                  key=lambda p: (p.name == "manifest.json", len(p.parts)))
+
+
+def _check_collisions(stage: Path, target: Path, entries: list[Path]) -> None:
+    """Before anything is moved: a user's file where a folder goes (or the reverse) refuses the publish."""
+    for src in entries:
+        dst = target / src.relative_to(stage)
+        if not (dst.exists() or dst.is_symlink()):
+            continue
+        if src.is_dir() and not dst.is_dir():
+            raise OutputDirError(f"cannot write {target}: {dst} is a file where mcad-export writes a folder; "
+                                 "move it away or choose another folder (nothing was changed)")
+        if not src.is_dir() and dst.is_dir() and not dst.is_symlink():
+            raise OutputDirError(f"cannot write {target}: {dst} is a folder where mcad-export writes a file; "
+                                 "move it away or choose another folder (nothing was changed)")
 
 
 @contextlib.contextmanager
@@ -16,26 +100,36 @@ def staged_directory(target: Path):
     """Yields an empty staging folder; on success its files replace same-named files in `target`.
 
     Files already in `target` that the stage did not write are left alone (later pipeline
-    stages own them). On any exception the stage is deleted and `target` is untouched.
+    stages own them). On any exception the stage is deleted and `target` is as it was (a
+    `target` made for this stage is removed again).
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    created = not target.exists()
+    target.mkdir(parents=True, exist_ok=True)
     try:
-        yield stage
-        target.mkdir(exist_ok=True)
-        # Manifest-like files named last so a reader never sees a manifest pointing at missing files.
-        entries = sorted(stage.rglob("*"), key=lambda p: (p.name == "manifest.json", len(p.parts)))
-        for src in entries:
-            dst = target / src.relative_to(stage)
-            if src.is_dir():
-                dst.mkdir(parents=True, exist_ok=True)
-            else:
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                os.chmod(src, 0o666 & ~_UMASK)  # mkdtemp/mkstemp create private files; publish normally
-                os.replace(src, dst)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        with scratch_dir(target) as stage:
+            yield stage
+            entries = _publishable(stage)
+            _check_collisions(stage, target, entries)
+            for src in entries:
+                dst = target / src.relative_to(stage)
+                if src.is_dir():
+                    dst.mkdir(parents=True, exist_ok=True)
+                else:
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    os.chmod(src, 0o666 & ~_UMASK)  # mkdtemp/mkstemp create private files; publish normally
+                    os.replace(src, dst)
+    except BaseException:
+        if created:
+            _remove_if_only_ours(target)
+        raise
+
+
+def _remove_if_only_ours(folder: Path) -> None:
+    """Removes a folder this process made when it holds nothing but mcad-export's lock and staging."""
+    with contextlib.suppress(OSError):
+        if {p.name for p in folder.iterdir()} <= {STAGING_DIR, LOCK_FILE}:
+            shutil.rmtree(folder)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -64,21 +158,89 @@ def replaced_directory(target: Path):
     target = Path(target)
     made_parent = not target.parent.exists()
     target.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    old = None
     try:
-        yield stage
-        os.chmod(stage, 0o777 & ~_UMASK)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / target.name)
-        os.replace(stage, target)
+        with scratch_dir(target.parent) as scratch:
+            stage = scratch / target.name
+            stage.mkdir()
+            yield stage
+            os.chmod(stage, 0o777 & ~_UMASK)
+            if target.exists():
+                os.replace(target, scratch / f"{target.name}.old")  # removed with the scratch folder
+            os.replace(stage, target)
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        if made_parent and not any(target.parent.iterdir()):
-            target.parent.rmdir()
+        if made_parent:
+            with contextlib.suppress(OSError):
+                target.parent.rmdir()
         raise
+
+
+# -- one writer per folder ------------------------------------------------------------------------------
+
+_held: dict[str, list] = {}   # resolved folder -> [fd, depth]: stages of one `run` nest
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, stage: str):
+    """Exclusive write lock on an export folder for the whole of a stage (read manifest ... write manifest).
+
+    A second process refuses at once with one line naming the holder; nested stages of one process pass."""
+    folder = Path(folder)
+    created = not folder.exists()
+    if created:
+        try:
+            folder.mkdir(parents=True)
+        except OSError as e:
+            raise OutputDirError(f"cannot create {folder}: {e.strerror}") from None
+    key = str(folder.resolve())
+    if key in _held:
+        _held[key][1] += 1
+        try:
+            yield
+        finally:
+            _held[key][1] -= 1
+        return
+    lock_path = folder / LOCK_FILE
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        except OSError as e:
+            raise OutputDirError(f"cannot write to {folder} ({e.strerror}); choose another folder") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise FolderBusyError(f"{folder} is being written by another mcad-export stage ({holder}); wait for it "
+                                  "to finish: stages on one folder run one at a time") from None
+        # The holder unlinks the file when done; a lock taken on an unlinked file guards nothing, so retry.
+        try:
+            if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}: {stage}".encode(), 0)
+    _held[key] = [fd, 1]
+    ok = False
+    try:
+        yield
+        ok = True
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        del _held[key]
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path)   # still holding the lock: nobody can have taken it in between
+        if created and not ok:
+            _remove_if_only_ours(folder)
+        os.close(fd)
+
+
+def locks_folder(stage: str, arg: int = 0):
+    """Decorator: the stage entry function's `arg`-th positional argument is the folder it writes."""
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with folder_lock(Path(args[arg]), stage):
+                return fn(*args, **kwargs)
+        return wrapper
+    return decorate

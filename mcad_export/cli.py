@@ -106,6 +106,16 @@ def _add_compile_args(p: argparse.ArgumentParser, required: bool = True) -> None
                         "resumes it; default 3600)")
 
 
+def _e(value) -> str:
+    """User- and file-supplied text for rich output: markup escaped, control characters and non-UTF-8 bytes shown
+    as %XX (a file named `photo [1].jpg` or a query with `[/]` is printed, never interpreted)."""
+    from rich.markup import escape
+
+    from .runtime.index import encode_path
+
+    return escape(encode_path(str(value)))
+
+
 def gate_from(args):
     from .quantize.fidelity import Gate
 
@@ -264,13 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from rich.console import Console
 
+    from .logs import silence_import_deprecations
+
+    silence_import_deprecations()
     args = build_parser().parse_args(argv)
     err = Console(stderr=True, highlight=False)
     try:
         # Piped output (CI logs, files) gets a wide console so tables are never truncated.
         return _dispatch(args, Console(highlight=False, width=None if sys.stdout.isatty() else 160))
     except McadError as e:
-        err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        err.print(f"[bold red]error:[/] {_e(' '.join(str(e).split()))}", soft_wrap=True)
         return e.exit_code
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/]: nothing half-written was kept")
@@ -327,23 +340,23 @@ def _quantize(args, console) -> list[dict]:
                                      progress=status)
     from rich.table import Table
 
-    table = Table(title=f"quantized artifacts in {args.dir}")
+    table = Table(title=f"quantized artifacts in {_e(args.dir)}")
     for col in ("artifact", "size MB", "smaller", "kept float", "tuning gate", "worst layer (SQNR dB)"):
         table.add_column(col, no_wrap=col == "artifact")
     for r in records:
         worst = r["layer_damage_top"][0] if r["layer_damage_top"] else None
-        table.add_row(r["path"], f"{r['size_bytes'] / 1e6:.2f}", f"{r['size_ratio_vs_fp32']:.2f}x",
+        table.add_row(_e(r["path"]), f"{r['size_bytes'] / 1e6:.2f}", f"{r['size_ratio_vs_fp32']:.2f}x",
                       str(len(r["recipe"]["kept_float"])),
                       "[green]pass[/]" if r["tuning"]["passed"] else "[red]rejected[/]",
-                      f"{short_layer(worst['node'])} ({worst['sqnr_db']})" if worst else "-")
+                      _e(f"{short_layer(worst['node'])} ({worst['sqnr_db']})") if worst else "-")
     console.print(table)
     for r in records:
         if not r["tuning"]["passed"]:
             last = r["tuning"]["steps"][-1]
             worst = ", ".join(f"{short_layer(d['node'])} ({d['sqnr_db']} dB)" for d in r["layer_damage_top"][:3])
-            console.print(f"[yellow]rejected[/] {r['path']}: {'; '.join(last['misses'])} after keeping "
+            console.print(f"[yellow]rejected[/] {_e(r['path'])}: {_e('; '.join(last['misses']))} after keeping "
                           f"{len(last['kept_float'])} layer(s) in float; "
-                          + (f"worst layers: {worst}" if worst else "no per-layer data for this recipe"))
+                          + (f"worst layers: {_e(worst)}" if worst else "no per-layer data for this recipe"))
     return records
 
 
@@ -375,14 +388,14 @@ def _fidelity_table(console, directory) -> None:
     from .contract import FIDELITY_REPORT
 
     records = json.loads((Path(directory) / FIDELITY_REPORT).read_text())
-    table = Table(title=f"fidelity vs PyTorch fp32 ({Path(directory) / FIDELITY_REPORT})")
+    table = Table(title=f"fidelity vs PyTorch fp32 ({_e(Path(directory) / FIDELITY_REPORT)})")
     for col in ("artifact", "cos mean", "cos min", "t2i R@1", "fp32 R@1", "R@10", "top-10 overlap", "gate"):
         table.add_column(col)
     for r in records:
         if r.get("passed") is None:
-            table.add_row(r["artifact"], *["-"] * 6, r.get("skipped", "skipped"))
+            table.add_row(_e(r["artifact"]), *["-"] * 6, _e(r.get("skipped", "skipped")))
             continue
-        table.add_row(r["artifact"], f"{r['cosine_mean']:.5f}", f"{r['cosine_min']:.4f}", f"{r['recall_at_1']:.3f}",
+        table.add_row(_e(r["artifact"]), f"{r['cosine_mean']:.5f}", f"{r['cosine_min']:.4f}", f"{r['recall_at_1']:.3f}",
                       f"{r['recall_at_1_fp32']:.3f}", f"{r['recall_at_10']:.3f}", f"{r['top10_overlap']:.3f}",
                       "[green]pass[/]" if r["passed"] else "[red]MISS[/]")
     console.print(table)
@@ -415,28 +428,40 @@ def _index(args, console) -> dict:
                                    if args.command == "index" else None, batch=getattr(args, "batch", 32),
                                    progress=lambda done, total: bar.update(task, completed=done, total=total))
     skipped = f", {meta['skipped']} unreadable file(s) skipped" if meta["skipped"] else ""
-    console.print(f"index: {meta['count']:,} images ({meta['kind']}, {meta['dim']}-d) from {meta['source']} "
-                  f"-> {Path(args.dir) / 'index'}{skipped}")
+    console.print(f"index: {meta['count']:,} images ({meta['kind']}, {meta['dim']}-d) from {_e(meta['source'])} "
+                  f"-> {_e(Path(args.dir) / 'index')}{skipped}")
     for s in meta.get("skipped_files", [])[:5]:
-        console.print(f"  [yellow]skipped[/] {s['path']}: {s['reason']}")
+        console.print(f"  [yellow]skipped[/] {_e(s['path'])}: {_e(s['reason'])}")
     return meta
 
 
 def _search(args, console) -> int:
     from rich.table import Table
 
-    from .runtime.search import TextSearch
+    from .runtime.search import TextSearch, check_query
 
+    check_query(args.text, args.k)   # before seconds of loading
+    if args.threads < 1:
+        from .errors import InputError
+
+        raise InputError(f"--threads must be a positive thread count, got {args.threads}")
     search = TextSearch(args.dir, args.artifact, threads=args.threads)
     hits, times = search.timed_search(args.text, args.k)
-    table = Table(title=f"{args.text!r} ({search.artifact['path']}, {len(search.index):,} images, "
+    _render_search(console, args.text, search, hits, times)
+    return 0
+
+
+def _render_search(console, text: str, search, hits, times) -> None:
+    from rich.table import Table
+
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    table = Table(title=f"{_e(repr(shown))} ({_e(search.artifact['path'])}, {len(search.index):,} images, "
                         f"{times['total_ms']:.1f} ms)")
     for col in ("rank", "score", "path"):
-        table.add_column(col, no_wrap=col == "path")
+        table.add_column(col, no_wrap=col == "path", overflow="fold" if col == "path" else "ellipsis")
     for h in hits:
-        table.add_row(str(h.rank), f"{h.score:.4f}", h.path)
+        table.add_row(str(h.rank), f"{h.score:.4f}", _e(h.path))
     console.print(table)
-    return 0
 
 
 def _bench(args, console) -> int:
@@ -451,21 +476,21 @@ def _bench(args, console) -> int:
         report = bench(args.dir, settings, progress=status)
     lat, budget = report["query_latency_ms"], report["budget"]
     text = report["artifacts"]["text"]
-    console.print(f"text encoder {text['path']} ({text['precision']}, {text['runtime']}; fidelity gate: "
+    console.print(f"text encoder {_e(text['path'])} ({text['precision']}, {text['runtime']}; fidelity gate: "
                   f"{ {True: 'pass', False: 'MISS', None: 'not run'}[text['gate_passed']] })")
     console.print(f"query (tokenize + encoder + top-10 over {report['gallery_size']:,} images"
                   f"{', ' + format(report['gallery']['synthetic'], ',') + ' synthetic' if report['gallery']['synthetic'] else ''}"
                   f", {report['threads']} thread(s)): p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms, "
                   f"p99 {lat['p99']:.2f} ms; peak RSS {report['peak_rss_mb']:.1f} MB")
     if report["baseline"]:
-        console.print(f"baseline {report['baseline']['name']}: p50 {report['baseline']['query_latency_ms']['p50']:.2f} "
+        console.print(f"baseline {_e(report['baseline']['name'])}: p50 {report['baseline']['query_latency_ms']['p50']:.2f} "
                       f"ms -> {report['speedup_vs_baseline']:.1f}x faster")
     limit = report["physical_limit"]
     console.print(f"physical limit {limit['text_encoder_limit_ms']:.3f} ms ({limit['peak_gemm_gflops']:.0f} GFLOP/s "
                   f"peak GEMM); text-encoder efficiency {limit['text_encoder_efficiency']:.1%}")
     verdict = "[green]PASS[/]" if budget["passed"] else "[red]MISS[/]"
     console.print(f"budget {budget['memory_mb']:g} MB / {budget['latency_ms']:g} ms: {verdict} "
-                  f"({Path(args.dir) / 'reports' / 'bench.json'})")
+                  f"({_e(Path(args.dir) / 'reports' / 'bench.json')})")
     if args.enforce_budget and not budget["passed"]:
         raise BudgetMissError(f"budget missed: p50 {lat['p50']:.2f} ms (budget {budget['latency_ms']:g}), peak RSS "
                               f"{report['peak_rss_mb']:.1f} MB (budget {budget['memory_mb']:g})")
@@ -507,12 +532,12 @@ def _compile(args, console) -> list[dict]:
     except FidelityGateError:
         _fidelity_table(console, args.dir)
         raise
-    table = Table(title=f"compiled artifacts in {args.dir}")
+    table = Table(title=f"compiled artifacts in {_e(args.dir)}")
     for col in ("artifact", "target", "size MB", "ops on NPU", "ops off NPU", "on-device ms"):
         table.add_column(col, no_wrap=col == "artifact")
     for r in records:
         ops, device = r.get("ops", {}), r.get("device_profile", {})
-        table.add_row(r["path"], r["target"], f"{r['size_bytes'] / 1e6:.2f}", str(ops.get("htp", ops.get("npu", "-"))),
+        table.add_row(_e(r["path"]), r["target"], f"{r['size_bytes'] / 1e6:.2f}", str(ops.get("htp", ops.get("npu", "-"))),
                       str(ops.get("cpu", "-")), str(device.get("inference_ms", "-")))
     console.print(table)
     if records:
@@ -529,8 +554,8 @@ def _bundle(args, console) -> dict:
                         budget_mb=getattr(args, "budget_mb", 100.0),
                         allow_over_budget=getattr(args, "allow_over_budget", False), progress=status)
     text = result["encoders"]["text"]
-    console.print(f"bundle: {result['assets']} ({len(result['files'])} files, {result['written']} written): "
-                  f"{text['file']} on {text['runtime']}/{text['accelerator']}, {result['index']['count']} images "
+    console.print(f"bundle: {_e(result['assets'])} ({len(result['files'])} files, {result['written']} written): "
+                  f"{_e(text['file'])} on {text['runtime']}/{text['accelerator']}, {result['index']['count']} images "
                   f"({result['thumbnails']['count']} thumbnails), "
                   f"resident estimate {result['budget']['resident_estimate_mb']} MB")
     return result
@@ -546,7 +571,7 @@ def _short_query(args, console, optional: bool = False) -> dict | None:
     except (UnsupportedStudentError, ParityError) as e:
         if not optional:
             raise
-        console.print(f"short-query encoder: skipped ({e})")
+        console.print(f"short-query encoder: skipped ({_e(e)})")
         return None
     from .manifest import read_manifest
 
@@ -575,30 +600,30 @@ def _golden(args, console) -> None:
     from .bundle.golden import write_golden
 
     counts = write_golden(args.dir, args.out)
-    console.print(f"golden vectors in {args.out}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    console.print(f"golden vectors in {_e(args.out)}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
 
 
 def _report(args, console) -> None:
     from .report import write_report
 
     outputs = write_report(args.dir)
-    console.print("report: " + ", ".join(str(p) for p in outputs.values()))
+    console.print("report: " + ", ".join(_e(p) for p in outputs.values()))
 
 
 def _summary(console, manifest: dict, out: Path) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{manifest['student']['id']} -> {out}")
+    table = Table(title=f"{_e(manifest['student']['id'])} -> {_e(out)}")
     for col in ("artifact", "format", "precision", "size MB", "parity min cos", "status"):
         table.add_column(col)
     for a in manifest["artifacts"]:
         p = a.get("parity", {})
-        table.add_row(a["path"], a["format"], a["precision"], f"{a['size_bytes'] / 1e6:.1f}",
+        table.add_row(_e(a["path"]), a["format"], a["precision"], f"{a['size_bytes'] / 1e6:.1f}",
                       f"{p['cosine_min']:.7f}" if p else "-",
                       "[green]ok[/]" if p.get("passed", True) else "[red]parity miss[/]")
     console.print(table)
     for failure in manifest["export"].get("parity_failures", []):
-        console.print(f"[yellow]warning:[/] {failure}")
+        console.print(f"[yellow]warning:[/] {_e(failure)}")
 
 
 def _train(args, console) -> int:
@@ -622,7 +647,7 @@ def _train(args, console) -> int:
         card = retrain(Path(out), progress=report, teacher_steps=args.teacher_steps,
                        student_steps=args.student_steps, train_images=args.train_images)
     r = card["heldout_recall"]["student_fp32"]
-    console.print(f"student written to {out}: held-out t2i R@1 {r['t2i_r1']:.3f}, R@10 {r['t2i_r10']:.3f} "
+    console.print(f"student written to {_e(out)}: held-out t2i R@1 {r['t2i_r1']:.3f}, R@10 {r['t2i_r10']:.3f} "
                   f"({card['train_seconds']:.0f} s)")
     return 0
 

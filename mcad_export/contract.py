@@ -25,6 +25,12 @@ LENGTH_BUCKET_DIR = "buckets"
 def length_bucket_onnx(tokens: int) -> str:
     return f"{LENGTH_BUCKET_DIR}/text_encoder.len{tokens}.onnx"
 
+
+# The stem every derived file of an fp32 ONNX encoder is named from (quantize writes <stem>.<precision>.onnx).
+# Written paths come from this table, never from strings read back from a manifest.
+ONNX_STEMS = {IMAGE_ENCODER_ONNX: "image_encoder", TEXT_ENCODER_ONNX: "text_encoder",
+              SHORT_QUERY_ONNX: "text_encoder.dyn"}
+
 IMAGE_INPUT = "pixel_values"    # float32 [batch, 3, S, S], preprocessed as manifest["image"] says
 IMAGE_OUTPUT = "image_embeds"   # float32 [batch, D], L2-normalised
 TEXT_INPUT = "input_ids"        # int32 [batch, L], L = manifest["text"]["context_length"]
@@ -48,8 +54,9 @@ REPORTS_DIR = "reports"
 FIDELITY_REPORT = "reports/fidelity.json"   # list of per-artifact gate records
 
 # Gallery index (runtime/index.py): index/index.json (format, kind flat|sq8|ivfpq, count, dim,
-# root of the image paths, params, the artifact that embedded the images), index/paths.txt (one
-# image path per row, relative to root), index/embeddings.f32.npy (float32 [N, D], L2-normalised,
+# root of the image paths, params, the artifact that embedded the images, sha256 + size of every other
+# file under "digests"), index/paths.txt (one image path per row, relative to root; '%', control
+# characters and non-UTF-8 bytes written as %XX), index/embeddings.f32.npy (float32 [N, D], L2-normalised,
 # row i = line i of paths.txt), index/codes.faiss (sq8/ivfpq only), index/ivfpq.npz (ivfpq only: coarse
 # centroids, PQ codebooks, inverted lists; what the query path searches without importing faiss).
 INDEX_DIR = "index"
@@ -58,7 +65,7 @@ INDEX_PATHS = "paths.txt"
 INDEX_EMBEDDINGS = "embeddings.f32.npy"
 INDEX_CODES = "codes.faiss"
 INDEX_IVFPQ = "ivfpq.npz"       # ivfpq only: the search arrays, so queries run without faiss (runtime/ivfpq.py)
-INDEX_FORMAT = "mcad-index/1"
+INDEX_FORMAT = "mcad-index/2"    # 2: paths %XX-escaped (index.encode_path), digests of every file
 GALLERY_DIR = "gallery"     # the embedded student's held-out scenes as PNGs, when no --images is given
 
 BENCH_REPORT = "reports/bench.json"

@@ -40,6 +40,14 @@ class OutputDirError(InputError):
     pass
 
 
+class TamperedFileError(InputError):
+    """A file whose bytes no longer match the sha256 its manifest or index records."""
+
+
+class FolderBusyError(InputError):
+    """Another mcad-export stage holds the export folder's write lock."""
+
+
 class GalleryIndexError(InputError):
     """A gallery index that cannot be built from what was given, or read back."""
 

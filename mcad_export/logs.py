@@ -16,3 +16,11 @@ def quiet_root_logger(level=logging.ERROR):
         yield
     finally:
         root.setLevel(before)
+
+
+def silence_import_deprecations() -> None:
+    """torchao 0.18 (pulled in by litert-torch, imported by transformers 5) registers Enum pytree constants, and
+    torch 2.14 logs a deprecation warning per Enum to stderr on import (torch.utils._pytree register_constant).
+    It says nothing about the user's model and breaks the one-line error contract, so that logger only passes
+    errors. Remove once torchao stops calling register_constant on Enums."""
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)

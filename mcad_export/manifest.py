@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .contract import MANIFEST, MANIFEST_FORMAT
 from .errors import InputError
+from .guard import validate_manifest
 
 
 def file_record(root: Path, relpath: str) -> dict:
@@ -19,10 +20,19 @@ def read_manifest(directory) -> dict:
     path = Path(directory) / MANIFEST
     if not path.is_file():
         raise InputError(f"{directory} has no {MANIFEST}; run `mcad-export export --out {directory}` first")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise InputError(f"{path} has format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}; re-export")
-    return manifest
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        where = f" ({e.msg} at line {e.lineno})" if isinstance(e, json.JSONDecodeError) else " (not UTF-8 text)"
+        raise InputError(f"{path} is not valid JSON{where}; re-export with `mcad-export export --out {directory}`") \
+            from None
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise InputError(f"{path} has format {found!r}, expected {MANIFEST_FORMAT!r}; re-export with "
+                         f"`mcad-export export --out {directory}`")
+    return validate_manifest(manifest, path)
 
 
 def dump_manifest(manifest: dict) -> str:

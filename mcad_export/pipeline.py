@@ -3,7 +3,50 @@
 from __future__ import annotations
 
 
+def preflight(args) -> None:
+    """Every option `run` will use, checked before the first stage (a typo must not cost minutes of export)."""
+    from pathlib import Path
+
+    from .errors import InputError
+    from .export import ensure_writable
+
+    ensure_writable(args.out)
+    if args.target:
+        from .compile.targets import resolve
+
+        for spec in args.target:
+            resolve(spec)
+    if args.app is not None and not (Path(args.app) / "app" / "src" / "main").is_dir():
+        raise InputError(f"--app {args.app} is not the Android demo (no app/src/main); use --app android_demo from "
+                         "the repo")
+    if args.images is not None and not Path(args.images).is_dir():
+        raise InputError(f"--images {args.images} is not a folder; give a folder of image files")
+    if (args.calib_images is None) != (args.calib_captions is None):
+        raise InputError("give both --calib-images DIR and --calib-captions FILE (or neither for the default set)")
+    if args.calib_images is not None and not Path(args.calib_images).is_dir():
+        raise InputError(f"--calib-images {args.calib_images} is not a folder")
+    if args.calib_captions is not None and not Path(args.calib_captions).is_file():
+        raise InputError(f"--calib-captions {args.calib_captions} is not a file")
+    if args.num_calib < 1:
+        raise InputError(f"--num-calib must be a positive number of samples, got {args.num_calib}")
+    if args.gallery_size < 0:
+        raise InputError(f"--gallery-size must be a number of images (0 = the real index as it is), got "
+                         f"{args.gallery_size}")
+    if not args.threads or min(args.threads) < 1:
+        raise InputError("--threads must be positive thread counts")
+    if args.sim_samples < 1:
+        raise InputError(f"--sim-samples must be positive, got {args.sim_samples}")
+
+
 def run(args, console) -> int:
+    from .atomic import folder_lock
+
+    preflight(args)
+    with folder_lock(args.out, "run"):
+        return _stages(args, console)
+
+
+def _stages(args, console) -> int:
     from .cli import _bench, _bundle, _compile, _export, _index, _quantize, _report, _short_query, _summary, _verify
 
     manifest = _export(args, console)

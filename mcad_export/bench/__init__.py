@@ -34,6 +34,39 @@ class Settings:
         self.index_kind, self.budget_mb, self.budget_ms = index_kind, budget_mb, budget_ms
         self.sweep_sizes, self.sweep_kinds, self.baseline, self.quick = tuple(sweep_sizes), sweep_kinds, baseline, quick
 
+    def check(self, root: Path) -> None:
+        """Nonsensical or unaffordable settings fail with one line before anything is built."""
+        from ..errors import InputError
+        from ..manifest import read_manifest
+
+        def whole(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        if not whole(self.gallery_size) or self.gallery_size < 0:
+            raise InputError(f"--gallery-size must be a number of images (0 = the real index as it is), got "
+                             f"{self.gallery_size}")
+        if not self.threads or not all(whole(t) and t >= 1 for t in self.threads):
+            raise InputError(f"--threads must be positive thread counts, got {','.join(map(str, self.threads))}")
+        if not all(whole(n) and n >= 1 for n in self.sweep_sizes):
+            raise InputError(f"--sweep-sizes must be positive gallery sizes (0 alone skips the sweep), got "
+                             f"{','.join(map(str, self.sweep_sizes))}")
+        if not (self.budget_mb > 0 and self.budget_ms > 0):
+            raise InputError(f"--budget-mb and --budget-ms must be positive, got {self.budget_mb:g} and "
+                             f"{self.budget_ms:g}")
+        dim = int(read_manifest(root)["embed_dim"])
+        largest = max([self.gallery_size, *self.sweep_sizes])
+        # The synthetic gallery, its build copy and the saved file's pages: ~3 float32 copies at the peak.
+        need = 3 * largest * dim * 4
+        available = available_memory()
+        if available is not None and need > available:
+            raise InputError(f"a {largest:,}-image gallery of {dim}-d embeddings needs about {need / 2**30:.1f} GiB of "
+                             f"memory to build, but {available / 2**30:.1f} GiB is available; choose a smaller "
+                             "--gallery-size / --sweep-sizes")
+        disk = shutil.disk_usage(root).free
+        if largest * dim * 4 * 1.2 > disk:
+            raise InputError(f"a {largest:,}-image gallery needs about {largest * dim * 4 * 1.2 / 2**30:.1f} GiB of disk "
+                             f"under {root}, but {disk / 2**30:.1f} GiB is free; choose a smaller --gallery-size")
+
     def measure(self, kind: str) -> dict:
         """Sampling effort: `selection` is a quick ranking, `full` is for the reported numbers."""
         if kind == "selection":
@@ -41,6 +74,18 @@ class Settings:
         if self.quick:
             return {"warmup": 3, "min_repeats": 30, "min_seconds": 0.5, "max_seconds": 10}
         return {"warmup": 10, "min_repeats": 200, "min_seconds": 3.0, "max_seconds": 30}
+
+
+def available_memory() -> int | None:
+    """MemAvailable in bytes (Linux), or None where the kernel does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def run_probe(module: str, config: dict, threads: int, workdir: Path, timeout: int = 900) -> dict:
@@ -61,12 +106,12 @@ def run_probe(module: str, config: dict, threads: int, workdir: Path, timeout: i
 
 def bench(directory, settings: Settings | None = None, progress=None) -> dict:
     """Measures, writes reports/bench.json and records the chosen artifacts as the deployment."""
+    from ..atomic import folder_lock, scratch_dir
     from .measure import run_bench
 
     settings = settings or Settings()
     root = Path(directory)
-    workdir = Path(tempfile.mkdtemp(prefix=".bench-", dir=root))
-    try:
-        return run_bench(root, settings, workdir, progress or (lambda message: None))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    with folder_lock(root, "bench"):
+        settings.check(root)
+        with scratch_dir(root) as workdir:   # a killed bench's leftovers are removed by the next stage
+            return run_bench(root, settings, workdir, progress or (lambda message: None))

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..atomic import write_text_atomic
 from ..contract import BENCH_REPORT, FIDELITY_REPORT, INDEX_DIR, INDEX_EMBEDDINGS, INDEX_META, MANIFEST, REPORTS_DIR
+from ..guard import reference_record, verified, verified_artifact
 from ..manifest import dump_manifest, read_manifest, tool_versions
 from ..runtime.encoders import feed_options, ort_optimization
 from ..runtime.index import GalleryIndex, synthetic_gallery
@@ -47,7 +48,7 @@ def sample_inputs(root: Path, manifest: dict, work: Path, queries: list[str]) ->
 
 
 def time_encoder(root, artifact, inputs, threads, work, measure) -> dict:
-    cfg = {"mode": "encoder", "path": str(root / artifact["path"]), "runtime": artifact["runtime"],
+    cfg = {"mode": "encoder", "path": str(verified_artifact(root, artifact)), "runtime": artifact["runtime"],
            "optimization": ort_optimization(artifact), "feed": feed_options(artifact),
            "threads": threads, "input": inputs[artifact["encoder"]],
            "measure": measure}
@@ -83,7 +84,7 @@ def bench_gallery(root: Path, manifest: dict, size: int, kind: str | None, work:
         real = GalleryIndex.load(real_index)
         real_vectors, real_kind, source = np.asarray(real.embeddings), real.kind, "index/"
     else:
-        real_vectors = np.load(root / manifest["evaluation"]["reference"])["image_embeds"]
+        real_vectors = np.load(verified(root, reference_record(manifest), "reference embeddings"))["image_embeds"]
         real_kind, source = "flat", "reference image embeddings"
     size = size or len(real_vectors)
     # Default: what a deployment of this size should use. A flat scan of 100k x D floats costs ~4.5 ms and

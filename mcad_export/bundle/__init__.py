@@ -15,11 +15,14 @@ import json
 import re
 from pathlib import Path
 
-from ..atomic import write_bytes_atomic, write_text_atomic
+from ..atomic import locks_folder, write_bytes_atomic, write_text_atomic
 from ..contract import FIDELITY_REPORT, INDEX_DIR, INDEX_EMBEDDINGS, INDEX_META, INDEX_PATHS, TOKENIZER_DIR
 from ..errors import BudgetMissError, InputError
+from ..guard import inside, verified, verified_files
 from ..manifest import read_manifest
 from ..runtime.encoders import feed_options
+from ..runtime.index import GalleryIndex
+from ..runtime.search import check_index_matches
 
 ASSETS = Path("app/src/main/assets/mcad")
 BUNDLE_MANIFEST = "bundle.json"
@@ -46,13 +49,9 @@ def safe_name(relpath: str) -> str:
     return relpath
 
 
-def _inside(root: Path, relpath: str) -> Path:
-    path = (root / relpath).resolve()
-    if not path.is_relative_to(root.resolve()):
-        raise InputError(f"the manifest points outside the export: {relpath!r}")
-    if not path.is_file():
-        raise InputError(f"{relpath} is listed in the manifest but missing from {root}")
-    return path
+def _checked(root: Path, record: dict) -> Path:
+    """A source file inside the export whose bytes match the digest its record lists (guard.verified)."""
+    return verified(root, record, "bundled file").resolve()
 
 
 def choose_encoder(manifest: dict, root: Path, target: str | None, encoder: str) -> dict:
@@ -99,6 +98,7 @@ def _require_gate_pass(root: Path, artifact: dict) -> None:
         raise InputError(f"{artifact['path']} failed the fidelity gate; bundle a passing artifact or another target")
 
 
+@locks_folder("bundle")
 def bundle(directory, app, *, target: str | None = None, with_image_encoder: bool = False, budget_mb: float = 100.0,
            allow_over_budget: bool = False, thumb_size: int = 128, progress=None) -> dict:
     say = progress or (lambda message: None)
@@ -114,10 +114,10 @@ def bundle(directory, app, *, target: str | None = None, with_image_encoder: boo
     for encoder in ("text", "image") if with_image_encoder else ("text",):
         artifact = choose_encoder(manifest, root, target, encoder)
         name = safe_name(f"models/{encoder}_encoder{_suffix(artifact['path'])}")
-        files[name] = _inside(root, artifact["path"])
+        files[name] = _checked(root, artifact)
         if artifact.get("external_data"):   # ORT finds weights by the file name stored in the model
-            data = artifact["external_data"]["path"]
-            files[safe_name(f"models/{Path(data).name}")] = _inside(root, data)
+            data = artifact["external_data"]
+            files[safe_name(f"models/{Path(data['path']).name}")] = _checked(root, data)
         runtime, accelerator, why = RUNTIMES[artifact["format"]]
         encoders[encoder] = {"file": name, "source": artifact["path"], "format": artifact["format"],
                              "precision": artifact["precision"], "runtime": runtime, "accelerator": accelerator,
@@ -130,15 +130,17 @@ def bundle(directory, app, *, target: str | None = None, with_image_encoder: boo
             for bucket in length_buckets(manifest, root, artifact):
                 tokens = bucket["length_bucket"]["tokens"]
                 bucket_name = safe_name(f"models/text_encoder.len{tokens}{_suffix(artifact['path'])}")
-                files[bucket_name] = _inside(root, bucket["path"])
+                files[bucket_name] = _checked(root, bucket)
                 encoders[encoder]["length_buckets"].append({"tokens": tokens, "file": bucket_name,
                                                             "source": bucket["path"]})
-    for f in sorted((root / TOKENIZER_DIR).iterdir()):
-        files[safe_name(f"tokenizer/{f.name}")] = _inside(root, f"{TOKENIZER_DIR}/{f.name}")
+    for f in verified_files(root, manifest, TOKENIZER_DIR):
+        files[safe_name(f"tokenizer/{f.name}")] = f.resolve()
+    index = GalleryIndex.load(root / INDEX_DIR)   # checks every index file against index.json's digests
+    check_index_matches(manifest, index.meta, root)
     for name in (INDEX_META, INDEX_PATHS, INDEX_EMBEDDINGS):
-        files[safe_name(f"index/{name}")] = _inside(root, f"{INDEX_DIR}/{name}")
-    index_meta = json.loads((root / INDEX_DIR / INDEX_META).read_text())
-    thumbs = _thumbnails(root, index_meta, thumb_size, say)
+        files[safe_name(f"index/{name}")] = inside(root, f"{INDEX_DIR}/{name}", "index file").resolve()
+    index_meta = index.meta
+    thumbs = _thumbnails(root, index, thumb_size, say)
     files.update(thumbs)
 
     sizes = {name: (len(v) if isinstance(v, bytes) else v.stat().st_size) for name, v in files.items()}
@@ -205,24 +207,20 @@ def _digest(value: bytes | Path) -> str:
     return hashlib.sha256(value if isinstance(value, bytes) else value.read_bytes()).hexdigest()
 
 
-def _thumbnails(root: Path, index_meta: dict, size: int, say) -> dict[str, bytes]:
-    """JPEG thumbnails named by index row (user file names never become bundle names)."""
+def _thumbnails(root: Path, index, size: int, say) -> dict[str, bytes]:
+    """JPEG thumbnails named by index row (user file names never become bundle names), upright as indexed."""
     import io
 
-    from PIL import Image
+    from ..runtime.images import UnreadableImage, read_image
 
-    base = Path(index_meta.get("root") or "")
-    base = base if base.is_absolute() else root / INDEX_DIR / base   # index.json's root is relative to index/
-    paths = (root / INDEX_DIR / INDEX_PATHS).read_text(encoding="utf-8").splitlines()
     out, missing = {}, 0
-    for row, rel in enumerate(paths):
+    for row in range(len(index)):
         try:
-            with Image.open(base / rel) as im:
-                im = im.convert("RGB")
-                im.thumbnail((size, size))
-                buf = io.BytesIO()
-                im.save(buf, "JPEG", quality=85, optimize=True)
-        except OSError:
+            im = read_image(Path(index.path_of(row)))
+            im.thumbnail((size, size))
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=85, optimize=True)
+        except (UnreadableImage, OSError):
             missing += 1
             continue
         out[f"thumbs/{row:06d}.jpg"] = buf.getvalue()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -48,6 +49,33 @@ CORPUS = [
     "tab\tseparated\tvalues", "mixed123numbers456and789letters", "www.example.com/path?q=1&x=2",
     "#hashtag @mention $100 50% a+b=c", *JAVA_DIVERGENT,
 ]
+
+
+def _exif_cases(pre: Path, image, spec: dict) -> list[dict]:
+    """JPEGs stored sideways with an EXIF orientation tag (2..8), as phones write them. The Java core gets the
+    JPEG (to read the tag) and its stored pixels as PNG (JPEG decoders differ; the turn must not), and must
+    produce what the toolkit's reader (runtime/images.py: exif_transpose) and preprocessing produce."""
+    from PIL import Image
+
+    from ..runtime.images import read_image
+    from ..runtime.preprocess import preprocess_image
+
+    cases = []
+    small = image.resize((60, 40))
+    for orientation in range(2, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        name = f"exif_orientation_{orientation}"
+        small.save(pre / f"{name}.jpg", "JPEG", quality=95, exif=exif.tobytes())
+        with Image.open(pre / f"{name}.jpg") as stored:
+            stored.convert("RGB").save(pre / f"{name}.png")   # the pixels as stored, before the turn
+        upright = read_image(pre / f"{name}.jpg")
+        tensor = preprocess_image(upright, spec).astype("<f4")
+        tensor.tofile(pre / f"{name}.f32")
+        cases.append({"png": f"{name}.png", "jpeg": f"{name}.jpg", "orientation": orientation,
+                      "tensor": f"{name}.f32", "width": upright.size[0], "height": upright.size[1],
+                      "shape": list(tensor.shape)})
+    return cases
 
 
 def write_golden(directory, out, *, index_rows: int = 300, queries: int = 24, k: int = 10) -> dict:
@@ -101,12 +129,19 @@ def write_golden(directory, out, *, index_rows: int = 300, queries: int = 24, k:
             tensor.tofile(pre / f"{name}.f32")
             pre_cases.append({"png": f"{name}.png", "tensor": f"{name}.f32", "width": image.size[0],
                               "height": image.size[1], "shape": list(tensor.shape)})
+        pre_cases += _exif_cases(pre, images["landscape_300x200"], manifest["image"])
         (pre / "cases.json").write_text(json.dumps({"image": manifest["image"], "cases": pre_cases}, indent=1) + "\n")
 
         full = GalleryIndex.load(root / INDEX_DIR)
         n = min(index_rows, len(full.paths))
-        small = GalleryIndex.build(np.ascontiguousarray(full.embeddings[:n]), full.paths[:n], "flat")
+        # Names that must survive paths.txt: a newline, '%', markup brackets and a non-UTF-8 byte.
+        odd = ["two\nlines [1] 100%.png", os.fsdecode(b"caf\xe9.png"), "stra\u00dfe/\u65e5\u672c.jpg"]
+        paths = (odd + full.paths[len(odd):n])[:n]
+        small = GalleryIndex.build(np.ascontiguousarray(full.embeddings[:n]), paths, "flat")
         small.save(stage / INDEX_DIR)
+        # What the Java core decodes (undecodable bytes become U+FFFD there).
+        (stage / INDEX_DIR / "paths.expected.json").write_text(json.dumps(
+            [p.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for p in paths]) + "\n")
         reference = np.load(root / manifest["evaluation"]["reference"])["text_embeds"].astype(np.float32)
         flat = GalleryIndex.load(stage / INDEX_DIR)
         chosen, expected = [], []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..atomic import replaced_directory, write_text_atomic
+from ..atomic import locks_folder, replaced_directory, write_text_atomic
 from ..contract import COMPILED_DIR, MANIFEST
 from ..manifest import dump_manifest, file_record, read_manifest, tool_versions
 from .targets import Target, all_targets, resolve
@@ -17,6 +17,7 @@ from .targets import Target, all_targets, resolve
 DEFAULT_SIM_SAMPLES = 100
 
 
+@locks_folder("compile")
 def compile_targets(directory, specs, *, allow_cpu_fallback: bool = False, sim_samples: int = DEFAULT_SIM_SAMPLES,
                     num_calib: int = 128, allow_small_calibration: bool = False, verify: bool = True, gate=None,
                     progress=None, backend_options: dict | None = None) -> list[dict]:

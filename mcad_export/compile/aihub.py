@@ -28,6 +28,7 @@ import numpy as np
 from ..atomic import write_text_atomic
 from ..contract import MANIFEST
 from ..errors import CompileError
+from ..guard import verified_artifact
 from ..manifest import dump_manifest
 from .targets import Target, register_backend, static_sources
 
@@ -50,7 +51,13 @@ def client_config():
     """The client's own config file, read without network access; no token means no job is tried."""
     path = config_path()
     parser = configparser.ConfigParser()
-    if not path.is_file() or not parser.read(path) or not parser.get("api", "api_token", fallback="").strip():
+    try:
+        readable = path.is_file() and bool(parser.read(path, encoding="utf-8"))
+    except (configparser.Error, UnicodeDecodeError) as e:
+        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise CompileError(f"{path} is not a valid AI Hub client.ini ({first}); rewrite it with "
+                           "`qai-hub configure --api_token <TOKEN>`") from None
+    if not readable or not parser.get("api", "api_token", fallback="").strip():
         raise CompileError(f"no Qualcomm AI Hub API token ({path} has none): {TOKEN_HELP}")
     try:
         import qai_hub
@@ -157,7 +164,7 @@ def _encoder(client, hub, root: Path, manifest: dict, target: Target, fp32: dict
         model = client.get_model(ledger.get("model_id"))
     else:
         static = stage / f"{stem}.upload.onnx"
-        static_batch_one(root / fp32["path"], static)
+        static_batch_one(verified_artifact(root, fp32), static)
         say(f"{target.id}: uploading {what} ({static.stat().st_size / 1e6:.1f} MB)")
         model = client.upload_model(str(static), name=name)
         ledger.put("model_id", model.model_id)

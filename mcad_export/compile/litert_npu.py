@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from ..errors import CompileError
+from ..guard import verified_artifact
 from .targets import Target, register_backend
 
 SDK_PACKAGES = {"qualcomm": "ai-edge-litert-sdk-qualcomm", "mediatek": "ai-edge-litert-sdk-mediatek"}
@@ -83,7 +84,7 @@ def _compile(root: Path, manifest: dict, target: Target, stage: Path, options: d
     records = []
     for source in sources:
         say(f"{target.id}: LiteRT AOT compile of {source['path']}")
-        out = run_isolated("litert-aot", {"model": str(root / source["path"]), "out": str(stage), "vendor": vendor,
+        out = run_isolated("litert-aot", {"model": str(verified_artifact(root, source)), "out": str(stage), "vendor": vendor,
                                           "soc": soc}, {}, what=f"LiteRT AOT compile for {target.soc['name']}")
         produced = [Path(p) for p in out["ok"]]
         empty = [p.name for p in stage.glob("*.tflite") if p.stat().st_size == 0]

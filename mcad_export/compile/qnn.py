@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CompileError
+from ..guard import verified_artifact
 from .targets import Target, register_backend, static_sources
 
 QNN_RUNTIME = "qnn-htp"
@@ -117,7 +118,7 @@ def compile_qnn(root: Path, manifest: dict, target: Target, stage: Path, options
         x = calib.for_encoder(source["encoder"])
         # A length bucket is calibrated on the same captions cut to its length (what it is fed: ids padded after EOT).
         x = np.ascontiguousarray(x[:, :tokens]) if tokens else x
-        record = _compile_one(root / source["path"], source, stem, x, target, stage, options, say,
+        record = _compile_one(verified_artifact(root, source), source, stem, x, target, stage, options, say,
                               source=source["path"], calibration=calib.source)
         if tokens:
             record["length_bucket"] = {"tokens": tokens, "covers": source["parity"]["covers"]}

@@ -85,8 +85,12 @@ def resolve(spec: str) -> Target:
                          f"{', '.join(sorted(_BACKENDS))} (see `mcad-export targets`)")
     name = spec[len(backend) + 1:].strip().lower()
     vendors = _BACKENDS[backend][0]
+    if not name:
+        known = [s["soc"] for s in socs() if s["vendor"] in vendors]
+        raise InputError(f"target {spec!r} names no SoC: use {backend}:<SoC>, e.g. {backend}:{known[0]} "
+                         "(see `mcad-export targets`)")
     for soc in socs():
-        keys = {soc["soc"].lower(), soc["name"].lower(), soc.get("aihub_device", "").lower()}
+        keys = {k for k in (soc["soc"].lower(), soc["name"].lower(), soc.get("aihub_device", "").lower()) if k}
         if name in keys:
             if soc["vendor"] not in vendors:
                 raise InputError(f"{soc['name']} ({soc['soc']}) is a {soc['vendor']} chip; {backend} serves "

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import contract
-from ..atomic import staged_directory
+from ..atomic import locks_folder, staged_directory
 from ..data.samples import load_samples
 from ..errors import OutputDirError, ParityError
 from ..manifest import dump_manifest, file_record, tool_versions
@@ -31,6 +31,12 @@ def ensure_writable(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputDirError(f"output path exists and is not a directory: {out_dir}")
     parent = out_dir if out_dir.exists() else _existing_parent(out_dir)
+    try:
+        read_only = bool(os.statvfs(parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only:
+        raise OutputDirError(f"cannot write to {parent}: it is on a read-only filesystem; choose another --out")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputDirError(f"cannot write to {parent} (permission denied); choose another --out")
 
@@ -73,6 +79,7 @@ def _torch_embed(module, batches):
         return np.concatenate([module(torch.from_numpy(b)).numpy() for b in batches])
 
 
+@locks_folder("export", arg=1)
 def export_student(student: Student, out_dir, *, verify: bool = True, samples: int | None = None,
                    tflite: bool = True, progress=None) -> dict:
     """Exports both encoders; returns the manifest written to `out_dir/manifest.json`.

@@ -20,9 +20,11 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import locks_folder
 from .text_forward import QueryText, is_exact
 
 
+@locks_folder("short-query")
 def export_short_query(directory, *, buckets=None, progress=None) -> dict:
     """Exports text_encoder.dyn.onnx next to the contract's encoders and registers it in the manifest.
 
@@ -37,6 +39,7 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
     from .. import contract
     from ..atomic import staged_directory
     from ..errors import ParityError
+    from ..guard import reference_record, verified
     from ..manifest import dump_manifest, file_record, read_manifest
     from ..quantize.calibration import evaluation_inputs
     from ..runtime.encoders import onnx_session, real_lengths
@@ -56,7 +59,7 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
     exact = is_exact(model)
     ids = evaluation_inputs(root, manifest).for_encoder("text")
     lengths = real_lengths(ids).tolist()
-    reference = np.load(root / manifest["evaluation"]["reference"])["text_embeds"]
+    reference = np.load(verified(root, reference_record(manifest), "reference embeddings"))["text_embeds"]
     # At full length the re-statement must be the exported model itself; this separates "the student is
     # bidirectional" from "these are not the weights that were exported" (or a re-statement bug).
     with torch.no_grad():
@@ -129,7 +132,7 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
             _export_bucket(module, stage, tokens, ids, lengths, reference, fp32, say) for tokens in wanted]
         (stage / contract.MANIFEST).write_text(dump_manifest(manifest), encoding="utf-8")
     for name in previous - {b["path"] for b in manifest["text"]["length_buckets"]}:
-        (root / name).unlink(missing_ok=True)
+        _remove_own(root, name)
     return record
 
 
@@ -184,4 +187,16 @@ def _drop_stale_short_query(root: Path, manifest: dict) -> None:
     for name in [n for a in stale for n in (a["path"], (a.get("external_data") or {}).get("path"))] + \
             [b["path"] for b in stale_buckets]:
         if name:
-            (root / name).unlink(missing_ok=True)
+            _remove_own(root, name)
+
+
+def _remove_own(root: Path, relpath: str) -> None:
+    """Deletes a file this stage once wrote, named as the contract names it; any other manifest string is left be."""
+    import re
+
+    from .. import contract
+
+    own = re.compile(rf"^({re.escape(contract.LENGTH_BUCKET_DIR)}/text_encoder\.len[0-9]+\.onnx|"
+                     r"text_encoder\.dyn(\.[a-z0-9]+)?\.onnx(\.data)?)$")
+    if own.match(relpath):
+        (root / relpath).unlink(missing_ok=True)

@@ -12,8 +12,9 @@ import json
 import tempfile
 from pathlib import Path
 
-from ..atomic import staged_directory
-from ..contract import MANIFEST, TFLITE_DIR
+from ..atomic import locks_folder, staged_directory
+from ..contract import MANIFEST, ONNX_STEMS, TFLITE_DIR
+from ..guard import verified_artifact
 from ..isolated import run_isolated
 from ..logs import quiet_root_logger
 from ..manifest import dump_manifest, file_record, read_manifest
@@ -33,6 +34,7 @@ AUTO_STEPS = (1, 4, 16)
 __all__ = ["quantize_artifacts", "PRECISIONS", "Gate"]
 
 
+@locks_folder("quantize")
 def quantize_artifacts(out_dir, precisions=("w8a8",), *, calib_images=None, calib_captions=None,
                        num_calib: int = 128, allow_small: bool = False, auto: bool = True, gate: Gate = DEFAULT_GATE,
                        progress=None) -> list[dict]:
@@ -42,23 +44,28 @@ def quantize_artifacts(out_dir, precisions=("w8a8",), *, calib_images=None, cali
     calib = calibration_inputs(root, manifest, images_dir=calib_images, captions_file=calib_captions,
                                num_calib=num_calib, allow_small=allow_small)
     tune = sample_inputs(root, manifest, TUNE_SPLIT)
-    fp32 = [a for a in manifest["artifacts"] if a["format"] == "onnx" and a["precision"] == "fp32"]
-    tflite = [a for a in manifest["artifacts"] if a["format"] == "tflite" and a["precision"] == "fp32"]
+    # Only the contract's fp32 encoders: every file written below is named from contract.ONNX_STEMS.
+    fp32 = [a for a in manifest["artifacts"] if a["format"] == "onnx" and a["precision"] == "fp32"
+            and a["path"] in ONNX_STEMS and "target" not in a]
+    tflite = [a for a in manifest["artifacts"] if a["format"] == "tflite" and a["precision"] == "fp32"
+              and a["path"] == f"{TFLITE_DIR}/{a['encoder']}_encoder.tflite"]
+    for a in fp32 + tflite:
+        verified_artifact(root, a)
     tune_reference = {f"{a['encoder']}_embeds": onnx_embed(root / a["path"], a["inputs"][0]["name"],
                                                          tune.for_encoder(a["encoder"]))
                       for a in fp32 if not a.get("dynamic_length")}
     records = []
     with staged_directory(root) as stage, tempfile.TemporaryDirectory() as work:
         for artifact in fp32:
-            named = Path(work) / f"{artifact['name']}.named.onnx"
+            named = Path(work) / f"{ONNX_STEMS[artifact['path']]}.named.onnx"
             name_all_nodes(root / artifact["path"], named)
             for precision in precisions:
-                say(f"quantizing {artifact['name']} to {precision}")
+                say(f"quantizing {ONNX_STEMS[artifact['path']]} to {precision}")
                 records.append(_quantize_onnx(artifact, precision, named, stage, calib, tune, tune_reference,
                                               auto, gate, say))
         for artifact in tflite:
             for precision in [p for p in precisions if p in TFLITE_RECIPES]:
-                say(f"quantizing {artifact['name']} to {precision} (ai-edge-quantizer, isolated)")
+                say(f"quantizing {artifact['encoder']}_encoder.tflite to {precision} (ai-edge-quantizer, isolated)")
                 records.append(_quantize_tflite(artifact, root / artifact["path"], precision, stage, calib, tune,
                                                 tune_reference, auto, gate, say))
         # With auto, a variant that misses the gate even after mixed precision is not shipped: its file is
@@ -96,12 +103,21 @@ def _tuning_step(encoder, embeds, tune_reference, gate: Gate, keep_float) -> dic
             "top10_overlap": round(result["top10_overlap"], 4), "passed": not misses, "misses": misses}
 
 
+def _stem(artifact) -> str:
+    """What a variant's name and file are derived from: the contract's stem, never the manifest's `name`."""
+    return ONNX_STEMS.get(artifact["path"]) or f"{artifact['encoder']}_encoder.{artifact['format']}"
+
+
 def _record(artifact, precision, stage, filename, recipe, steps, damage, auto) -> dict:
+    data = artifact.get("external_data")
+    size = (stage / filename).stat().st_size
+    # The fp32 side of the ratio counts its external weights too (text_encoder.dyn keeps them in .data).
+    fp32_size = artifact["size_bytes"] + (data or {}).get("size_bytes", 0)
     return {
-        "name": f"{artifact['name']}.{precision}", "encoder": artifact["encoder"], "format": artifact["format"],
+        "name": f"{_stem(artifact)}.{precision}", "encoder": artifact["encoder"], "format": artifact["format"],
         "runtime": artifact["runtime"], "precision": precision, "inputs": artifact["inputs"],
         "outputs": artifact["outputs"], **file_record(stage, filename), "source": artifact["path"], "recipe": recipe,
-        "size_ratio_vs_fp32": round(artifact["size_bytes"] / (stage / filename).stat().st_size, 2),
+        "size_ratio_vs_fp32": round(fp32_size / size, 2),
         "tuning": {"passed": steps[-1]["passed"], "steps": steps, "auto": auto},
         "layer_damage_top": damage[:10],
         **({"dynamic_length": artifact["dynamic_length"]} if artifact.get("dynamic_length") else {}),
@@ -126,7 +142,7 @@ def _auto_mixed_precision(attempt, first_step, candidates, say, label):
 
 def _quantize_onnx(artifact, precision, named, stage, calib, tune, tune_reference, auto, gate, say) -> dict:
     encoder, input_name = artifact["encoder"], artifact["inputs"][0]["name"]
-    filename = f"{artifact['name']}.{precision}.onnx"
+    filename = f"{_stem(artifact)}.{precision}.onnx"
     dst = stage / filename
     calib_array = calib.for_encoder(encoder)
 
@@ -140,14 +156,14 @@ def _quantize_onnx(artifact, precision, named, stage, calib, tune, tune_referenc
     recipe, step = attempt([])
     steps, damage = [step], []
     if RECIPES[precision]["kind"] == "static":
-        say(f"localising quantization error in {artifact['name']}.{precision}")
+        say(f"localising quantization error in {_stem(artifact)}.{precision}")
         damage = node_damage(named, dst, input_name, calib_array[:DAMAGE_SAMPLES], tuple(RECIPES[precision]["op_types"]))
     if auto and not step["passed"] and damage:
         import onnx
 
         protected = set(mask_consumers(onnx.load(str(named))))
         candidates = [d["node"] for d in damage if d["node"] not in protected]
-        recipe, steps, _ = _auto_mixed_precision(attempt, step, candidates, say, f"{artifact['name']}.{precision}")
+        recipe, steps, _ = _auto_mixed_precision(attempt, step, candidates, say, f"{_stem(artifact)}.{precision}")
     return _record(artifact, precision, stage, filename, recipe, steps, damage, auto)
 
 
@@ -156,7 +172,7 @@ def _quantize_tflite(artifact, source: Path, precision, stage, calib, tune, tune
     filename = f"{TFLITE_DIR}/{encoder}_encoder.{precision}.tflite"
     dst = stage / filename
     dst.parent.mkdir(parents=True, exist_ok=True)
-    label = f"{artifact['name']}.{precision}"
+    label = f"{_stem(artifact)}.{precision}"
 
     def attempt(keep_float, want_damage=False):
         with tempfile.TemporaryDirectory() as tmp:

@@ -10,9 +10,9 @@ from onnxruntime.quantization import CalibrationDataReader
 from ..data.samples import load_samples
 from ..errors import InputError
 from ..runtime import Tokenizer
+from ..runtime.images import UnreadableImage, list_images, read_image
 from ..runtime.preprocess import preprocess_batch
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
 @dataclass
@@ -41,27 +41,26 @@ def evaluation_inputs(root: Path, manifest: dict) -> EncoderInputs:
 def calibration_inputs(root: Path, manifest: dict, *, images_dir=None, captions_file=None, num_calib: int = 128,
                        allow_small: bool = False) -> EncoderInputs:
     """User data when given (images preprocessed exactly as the manifest says), else the student's calib split."""
-    from PIL import Image
-
+    if isinstance(num_calib, bool) or not isinstance(num_calib, int) or num_calib < 1:
+        raise InputError(f"--num-calib must be a positive number of samples, got {num_calib}")
     skipped = 0
     if images_dir is not None or captions_file is not None:
         if images_dir is None or captions_file is None:
             raise InputError("give both --calib-images DIR and --calib-captions FILE (or neither for the default set)")
         folder = Path(images_dir)
-        if not folder.is_dir():
-            raise InputError(f"--calib-images {folder} is not a folder")
         images = []
-        for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+        for path in list_images(folder, "--calib-images"):
             try:
-                with Image.open(path) as im:
-                    images.append(im.convert("RGB"))
-            except (OSError, SyntaxError, ValueError):
-                skipped += 1  # unreadable files are counted, never fatal
+                images.append(read_image(path))
+            except UnreadableImage:
+                skipped += 1  # unreadable files are counted, never fatal (the index's policy: runtime/images.py)
             if len(images) == num_calib:
                 break
         try:
             captions = [line.strip() for line in Path(captions_file).read_text(encoding="utf-8").splitlines()
                         if line.strip()][:num_calib]
+        except UnicodeDecodeError:
+            raise InputError(f"--calib-captions {captions_file} is not UTF-8 text (one caption per line)") from None
         except OSError as e:
             raise InputError(f"cannot read --calib-captions {captions_file}: {e.strerror}") from None
         source = f"user: {folder} ({len(images)} images), {captions_file} ({len(captions)} captions)"
@@ -74,7 +73,8 @@ def calibration_inputs(root: Path, manifest: dict, *, images_dir=None, captions_
         raise InputError(f"only {len(images)} calibration images and {len(captions)} captions, fewer than "
                          f"--num-calib {num_calib}; add data or pass --allow-small-calibration")
     if smallest == 0:
-        raise InputError("no calibration images or captions could be read")
+        raise InputError(f"no calibration {'images' if not images else 'captions'} could be read"
+                         + (f" ({skipped} unreadable image file(s) skipped)" if skipped else ""))
     return EncoderInputs(preprocess_batch(images, manifest["image"]), Tokenizer.from_artifacts(root)(captions),
                          source, skipped)
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_text_atomic
+from ..atomic import locks_folder, write_text_atomic
 from ..contract import FIDELITY_REPORT, REPORTS_DIR
 from ..errors import FidelityGateError
 from ..isolated import run_isolated
+from ..guard import reference_record, verified, verified_artifact
 from ..manifest import read_manifest
 from ..runtime.encoders import feed_options, onnx_embed, open_encoder, ort_optimization, real_lengths
 from .calibration import evaluation_inputs
@@ -62,13 +63,14 @@ def gated_rows(artifact: dict, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return rows, np.ascontiguousarray(picked[:, :tokens]) if tokens else picked
 
 
+@locks_folder("verify")
 def verify_artifacts(out_dir, gate: Gate = DEFAULT_GATE, progress=None, only: set[str] | None = None) -> list[dict]:
     """Gates every artifact, or with `only` just those paths (their records replace older ones in fidelity.json)."""
     say = progress or (lambda message: None)
     root = Path(out_dir)
     manifest = read_manifest(root)
     evaluation = evaluation_inputs(root, manifest)
-    reference = dict(np.load(root / manifest["evaluation"]["reference"]))
+    reference = dict(np.load(verified(root, reference_record(manifest), "reference embeddings")))
     meaningful = manifest["evaluation"].get("recall_meaningful", False)
     records, failures = [], []
     for artifact in manifest["artifacts"]:
@@ -83,7 +85,7 @@ def verify_artifacts(out_dir, gate: Gate = DEFAULT_GATE, progress=None, only: se
             continue
         say(f"verifying {artifact['path']} on {artifact['runtime']}")
         rows, inputs = gated_rows(artifact, evaluation.for_encoder(artifact["encoder"]))
-        embeds = runner(root / artifact["path"], artifact["inputs"][0]["name"], inputs, artifact)
+        embeds = runner(verified_artifact(root, artifact), artifact["inputs"][0]["name"], inputs, artifact)
         # A subset is gated against the PyTorch reference of the same rows (recall over a gallery of those images).
         result = score(artifact["encoder"], embeds, {k: v[rows] for k, v in reference.items()})
         misses = gate.misses(result)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..atomic import write_text_atomic
+from ..atomic import locks_folder, write_text_atomic
 from ..compile.aihub import device_profile_checks
 from ..contract import BENCH_REPORT, FIDELITY_REPORT, REPORT_HTML, REPORT_JSON, REPORT_MD, REPORTS_DIR
 from ..errors import InputError
@@ -75,6 +75,7 @@ def compiled_targets(manifest: dict, fidelity: list[dict]) -> list[dict]:
     return rows
 
 
+@locks_folder("report")
 def write_report(directory) -> dict[str, Path]:
     from .markdown import render_markdown
     from .page import render_html

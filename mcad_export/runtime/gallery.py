@@ -10,22 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import replaced_directory
+from ..atomic import locks_folder, replaced_directory
 from ..contract import GALLERY_DIR, INDEX_DIR
 from ..errors import GalleryIndexError, InputError
+from ..guard import verified_artifact
 from ..manifest import read_manifest
 from .encoders import open_encoder, ort_optimization
+from .images import UnreadableImage, list_images, read_image
 from .index import GalleryIndex
 from .preprocess import preprocess_image
 from .search import select_artifact
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-def list_images(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise InputError(f"--images {folder} is not a folder; give a folder of .jpg/.png files")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def heldout_gallery(root: Path, manifest: dict) -> Path:
@@ -43,31 +37,40 @@ def heldout_gallery(root: Path, manifest: dict) -> Path:
     return folder
 
 
+@locks_folder("index")
 def build_gallery_index(directory, images=None, kind: str = "flat", artifact: str | None = None,
                         batch: int = 32, threads: int = 0, progress=None) -> dict:
-    """Returns the index metadata (index.json) including `skipped` unreadable files."""
-    from PIL import Image, UnidentifiedImageError
+    """Returns the index metadata (index.json) including `skipped` unreadable files.
 
+    Images are embedded by the fp32 ONNX image encoder unless `artifact` names another: the gallery is
+    the reference every text encoder variant is ranked against, whatever `bench` deploys."""
     root = Path(directory)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise InputError(f"--batch must be a positive number of images, got {batch}")
     manifest = read_manifest(root)
     folder = Path(images) if images else heldout_gallery(root, manifest)
     files = list_images(folder)
     if not files:
-        raise GalleryIndexError(f"{folder} has no .jpg/.png files to index")
-    encoder = select_artifact(manifest, artifact, encoder="image")
-    embed = open_encoder(root / encoder["path"], encoder["runtime"], threads, ort_optimization(encoder))
+        raise GalleryIndexError(f"{folder} has no image files to index")
+    encoder = select_artifact(manifest, artifact, encoder="image", default_deployed=False)
+    embed = open_encoder(verified_artifact(root, encoder), encoder["runtime"], threads, ort_optimization(encoder))
     embeddings, kept, skipped = [], [], []
     for start in range(0, len(files), batch):
-        pixels = []
+        pixels, names = [], []
         for path in files[start:start + batch]:
             try:
-                with Image.open(path) as im:
-                    pixels.append(preprocess_image(im, manifest["image"]))
-                kept.append(path.relative_to(folder).as_posix())
-            except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
-                skipped.append({"path": str(path), "reason": f"{type(e).__name__}: {e}"[:200]})
+                pixels.append(preprocess_image(read_image(path), manifest["image"]))
+                names.append((path, path.relative_to(folder).as_posix()))
+            except UnreadableImage as e:
+                skipped.append({"path": str(path), "reason": str(e)})
         if pixels:
-            embeddings.append(embed(np.stack(pixels).astype(np.float32)))
+            rows = embed(np.stack(pixels).astype(np.float32))
+            finite = np.isfinite(rows).all(axis=1)
+            for (path, _), ok in zip(names, finite):
+                if not ok:
+                    skipped.append({"path": str(path), "reason": "the image encoder returned non-finite numbers"})
+            embeddings.append(rows[finite])
+            kept += [name for (_, name), ok in zip(names, finite) if ok]
         if progress:
             progress(min(start + batch, len(files)), len(files))
     if not kept:
@@ -81,7 +84,8 @@ def build_gallery_index(directory, images=None, kind: str = "flat", artifact: st
     stored_root = os.path.relpath(folder_abs, index_dir.resolve()) if inside else str(folder_abs)
     index = GalleryIndex.build(vectors, kept, kind, root=stored_root)
     meta = {"image_encoder": {"path": encoder["path"], "sha256": encoder["sha256"]},
-            "source": str(folder_abs), "scanned": len(files), "skipped": len(skipped),
+            "source": os.fsencode(str(folder_abs)).decode("utf-8", "backslashreplace"), "scanned": len(files),
+            "skipped": len(skipped),
             "skipped_files": skipped[:20]}
     with replaced_directory(index_dir) as stage:
         index.save(stage, extra_meta=meta)

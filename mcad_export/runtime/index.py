@@ -44,6 +44,7 @@ class GalleryIndex:
         self.codes = codes                    # faiss index for sq8/ivfpq, None for flat
         self.meta = meta or {}
         self.rows = lambda ids: self.embeddings[ids]   # exact rows for re-ranking (load() swaps in pread)
+        self._rows_checked = False
 
     @property
     def dim(self) -> int:
@@ -91,8 +92,11 @@ class GalleryIndex:
     def save(self, folder, extra_meta: dict | None = None) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        if not np.isfinite(self.embeddings).all():
+            bad = int((~np.isfinite(self.embeddings).all(axis=1)).sum())
+            raise GalleryIndexError(f"{bad} gallery embedding row(s) are not finite; refusing to save the index")
         np.save(folder / INDEX_EMBEDDINGS, self.embeddings)
-        (folder / INDEX_PATHS).write_text("\n".join(self.paths) + "\n", encoding="utf-8")
+        (folder / INDEX_PATHS).write_text("".join(encode_path(p) + "\n" for p in self.paths), encoding="utf-8")
         files = [INDEX_META, INDEX_PATHS, INDEX_EMBEDDINGS]
         if self.codes is not None:
             import faiss
@@ -104,9 +108,14 @@ class GalleryIndex:
 
                 np.savez(folder / INDEX_IVFPQ, **arrays_from_faiss(self.codes))
                 files.append(INDEX_IVFPQ)
+        from ..guard import file_digest
+
+        digests = {name: {"sha256": file_digest(folder / name), "size_bytes": (folder / name).stat().st_size}
+                   for name in files if name != INDEX_META}
         meta = {"format": INDEX_FORMAT, "kind": self.kind, "count": len(self), "dim": self.dim,
                 "metric": "inner_product", "root": self.root, "params": self.params, "files": files,
-                **(extra_meta or {})}
+                "paths_encoding": "utf-8, one per line; '%', control characters and non-UTF-8 bytes as %XX",
+                "digests": digests, **(extra_meta or {})}
         (folder / INDEX_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
     # -- loading ----------------------------------------------------------------------------
@@ -115,19 +124,48 @@ class GalleryIndex:
         meta_path = Path(folder) / INDEX_META
         if not meta_path.is_file():
             raise GalleryIndexError(f"{folder} holds no gallery index ({INDEX_META} missing); run `mcad-export index` first")
-        return json.loads(meta_path.read_text(encoding="utf-8"))
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise GalleryIndexError(f"{meta_path} is not valid JSON; rebuild it with `mcad-export index`") from None
+        if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else None
+            raise GalleryIndexError(f"{meta_path} has format {found!r}, expected {INDEX_FORMAT!r}; rebuild it with "
+                                    "`mcad-export index`")
+        if meta.get("kind") not in INDEX_KINDS or not isinstance(meta.get("count"), int) or meta["count"] < 1:
+            raise GalleryIndexError(f"{meta_path} describes no usable index (kind {meta.get('kind')!r}, count "
+                                    f"{meta.get('count')!r}); rebuild it with `mcad-export index`")
+        return meta
 
     @classmethod
     def load(cls, folder) -> "GalleryIndex":
+        from ..guard import verified
+
         folder = Path(folder)
-        meta_path = folder / INDEX_META
         meta = cls.read_meta(folder)
-        if meta.get("format") != INDEX_FORMAT:
-            raise GalleryIndexError(f"{meta_path} has format {meta.get('format')!r}, expected {INDEX_FORMAT!r}; rebuild it")
+        digests = meta.get("digests") or {}
+        for name in meta.get("files", []):
+            if name == INDEX_META:
+                continue
+            if name not in digests:
+                raise GalleryIndexError(f"{folder / INDEX_META} lists {name} without its sha256; rebuild it with "
+                                        "`mcad-export index`")
+            verified(folder, {"path": name, **digests[name]}, "index file")
+        for name in (INDEX_EMBEDDINGS, INDEX_PATHS):
+            if name not in meta.get("files", []):
+                raise GalleryIndexError(f"{folder / INDEX_META} does not list {name}; rebuild it with "
+                                        "`mcad-export index`")
         # mmap: a flat scan streams the file through the page cache. sq8/ivfpq re-rank with pread
         # (RowReader), so the float file is never mapped: page faults on a mapping pull in neighbouring
         # pages too (fault-around, read-ahead), and after a few hundred queries the whole file was resident.
-        embeddings = np.load(folder / INDEX_EMBEDDINGS, mmap_mode="r")
+        try:
+            embeddings = np.load(folder / INDEX_EMBEDDINGS, mmap_mode="r")
+        except ValueError as e:
+            raise GalleryIndexError(f"{folder / INDEX_EMBEDDINGS} is not a .npy array ({e}); rebuild the index") from None
+        if embeddings.dtype != np.float32 or embeddings.ndim != 2 or len(embeddings) != meta["count"]:
+            raise GalleryIndexError(f"{folder / INDEX_EMBEDDINGS} holds {embeddings.dtype} {embeddings.shape} but "
+                                    f"{INDEX_META} says {meta['count']} float32 rows; rebuild it with "
+                                    "`mcad-export index`")
         paths = LazyPaths(folder / INDEX_PATHS, meta["count"])
         codes = None
         if meta["kind"] == "ivfpq" and (folder / INDEX_IVFPQ).is_file():
@@ -155,9 +193,16 @@ class GalleryIndex:
     def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """queries float32 [Q, D] -> (scores [Q, k], ids [Q, k]), best first; exact scores for every kind."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if not np.isfinite(queries).all():
+            raise GalleryIndexError("the query embedding is not finite (NaN or Inf); the text encoder is broken")
         k = min(k, len(self))
         if self.codes is None:
-            return _top_k(queries @ self.embeddings.T, k)
+            scores = queries @ self.embeddings.T
+            if not self._rows_checked:
+                # A NaN row scores NaN against every query and ranks anywhere: check the first full scan once.
+                _refuse_non_finite(scores[0], np.arange(len(self)))
+                self._rows_checked = True
+            return _top_k(scores, k)
         shortlist = min(len(self), max(k, self.params.get("rerank", 4 * k)))
         _, candidates = self.codes.search(queries, shortlist)
         scores = np.empty((len(queries), k), np.float32)
@@ -165,6 +210,7 @@ class GalleryIndex:
         for q, row in enumerate(candidates):
             row = np.sort(row[row >= 0])             # sorted rows read the float file in order
             exact = self.rows(row) @ queries[q]
+            _refuse_non_finite(exact, row)
             best = best_first(exact, k)
             n = len(best)
             scores[q, :n], ids[q, :n] = exact[best], row[best]
@@ -175,6 +221,34 @@ class GalleryIndex:
         return str(Path(self.root) / self.paths[i]) if self.root else self.paths[i]
 
 
+def encode_path(path: str) -> str:
+    """One paths.txt line: a newline, any control character, '%' and each byte of a non-UTF-8 name (a
+    surrogate-escaped str, as os.fsdecode gives) become %XX, so no file name can split or shift a line."""
+    out = []
+    for ch in path:
+        o = ord(ch)
+        if 0xDC80 <= o <= 0xDCFF:
+            out.append(f"%{o - 0xDC00:02X}")
+        elif o < 0x20 or o == 0x7F or ch == "%":
+            out.append(f"%{o:02X}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def decode_path(line: str) -> str:
+    """Inverse of encode_path: the name as the OS gave it (non-UTF-8 bytes surrogate-escaped)."""
+    from urllib.parse import unquote_to_bytes
+
+    return unquote_to_bytes(line).decode("utf-8", "surrogateescape")
+
+
+def read_paths(folder) -> list[str]:
+    """Every gallery path of an index folder, decoded."""
+    meta = GalleryIndex.read_meta(folder)
+    return list(LazyPaths(Path(folder) / INDEX_PATHS, meta["count"]))
+
+
 class LazyPaths:
     """paths.txt as one bytes blob and line offsets: 100k Python strings cost ~12 MB, this ~3 MB."""
 
@@ -183,8 +257,9 @@ class LazyPaths:
         ends = np.flatnonzero(np.frombuffer(self._blob, np.uint8) == 10)
         if len(ends) < count and len(self._blob) and self._blob[-1:] != b"\n":
             ends = np.append(ends, len(self._blob))
-        if len(ends) < count:
-            raise GalleryIndexError(f"{path} has {len(ends)} lines but the index holds {count} rows; rebuild it")
+        if len(ends) != count:
+            raise GalleryIndexError(f"{path} has {len(ends)} lines but the index holds {count} rows; rebuild it "
+                                    "with `mcad-export index`")
         self._ends = ends[:count].astype(np.int32 if len(self._blob) < 2**31 else np.int64)
 
     def __len__(self) -> int:
@@ -197,7 +272,8 @@ class LazyPaths:
         if i < 0:
             i += len(self)
         start = int(self._ends[i - 1]) + 1 if i else 0
-        return self._blob[start:int(self._ends[i])].decode("utf-8")
+        raw = self._blob[start:int(self._ends[i])]
+        return decode_path(raw.decode("utf-8")) if b"%" in raw else raw.decode("utf-8")
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
@@ -231,6 +307,13 @@ class RowReader:
             os.close(self._fd)
         except (OSError, AttributeError):
             pass
+
+
+def _refuse_non_finite(scores: np.ndarray, rows: np.ndarray) -> None:
+    if not np.isfinite(scores).all():
+        bad = rows[~np.isfinite(scores)]
+        raise GalleryIndexError(f"gallery index row {int(bad[0])} is not finite (NaN or Inf; {len(bad)} such row(s) "
+                                "seen); rebuild the index with `mcad-export index`")
 
 
 def best_first(scores: np.ndarray, k: int) -> np.ndarray:

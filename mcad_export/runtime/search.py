@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..contract import INDEX_DIR
+from ..contract import INDEX_DIR, TOKENIZER_DIR
 from ..errors import InputError
+from ..guard import verified_artifact, verified_files
 from ..manifest import read_manifest
 from .encoders import feed_options, open_encoder, ort_optimization
 from .index import GalleryIndex
@@ -30,10 +31,13 @@ class Hit:
     score: float
 
 
-def select_artifact(manifest: dict, wanted: str | None = None, encoder: str = "text") -> dict:
-    """An artifact record by path or name; default: the deployment choice, else the fp32 ONNX file."""
+def select_artifact(manifest: dict, wanted: str | None = None, encoder: str = "text",
+                    default_deployed: bool = True) -> dict:
+    """An artifact record by path or name; default: the deployment choice (unless `default_deployed` is off),
+    else the fp32 ONNX file."""
     candidates = [a for a in manifest["artifacts"] if a["encoder"] == encoder and a["runtime"] in HOST_RUNTIMES]
-    wanted = wanted or manifest.get("deployment", {}).get(f"{encoder}_encoder")
+    if default_deployed:
+        wanted = wanted or (manifest.get("deployment") or {}).get(f"{encoder}_encoder")
     if wanted:
         for a in candidates:
             if wanted in (a["path"], a["name"]):
@@ -46,6 +50,33 @@ def select_artifact(manifest: dict, wanted: str | None = None, encoder: str = "t
     raise InputError(f"the manifest lists no host-runnable {encoder} encoder; re-export")
 
 
+def check_query(text, k: int) -> None:
+    """A query the user can be answered for: some visible text and 1 <= k."""
+    if not isinstance(text, str) or not text.strip():
+        raise InputError("the query is empty; give some words to search for, e.g. \"a red circle\"")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # What a shell passes for bytes that are not UTF-8 (surrogate escapes), or a lone UTF-16 half.
+        raise InputError("the query is not valid Unicode text (undecodable bytes or a lone surrogate); "
+                         "give it as UTF-8") from None
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InputError(f"-k must be a positive number of results, got {k}")
+
+
+def check_index_matches(manifest: dict, meta: dict, root: Path) -> None:
+    """An index embedded by an image encoder this export no longer holds (a re-export of another student, a
+    re-quantization) ranks with the wrong geometry: refuse it rather than return confident garbage."""
+    built_with = meta.get("image_encoder")
+    if not built_with:
+        return  # the bench's own galleries, built from this export's index, carry no encoder of their own
+    current = next((a for a in manifest["artifacts"] if a["path"] == built_with.get("path")), None)
+    if current is None or current.get("sha256") != built_with.get("sha256"):
+        raise InputError(f"the gallery index was built with {built_with.get('path')} (sha256 "
+                         f"{str(built_with.get('sha256'))[:12]}...), which is no longer this export's image encoder; "
+                         f"rebuild it with `mcad-export index {root}`")
+
+
 class TextSearch:
     """Load once, then `search(text, k)`; `timed_search` also returns per-stage milliseconds."""
 
@@ -55,12 +86,14 @@ class TextSearch:
         root = Path(directory)
         manifest = read_manifest(root)
         index_dir = Path(index_dir) if index_dir else root / INDEX_DIR
-        GalleryIndex.read_meta(index_dir)  # fail before loading a model when there is no index
+        meta = GalleryIndex.read_meta(index_dir)  # fail before loading a model when there is no index
+        check_index_matches(manifest, meta, root)
         self.artifact = select_artifact(manifest, artifact)
+        verified_files(root, manifest, TOKENIZER_DIR)
         self.tokenizer = Tokenizer.from_artifacts(root)
         self.tokenizer("warm the BPE cache")
         on_stage("tokenizer")
-        self.encode = open_encoder(root / self.artifact["path"], self.artifact["runtime"], threads,
+        self.encode = open_encoder(verified_artifact(root, self.artifact), self.artifact["runtime"], threads,
                                    ort_optimization(self.artifact), **feed_options(self.artifact))
         query = self.encode(self.tokenizer("a first query allocates the runtime's buffers"))
         on_stage("model")
@@ -75,11 +108,15 @@ class TextSearch:
         return self.encode(self.tokenizer(texts)).astype(np.float32)
 
     def timed_search(self, text: str, k: int = 10) -> tuple[list[Hit], dict]:
+        check_query(text, k)
         t0 = time.perf_counter()
         ids = self.tokenizer(text)
         t1 = time.perf_counter()
         query = self.encode(ids)
         t2 = time.perf_counter()
+        if not np.isfinite(query).all():
+            raise InputError(f"the text encoder {self.artifact['path']} returned non-finite numbers for this query; "
+                             "its weights are broken: re-export or choose another --artifact")
         scores, rows = self.index.search(query, k)
         t3 = time.perf_counter()
         hits = [Hit(r + 1, int(i), self.index.path_of(int(i)), float(s))

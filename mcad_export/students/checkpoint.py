@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import stat
 from pathlib import Path
 
 from ..errors import CheckpointError, UnsafeCheckpointError, WeightsMismatchError
@@ -27,6 +28,9 @@ def read_state_dict(path) -> dict:
         raise CheckpointError(f"weights file not found: {path} (check the --weights path)")
     if path.is_dir():
         raise CheckpointError(f"weights path is a directory, not a file: {path}")
+    if not stat.S_ISREG(path.stat().st_mode):
+        # A FIFO or device would block the read forever (or stream without end).
+        raise CheckpointError(f"weights path is not a regular file (a pipe, socket or device): {path}")
     try:
         with open(path, "rb") as f:
             head = f.read(8)
@@ -45,12 +49,16 @@ def read_state_dict(path) -> dict:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
-            if "weights only" in str(e).lower() or "weights_only" in str(e):
+            # "Unsupported global" is a pickle that names code to run; "Unsupported operand" is bytes that are
+            # not a pickle at all (corrupt or random data), which must not be called dangerous.
+            if "unsupported global" in str(e).lower() or "GLOBAL " in str(e):
                 raise UnsafeCheckpointError(
                     f"{path} contains pickled Python objects, not just tensors; refusing to load it "
                     "(it could run code). Re-save it as a state dict (torch.save(model.state_dict(), ...)) "
                     "or as .safetensors") from None
-            raise CheckpointError(f"{path} is not a PyTorch checkpoint ({_first_line(e)})") from None
+            raise CheckpointError(f"{path} is not a PyTorch or safetensors checkpoint (its bytes are no torch.save "
+                                  "file: corrupt, truncated or another format); expected a .pt/.pth state dict or a "
+                                  ".safetensors file") from None
         except Exception as e:  # noqa: BLE001 - arbitrary bytes fail anywhere inside the unpickler
             raise CheckpointError(
                 f"{path} is not a PyTorch or safetensors checkpoint ({_first_line(e)}); "
@@ -73,7 +81,19 @@ def _unwrap(obj, path: Path) -> dict:
         raise CheckpointError(f"{path} holds no tensors (keys: {', '.join(list(obj)[:5])})")
     if all(k.startswith("module.") for k in tensors):
         tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    check_finite(tensors, path)
     return tensors
+
+
+def check_finite(tensors: dict, source) -> None:
+    """NaN or Inf anywhere (even rows the parity samples never touch, like unused token embeddings) would ship."""
+    import torch
+
+    for name, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(f"{source}: tensor {name} holds {bad} non-finite value(s) (NaN or Inf); "
+                                  "fix or retrain the checkpoint, nothing was exported")
 
 
 def apply_state_dict(model, state: dict, what: str) -> None:

@@ -35,12 +35,23 @@ def load(arg: str, *, weights=None, random_init: bool = False) -> Student:
         raise InputError(f"hf student needs a local CLIPModel folder: --student hf:DIR ({arg or 'missing'} is not a folder)")
     if not (folder / "config.json").is_file():
         raise InputError(f"{folder} has no config.json; expected a Hugging Face CLIPModel folder (save_pretrained)")
-    raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    try:
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        where = f" ({e.msg} at line {e.lineno})" if isinstance(e, json.JSONDecodeError) else ""
+        raise InputError(f"{folder / 'config.json'} is not valid JSON{where}") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{folder / 'config.json'} is not a Hugging Face config (a JSON object expected)")
     if raw.get("model_type") != "clip":
         raise UnsupportedStudentError(f"{folder} holds a {raw.get('model_type')!r} model; only CLIPModel folders are supported")
-    config = CLIPConfig.from_pretrained(folder, local_files_only=True)
-    config._attn_implementation = "eager"  # plain matmul-softmax attention traces to portable ONNX
-    model = CLIPModel(config).float().eval()
+    try:
+        config = CLIPConfig.from_pretrained(folder, local_files_only=True)
+        config._attn_implementation = "eager"  # plain matmul-softmax attention traces to portable ONNX
+        model = CLIPModel(config).float().eval()
+    except Exception as e:  # noqa: BLE001 - transformers/huggingface_hub raise their own validation errors
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise InputError(f"{folder / 'config.json'} is not a valid CLIP config: building the model failed "
+                         f"({reason})") from None
     info = {"architecture": "transformers CLIPModel"}
     if random_init:
         info["random_init"] = True

@@ -52,10 +52,23 @@ def build_model(arg: str):
             config = json.loads(config_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise InputError(f"{arg} is not valid JSON ({e.msg} at line {e.lineno})") from None
-        model_cfg = config.get("model_cfg", config)
-        if not isinstance(model_cfg, dict) or "vision_cfg" not in model_cfg or "text_cfg" not in model_cfg:
-            raise InputError(f"{arg} is not an open_clip model config (needs vision_cfg and text_cfg)")
-        model, pre_cfg = _create_from_config(open_clip, model_cfg, config.get("preprocess_cfg", {}))
+        model_cfg = config.get("model_cfg", config) if isinstance(config, dict) else config
+        if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("vision_cfg"), dict) \
+                or not isinstance(model_cfg.get("text_cfg"), dict):
+            raise InputError(f"{arg} is not an open_clip model config (a JSON object with vision_cfg and text_cfg "
+                             "objects)")
+        preprocess_cfg = config.get("preprocess_cfg", {})
+        if not isinstance(preprocess_cfg, dict):
+            raise InputError(f"{arg}: preprocess_cfg must be a JSON object")
+        _check_sizes(arg, model_cfg)
+        try:
+            model, pre_cfg = _create_from_config(open_clip, model_cfg, preprocess_cfg)
+        except (InputError, UnsupportedStudentError):
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, ZeroDivisionError, AssertionError) as e:
+            reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise InputError(f"{arg} is not a valid open_clip model config: building the model failed ({reason})") \
+                from None
         return model, pre_cfg, config_path.stem
     if arg not in open_clip.list_models():
         close = difflib.get_close_matches(arg, open_clip.list_models(), n=3, cutoff=0.5)
@@ -65,6 +78,26 @@ def build_model(arg: str):
     _reject_unsupported(arg, model_cfg)
     model = _quiet_create(open_clip, arg)
     return model, _tag_preprocess(open_clip, arg, model), arg
+
+
+def _check_sizes(arg: str, model_cfg: dict) -> None:
+    """Sizes that must be positive whole numbers, named in the message instead of failing deep inside torch."""
+    sizes = [("embed_dim", model_cfg, "embed_dim")]
+    for tower in ("vision_cfg", "text_cfg"):
+        for key in ("layers", "width", "heads", "patch_size", "image_size", "context_length", "vocab_size",
+                    "head_width", "mlp_ratio"):
+            if key in model_cfg[tower]:
+                sizes.append((f"{tower}.{key}", model_cfg[tower], key))
+    for label, cfg, key in sizes:
+        if key not in cfg:
+            raise InputError(f"{arg}: {label} is missing; an open_clip config needs it")
+        value = cfg[key]
+        whole = key != "mlp_ratio"
+        if isinstance(value, list) and key in ("layers", "image_size") and value:
+            value = value if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value) else 1
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not float(value).is_integer()) \
+                or value <= 0:
+            raise InputError(f"{arg}: {label} must be a positive {'whole ' if whole else ''}number, got {value!r}")
 
 
 def _create_from_config(open_clip, model_cfg: dict, preprocess_cfg: dict):

@@ -23,7 +23,7 @@ import java.util.regex.Pattern;
  * returns what those kinds return whenever their short list holds the true top-k.
  */
 public final class GalleryIndex {
-    public static final String FORMAT = "mcad-index/1";
+    public static final String FORMAT = "mcad-index/2";
     public final int count;
     public final int dim;
     public final String kind;
@@ -45,7 +45,7 @@ public final class GalleryIndex {
         }
         List<String> paths = new ArrayList<String>();
         for (String line : Files2.readString(Files2.open(new File(dir, "paths.txt"))).split("\n")) {
-            if (!line.isEmpty()) paths.add(line);
+            if (!line.isEmpty()) paths.add(decodePath(line));
         }
         RandomAccessFile file = new RandomAccessFile(new File(dir, "embeddings.f32.npy"), "r");
         try {
@@ -60,6 +60,32 @@ public final class GalleryIndex {
         } finally {
             file.close();   // the mapping stays valid after the channel closes
         }
+    }
+
+    /**
+     * One paths.txt line back to the file name: the toolkit writes '%', control characters (a newline in a
+     * name) and bytes of non-UTF-8 names as %XX so no name can split a line; undecodable bytes become U+FFFD.
+     */
+    public static String decodePath(String line) {
+        if (line.indexOf('%') < 0) return line;
+        byte[] utf8 = line.getBytes(StandardCharsets.UTF_8);
+        java.io.ByteArrayOutputStream out = new java.io.ByteArrayOutputStream(utf8.length);
+        for (int i = 0; i < utf8.length; i++) {
+            if (utf8[i] == '%' && i + 2 < utf8.length && hex(utf8[i + 1]) >= 0 && hex(utf8[i + 2]) >= 0) {
+                out.write(hex(utf8[i + 1]) * 16 + hex(utf8[i + 2]));
+                i += 2;
+            } else {
+                out.write(utf8[i]);
+            }
+        }
+        return new String(out.toByteArray(), StandardCharsets.UTF_8);
+    }
+
+    private static int hex(byte c) {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        return -1;
     }
 
     /** Reads the .npy header (v1-v3), leaves the buffer positioned at the data, returns {rows, cols}. */

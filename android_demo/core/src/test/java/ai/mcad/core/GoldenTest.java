@@ -93,6 +93,19 @@ class GoldenTest {
                 BufferedImage image = ImageIO.read(new File(dir, (String) c.get("png")));
                 int w = image.getWidth(), h = image.getHeight();
                 int[] argb = image.getRGB(0, 0, w, h, null, 0, w);
+                if (c.containsKey("jpeg")) {
+                    // A sideways-stored phone photo: the tag comes from the JPEG, the turn from the core.
+                    byte[] jpeg = Files2.readBytes(new FileInputStream(new File(dir, (String) c.get("jpeg"))));
+                    int orientation = ExifOrientation.read(jpeg);
+                    assertEquals(((Number) c.get("orientation")).intValue(), orientation, "EXIF orientation");
+                    argb = ExifOrientation.upright(argb, w, h, orientation);
+                    if (ExifOrientation.swapsAxes(orientation)) {
+                        int t = w;
+                        w = h;
+                        h = t;
+                    }
+                    assertEquals(((Number) c.get("width")).intValue(), w, "upright width");
+                }
                 float[] got = pre.preprocess(argb, w, h);
                 byte[] raw = Files2.readBytes(new FileInputStream(new File(dir, (String) c.get("tensor"))));
                 float[] want = new float[raw.length / 4];
@@ -130,6 +143,17 @@ class GoldenTest {
                 assertEquals(index.paths.get(hits[i].row), hits[i].path);
             }
         }
+    }
+
+    @SuppressWarnings("unchecked")
+    @Test
+    void pathsSurviveNewlinesPercentAndNonUtf8Names() throws IOException {
+        GalleryIndex index = GalleryIndex.open(new File(GOLDEN, "index"));
+        List<Object> want = (List<Object>) Json.parse(read(new File(GOLDEN, "index/paths.expected.json")));
+        assertEquals(want.size(), index.paths.size(), "one path per index row");
+        for (int i = 0; i < want.size(); i++) assertEquals(want.get(i), index.paths.get(i), "path of row " + i);
+        assertTrue(index.paths.get(0).contains("\n"), "the golden index holds a name with a newline");
+        assertEquals(1, ExifOrientation.read(new byte[] {1, 2, 3}), "not a JPEG: as stored");
     }
 
     @SuppressWarnings("unchecked")

@@ -1,0 +1,67 @@
+"""The one image reader of every stage that takes a user's images (index, calibration): one suffix set,
+one size limit, one policy for what is skipped and why. Torch-free.
+
+An image comes out as an 8-bit RGB PIL image, upright (EXIF orientation applied: phone photos are stored
+rotated with a tag) and with 16-bit samples scaled, not clipped, to 8 bits. Anything that cannot be read
+that way raises UnreadableImage with a reason; callers skip and count it, never crash.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# Larger than any camera frame (a 200 MP sensor is 16,320 x 12,240); a PNG header claiming more is a
+# decompression bomb, refused before a single pixel is decoded.
+MAX_PIXELS = 200_000_000
+
+
+class UnreadableImage(Exception):
+    """Why one file was skipped (message ready for the skip list)."""
+
+
+def list_images(folder: Path, option: str = "--images") -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{option} {folder} is not a folder; give a folder of "
+                         f"{'/'.join(s.lstrip('.') for s in IMAGE_SUFFIXES)} files")
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def read_image(path: Path):
+    """An upright 8-bit RGB PIL image, or UnreadableImage saying why not."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > MAX_PIXELS:
+                    raise UnreadableImage(f"too large: {w} x {h} pixels (limit {MAX_PIXELS:,})")
+                im.load()
+                upright = ImageOps.exif_transpose(im)
+                return to_rgb8(upright)
+    except UnreadableImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise UnreadableImage(f"too large (decompression bomb guard): {e}"[:200]) from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError, MemoryError) as e:
+        raise UnreadableImage(f"{type(e).__name__}: {e}"[:200]) from None
+
+
+def to_rgb8(im):
+    """RGB with 8-bit samples. PIL's convert() clips 16-bit grey ("I;16", "I") at 255, turning most of a
+    16-bit image white; scale it instead (65535 -> 255, as the 16->8 bit rule x * 255 / 65535 rounds)."""
+    from PIL import Image
+
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        grey = np.asarray(im, dtype=np.float64) * (255.0 / 65535.0)   # "I" here: 16-bit PNG grey (PIL's widening)
+        im = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8), "L")
+    elif im.mode == "F":
+        im = Image.fromarray(np.clip(np.rint(np.asarray(im) * 255.0), 0, 255).astype(np.uint8), "L")
+    return im if im.mode == "RGB" else im.convert("RGB")

@@ -29,7 +29,8 @@ def _add_quantize_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--precision", action="append", choices=PRECISIONS, metavar="P",
                    help=f"one of {', '.join(PRECISIONS)}; repeatable (default: all)")
-    p.add_argument("--calib-images", type=Path, metavar="DIR", help="calibration images (jpg/png; unreadable skipped)")
+    p.add_argument("--calib-images", type=Path, metavar="DIR", help="calibration images (jpg/jpeg/png/bmp/webp, EXIF-upright; unreadable or > 200 MP "
+                        "skipped and counted, as index does)")
     p.add_argument("--calib-captions", type=Path, metavar="FILE", help="calibration captions, one per line")
     p.add_argument("--num-calib", type=int, default=128, help="calibration samples per encoder (default 128)")
     p.add_argument("--allow-small-calibration", action="store_true",
@@ -177,8 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gate_args(p)
 
     p = sub.add_parser("index", help="embed a folder of images into a gallery index (flat, sq8, ivfpq)",
-                       description="Embeds every .jpg/.png under --images (recursively; unreadable files are skipped "
-                                   "and counted) with the image encoder and saves DIR/index/ (see ARCHITECTURE.md). "
+                       description="Embeds every .jpg/.jpeg/.png/.bmp/.webp under --images (recursively; EXIF orientation "
+                                   "applied; unreadable, > 200 MP or non-finite images are skipped and counted) with "
+                                   "the fp32 image encoder (or --artifact) and saves DIR/index/ (see ARCHITECTURE.md). "
                                    "Without --images: the embedded student's held-out gallery, written to DIR/gallery/.")
     p.add_argument("dir", type=Path, help="an export folder (with manifest.json)")
     p.add_argument("--images", type=Path, metavar="FOLDER", help="folder of images to index")

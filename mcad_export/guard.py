@@ -27,8 +27,8 @@ def is_safe_relpath(relpath) -> bool:
 
 def check_relpath(relpath, where: str, source: Path) -> str:
     if not is_safe_relpath(relpath):
-        raise InputError(f"{source}: {where} {relpath!r} is not a plain relative path inside the export folder "
-                         "(absolute paths and '..' are refused); re-export the folder")
+        raise InputError(f"{source}: {where} {relpath!r} points outside the export folder or is not a plain relative "
+                         "path (absolute paths and '..' are refused); re-export the folder")
     return relpath
 
 
@@ -66,7 +66,10 @@ def validate_manifest(manifest, source: Path) -> dict:
     return manifest
 
 
-def inside(root: Path, relpath: str, what: str = "file") -> Path:
+_FIX = "rebuild it (re-export, or rerun the stage that wrote it)"
+
+
+def inside(root: Path, relpath: str, what: str = "file", fix: str = _FIX) -> Path:
     """`root/relpath`, refused when it (or a symlink on the way) leaves the export folder or is no regular file."""
     root = Path(root)
     if not is_safe_relpath(relpath):
@@ -78,23 +81,22 @@ def inside(root: Path, relpath: str, what: str = "file") -> Path:
     try:
         mode = os.stat(resolved).st_mode
     except FileNotFoundError:
-        raise InputError(f"{path} is missing; {what} {relpath!r} is listed but not there: rebuild it "
-                         "(re-export, or rerun the stage that wrote it)") from None
+        raise InputError(f"{path} is missing: {what} {relpath!r} is listed but not there; {fix}") from None
     if not stat.S_ISREG(mode):
         raise InputError(f"refusing {what} {path}: not a regular file")
     return path
 
 
-def verified(root: Path, record: dict, what: str = "file") -> Path:
+def verified(root: Path, record: dict, what: str = "file", fix: str = _FIX) -> Path:
     """The file a record ({"path", "sha256", "size_bytes"}) names, inside `root` and matching its digest."""
-    path = inside(root, record.get("path"), what)
+    path = inside(root, record.get("path"), what, fix)
     expected = record.get("sha256")
     if expected is None:
         return path  # records without a digest (none written today) can only be checked for place and type
     size = path.stat().st_size
     if record.get("size_bytes") not in (None, size) or file_digest(path) != expected:
         raise TamperedFileError(f"{path} does not match the sha256 its record lists (changed or corrupted since it "
-                                "was written); restore it or rebuild it with the stage that wrote it")
+                                f"was written); restore it, or {fix}")
     return path
 
 

@@ -34,8 +34,9 @@ def test_java_core_reproduces_golden_vectors_from_a_fresh_run(embedded_run, tmp_
     assert len(cases) > 50 and any(len(c["ids"]) == 77 for c in cases)   # a truncated long text is in the corpus
     passed, failed, out = run_core_tests(golden)
     assert {c["bucket"] for c in cases} == {16, 32, None}      # short, medium and full-context queries
-    # every token case + every preprocessing image + top-k + truncation + length buckets
-    expected = len(cases) + len(json.loads((golden / "preprocess" / "cases.json").read_text())["cases"]) + 3
+    # every token case + every preprocessing image (EXIF-tagged JPEGs included) + top-k + truncation + length
+    # buckets + index paths that hold a newline, '%' and a non-UTF-8 byte
+    expected = len(cases) + len(json.loads((golden / "preprocess" / "cases.json").read_text())["cases"]) + 4
     assert failed == 0 and passed == expected, out[-3000:]
     assert out.count("known divergence") == 3    # the listed ftfy-only cases, reported, BPE still exact
 

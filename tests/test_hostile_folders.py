@@ -106,7 +106,7 @@ def test_tampered_file_with_restored_mtime_is_still_caught(scratch_export, capsy
 def test_markup_in_queries_and_file_names_is_printed_not_interpreted(scratch_export, capsys, tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
-    names = ["photo [1].jpg", "[/].png", "[bold red]x[/].png"]
+    names = ["photo [1].jpg", "[bold red]x.png", "[link=file:]y [i].png"]
     for i, name in enumerate(names):
         shutil.copy(scratch_export / "gallery" / f"heldout_{i:05d}.png", photos / name)
     code, out, err = _cli(capsys, "index", scratch_export, "--images", photos)
@@ -175,9 +175,9 @@ def test_calibration_images_follow_the_index_policy(scratch_export, tmp_path):
     photos = tmp_path / "calib"
     photos.mkdir()
     for i in range(3):
-        shutil.copy(scratch_export / "gallery" / f"heldout_{i:05d}.png", photos / f"{i}.png")
-    _bomb(photos / "bomb.png")
-    (photos / "broken.webp").write_bytes(b"RIFF....WEBP junk")
+        shutil.copy(scratch_export / "gallery" / f"heldout_{i:05d}.png", photos / f"{i + 1}.png")
+    _bomb(photos / "00_bomb.png")     # sorted first, so calibration meets them before it has enough images
+    (photos / "01_broken.webp").write_bytes(b"RIFF....WEBP junk")
     captions = tmp_path / "captions.txt"
     captions.write_text("a red circle\na blue square\na green star\n")
     calib = calibration_inputs(scratch_export, read_manifest(scratch_export), images_dir=photos,
@@ -186,8 +186,8 @@ def test_calibration_images_follow_the_index_policy(scratch_export, tmp_path):
     # The same folder through `index`: the same two files skipped, with the reasons.
     assert main(["index", str(scratch_export), "--images", str(photos)]) == 0
     meta = json.loads((scratch_export / INDEX_DIR / "index.json").read_text())
-    assert meta["skipped"] == 2 and {Path(s["path"]).name for s in meta["skipped_files"]} == {"bomb.png",
-                                                                                              "broken.webp"}
+    assert meta["skipped"] == 2 and {Path(s["path"]).name for s in meta["skipped_files"]} == {"00_bomb.png",
+                                                                                              "01_broken.webp"}
     assert any("too large" in s["reason"] for s in meta["skipped_files"])
 
 

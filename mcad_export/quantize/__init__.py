@@ -12,7 +12,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from ..atomic import locks_folder, staged_directory
+from ..atomic import locks_folder, scratch_dir, staged_directory
 from ..contract import MANIFEST, ONNX_STEMS, TFLITE_DIR
 from ..guard import verified_artifact
 from ..isolated import run_isolated
@@ -55,7 +55,8 @@ def quantize_artifacts(out_dir, precisions=("w8a8",), *, calib_images=None, cali
                                                          tune.for_encoder(a["encoder"]))
                       for a in fp32 if not a.get("dynamic_length")}
     records = []
-    with staged_directory(root) as stage, tempfile.TemporaryDirectory() as work:
+    # Scratch models go inside the export too: a killed quantize leaves nothing elsewhere (the next stage cleans).
+    with staged_directory(root) as stage, scratch_dir(root) as work:
         for artifact in fp32:
             named = Path(work) / f"{ONNX_STEMS[artifact['path']]}.named.onnx"
             name_all_nodes(root / artifact["path"], named)

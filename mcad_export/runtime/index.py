@@ -150,7 +150,7 @@ class GalleryIndex:
             if name not in digests:
                 raise GalleryIndexError(f"{folder / INDEX_META} lists {name} without its sha256; rebuild it with "
                                         "`mcad-export index`")
-            verified(folder, {"path": name, **digests[name]}, "index file")
+            verified(folder, {"path": name, **digests[name]}, "index file", "rebuild it with `mcad-export index`")
         for name in (INDEX_EMBEDDINGS, INDEX_PATHS):
             if name not in meta.get("files", []):
                 raise GalleryIndexError(f"{folder / INDEX_META} does not list {name}; rebuild it with "

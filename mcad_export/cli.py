@@ -349,16 +349,21 @@ def _quantize(args, console) -> list[dict]:
         worst = r["layer_damage_top"][0] if r["layer_damage_top"] else None
         table.add_row(_e(r["path"]), f"{r['size_bytes'] / 1e6:.2f}", f"{r['size_ratio_vs_fp32']:.2f}x",
                       str(len(r["recipe"]["kept_float"])),
-                      "[green]pass[/]" if r["tuning"]["passed"] else "[red]rejected[/]",
+                      "[green]pass[/]" if r["tuning"]["passed"] else
+                      ("[red]rejected[/]" if r["tuning"]["auto"] else "[yellow]miss, kept[/]"),
                       _e(f"{short_layer(worst['node'])} ({worst['sqnr_db']})") if worst else "-")
     console.print(table)
     for r in records:
         if not r["tuning"]["passed"]:
             last = r["tuning"]["steps"][-1]
             worst = ", ".join(f"{short_layer(d['node'])} ({d['sqnr_db']} dB)" for d in r["layer_damage_top"][:3])
-            console.print(f"[yellow]rejected[/] {_e(r['path'])}: {_e('; '.join(last['misses']))} after keeping "
-                          f"{len(last['kept_float'])} layer(s) in float; "
-                          + (f"worst layers: {_e(worst)}" if worst else "no per-layer data for this recipe"))
+            detail = (f"{_e('; '.join(last['misses']))} after keeping {len(last['kept_float'])} layer(s) in float; "
+                      + (f"worst layers: {_e(worst)}" if worst else "no per-layer data for this recipe"))
+            if r["tuning"]["auto"]:
+                console.print(f"[yellow]rejected[/] {_e(r['path'])} (not kept): {detail}")
+            else:
+                console.print(f"[yellow]kept[/] {_e(r['path'])} although it misses the tuning gate (--no-auto): "
+                              f"{detail}; `mcad-export verify` judges it on the held-out set")
     return records
 
 

@@ -318,3 +318,29 @@ def test_short_query_variants_report_a_true_size_ratio(embedded_run):
     manifest = json.loads((embedded_run[0] / MANIFEST).read_text())
     dyn = [a for a in manifest["artifacts"] if a["path"].startswith("text_encoder.dyn.") and a["precision"] != "fp32"]
     assert dyn and all(a["size_ratio_vs_fp32"] >= 1.5 for a in dyn), [(a["path"], a["size_ratio_vs_fp32"]) for a in dyn]
+
+
+def test_an_unknown_runtime_fails_verify_instead_of_being_skipped(scratch_export, capsys):
+    def edit(m):
+        m["artifacts"][0]["runtime"] = "onnxruntime-gpu-nightly"
+    _edit_manifest(scratch_export, edit)
+    _one_line_error(*_cli(capsys, "verify", scratch_export)[::2], "'onnxruntime-gpu-nightly'",
+                    "which mcad-export does not know")
+
+
+def test_no_auto_says_kept_not_rejected(scratch_export, capsys, monkeypatch):
+    import mcad_export.quantize as quantize_stage
+
+    manifest = json.loads((scratch_export / MANIFEST).read_text())
+    record = dict(next(a for a in manifest["artifacts"] if a["path"] == "text_encoder.w8a8.onnx"))
+    step = {"kept_float": [], "misses": ["top-10 overlap 0.900 < 0.95"], "passed": False}
+    record.update(size_ratio_vs_fp32=3.9, recipe={"kept_float": []}, layer_damage_top=[],
+                  tuning={"passed": False, "auto": False, "steps": [step]})
+    monkeypatch.setattr(quantize_stage, "quantize_artifacts", lambda *a, **k: [record])
+    code, out, err = _cli(capsys, "quantize", scratch_export, "--no-auto")
+    assert code == 0, err
+    assert "rejected" not in out and "kept text_encoder.w8a8.onnx although it misses the tuning gate" in out
+    assert "miss, kept" in out
+    record["tuning"]["auto"] = True
+    code, out, err = _cli(capsys, "quantize", scratch_export)
+    assert "rejected text_encoder.w8a8.onnx (not kept)" in out

@@ -26,11 +26,19 @@ class EncoderInputs:
         return self.pixels if encoder == "image" else self.ids
 
 
+def _tokenizer(root: Path, manifest: dict) -> Tokenizer:
+    from ..contract import TOKENIZER_DIR
+    from ..guard import verified_files
+
+    verified_files(root, manifest, TOKENIZER_DIR)   # the files the manifest lists, unchanged
+    return Tokenizer.from_artifacts(root)
+
+
 def sample_inputs(root: Path, manifest: dict, split: str) -> EncoderInputs:
     """The manifest's evaluation sample kind and count, from `split` (held-out: the gate; calib: tuning)."""
     kind, count = manifest["evaluation"]["samples"], manifest["evaluation"]["count"]
     images, captions = load_samples(kind, split, count, manifest["image"]["image_size"])
-    return EncoderInputs(preprocess_batch(images, manifest["image"]), Tokenizer.from_artifacts(root)(captions),
+    return EncoderInputs(preprocess_batch(images, manifest["image"]), _tokenizer(root, manifest)(captions),
                          f"{kind}:{split} x{count}")
 
 
@@ -75,7 +83,7 @@ def calibration_inputs(root: Path, manifest: dict, *, images_dir=None, captions_
     if smallest == 0:
         raise InputError(f"no calibration {'images' if not images else 'captions'} could be read"
                          + (f" ({skipped} unreadable image file(s) skipped)" if skipped else ""))
-    return EncoderInputs(preprocess_batch(images, manifest["image"]), Tokenizer.from_artifacts(root)(captions),
+    return EncoderInputs(preprocess_batch(images, manifest["image"]), _tokenizer(root, manifest)(captions),
                          source, skipped)
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import locks_folder, write_text_atomic
-from ..contract import FIDELITY_REPORT, REPORTS_DIR
-from ..errors import FidelityGateError
+from ..contract import FIDELITY_REPORT, MANIFEST, REPORTS_DIR
+from ..errors import FidelityGateError, InputError
 from ..isolated import run_isolated
 from ..guard import reference_record, verified, verified_artifact
 from ..manifest import read_manifest
@@ -44,6 +44,8 @@ def _qnn_htp_simulator(path, input_name, array, artifact):
 
 # Runtime name in the manifest -> function(path, input name, array, artifact record) -> embeddings.
 RUNNERS = {"onnxruntime": _onnxruntime, "litert": _litert_isolated, "qnn-htp": _qnn_htp_simulator}
+# Runtimes that exist only on a device (the compiled model cannot run on this host): recorded as skipped.
+DEVICE_ONLY_RUNTIMES = ("aihub-", "litert-npu-")
 # What fidelity.json calls the runtime a record was measured on, where that differs from the target's.
 MEASURED_ON = {"qnn-htp": "qnn-htp-sim"}
 
@@ -72,6 +74,13 @@ def verify_artifacts(out_dir, gate: Gate = DEFAULT_GATE, progress=None, only: se
     evaluation = evaluation_inputs(root, manifest)
     reference = dict(np.load(verified(root, reference_record(manifest), "reference embeddings")))
     meaningful = manifest["evaluation"].get("recall_meaningful", False)
+    unknown = [a for a in manifest["artifacts"] if a.get("runtime") not in RUNNERS
+               and not str(a.get("runtime")).startswith(DEVICE_ONLY_RUNTIMES)]
+    if unknown:
+        # A record no runner knows would otherwise be skipped silently and look verified.
+        raise InputError(f"{root / MANIFEST}: {unknown[0]['path']} has runtime {unknown[0].get('runtime')!r}, which "
+                         f"mcad-export does not know (one of {', '.join(RUNNERS)}, "
+                         f"{', '.join(p + '*' for p in DEVICE_ONLY_RUNTIMES)}); re-export or fix the manifest")
     records, failures = [], []
     for artifact in manifest["artifacts"]:
         if only is not None and artifact["path"] not in only:

@@ -443,8 +443,6 @@ def _index(args, console) -> dict:
 
 
 def _search(args, console) -> int:
-    from rich.table import Table
-
     from .runtime.search import TextSearch, check_query
 
     check_query(args.text, args.k)   # before seconds of loading
@@ -471,16 +469,22 @@ def _render_search(console, text: str, search, hits, times) -> None:
     console.print(table)
 
 
+def bench_settings(args):
+    """bench's Settings from `bench` or `run` arguments."""
+    from .bench import Settings
+
+    return Settings(artifact=args.artifact if args.command == "bench" else None, threads=args.threads,
+                    gallery_size=args.gallery_size, index_kind=args.index_kind, budget_mb=args.budget_mb,
+                    budget_ms=args.budget_ms, sweep_sizes=tuple(s for s in args.sweep_sizes if s),
+                    baseline=args.baseline, quick=args.quick)
+
+
 def _bench(args, console) -> int:
-    from .bench import Settings, bench
+    from .bench import bench
     from .errors import BudgetMissError
 
-    settings = Settings(artifact=args.artifact if args.command == "bench" else None, threads=args.threads,
-                        gallery_size=args.gallery_size, index_kind=args.index_kind, budget_mb=args.budget_mb,
-                        budget_ms=args.budget_ms, sweep_sizes=tuple(s for s in args.sweep_sizes if s),
-                        baseline=args.baseline, quick=args.quick)
     with _status(console, "benchmarking") as status:
-        report = bench(args.dir, settings, progress=status)
+        report = bench(args.dir, bench_settings(args), progress=status)
     lat, budget = report["query_latency_ms"], report["budget"]
     text = report["artifacts"]["text"]
     console.print(f"text encoder {_e(text['path'])} ({text['precision']}, {text['runtime']}; fidelity gate: "

@@ -139,13 +139,9 @@ def _key(st: os.stat_result) -> tuple[str, list]:
     return f"{st.st_dev}:{st.st_ino}", [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
-def file_digest(path: Path, chunk: int = 1 << 20) -> str:
-    st = os.stat(path)
-    key, fingerprint = _key(st)
-    cached = _memory.get(key) or _load_cache().get(key)
-    if cached and cached[:3] == fingerprint:
-        return cached[3]
-    # Imported only on a cache miss: hashlib maps OpenSSL's libcrypto (+4 MB resident), which the query path of a
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    """The file's sha256, always read in full (file_digest is the cached form)."""
+    # Imported only when hashing: hashlib maps OpenSSL's libcrypto (+4 MB resident), which the query path of a
     # warm cache never needs.
     import hashlib
 
@@ -153,7 +149,17 @@ def file_digest(path: Path, chunk: int = 1 << 20) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):
             digest.update(block)
-    value = digest.hexdigest()
+    return digest.hexdigest()
+
+
+def file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256_of, reused while the file is provably unchanged (see above)."""
+    st = os.stat(path)
+    key, fingerprint = _key(st)
+    cached = _memory.get(key) or _load_cache().get(key)
+    if cached and cached[:3] == fingerprint:
+        return cached[3]
+    value = sha256_of(path, chunk)
     if _key(os.stat(path))[1] == fingerprint:  # unchanged while hashing
         _memory[key] = [*fingerprint, value]
         _store_cache(key, [*fingerprint, value])

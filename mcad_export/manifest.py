@@ -6,14 +6,13 @@ from pathlib import Path
 
 from .contract import MANIFEST, MANIFEST_FORMAT
 from .errors import InputError
-from .guard import validate_manifest
+from .guard import file_digest, validate_manifest
 
 
 def file_record(root: Path, relpath: str) -> dict:
-    from .students.checkpoint import sha256_of  # lazily: the torch-free runtime reads manifests too
-
     path = Path(root) / relpath
-    return {"path": relpath, "sha256": sha256_of(path), "size_bytes": path.stat().st_size}
+    # Cached: the stage that reads this file next finds its digest without hashing it again.
+    return {"path": relpath, "sha256": file_digest(path), "size_bytes": path.stat().st_size}
 
 
 def read_manifest(directory) -> dict:

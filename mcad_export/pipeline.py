@@ -7,8 +7,11 @@ def preflight(args) -> None:
     """Every option `run` will use, checked before the first stage (a typo must not cost minutes of export)."""
     from pathlib import Path
 
+    from .cli import bench_settings
     from .errors import InputError
     from .export import ensure_writable
+    from .quantize.calibration import check_calibration_options
+    from .runtime.images import require_folder
 
     ensure_writable(args.out)
     if args.target:
@@ -19,21 +22,10 @@ def preflight(args) -> None:
     if args.app is not None and not (Path(args.app) / "app" / "src" / "main").is_dir():
         raise InputError(f"--app {args.app} is not the Android demo (no app/src/main); use --app android_demo from "
                          "the repo")
-    if args.images is not None and not Path(args.images).is_dir():
-        raise InputError(f"--images {args.images} is not a folder; give a folder of image files")
-    if (args.calib_images is None) != (args.calib_captions is None):
-        raise InputError("give both --calib-images DIR and --calib-captions FILE (or neither for the default set)")
-    if args.calib_images is not None and not Path(args.calib_images).is_dir():
-        raise InputError(f"--calib-images {args.calib_images} is not a folder")
-    if args.calib_captions is not None and not Path(args.calib_captions).is_file():
-        raise InputError(f"--calib-captions {args.calib_captions} is not a file")
-    if args.num_calib < 1:
-        raise InputError(f"--num-calib must be a positive number of samples, got {args.num_calib}")
-    if args.gallery_size < 0:
-        raise InputError(f"--gallery-size must be a number of images (0 = the real index as it is), got "
-                         f"{args.gallery_size}")
-    if not args.threads or min(args.threads) < 1:
-        raise InputError("--threads must be positive thread counts")
+    if args.images is not None:
+        require_folder(args.images)
+    check_calibration_options(args.calib_images, args.calib_captions, args.num_calib)
+    bench_settings(args).check_values()
     if args.sim_samples < 1:
         raise InputError(f"--sim-samples must be positive, got {args.sim_samples}")
 

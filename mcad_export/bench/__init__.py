@@ -34,10 +34,9 @@ class Settings:
         self.index_kind, self.budget_mb, self.budget_ms = index_kind, budget_mb, budget_ms
         self.sweep_sizes, self.sweep_kinds, self.baseline, self.quick = tuple(sweep_sizes), sweep_kinds, baseline, quick
 
-    def check(self, root: Path) -> None:
-        """Nonsensical or unaffordable settings fail with one line before anything is built."""
+    def check_values(self) -> None:
+        """Nonsensical settings fail with one line (also `run`'s preflight, before the export exists)."""
         from ..errors import InputError
-        from ..manifest import read_manifest
 
         def whole(value) -> bool:
             return isinstance(value, int) and not isinstance(value, bool)
@@ -53,6 +52,13 @@ class Settings:
         if not (self.budget_mb > 0 and self.budget_ms > 0):
             raise InputError(f"--budget-mb and --budget-ms must be positive, got {self.budget_mb:g} and "
                              f"{self.budget_ms:g}")
+
+    def check(self, root: Path) -> None:
+        """check_values, and a gallery this machine can build, before anything is built."""
+        from ..errors import InputError
+        from ..manifest import read_manifest
+
+        self.check_values()
         dim = int(read_manifest(root)["embed_dim"])
         largest = max([self.gallery_size, *self.sweep_sizes])
         # The synthetic gallery, its build copy and the saved file's pages: ~3 float32 copies at the peak.

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 
 from ..atomic import locks_folder, write_bytes_atomic, write_text_atomic
 from ..contract import FIDELITY_REPORT, INDEX_DIR, INDEX_EMBEDDINGS, INDEX_META, INDEX_PATHS, TOKENIZER_DIR
 from ..errors import BudgetMissError, InputError
-from ..guard import inside, verified, verified_files
+from ..guard import file_digest, inside, is_safe_relpath, verified, verified_files
 from ..manifest import read_manifest
 from ..runtime.encoders import feed_options
 from ..runtime.index import GalleryIndex
@@ -27,7 +26,6 @@ from ..runtime.search import check_index_matches
 ASSETS = Path("app/src/main/assets/mcad")
 BUNDLE_MANIFEST = "bundle.json"
 BUNDLE_FORMAT = "mcad-bundle/1"
-_SAFE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$")
 
 # Which runtime the app uses for each kind of artifact, and why (shown in bundle.json and the README).
 RUNTIMES = {
@@ -44,7 +42,7 @@ RUNTIMES = {
 
 
 def safe_name(relpath: str) -> str:
-    if not _SAFE.match(relpath) or ".." in relpath.split("/"):
+    if not is_safe_relpath(relpath):
         raise InputError(f"refusing unsafe bundle file name {relpath!r} (plain relative names only, no '..')")
     return relpath
 
@@ -139,7 +137,6 @@ def bundle(directory, app, *, target: str | None = None, with_image_encoder: boo
     check_index_matches(manifest, index.meta, root)
     for name in (INDEX_META, INDEX_PATHS, INDEX_EMBEDDINGS):
         files[safe_name(f"index/{name}")] = inside(root, f"{INDEX_DIR}/{name}", "index file").resolve()
-    index_meta = index.meta
     thumbs = _thumbnails(root, index, thumb_size, say)
     files.update(thumbs)
 
@@ -176,7 +173,7 @@ def bundle(directory, app, *, target: str | None = None, with_image_encoder: boo
     document = {"format": BUNDLE_FORMAT, "student": manifest["student"]["id"], "target": target or "cpu",
                 "embed_dim": manifest["embed_dim"], "encoders": encoders, "image": manifest["image"],
                 "text": manifest["text"], "tokenizer_dir": "tokenizer", "index_dir": "index",
-                "index": {k: index_meta.get(k) for k in ("kind", "count", "dim")},
+                "index": {k: index.meta.get(k) for k in ("kind", "count", "dim")},
                 "thumbnails": {"dir": "thumbs", "count": len(thumbs), "size": thumb_size,
                                "name": "thumbs/<row>.jpg, row = line of index/paths.txt (0-based, 6 digits)"},
                 "budget": budget, "files": records}
@@ -204,7 +201,7 @@ def _previous_files(assets: Path) -> list[str]:
 
 
 def _digest(value: bytes | Path) -> str:
-    return hashlib.sha256(value if isinstance(value, bytes) else value.read_bytes()).hexdigest()
+    return hashlib.sha256(value).hexdigest() if isinstance(value, bytes) else file_digest(value)
 
 
 def _thumbnails(root: Path, index, size: int, say) -> dict[str, bytes]:

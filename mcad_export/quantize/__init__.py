@@ -58,15 +58,15 @@ def quantize_artifacts(out_dir, precisions=("w8a8",), *, calib_images=None, cali
     # Scratch models go inside the export too: a killed quantize leaves nothing elsewhere (the next stage cleans).
     with staged_directory(root) as stage, scratch_dir(root) as work:
         for artifact in fp32:
-            named = Path(work) / f"{ONNX_STEMS[artifact['path']]}.named.onnx"
+            named = Path(work) / f"{_stem(artifact)}.named.onnx"
             name_all_nodes(root / artifact["path"], named)
             for precision in precisions:
-                say(f"quantizing {ONNX_STEMS[artifact['path']]} to {precision}")
+                say(f"quantizing {_stem(artifact)} to {precision}")
                 records.append(_quantize_onnx(artifact, precision, named, stage, calib, tune, tune_reference,
                                               auto, gate, say))
         for artifact in tflite:
             for precision in [p for p in precisions if p in TFLITE_RECIPES]:
-                say(f"quantizing {artifact['encoder']}_encoder.tflite to {precision} (ai-edge-quantizer, isolated)")
+                say(f"quantizing {_stem(artifact)} to {precision} (ai-edge-quantizer, isolated)")
                 records.append(_quantize_tflite(artifact, root / artifact["path"], precision, stage, calib, tune,
                                                 tune_reference, auto, gate, say))
         # With auto, a variant that misses the gate even after mixed precision is not shipped: its file is

@@ -10,7 +10,7 @@ from onnxruntime.quantization import CalibrationDataReader
 from ..data.samples import load_samples
 from ..errors import InputError
 from ..runtime import Tokenizer
-from ..runtime.images import UnreadableImage, list_images, read_image
+from ..runtime.images import UnreadableImage, list_images, read_image, require_folder
 from ..runtime.preprocess import preprocess_batch
 
 
@@ -46,15 +46,24 @@ def evaluation_inputs(root: Path, manifest: dict) -> EncoderInputs:
     return sample_inputs(root, manifest, manifest["evaluation"]["split"])
 
 
+def check_calibration_options(images_dir=None, captions_file=None, num_calib: int = 128) -> None:
+    """The calibration options refused before any work (here and in `run`'s preflight)."""
+    if isinstance(num_calib, bool) or not isinstance(num_calib, int) or num_calib < 1:
+        raise InputError(f"--num-calib must be a positive number of samples, got {num_calib}")
+    if (images_dir is None) != (captions_file is None):
+        raise InputError("give both --calib-images DIR and --calib-captions FILE (or neither for the default set)")
+    if images_dir is not None:
+        require_folder(images_dir, "--calib-images")
+        if not Path(captions_file).is_file():
+            raise InputError(f"--calib-captions {captions_file} is not a file (one caption per line)")
+
+
 def calibration_inputs(root: Path, manifest: dict, *, images_dir=None, captions_file=None, num_calib: int = 128,
                        allow_small: bool = False) -> EncoderInputs:
     """User data when given (images preprocessed exactly as the manifest says), else the student's calib split."""
-    if isinstance(num_calib, bool) or not isinstance(num_calib, int) or num_calib < 1:
-        raise InputError(f"--num-calib must be a positive number of samples, got {num_calib}")
+    check_calibration_options(images_dir, captions_file, num_calib)
     skipped = 0
-    if images_dir is not None or captions_file is not None:
-        if images_dir is None or captions_file is None:
-            raise InputError("give both --calib-images DIR and --calib-captions FILE (or neither for the default set)")
+    if images_dir is not None:
         folder = Path(images_dir)
         images = []
         for path in list_images(folder, "--calib-images"):

@@ -24,11 +24,16 @@ class UnreadableImage(Exception):
     """Why one file was skipped (message ready for the skip list)."""
 
 
-def list_images(folder: Path, option: str = "--images") -> list[Path]:
+def require_folder(folder: Path, option: str = "--images") -> Path:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{option} {folder} is not a folder; give a folder of "
                          f"{'/'.join(s.lstrip('.') for s in IMAGE_SUFFIXES)} files")
+    return folder
+
+
+def list_images(folder: Path, option: str = "--images") -> list[Path]:
+    folder = require_folder(folder, option)
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
@@ -62,6 +67,4 @@ def to_rgb8(im):
     if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         grey = np.asarray(im, dtype=np.float64) * (255.0 / 65535.0)   # "I" here: 16-bit PNG grey (PIL's widening)
         im = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8), "L")
-    elif im.mode == "F":
-        im = Image.fromarray(np.clip(np.rint(np.asarray(im) * 255.0), 0, 255).astype(np.uint8), "L")
     return im if im.mode == "RGB" else im.convert("RGB")

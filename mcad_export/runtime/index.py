@@ -243,12 +243,6 @@ def decode_path(line: str) -> str:
     return unquote_to_bytes(line).decode("utf-8", "surrogateescape")
 
 
-def read_paths(folder) -> list[str]:
-    """Every gallery path of an index folder, decoded."""
-    meta = GalleryIndex.read_meta(folder)
-    return list(LazyPaths(Path(folder) / INDEX_PATHS, meta["count"]))
-
-
 class LazyPaths:
     """paths.txt as one bytes blob and line offsets: 100k Python strings cost ~12 MB, this ~3 MB."""
 

@@ -1,22 +1,14 @@
 """Loading untrusted weight files safely, and explaining precisely why weights don't fit."""
 from __future__ import annotations
 
-import hashlib
 import pickle
 import stat
 from pathlib import Path
 
 from ..errors import CheckpointError, UnsafeCheckpointError, WeightsMismatchError
+from ..guard import sha256_of  # noqa: F401  (the loaders record their weights' digest with it)
 
 _WRAPPER_KEYS = ("state_dict", "model", "module", "model_state_dict")
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_state_dict(path) -> dict:

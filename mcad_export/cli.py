@@ -25,10 +25,11 @@ def _add_student_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_quantize_args(p: argparse.ArgumentParser) -> None:
-    from .quantize.onnx_recipes import PRECISIONS
+    from .quantize.onnx_recipes import DEFAULT_PRECISIONS, PRECISIONS
 
     p.add_argument("--precision", action="append", choices=PRECISIONS, metavar="P",
-                   help=f"one of {', '.join(PRECISIONS)}; repeatable (default: all)")
+                   help=f"one of {', '.join(PRECISIONS)}; repeatable (default: {', '.join(DEFAULT_PRECISIONS)}; "
+                        "w4 is opt-in)")
     p.add_argument("--calib-images", type=Path, metavar="DIR", help="calibration images (jpg/jpeg/png/bmp/webp, EXIF-upright; unreadable or > 200 MP "
                         "skipped and counted, as index does)")
     p.add_argument("--calib-captions", type=Path, metavar="FILE", help="calibration captions, one per line")
@@ -43,6 +44,11 @@ def _add_gate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-r1-drop", type=float, default=0.5, help="max text->image R@1 drop, points (default 0.5)")
     p.add_argument("--min-top10-overlap", type=float, default=0.95, help="min top-10 overlap with fp32 (default 0.95)")
     p.add_argument("--min-cosine-mean", type=float, default=0.99, help="min mean cosine vs PyTorch fp32 (default 0.99)")
+    p.add_argument("--min-cosine-min", type=float, default=0.98,
+                   help="min per-sample cosine vs PyTorch fp32, applied to degenerate students only (default 0.98)")
+    p.add_argument("--degenerate-pairwise-cosine", type=float, default=0.8,
+                   help="fp32 embeddings whose mean pairwise cosine reaches this are degenerate (untrained): ranking "
+                        "metrics are noise, so such a student is gated on cosine alone (default 0.8)")
 
 
 def _add_index_kind(p: argparse.ArgumentParser) -> None:
@@ -121,7 +127,8 @@ def gate_from(args):
     from .quantize.fidelity import Gate
 
     return Gate(max_r1_drop=args.max_r1_drop / 100, min_top10_overlap=args.min_top10_overlap,
-                min_cosine_mean=args.min_cosine_mean)
+                min_cosine_mean=args.min_cosine_mean, min_cosine_min=args.min_cosine_min,
+                degenerate_pairwise_cosine=args.degenerate_pairwise_cosine)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -333,22 +340,24 @@ def _export(args, console) -> dict:
 
 def _quantize(args, console) -> list[dict]:
     from .quantize import quantize_artifacts
-    from .quantize.onnx_recipes import PRECISIONS
+    from .quantize.onnx_recipes import DEFAULT_PRECISIONS
 
     with _status(console, "quantizing") as status:
-        records = quantize_artifacts(args.dir, tuple(args.precision or PRECISIONS), calib_images=args.calib_images,
+        records = quantize_artifacts(args.dir, tuple(args.precision or DEFAULT_PRECISIONS), calib_images=args.calib_images,
                                      calib_captions=args.calib_captions, num_calib=args.num_calib,
                                      allow_small=args.allow_small_calibration, auto=args.auto, gate=gate_from(args),
                                      progress=status)
     from rich.table import Table
 
     table = Table(title=f"quantized artifacts in {_e(args.dir)}")
-    for col in ("artifact", "size MB", "smaller", "kept float", "tuning gate", "worst layer (SQNR dB)"):
+    from .manifest import total_bytes
+
+    for col in ("artifact", "size MB", "smaller", "kept float / int8", "tuning gate", "worst layer (SQNR dB)"):
         table.add_column(col, no_wrap=col == "artifact")
     for r in records:
         worst = r["layer_damage_top"][0] if r["layer_damage_top"] else None
-        table.add_row(_e(r["path"]), f"{r['size_bytes'] / 1e6:.2f}", f"{r['size_ratio_vs_fp32']:.2f}x",
-                      str(len(r["recipe"]["kept_float"])),
+        table.add_row(_e(r["path"]), f"{total_bytes(r) / 1e6:.2f}", f"{r['size_ratio_vs_fp32']:.2f}x",
+                      f"{len(r['recipe']['kept_float'])} / {len(r['recipe'].get('kept_int8', []))}",
                       "[green]pass[/]" if r["tuning"]["passed"] else
                       ("[red]rejected[/]" if r["tuning"]["auto"] else "[yellow]miss, kept[/]"),
                       _e(f"{short_layer(worst['node'])} ({worst['sqnr_db']})") if worst else "-")
@@ -497,8 +506,12 @@ def _bench(args, console) -> int:
         console.print(f"baseline {_e(report['baseline']['name'])}: p50 {report['baseline']['query_latency_ms']['p50']:.2f} "
                       f"ms -> {report['speedup_vs_baseline']:.1f}x faster")
     limit = report["physical_limit"]
-    console.print(f"physical limit {limit['text_encoder_limit_ms']:.3f} ms ({limit['peak_gemm_gflops']:.0f} GFLOP/s "
-                  f"peak GEMM); text-encoder efficiency {limit['text_encoder_efficiency']:.1%}")
+    text_limit = limit["text_encoder"]
+    console.print(f"physical limit of the text encoder {limit['text_encoder_limit_ms']:.3f} ms, {text_limit['bound']}-"
+                  f"bound: {text_limit['compute_ms']:.3f} ms compute at {text_limit['peak_gops']:.0f} "
+                  f"{text_limit['peak_kind']} GOP/s, {text_limit['memory_ms']:.3f} ms to read "
+                  f"{text_limit['bytes_per_query']['total'] / 1e6:.1f} MB at {limit['read_bandwidth_gbs']:.1f} GB/s; "
+                  f"text-encoder efficiency {limit['text_encoder_efficiency']:.1%}")
     verdict = "[green]PASS[/]" if budget["passed"] else "[red]MISS[/]"
     console.print(f"budget {budget['memory_mb']:g} MB / {budget['latency_ms']:g} ms: {verdict} "
                   f"({_e(Path(args.dir) / 'reports' / 'bench.json')})")

@@ -24,3 +24,17 @@ def silence_import_deprecations() -> None:
     It says nothing about the user's model and breaks the one-line error contract, so that logger only passes
     errors. Remove once torchao stops calling register_constant on Enums."""
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def root_logger_preserved():
+    """Workaround: onnxruntime 1.32's quantization/matmul_nbits_quantizer.py calls logging.basicConfig(level=INFO)
+    at import, which would print every library's INFO records for the rest of the process. Import it inside this
+    block: the root logger's level and handlers are put back as they were."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers

@@ -129,8 +129,16 @@ def test_bench_json_holds_consistent_measured_numbers(embedded_run):
     t, w = limit["query_tokens_mean"], 96
     expected = 4 * (24 * w * w * t + 4 * t * t * w) + 2 * w * 128
     assert limit["text_encoder_matmul_flops_at_query_tokens"] == pytest.approx(expected, rel=1e-6)
-    assert 20 < limit["peak_gemm_gflops"] < 5000
-    assert limit["text_encoder_limit_ms"] == pytest.approx(expected / limit["peak_gemm_gflops"] / 1e6, rel=1e-3)
+    assert 20 < limit["peak_gemm_gflops"] < 5000 and 1 < limit["read_bandwidth_gbs"] < 1000
+    # The roofline: max(compute at the precision's measured peak, bytes read per query / measured bandwidth).
+    text = limit["text_encoder"]
+    peak = limit["peak_int8_gops"] if text["peak_kind"] == "int8" else limit["peak_gemm_gflops"]
+    assert text["compute_ms"] == pytest.approx(expected / peak / 1e6, rel=1e-3)
+    assert text["memory_ms"] == pytest.approx(text["bytes_per_query"]["total"] / limit["read_bandwidth_gbs"] / 1e6,
+                                              rel=1e-3)
+    assert limit["text_encoder_limit_ms"] == pytest.approx(max(text["compute_ms"], text["memory_ms"]), abs=1e-4)
+    assert limit["query_limit_ms"] >= limit["text_encoder_limit_ms"] and limit["index_scan_bytes"] > 0
+    assert set(limit["per_artifact"]) <= {r["artifact"] for r in ranking}
     sizes = {(r["gallery_size"], r["kind"]) for r in bench["index_sweep"]["rows"]}
     assert {(1000, "flat"), (100_000, "sq8"), (100_000, "ivfpq")} <= sizes
     assert all(r["top10_overlap_vs_flat"] >= 0.8 for r in bench["index_sweep"]["rows"])

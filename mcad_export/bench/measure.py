@@ -10,7 +10,7 @@ import numpy as np
 from ..atomic import write_text_atomic
 from ..contract import BENCH_REPORT, FIDELITY_REPORT, INDEX_DIR, INDEX_EMBEDDINGS, INDEX_META, MANIFEST, REPORTS_DIR
 from ..guard import reference_record, verified, verified_artifact
-from ..manifest import dump_manifest, read_manifest, tool_versions
+from ..manifest import dump_manifest, read_manifest, tool_versions, total_bytes
 from ..runtime.encoders import feed_options, ort_optimization
 from ..runtime.index import GalleryIndex, synthetic_gallery
 from ..runtime.search import HOST_RUNTIMES
@@ -18,6 +18,7 @@ from ..runtime.tokenizer import Tokenizer
 from . import GENERIC_QUERIES, Settings, run_probe
 from ..compile.aihub import device_profile_checks
 from .flops import matmul_flops
+from .roofline import index_scan_bytes, limit, weight_bytes_per_query
 
 PROBE, BASELINE = "mcad_export.bench.probe", "mcad_export.bench.baseline"
 
@@ -68,7 +69,7 @@ def choose(root, manifest, encoder, wanted, gates, inputs, settings, work, say) 
         stats = time_encoder(root, a, inputs, settings.threads[0], work, settings.measure("selection"))["latency"]
         ranking.append({"artifact": a["path"], "precision": a["precision"], "runtime": a["runtime"],
                         "p50_ms": round(stats["p50"], 3), "gate_passed": gates.get(a["path"]),
-                        "size_bytes": a["size_bytes"]})
+                        "size_bytes": total_bytes(a)})
     eligible = [r for r in ranking if r["gate_passed"] is not False] or ranking
     best = min(eligible, key=lambda r: r["p50_ms"])
     return next(a for a in candidates if a["path"] == best["artifact"]), sorted(ranking, key=lambda r: r["p50_ms"])
@@ -97,13 +98,14 @@ def bench_gallery(root: Path, manifest: dict, size: int, kind: str | None, work:
     n_real = min(size, len(real_vectors))
     paths = [f"real/{i}" for i in range(n_real)] + [f"synthetic/{i}" for i in range(n_real, size)]
     folder = work / "gallery_index"
-    GalleryIndex.build(vectors, paths, kind).save(folder)
+    built = GalleryIndex.build(vectors, paths, kind)
+    built.save(folder)
     files = sorted(folder.iterdir())
     info = {"gallery_size": size, "real": n_real, "synthetic": size - n_real, "real_source": source, "kind": kind,
             "kind_chosen_by": chosen_by,
             "synthetic_note": ("rows beyond the real gallery are synthetic unit vectors drawn around real "
                                "embeddings: valid for latency and memory, not for recall") if size > n_real else None,
-            "index_bytes": {f.name: f.stat().st_size for f in files}}
+            "index_bytes": {f.name: f.stat().st_size for f in files}, "params": built.params}
     return folder, info
 
 
@@ -124,7 +126,7 @@ def run_bench(root: Path, settings: Settings, work: Path, say) -> dict:
             r = time_encoder(root, artifact, inputs, t, work, settings.measure("full"))
             encoders.append({"artifact": artifact["path"], "encoder": artifact["encoder"], "threads": t,
                              "precision": artifact["precision"], "runtime": artifact["runtime"],
-                             "latency_ms": r["latency"], "size_bytes": artifact["size_bytes"]})
+                             "latency_ms": r["latency"], "size_bytes": total_bytes(artifact)})
 
     say(f"building a {settings.gallery_size or 'real'}-image gallery index")
     index_dir, gallery = bench_gallery(root, manifest, settings.gallery_size, settings.index_kind, work)
@@ -144,16 +146,26 @@ def run_bench(root: Path, settings: Settings, work: Path, say) -> dict:
                                         "gallery": str(index_dir / INDEX_EMBEDDINGS),
                                         "measure": settings.measure("full")}, threads, work)
 
-    say("peak GEMM rate of this machine")
+    say("peak GEMM rate and read bandwidth of this machine")
     gemm = run_probe(PROBE, {"mode": "gemm", "threads": threads}, threads, work)
+    bandwidth = run_probe(PROBE, {"mode": "bandwidth", "threads": threads}, threads, work)
     fp32_text = next(a for a in manifest["artifacts"] if a["encoder"] == "text" and a["format"] == "onnx"
                      and a["precision"] == "fp32" and not a.get("dynamic_length"))
     # A bidirectional text tower (short-query check failed) computes every position for every query.
     causal = manifest["text"].get("short_query", {}).get("exact", True)
-    flops = matmul_flops(root / fp32_text["path"], manifest["text"]["context_length"],
-                         query["query_tokens_mean"] if causal else manifest["text"]["context_length"])
+    tokens = query["query_tokens_mean"] if causal else manifest["text"]["context_length"]
+    flops = matmul_flops(root / fp32_text["path"], manifest["text"]["context_length"], tokens)
     text_p50 = next(e["latency_ms"]["p50"] for e in encoders if e["artifact"] == text["path"] and e["threads"] == threads)
-    limit_ms = flops["at_tokens"] / (gemm["peak_gflops"] * 1e9) * 1e3
+    index_bytes = index_scan_bytes(gallery["kind"], gallery["gallery_size"], manifest["embed_dim"],
+                                   gallery["params"])
+    rooflines = {r["artifact"]: artifact_roofline(root, manifest, r, flops, tokens, gemm, bandwidth)
+                 for r in text_ranking if r["runtime"] == "onnxruntime"}
+    chosen = rooflines.get(text["path"]) or artifact_roofline(root, manifest, {"artifact": text["path"],
+                                                                              "precision": text["precision"]},
+                                                              flops, tokens, gemm, bandwidth)
+    limit_ms = chosen["limit_ms"]
+    query_limit = limit(flops["at_tokens"], chosen["peak_gops"], chosen["bytes_per_query"]["total"] + index_bytes,
+                        bandwidth["peak_read_gbs"])
 
     sweep = None
     if settings.sweep_sizes:
@@ -182,10 +194,10 @@ def run_bench(root: Path, settings: Settings, work: Path, say) -> dict:
         "by_threads": {str(t): {"query_latency_ms": {k: r["latency"][k] for k in ("p50", "p90", "p99")},
                                 "peak_rss_mb": round(r["peak_rss_mb"], 1)} for t, r in queries_by_threads.items()},
         "artifacts": {"text": {"path": text["path"], "precision": text["precision"], "runtime": text["runtime"],
-                               "size_bytes": text["size_bytes"], "gate_passed": gates.get(text["path"]),
+                               "size_bytes": total_bytes(text), "gate_passed": gates.get(text["path"]),
                                "chosen_by": "--artifact" if settings.artifact else "fastest not failing the gate"},
                       "image": {"path": image["path"], "precision": image["precision"], "runtime": image["runtime"],
-                                "size_bytes": image["size_bytes"], "gate_passed": gates.get(image["path"])},
+                                "size_bytes": total_bytes(image), "gate_passed": gates.get(image["path"])},
                       "text_ranking": text_ranking, "image_ranking": image_ranking},
         "encoders": encoders,
         "baseline": ({"name": baseline["name"], "description": baseline["description"],
@@ -197,9 +209,15 @@ def run_bench(root: Path, settings: Settings, work: Path, say) -> dict:
         "physical_limit": {"text_encoder_matmul_flops_at_query_tokens": flops["at_tokens"],
                            "text_encoder_matmul_flops_full_context": flops["full"],
                            "query_tokens_mean": flops["tokens"], "peak_gemm_gflops": gemm["peak_gflops"],
-                           "gemm": gemm, "text_encoder_limit_ms": round(limit_ms, 4),
+                           "peak_int8_gops": gemm["peak_int8_gops"], "read_bandwidth_gbs": bandwidth["peak_read_gbs"],
+                           "gemm": gemm, "bandwidth": bandwidth,
+                           "model": "max(matmul FLOPs / GEMM peak of the precision, bytes read per query / read "
+                                    "bandwidth); bytes = weights once + gathered table rows (+ index scan for the query)",
+                           "text_encoder": chosen, "text_encoder_limit_ms": round(limit_ms, 4),
                            "text_encoder_efficiency": round(limit_ms / text_p50, 4),
-                           "query_efficiency": round(limit_ms / p50, 4)},
+                           "per_artifact": rooflines, "index_scan_bytes": index_bytes,
+                           "query": query_limit, "query_limit_ms": query_limit["limit_ms"],
+                           "query_efficiency": round(query_limit["limit_ms"] / p50, 4)},
         "index_sweep": sweep,
         "budget": {"memory_mb": settings.budget_mb, "latency_ms": settings.budget_ms, "passed": passed,
                    "latency_passed": p50 <= settings.budget_ms,
@@ -213,6 +231,27 @@ def run_bench(root: Path, settings: Settings, work: Path, say) -> dict:
                               "chosen_by": f"mcad-export bench ({report['artifacts']['text']['chosen_by']})"}
     write_text_atomic(root / MANIFEST, dump_manifest(manifest))
     return report
+
+
+# Precisions whose matmuls run on integer kernels (MatMulInteger, MatMulNBits at accuracy level 4, QDQ int8).
+INTEGER_PRECISIONS = ("dynamic", "w8", "w4", "w8a8")
+
+
+def artifact_roofline(root: Path, manifest: dict, ranked: dict, flops: dict, tokens: float, gemm: dict,
+                      bandwidth: dict) -> dict:
+    """The floor of one text artifact at the query's tokens, and its measured efficiency against it."""
+    artifact = next(a for a in manifest["artifacts"] if a["path"] == ranked["artifact"])
+    integer = artifact["precision"] in INTEGER_PRECISIONS
+    peak = gemm["peak_int8_gops"] if integer else gemm["peak_gflops"]
+    bytes_read = (weight_bytes_per_query(root / artifact["path"], tokens) if artifact["format"] == "onnx" else
+                  {"weights": total_bytes(artifact), "table_rows": 0, "total": total_bytes(artifact)})
+    out = {"artifact": artifact["path"], "precision": artifact["precision"], "peak_gops": peak,
+           "peak_kind": "int8" if integer else "fp32", "bytes_per_query": bytes_read,
+           **limit(flops["at_tokens"], peak, bytes_read["total"], bandwidth["peak_read_gbs"])}
+    if ranked.get("p50_ms"):
+        out.update(measured_p50_ms=ranked["p50_ms"], efficiency=round(out["limit_ms"] / ranked["p50_ms"], 4),
+                   times_limit=round(ranked["p50_ms"] / out["limit_ms"], 2))
+    return out
 
 
 def memory_breakdown(stages: dict) -> dict:

@@ -2,7 +2,7 @@
 
 Modes: `query` (the whole query path with a memory breakdown), `encoder` (one artifact's batch-1
 latency), `index-sweep` (search latency vs gallery size and index kind), `gemm` (the peak GEMM
-rate of this many threads). The parent sets OMP/OPENBLAS thread counts in the environment
+rate of this many threads, fp32 and int8), `bandwidth` (the read bandwidth of this many threads). The parent sets OMP/OPENBLAS thread counts in the environment
 before this process starts, so numpy and faiss use exactly the threads asked for. Prints one
 JSON object as the last line of stdout.
 """
@@ -113,8 +113,46 @@ def gemm(cfg: dict) -> dict:
         stats = measure(lambda: a @ b, warmup=2, min_repeats=5, min_seconds=0.5, max_seconds=5)
         best[f"numpy_{n}"] = 2 * n ** 3 / (stats["min"] * 1e-3) / 1e9
         best[f"onnxruntime_{n}"] = _ort_matmul_gflops(n, cfg["threads"], a, b)
+    int8 = {f"onnxruntime_int8_{n}": _ort_matmul_integer_gops(n, cfg["threads"]) for n in cfg.get("sizes", (256, 512, 1024))}
     return {"gflops": {k: round(v, 2) for k, v in best.items()}, "peak_gflops": round(max(best.values()), 2),
-            "peak_source": max(best, key=best.get)}
+            "peak_source": max(best, key=best.get), "int8_gops": {k: round(v, 2) for k, v in int8.items()},
+            "peak_int8_gops": round(max(int8.values()), 2)}
+
+
+def bandwidth(cfg: dict) -> dict:
+    """Read bandwidth of this many threads: a buffer 8x this CPU's largest cache is streamed by reductions that
+    do ~1 op per element (sum, dot), best of several passes; the fastest reader is the rate (GB/s)."""
+    import numpy as np
+
+    size_mb = cfg.get("size_mb", 256)
+    a = np.ones(size_mb * 1024 * 1024 // 4, np.float32)
+    rates = {}
+    for name, kernel in (("numpy_sum", lambda: a.sum()), ("blas_dot", lambda: a @ a)):
+        stats = measure(kernel, warmup=1, min_repeats=5, min_seconds=0.5, max_seconds=5)
+        rates[name] = round(a.nbytes / (stats["min"] * 1e-3) / 1e9, 2)
+    return {"read_gbs": rates, "peak_read_gbs": max(rates.values()), "peak_source": max(rates, key=rates.get),
+            "buffer_mb": size_mb}
+
+
+def _ort_matmul_integer_gops(n, threads) -> float:
+    """u8 x s8 -> s32 MatMulInteger, the kernel ONNX Runtime's dynamic INT8 runs (int8 ops/s, 2 per MAC)."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (n, n), dtype=np.uint8)
+    b = rng.integers(-127, 127, (n, n), dtype=np.int8)
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "gemm_int8",
+                              [helper.make_tensor_value_info("a", TensorProto.UINT8, list(a.shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, None)],
+                              [numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    stats = measure(lambda: session.run(None, {"a": a}), warmup=2, min_repeats=5, min_seconds=0.5, max_seconds=5)
+    return 2 * n ** 3 / (stats["min"] * 1e-3) / 1e9
 
 
 def _ort_matmul_gflops(n, threads, a, b) -> float:
@@ -138,7 +176,7 @@ def _heavy_imported() -> list[str]:
     return [m for m in HEAVY_MODULES if m in sys.modules]
 
 
-MODES = {"query": query, "encoder": encoder, "index-sweep": index_sweep, "gemm": gemm}
+MODES = {"query": query, "encoder": encoder, "index-sweep": index_sweep, "gemm": gemm, "bandwidth": bandwidth}
 
 if __name__ == "__main__":
     config = json.loads(open(sys.argv[1]).read())

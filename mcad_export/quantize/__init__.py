@@ -22,7 +22,8 @@ from ..runtime.encoders import onnx_embed
 from .calibration import ArrayReader, calibration_inputs, sample_inputs
 from .fidelity import DEFAULT_GATE, Gate, score
 from .layer_damage import node_damage
-from .onnx_recipes import PRECISIONS, RECIPES, mask_consumers, name_all_nodes, quantize_onnx
+from .onnx_recipes import (PRECISIONS, RECIPES, applies_to, external_data_name, mask_consumers, name_all_nodes,
+                           quantize_onnx)
 from .tflite_recipes import STATIC_OPS, TFLITE_RECIPES
 
 # As large as the held-out evaluation set: a 0.5-point R@1 limit is 5 queries at 1,000 but only 2.5
@@ -60,7 +61,7 @@ def quantize_artifacts(out_dir, precisions=("w8a8",), *, calib_images=None, cali
         for artifact in fp32:
             named = Path(work) / f"{_stem(artifact)}.named.onnx"
             name_all_nodes(root / artifact["path"], named)
-            for precision in precisions:
+            for precision in [p for p in precisions if applies_to(p, artifact["encoder"])]:
                 say(f"quantizing {_stem(artifact)} to {precision}")
                 records.append(_quantize_onnx(artifact, precision, named, stage, calib, tune, tune_reference,
                                               auto, gate, say))
@@ -74,7 +75,8 @@ def quantize_artifacts(out_dir, precisions=("w8a8",), *, calib_images=None, cali
         # the plain model, so it is kept and `verify` judges it.
         rejected = [r for r in records if auto and not r["tuning"]["passed"]]
         for r in rejected:
-            (stage / r["path"]).unlink()
+            for name in _files(r):
+                (stage / name).unlink()
         accepted = [r for r in records if r not in rejected]
         written = {r["path"] for r in records}
         manifest["artifacts"] = [a for a in manifest["artifacts"] if a["path"] not in written] + accepted
@@ -92,16 +94,18 @@ def quantize_artifacts(out_dir, precisions=("w8a8",), *, calib_images=None, cali
         }
         (stage / MANIFEST).write_text(dump_manifest(manifest), encoding="utf-8")
     for r in rejected:  # a stale accepted copy from an earlier run must not linger unreferenced
-        (root / r["path"]).unlink(missing_ok=True)
+        for name in _files(r):
+            (root / name).unlink(missing_ok=True)
     return records
 
 
 def _tuning_step(encoder, embeds, tune_reference, gate: Gate, keep_float) -> dict:
-    result = score(encoder, embeds, tune_reference)
+    result = score(encoder, embeds, tune_reference, gate)
     misses = gate.misses(result)
     return {"kept_float": list(keep_float), "cosine_mean": round(result["cosine_mean"], 6),
             "recall_at_1": result["recall_at_1"], "recall_at_1_fp32": result["recall_at_1_fp32"],
-            "top10_overlap": round(result["top10_overlap"], 4), "passed": not misses, "misses": misses}
+            "top10_overlap": round(result["top10_overlap"], 4), "cosine_min": round(result["cosine_min"], 6),
+            "degenerate": result["degenerate"], "passed": not misses, "misses": misses}
 
 
 def _stem(artifact) -> str:
@@ -109,15 +113,24 @@ def _stem(artifact) -> str:
     return ONNX_STEMS.get(artifact["path"]) or f"{artifact['encoder']}_encoder.{artifact['format']}"
 
 
+def _files(record) -> list[str]:
+    return [record["path"]] + ([record["external_data"]["path"]] if record.get("external_data") else [])
+
+
 def _record(artifact, precision, stage, filename, recipe, steps, damage, auto) -> dict:
     data = artifact.get("external_data")
-    size = (stage / filename).stat().st_size
+    # Integer recipes keep their weights in <file>.data (memory-mapped by ONNX Runtime, see onnx_recipes).
+    own_data = Path(filename).with_name(external_data_name(filename)).as_posix()
+    own_data = own_data if (stage / own_data).is_file() else None
+    size = (stage / filename).stat().st_size + ((stage / own_data).stat().st_size if own_data else 0)
     # The fp32 side of the ratio counts its external weights too (text_encoder.dyn keeps them in .data).
     fp32_size = artifact["size_bytes"] + (data or {}).get("size_bytes", 0)
     return {
         "name": f"{_stem(artifact)}.{precision}", "encoder": artifact["encoder"], "format": artifact["format"],
         "runtime": artifact["runtime"], "precision": precision, "inputs": artifact["inputs"],
-        "outputs": artifact["outputs"], **file_record(stage, filename), "source": artifact["path"], "recipe": recipe,
+        "outputs": artifact["outputs"], **file_record(stage, filename),
+        **({"external_data": file_record(stage, own_data)} if own_data else {}), "source": artifact["path"],
+        "recipe": recipe,
         "size_ratio_vs_fp32": round(fp32_size / size, 2),
         "tuning": {"passed": steps[-1]["passed"], "steps": steps, "auto": auto},
         "layer_damage_top": damage[:10],
@@ -156,9 +169,18 @@ def _quantize_onnx(artifact, precision, named, stage, calib, tune, tune_referenc
 
     recipe, step = attempt([])
     steps, damage = [step], []
-    if RECIPES[precision]["kind"] == "static":
+    kind = RECIPES[precision]["kind"]
+    if kind == "static":
         say(f"localising quantization error in {_stem(artifact)}.{precision}")
         damage = node_damage(named, dst, input_name, calib_array[:DAMAGE_SAMPLES], tuple(RECIPES[precision]["op_types"]))
+    elif kind in ("dynamic", "weight_only"):
+        import onnx
+
+        from .weight_prep import gemm_to_matmul, weight_damage
+
+        prepared = onnx.load(str(named))
+        gemm_to_matmul(prepared)
+        damage = weight_damage(prepared, RECIPES[precision].get("bits", 8), RECIPES[precision].get("block_size"))
     if auto and not step["passed"] and damage:
         import onnx
 

@@ -2,6 +2,12 @@
 
 Each artifact replaces its own tower only; the other tower is PyTorch fp32 (the reference
 embeddings saved at export), so a miss is attributable to exactly one file.
+
+Degenerate students: an untrained tower maps every input to nearly the same direction (mean pairwise
+cosine of its fp32 embeddings ~0.9 and up), so rankings are decided by noise and R@1 / top-10 overlap
+measure nothing (a ViT-B-32 at random init: top-10 overlap 0.92 for an INT8 tower with cosine 0.997).
+Such students are gated on cosine vs fp32 alone (mean and min) and every record says so. Trained
+students keep the full gate: the degenerate branch never applies when the embeddings spread.
 """
 from __future__ import annotations
 
@@ -17,8 +23,18 @@ class Gate:
     max_r1_drop: float = 0.005        # 0.5 recall points
     min_top10_overlap: float = 0.95
     min_cosine_mean: float = 0.99
+    min_cosine_min: float = 0.98          # degenerate students only (see module docstring)
+    degenerate_pairwise_cosine: float = 0.8
 
     def misses(self, record: dict) -> list[str]:
+        if record.get("degenerate"):
+            out = []
+            if record["cosine_mean"] < self.min_cosine_mean:
+                out.append(f"mean cosine {record['cosine_mean']:.4f} < {self.min_cosine_mean}")
+            if record["cosine_min"] < self.min_cosine_min:
+                out.append(f"min cosine {record['cosine_min']:.4f} < {self.min_cosine_min} (degenerate embeddings: "
+                           "ranking metrics are noise, so cosine is the gate)")
+            return out
         out = []
         drop = record["recall_at_1_fp32"] - record["recall_at_1"]
         if drop > self.max_r1_drop + 1e-9:
@@ -40,7 +56,22 @@ def top_k_overlap(queries_a, gallery_a, queries_b, gallery_b, k: int = 10) -> fl
     return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(top_a, top_b)]))
 
 
-def score(encoder: str, embeds: np.ndarray, reference: dict) -> dict:
+def mean_pairwise_cosine(embeds: np.ndarray, limit: int = 1000) -> float:
+    """Mean cosine between distinct rows (the first `limit`): ~0 for a spread embedding, ~1 when degenerate."""
+    x = embeds[:limit] / np.linalg.norm(embeds[:limit], axis=1, keepdims=True).clip(1e-12)
+    n = len(x)
+    if n < 2:
+        return 0.0
+    total = float(np.square(x.sum(0)).sum())   # sum over all pairs incl. i == j, which add n
+    return (total - n) / (n * (n - 1))
+
+
+def degeneracy(reference: dict, threshold: float) -> dict:
+    pairwise = {tower: round(mean_pairwise_cosine(reference[f"{tower}_embeds"]), 4) for tower in ("image", "text")}
+    return {"pairwise_cosine_mean_fp32": pairwise, "degenerate": max(pairwise.values()) >= threshold}
+
+
+def score(encoder: str, embeds: np.ndarray, reference: dict, gate: Gate = DEFAULT_GATE) -> dict:
     """Cosine vs the PyTorch reference and retrieval with this tower swapped in."""
     ref_img, ref_txt = reference["image_embeds"], reference["text_embeds"]
     embeds = embeds / np.linalg.norm(embeds, axis=1, keepdims=True).clip(1e-12)
@@ -55,4 +86,5 @@ def score(encoder: str, embeds: np.ndarray, reference: dict) -> dict:
         "i2t_recall_at_1": recall["i2t_r1"], "i2t_recall_at_5": recall["i2t_r5"], "i2t_recall_at_10": recall["i2t_r10"],
         "i2t_recall_at_1_fp32": recall_fp32["i2t_r1"],
         "top10_overlap": top_k_overlap(txt, img, ref_txt, ref_img),
+        **degeneracy(reference, gate.degenerate_pairwise_cosine),
     }

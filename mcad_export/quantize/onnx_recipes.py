@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import onnx
@@ -24,11 +25,25 @@ RECIPES = {
              "op_types": ["MatMul", "Gemm", "Conv", "Gather"]},
     "w8a16": {"kind": "static", "activations": "uint16", "weights": "uint8", "per_channel": True,
               "reduce_range": False, "op_types": ["MatMul", "Gemm", "Conv", "Gather"]},
+    # Every Linear (Gemm rewritten to MatMul, weight_prep) as MatMulInteger with per-output-channel int8 weights;
+    # activations quantized to uint8 per call; the token table int8 per row.
     "dynamic": {"kind": "dynamic", "activations": "float32 (dynamic uint8 per call)", "weights": "int8",
-                "per_channel": False, "reduce_range": True, "op_types": ["MatMul", "Gather"]},
+                "per_channel": True, "reduce_range": True, "op_types": ["MatMul"], "token_table": "int8"},
+    # Weight-only: MatMulNBits with symmetric blockwise int8 / int4 weights and float activations at the graph
+    # level. accuracy_level 4 lets MLAS quantize each activation block to int8 inside the kernel: the fastest
+    # streaming kernel measured on this CPU (benchmarks/README.md, "text_kernels.py"). Text towers only: an
+    # image tower is compute-bound (many patches), where weight-only storage buys nothing.
+    "w8": {"kind": "weight_only", "bits": 8, "block_size": 128, "accuracy_level": 4, "weights": "int8 blockwise",
+           "activations": "float32", "op_types": ["MatMul"], "token_table": "int8", "encoders": ["text"]},
+    # Opt-in (--precision w4): on the embedded student (width 96) int4 costs ~1 R@1 point held-out even with
+    # the most damaged layer kept int8, so a default run would fail its own gate.
+    "w4": {"kind": "weight_only", "bits": 4, "block_size": 32, "accuracy_level": 4, "weights": "int4 blockwise",
+           "activations": "float32", "op_types": ["MatMul"], "token_table": "int8", "encoders": ["text"],
+           "opt_in": True},
     "fp16": {"kind": "fp16", "activations": "float16", "weights": "float16", "io": "float32"},
 }
 PRECISIONS = tuple(RECIPES)
+DEFAULT_PRECISIONS = tuple(p for p in PRECISIONS if not RECIPES[p].get("opt_in"))
 
 
 def name_all_nodes(src: Path, dst: Path) -> onnx.ModelProto:
@@ -70,9 +85,63 @@ def fp16_optimization_level(path: Path) -> str:
         return "basic"
 
 
+def applies_to(precision: str, encoder: str) -> bool:
+    return encoder in RECIPES[precision].get("encoders", ("image", "text"))
+
+
+def _integer_linears(model: onnx.ModelProto, dst: Path, recipe: dict, excluded: list[str],
+                     keep_higher: tuple[str, ...]) -> dict:
+    """dynamic / weight_only: Gemm rewritten to MatMul so the quantizer reaches every Linear, the token table
+    int8, then ONNX Runtime's quantizer; weights >= 1 KiB saved as aligned external data (dst + '.data'), which
+    ONNX Runtime memory-maps, so untouched token-table rows never become resident."""
+    from ..logs import quiet_root_logger, root_logger_preserved
+    from .weight_prep import gemm_to_matmul, int8_token_table, linear_coverage, save_with_aligned_external_data
+
+    rewritten = gemm_to_matmul(model)
+    table = int8_token_table(model) if recipe.get("token_table") == "int8" else None
+    with quiet_root_logger():
+        if recipe["kind"] == "dynamic":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+                inline = Path(tmp) / "inline.onnx"
+                quantize_dynamic(model, inline, op_types_to_quantize=recipe["op_types"],
+                                 per_channel=recipe["per_channel"], reduce_range=recipe["reduce_range"],
+                                 weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                                 extra_options={"MatMulConstBOnly": True})
+                quantized = onnx.load(str(inline))
+        else:
+            with root_logger_preserved():
+                from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+            kept = [name for name in keep_higher if recipe["bits"] < 8]
+            if kept:   # auto mixed precision for int4: the most damaged layers go to int8 blocks, not to float
+                # nodes_to_include only adds to op_types_to_quantize in ORT 1.32: exclude every other MatMul instead.
+                others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in kept]
+                quantizer = MatMulNBitsQuantizer(model, bits=8, block_size=recipe["block_size"], is_symmetric=True,
+                                                 accuracy_level=recipe["accuracy_level"], nodes_to_exclude=others,
+                                                 op_types_to_quantize=("MatMul",))
+                quantizer.process()
+                model = quantizer.model.model
+            quantizer = MatMulNBitsQuantizer(model, bits=recipe["bits"], block_size=recipe["block_size"],
+                                             is_symmetric=True, accuracy_level=recipe["accuracy_level"],
+                                             nodes_to_exclude=[n for n in excluded if n not in kept],
+                                             op_types_to_quantize=("MatMul",))
+            quantizer.process()
+            quantized = quantizer.model.model
+    save_with_aligned_external_data(quantized, dst, external_data_name(dst))
+    why = {name: "kept in float by auto mixed precision (weight damage)" for name in excluded}
+    return {"gemm_rewritten_to_matmul": rewritten, "token_table": table,
+            "linear_layers": linear_coverage(quantized, why)}
+
+
+def external_data_name(dst: Path) -> str:
+    return f"{Path(dst).name}.data"
+
+
 def quantize_onnx(named: Path, dst: Path, precision: str, reader=None, exclude: tuple[str, ...] = ()) -> dict:
     """Quantizes a `name_all_nodes` copy into `dst`; returns the recipe record for the manifest."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     recipe = dict(RECIPES[precision])
     model = onnx.load(str(named))
@@ -83,10 +152,8 @@ def quantize_onnx(named: Path, dst: Path, precision: str, reader=None, exclude: 
 
         onnx.save(convert_float_to_float16(model, keep_io_types=True, node_block_list=excluded), str(dst))
         recipe["ort_graph_optimization"] = fp16_optimization_level(dst)
-    elif recipe["kind"] == "dynamic":
-        quantize_dynamic(named, dst, op_types_to_quantize=recipe["op_types"], per_channel=False,
-                         reduce_range=True, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
-                         extra_options={"MatMulConstBOnly": True})
+    elif recipe["kind"] in ("dynamic", "weight_only"):
+        recipe.update(_integer_linears(model, dst, recipe, excluded, tuple(exclude)))
     else:
         types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8, "uint16": QuantType.QUInt16}
         quantize_static(named, dst, reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=recipe["op_types"],
@@ -97,6 +164,7 @@ def quantize_onnx(named: Path, dst: Path, precision: str, reader=None, exclude: 
                                        # 16-bit Q/DQ needs ORT's com.microsoft ops below opset 21
                                        "UseQDQContribOps": recipe["activations"] == "uint16"})
     recipe.update(precision=precision, mask_nodes_protected=len(protected),
-                  kept_float=sorted(set(exclude) - set(protected)),
+                  **({"kept_float": [], "kept_int8": sorted(exclude)} if recipe.get("bits", 8) < 8 else
+                     {"kept_float": sorted(set(exclude) - set(protected))}),
                   calibration="MinMax" if recipe["kind"] == "static" else None)
     return recipe

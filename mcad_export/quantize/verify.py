@@ -96,7 +96,7 @@ def verify_artifacts(out_dir, gate: Gate = DEFAULT_GATE, progress=None, only: se
         rows, inputs = gated_rows(artifact, evaluation.for_encoder(artifact["encoder"]))
         embeds = runner(verified_artifact(root, artifact), artifact["inputs"][0]["name"], inputs, artifact)
         # A subset is gated against the PyTorch reference of the same rows (recall over a gallery of those images).
-        result = score(artifact["encoder"], embeds, {k: v[rows] for k, v in reference.items()})
+        result = score(artifact["encoder"], embeds, {k: v[rows] for k, v in reference.items()}, gate)
         misses = gate.misses(result)
         records.append({**base, **result, "samples": len(embeds), "recall_meaningful": meaningful,
                         "gate": gate.__dict__, "passed": not misses, "misses": misses})

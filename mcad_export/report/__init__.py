@@ -12,7 +12,7 @@ from ..atomic import locks_folder, write_text_atomic
 from ..compile.aihub import device_profile_checks
 from ..contract import BENCH_REPORT, FIDELITY_REPORT, REPORT_HTML, REPORT_JSON, REPORT_MD, REPORTS_DIR
 from ..errors import InputError
-from ..manifest import read_manifest, tool_versions
+from ..manifest import read_manifest, tool_versions, total_bytes
 
 
 def collect(directory) -> dict:
@@ -39,8 +39,9 @@ def collect(directory) -> dict:
     return {
         "student": manifest["student"], "embed_dim": manifest["embed_dim"], "verdict": verdict, "bench": bench,
         "fidelity": fidelity, "recall_meaningful": manifest["evaluation"].get("recall_meaningful", False),
-        "artifacts": [{k: a.get(k) for k in ("path", "encoder", "format", "runtime", "precision", "size_bytes",
-                                             "size_ratio_vs_fp32")} for a in manifest["artifacts"]],
+        "artifacts": [{**{k: a.get(k) for k in ("path", "encoder", "format", "runtime", "precision",
+                                                "size_ratio_vs_fp32")}, "size_bytes": total_bytes(a)}
+                      for a in manifest["artifacts"]],
         "deployment": manifest.get("deployment"),
         "targets": compiled_targets(manifest, fidelity),
         "tools": {**manifest.get("tools", {}), **bench.get("tools", {}),

@@ -33,8 +33,10 @@ def render_markdown(data: dict) -> str:
     out += _table(list(b["memory_breakdown_mb"]), [[f"{x:.1f}" for x in b["memory_breakdown_mb"].values()]])
     lim = b["physical_limit"]
     out += ["## Physical limit", "",
-            f"{lim['text_encoder_matmul_flops_at_query_tokens'] / 1e9:.4f} GFLOP at {lim['query_tokens_mean']:.1f} "
-            f"tokens / {lim['peak_gemm_gflops']:.1f} GFLOP/s = {lim['text_encoder_limit_ms']:.4f} ms; "
+            f"max({lim['text_encoder_matmul_flops_at_query_tokens'] / 1e9:.4f} GFLOP at {lim['query_tokens_mean']:.1f} "
+            f"tokens / {lim['text_encoder']['peak_gops']:.1f} {lim['text_encoder']['peak_kind']} GOP/s, "
+            f"{lim['text_encoder']['bytes_per_query']['total'] / 1e6:.2f} MB / {lim['read_bandwidth_gbs']:.1f} GB/s) = "
+            f"{lim['text_encoder_limit_ms']:.4f} ms ({lim['text_encoder']['bound']}-bound); "
             f"text-encoder efficiency {lim['text_encoder_efficiency']:.1%}, query efficiency "
             f"{lim['query_efficiency']:.1%}.", ""]
     if b.get("index_sweep"):

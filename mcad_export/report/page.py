@@ -126,9 +126,22 @@ def render_html(data: dict) -> str:
         ["text-encoder matmul GFLOP at the query's tokens", f"{lim['text_encoder_matmul_flops_at_query_tokens'] / 1e9:.4f}"],
         ["… at the full context", f"{lim['text_encoder_matmul_flops_full_context'] / 1e9:.4f}"],
         ["peak GEMM GFLOP/s (measured, this thread count)", f"{lim['peak_gemm_gflops']:.1f}"],
-        ["limit ms", f"{lim['text_encoder_limit_ms']:.4f}"],
+        ["peak int8 GOP/s (measured, MatMulInteger)", f"{lim['peak_int8_gops']:.1f}"],
+        ["read bandwidth GB/s (measured)", f"{lim['read_bandwidth_gbs']:.1f}"],
+        ["text encoder: MB read per query", f"{lim['text_encoder']['bytes_per_query']['total'] / 1e6:.2f}"],
+        ["text encoder: compute / memory floor ms", f"{lim['text_encoder']['compute_ms']:.4f} / "
+                                                   f"{lim['text_encoder']['memory_ms']:.4f}"],
+        ["limit ms (the larger)", f"{lim['text_encoder_limit_ms']:.4f} ({lim['text_encoder']['bound']}-bound)"],
         ["text-encoder efficiency (limit / p50)", f"{lim['text_encoder_efficiency']:.1%}"],
+        ["query limit ms (with the index scan)", f"{lim['query_limit_ms']:.4f}"],
         ["query efficiency (limit / query p50)", f"{lim['query_efficiency']:.1%}"]]))
+    if lim.get("per_artifact"):
+        parts.append(_table(["text encoder", "precision", "MB read", "compute ms", "memory ms", "limit ms", "p50 ms",
+                             "x limit"],
+                            [[_e(r["artifact"]), r["precision"], f"{r['bytes_per_query']['total'] / 1e6:.2f}",
+                              f"{r['compute_ms']:.3f}", f"{r['memory_ms']:.3f}", f"{r['limit_ms']:.3f}",
+                              f"{r.get('measured_p50_ms', float('nan')):.3f}", f"{r.get('times_limit', float('nan')):.2f}"]
+                             for r in lim["per_artifact"].values()]))
 
     parts.append("<h2>Fidelity gate (vs PyTorch fp32, held-out set)</h2>")
     if not data["recall_meaningful"]:

@@ -1,0 +1,183 @@
+"""INT8 / INT4 text encoders that reach every Linear layer, a memory-mapped int8 token table, the honest gate for
+degenerate (untrained) embeddings and the bandwidth roofline, on the embedded student."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+from mcad_export.bench.roofline import index_scan_bytes, weight_bytes_per_query
+from mcad_export.quantize.fidelity import Gate, mean_pairwise_cosine, score
+from mcad_export.quantize.weight_prep import gemm_to_matmul, int8_token_table
+from mcad_export.runtime import Tokenizer
+
+from .conftest import run_cli
+
+INTEGER_OPS = {"MatMulInteger", "DynamicQuantizeMatMul", "MatMulNBits"}
+
+
+def _artifacts(out):
+    return {a["path"]: a for a in json.loads((out / "manifest.json").read_text())["artifacts"]}
+
+
+def _float_linears(model):
+    """MatMul/Gemm nodes whose weight operand is a 2-D float constant, counted from the graph itself."""
+    inits = {i.name: i for i in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1
+            and n.input[1] in inits and inits[n.input[1]].data_type == onnx.TensorProto.FLOAT
+            and len(inits[n.input[1]].dims) == 2]
+
+
+def _ids(out, texts):
+    return Tokenizer.from_artifacts(out)(texts)
+
+
+def _run_one_query(path, ids):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, {"input_ids": row[None, :int(row.argmax()) + 1]})[0] for row in ids])
+
+
+def test_gemm_rewrite_and_int8_token_table_keep_fp32_numbers(embedded_run, tmp_path):
+    out, _ = embedded_run
+    model = onnx.load(str(out / "text_encoder.dyn.onnx"))
+    gemms = sum(n.op_type == "Gemm" for n in model.graph.node)
+    assert gemms >= 16, "the export turns the Linear layers into Gemm"
+    assert gemm_to_matmul(model) == gemms and not any(n.op_type == "Gemm" for n in model.graph.node)
+    onnx.save(model, str(tmp_path / "matmul.onnx"))
+    ids = _ids(out, ["a red car next to a small tree", "two blue circles above a green square", "x"])
+    reference = _run_one_query(out / "text_encoder.dyn.onnx", ids)
+    assert np.abs(_run_one_query(tmp_path / "matmul.onnx", ids) - reference).max() < 1e-5
+    table = int8_token_table(model)
+    assert table["rows"] == 49408 and table["bytes"] < table["fp32_bytes"] / 3.8
+    onnx.save(model, str(tmp_path / "int8_table.onnx"))
+    cosine = (_run_one_query(tmp_path / "int8_table.onnx", ids) * reference).sum(1)
+    assert cosine.min() > 0.99999
+
+
+@pytest.mark.parametrize("path", ["text_encoder.dynamic.onnx", "text_encoder.w8.onnx", "text_encoder.dyn.dynamic.onnx",
+                                  "text_encoder.dyn.w8.onnx"])
+def test_integer_text_encoders_leave_no_float_linear_unexplained(embedded_run, path):
+    out, _ = embedded_run
+    artifact = _artifacts(out)[path]
+    recipe = artifact["recipe"]
+    fp32 = onnx.load(str(out / artifact["source"]))
+    linears = len(_float_linears(fp32))
+    quantized = onnx.load(str(out / path))
+    left = _float_linears(quantized)
+    integer = sum(n.op_type in INTEGER_OPS for n in quantized.graph.node)
+    # Every Linear of the fp32 graph is either an integer kernel now or listed, with a reason, as kept in float.
+    assert integer + len(left) == linears and integer == recipe["linear_layers"]["quantized"]
+    listed = {r["node"]: r["why"] for r in recipe["linear_layers"]["float"]}
+    assert set(left) == set(listed)
+    assert all(why != "not quantized by the recipe" for why in listed.values()), listed
+    assert recipe["gemm_rewritten_to_matmul"] >= 16
+    # The token table is int8 with a scale per row, in external data (memory-mapped by ONNX Runtime).
+    inits = {i.name: i for i in quantized.graph.initializer}
+    table = next(i for name, i in inits.items() if name.endswith("__int8"))
+    assert table.data_type == onnx.TensorProto.INT8 and list(table.dims) == [49408, 96]
+    assert artifact["external_data"]["path"] == f"{path}.data" and (out / f"{path}.data").is_file()
+    assert artifact["size_ratio_vs_fp32"] >= 3.4
+
+
+def test_int4_recipe_through_the_gate_with_layers_kept_int8(scratch_export):
+    proc = run_cli("quantize", scratch_export, "--precision", "w4")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((scratch_export / "manifest.json").read_text())
+    artifacts = {a["path"]: a for a in manifest["artifacts"]}
+    rejected = {r["path"] for r in manifest["quantization"]["rejected"]}
+    paths = {"text_encoder.w4.onnx", "text_encoder.dyn.w4.onnx"}
+    assert paths <= set(artifacts) | rejected and not any(p.startswith("image_encoder.w4") for p in artifacts)
+    for path in paths & set(artifacts):
+        recipe = artifacts[path]["recipe"]
+        model = onnx.load(str(scratch_export / path), load_external_data=False)
+        bits = {n.name: next(a.i for a in n.attribute if a.name == "bits") for n in model.graph.node
+                if n.op_type == "MatMulNBits"}
+        assert sorted(n.removesuffix("_Q8") for n, b in bits.items() if b == 8) == sorted(recipe["kept_int8"])
+        assert sum(b == 4 for b in bits.values()) >= 20 and not _float_linears(model)
+    proc = run_cli("verify", scratch_export)
+    records = {r["artifact"]: r for r in json.loads((scratch_export / "reports" / "fidelity.json").read_text())}
+    for path in paths & set(artifacts):
+        record = records[path]
+        # The verdict is the gate's on the recorded numbers; int4 keeps the embedding direction (cos >= 0.99).
+        assert record["passed"] == (not Gate().misses(record)) and record["cosine_mean"] >= 0.99
+        assert not record["degenerate"] and record["pairwise_cosine_mean_fp32"]["text"] < 0.8
+        if not record["passed"]:
+            assert proc.returncode != 0 and path in proc.stderr
+
+
+def test_token_table_pages_stay_on_disk_until_a_query_touches_them(embedded_run):
+    out, _ = embedded_run
+    path = out / "text_encoder.dyn.dynamic.onnx"
+    table_bytes = 49408 * 96
+    script = textwrap.dedent(f"""
+        import json, numpy as np, onnxruntime as ort
+        options = ort.SessionOptions(); options.intra_op_num_threads = 1
+        session = ort.InferenceSession({str(path)!r}, options, providers=["CPUExecutionProvider"])
+        for ids in ([[49406, 320, 1746, 1615, 49407]], [[49406, 1237, 3469, 12086, 2143, 530, 8781, 49407]]):
+            session.run(None, {{"input_ids": np.array(ids, np.int32)}})
+        mapped = resident = 0; current = None
+        for line in open("/proc/self/smaps"):
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5:
+                current = fields[5] if len(fields) >= 6 else None
+            elif current and current.endswith("text_encoder.dyn.dynamic.onnx.data"):
+                if fields[0] == "Size:": mapped += int(fields[1]) * 1024
+                if fields[0] == "Rss:": resident += int(fields[1]) * 1024
+        print(json.dumps({{"mapped": mapped, "resident": resident}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    smaps = json.loads(proc.stdout.strip().splitlines()[-1])
+    # The table is mapped from the file, not copied; two queries (13 tokens) make a small part of it resident.
+    assert smaps["mapped"] >= table_bytes
+    assert smaps["resident"] < 0.5 * table_bytes, smaps
+
+
+def test_degenerate_embeddings_are_gated_on_cosine_alone():
+    rng = np.random.default_rng(0)
+    spread = rng.standard_normal((200, 64)).astype(np.float32)
+    common = rng.standard_normal(64).astype(np.float32)
+    collapsed = common + 0.05 * spread                 # what an untrained tower gives: one direction for all
+    assert abs(mean_pairwise_cosine(spread)) < 0.05 and mean_pairwise_cosine(collapsed) > 0.99
+    x = collapsed / np.linalg.norm(collapsed, axis=1, keepdims=True)
+    noisy = x + 0.002 * rng.standard_normal(x.shape).astype(np.float32)
+    record = score("text", noisy, {"image_embeds": x, "text_embeds": x})
+    assert record["degenerate"] and record["pairwise_cosine_mean_fp32"]["text"] > 0.99
+    assert record["top10_overlap"] < 0.95        # noise: the full gate would reject an almost exact tower
+    assert Gate().misses(record) == [] and Gate().misses({**record, "degenerate": False})
+    assert Gate().misses({**record, "cosine_min": 0.9})[0].startswith("min cosine 0.9000 < 0.98")
+    # A trained student's embeddings spread, so its full gate applies unchanged.
+    trained = score("text", spread, {"image_embeds": spread, "text_embeds": spread})
+    assert not trained["degenerate"] and trained["top10_overlap"] == 1.0
+
+
+def test_fidelity_records_report_pairwise_cosine(embedded_run):
+    out, _ = embedded_run
+    records = [r for r in json.loads((out / "reports" / "fidelity.json").read_text()) if r.get("passed") is not None]
+    reference = np.load(out / "reference" / "eval_embeddings.npz")
+    pairwise = {t: mean_pairwise_cosine(reference[f"{t}_embeds"]) for t in ("image", "text")}
+    for r in records:
+        assert not r["degenerate"]
+        for tower in ("image", "text"):
+            assert r["pairwise_cosine_mean_fp32"][tower] == pytest.approx(pairwise[tower], abs=1e-3)
+
+
+def test_bytes_read_per_query_counted_from_the_weights(embedded_run):
+    out, _ = embedded_run
+    model = onnx.load(str(out / "text_encoder.dyn.onnx"))
+    arrays = {i.name: numpy_helper.to_array(i, base_dir=str(out)) for i in model.graph.initializer}
+    table = arrays["tower.token_embedding.weight"] if "tower.token_embedding.weight" in arrays else max(
+        arrays.values(), key=lambda a: a.shape[0] if a.ndim == 2 else 0)
+    counted = weight_bytes_per_query(out / "text_encoder.dyn.onnx", tokens=12)
+    assert counted["table_rows"] >= 12 * table.shape[1] * 4
+    assert counted["weights"] + table.nbytes == pytest.approx(sum(a.nbytes for a in arrays.values()), rel=0.01)
+    assert index_scan_bytes("flat", 100_000, 128, {}) == 100_000 * 128 * 4
+    ivf = index_scan_bytes("ivfpq", 100_000, 128, {"nlist": 1264, "m": 32, "nprobe": 25, "rerank": 100})
+    assert 100_000 * 32 * 25 / 1264 < ivf < 2_000_000

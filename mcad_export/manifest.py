@@ -15,6 +15,11 @@ def file_record(root: Path, relpath: str) -> dict:
     return {"path": relpath, "sha256": file_digest(path), "size_bytes": path.stat().st_size}
 
 
+def artifact_files(artifact: dict) -> list[str]:
+    """The paths an artifact occupies: its model file, then its external weights (`external_data`), if any."""
+    return [artifact["path"]] + ([artifact["external_data"]["path"]] if artifact.get("external_data") else [])
+
+
 def total_bytes(artifact: dict) -> int:
     """An artifact's model file plus its external weights (`external_data`), if any."""
     return artifact["size_bytes"] + (artifact.get("external_data") or {}).get("size_bytes", 0)

@@ -103,17 +103,19 @@ def index_sweep(cfg: dict) -> dict:
 
 
 def gemm(cfg: dict) -> dict:
-    """Best single-matmul rate from numpy's BLAS and from onnxruntime's MLAS (whichever is faster)."""
+    """Best single-matmul rate from numpy's BLAS and from onnxruntime's MLAS (whichever is faster), and the int8
+    rate of onnxruntime's MatMulInteger."""
     import numpy as np
 
-    best = {}
+    best, int8 = {}, {}
     rng = np.random.default_rng(0)
     for n in cfg.get("sizes", (256, 512, 1024)):
         a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
         stats = measure(lambda: a @ b, warmup=2, min_repeats=5, min_seconds=0.5, max_seconds=5)
         best[f"numpy_{n}"] = 2 * n ** 3 / (stats["min"] * 1e-3) / 1e9
-        best[f"onnxruntime_{n}"] = _ort_matmul_gflops(n, cfg["threads"], a, b)
-    int8 = {f"onnxruntime_int8_{n}": _ort_matmul_integer_gops(n, cfg["threads"]) for n in cfg.get("sizes", (256, 512, 1024))}
+        best[f"onnxruntime_{n}"] = _ort_matmul_rate("MatMul", a, b, cfg["threads"])
+        int8[f"onnxruntime_int8_{n}"] = _ort_matmul_rate("MatMulInteger", rng.integers(0, 255, (n, n), dtype=np.uint8),
+                                                         rng.integers(-127, 127, (n, n), dtype=np.int8), cfg["threads"])
     return {"gflops": {k: round(v, 2) for k, v in best.items()}, "peak_gflops": round(max(best.values()), 2),
             "peak_source": max(best, key=best.get), "int8_gops": {k: round(v, 2) for k, v in int8.items()},
             "peak_int8_gops": round(max(int8.values()), 2)}
@@ -134,34 +136,17 @@ def bandwidth(cfg: dict) -> dict:
             "buffer_mb": size_mb}
 
 
-def _ort_matmul_integer_gops(n, threads) -> float:
-    """u8 x s8 -> s32 MatMulInteger, the kernel ONNX Runtime's dynamic INT8 runs (int8 ops/s, 2 per MAC)."""
-    import numpy as np
+def _ort_matmul_rate(op: str, a, b, threads: int) -> float:
+    """Ops/s (2 per multiply-accumulate) of one ONNX Runtime `op` (MatMul: fp32; MatMulInteger: u8 x s8 -> s32,
+    the kernel dynamic INT8 runs) on an [n, n] input `a` and constant [n, n] weight `b`, in G/s."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    rng = np.random.default_rng(0)
-    a = rng.integers(0, 255, (n, n), dtype=np.uint8)
-    b = rng.integers(-127, 127, (n, n), dtype=np.int8)
-    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "gemm_int8",
-                              [helper.make_tensor_value_info("a", TensorProto.UINT8, list(a.shape))],
-                              [helper.make_tensor_value_info("y", TensorProto.INT32, None)],
-                              [numpy_helper.from_array(b, "b")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    stats = measure(lambda: session.run(None, {"a": a}), warmup=2, min_repeats=5, min_seconds=0.5, max_seconds=5)
-    return 2 * n ** 3 / (stats["min"] * 1e-3) / 1e9
-
-
-def _ort_matmul_gflops(n, threads, a, b) -> float:
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["y"])], "gemm",
-                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, list(a.shape))],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    out_type = TensorProto.INT32 if op == "MatMulInteger" else TensorProto.FLOAT
+    graph = helper.make_graph([helper.make_node(op, ["a", "b"], ["y"])], "gemm",
+                              [helper.make_tensor_value_info("a", helper.np_dtype_to_tensor_dtype(a.dtype),
+                                                             list(a.shape))],
+                              [helper.make_tensor_value_info("y", out_type, None)],
                               [numpy_helper.from_array(b, "b")])
     # onnx 1.23 writes IR 14 by default, which older onnxruntime releases reject.
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
@@ -169,7 +154,7 @@ def _ort_matmul_gflops(n, threads, a, b) -> float:
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     stats = measure(lambda: session.run(None, {"a": a}), warmup=2, min_repeats=5, min_seconds=0.5, max_seconds=5)
-    return 2 * n ** 3 / (stats["min"] * 1e-3) / 1e9
+    return 2 * a.shape[0] ** 3 / (stats["min"] * 1e-3) / 1e9
 
 
 def _heavy_imported() -> list[str]:

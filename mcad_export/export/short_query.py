@@ -178,13 +178,13 @@ def _drop_stale_short_query(root: Path, manifest: dict) -> None:
     their files: an earlier run's encoder must not outlive a failed check."""
     from .. import contract
     from ..atomic import write_text_atomic
-    from ..manifest import dump_manifest
+    from ..manifest import artifact_files, dump_manifest
 
     stale = [a for a in manifest["artifacts"] if a.get("dynamic_length")]
     manifest["artifacts"] = [a for a in manifest["artifacts"] if not a.get("dynamic_length")]
     stale_buckets = manifest["text"].pop("length_buckets", [])
     write_text_atomic(root / contract.MANIFEST, dump_manifest(manifest))
-    for name in [n for a in stale for n in (a["path"], (a.get("external_data") or {}).get("path"))] + \
+    for name in [n for a in stale for n in artifact_files(a)] + \
             [b["path"] for b in stale_buckets]:
         if name:
             _remove_own(root, name)

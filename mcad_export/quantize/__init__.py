@@ -17,7 +17,7 @@ from ..contract import MANIFEST, ONNX_STEMS, TFLITE_DIR
 from ..guard import verified_artifact
 from ..isolated import run_isolated
 from ..logs import quiet_root_logger
-from ..manifest import dump_manifest, file_record, read_manifest
+from ..manifest import artifact_files, dump_manifest, file_record, read_manifest, total_bytes
 from ..runtime.encoders import onnx_embed
 from .calibration import ArrayReader, calibration_inputs, sample_inputs
 from .fidelity import DEFAULT_GATE, Gate, score
@@ -75,7 +75,7 @@ def quantize_artifacts(out_dir, precisions=("w8a8",), *, calib_images=None, cali
         # the plain model, so it is kept and `verify` judges it.
         rejected = [r for r in records if auto and not r["tuning"]["passed"]]
         for r in rejected:
-            for name in _files(r):
+            for name in artifact_files(r):
                 (stage / name).unlink()
         accepted = [r for r in records if r not in rejected]
         written = {r["path"] for r in records}
@@ -94,7 +94,7 @@ def quantize_artifacts(out_dir, precisions=("w8a8",), *, calib_images=None, cali
         }
         (stage / MANIFEST).write_text(dump_manifest(manifest), encoding="utf-8")
     for r in rejected:  # a stale accepted copy from an earlier run must not linger unreferenced
-        for name in _files(r):
+        for name in artifact_files(r):
             (root / name).unlink(missing_ok=True)
     return records
 
@@ -113,18 +113,13 @@ def _stem(artifact) -> str:
     return ONNX_STEMS.get(artifact["path"]) or f"{artifact['encoder']}_encoder.{artifact['format']}"
 
 
-def _files(record) -> list[str]:
-    return [record["path"]] + ([record["external_data"]["path"]] if record.get("external_data") else [])
-
-
 def _record(artifact, precision, stage, filename, recipe, steps, damage, auto) -> dict:
-    data = artifact.get("external_data")
     # Integer recipes keep their weights in <file>.data (memory-mapped by ONNX Runtime, see onnx_recipes).
     own_data = Path(filename).with_name(external_data_name(filename)).as_posix()
     own_data = own_data if (stage / own_data).is_file() else None
     size = (stage / filename).stat().st_size + ((stage / own_data).stat().st_size if own_data else 0)
     # The fp32 side of the ratio counts its external weights too (text_encoder.dyn keeps them in .data).
-    fp32_size = artifact["size_bytes"] + (data or {}).get("size_bytes", 0)
+    fp32_size = total_bytes(artifact)
     return {
         "name": f"{_stem(artifact)}.{precision}", "encoder": artifact["encoder"], "format": artifact["format"],
         "runtime": artifact["runtime"], "precision": precision, "inputs": artifact["inputs"],

@@ -92,7 +92,7 @@ def applies_to(precision: str, encoder: str) -> bool:
 def _integer_linears(model: onnx.ModelProto, dst: Path, recipe: dict, excluded: list[str],
                      keep_higher: tuple[str, ...]) -> dict:
     """dynamic / weight_only: Gemm rewritten to MatMul so the quantizer reaches every Linear, the token table
-    int8, then ONNX Runtime's quantizer; weights >= 1 KiB saved as aligned external data (dst + '.data'), which
+    int8, then ONNX Runtime's quantizer; weights >= 4 KiB saved as page-aligned external data (dst + '.data'), which
     ONNX Runtime memory-maps, so untouched token-table rows never become resident."""
     from ..logs import quiet_root_logger, root_logger_preserved
     from .weight_prep import gemm_to_matmul, int8_token_table, linear_coverage, save_with_aligned_external_data

@@ -13,6 +13,8 @@
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -139,8 +141,6 @@ def save_with_aligned_external_data(model: onnx.ModelProto, path, data_name: str
     offset: ONNX Runtime memory-maps external data only at offsets the allocation granularity divides (4 KiB on
     Linux and Android; onnxruntime/core/graph/model_saving_options.h), and a copied table is resident in full.
     Smaller tensors stay inline, where padding each to a page would cost more than it saves."""
-    from pathlib import Path
-
     path = Path(path)
     alignment = 4096
     offset = 0

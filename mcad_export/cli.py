@@ -47,8 +47,9 @@ def _add_gate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-cosine-min", type=float, default=0.98,
                    help="min per-sample cosine vs PyTorch fp32, applied to degenerate students only (default 0.98)")
     p.add_argument("--degenerate-pairwise-cosine", type=float, default=0.8,
-                   help="fp32 embeddings whose mean pairwise cosine reaches this are degenerate (untrained): ranking "
-                        "metrics are noise, so such a student is gated on cosine alone (default 0.8)")
+                   help="fp32 embeddings whose mean pairwise cosine reaches this are degenerate (untrained), as are "
+                        "fp32 rankings at chance (R@10 <= 2x chance): ranking metrics are noise, so such a student "
+                        "is gated on cosine alone (default 0.8)")
 
 
 def _add_index_kind(p: argparse.ArgumentParser) -> None:
@@ -414,6 +415,11 @@ def _fidelity_table(console, directory) -> None:
         table.add_row(_e(r["artifact"]), f"{r['cosine_mean']:.5f}", f"{r['cosine_min']:.4f}", f"{r['recall_at_1']:.3f}",
                       f"{r['recall_at_1_fp32']:.3f}", f"{r['recall_at_10']:.3f}", f"{r['top10_overlap']:.3f}",
                       "[green]pass[/]" if r["passed"] else "[red]MISS[/]")
+    degenerate = next((r for r in records if r.get("degenerate")), None)
+    if degenerate:
+        table.caption = (f"degenerate student ({'; '.join(degenerate.get('degenerate_because', []))}; fp32 pairwise "
+                         f"cosine {degenerate['pairwise_cosine_mean_fp32']}): R@1 and top-10 overlap are noise, "
+                         "gated on cosine mean and min alone")
     console.print(table)
 
 

@@ -99,3 +99,22 @@ def test_mobileclip_reparameterized(tmp_path, arch):
     assert manifest["image"]["mean"] == [0.0, 0.0, 0.0] and manifest["image"]["std"] == [1.0, 1.0, 1.0]
     _compare_with_open_clip(model, out, {**model.visual.preprocess_cfg,
                                          **{k: manifest["image"][k] for k in ("mean", "std", "interpolation")}})
+
+
+def test_config_names_its_evaluation_data(tmp_path, tiny_open_clip_config):
+    """A student trained on the scene data says so in its config; held-out recall then uses those scenes."""
+    from mcad_export.errors import InputError
+    from mcad_export.students import load_student
+
+    cfg = {"model_cfg": json.loads(tiny_open_clip_config.read_text()),
+           "evaluation": {"samples": "scenes", "count": 300}}
+    path = tmp_path / "scenes-student.json"
+    path.write_text(json.dumps(cfg))
+    student = load_student(f"open_clip:{path}", random_init=True)
+    assert (student.sample_kind, student.eval_count) == ("scenes", 300)
+    assert (load_student(f"open_clip:{tiny_open_clip_config}", random_init=True).sample_kind,) == ("varied",)
+    for bad, words in (({"samples": "photos"}, "samples is one of scenes, varied"),
+                       ({"samples": "scenes", "count": 3}, "evaluation.count must be a whole number")):
+        path.write_text(json.dumps({**cfg, "evaluation": bad}))
+        with pytest.raises(InputError, match=words):
+            load_student(f"open_clip:{path}", random_init=True)

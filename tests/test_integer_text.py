@@ -155,7 +155,16 @@ def test_degenerate_embeddings_are_gated_on_cosine_alone():
     assert Gate().misses({**record, "cosine_min": 0.9})[0].startswith("min cosine 0.9000 < 0.98")
     # A trained student's embeddings spread, so its full gate applies unchanged.
     trained = score("text", spread, {"image_embeds": spread, "text_embeds": spread})
-    assert not trained["degenerate"] and trained["top10_overlap"] == 1.0
+    assert not trained["degenerate"] and trained["top10_overlap"] == 1.0 and trained["degenerate_because"] == []
+    # Spread but unrelated towers (ViT-B-32 at random init: pairwise cosine 0.70 / 0.44, fp32 R@10 at chance):
+    # the reference itself cannot rank, so it is degenerate too, and the record says why.
+    other = rng.standard_normal((200, 64)).astype(np.float32)
+    other /= np.linalg.norm(other, axis=1, keepdims=True)
+    unrelated = score("text", other, {"image_embeds": spread / np.linalg.norm(spread, axis=1, keepdims=True),
+                                      "text_embeds": other})
+    assert abs(unrelated["pairwise_cosine_mean_fp32"]["text"]) < 0.05 and unrelated["recall_at_10_fp32"] < 0.1
+    assert unrelated["degenerate"] and unrelated["fp32_ranking_at_chance"]
+    assert unrelated["degenerate_because"] == ["fp32 R@10 <= 2 x chance (0.050)"]
 
 
 def test_fidelity_records_report_pairwise_cosine(embedded_run):

@@ -50,6 +50,12 @@ def render_markdown(data: dict) -> str:
         out += ["## Fidelity gate", ""]
         if not data["recall_meaningful"]:
             out += ["Recall is not meaningful for this student; cosine is.", ""]
+        degenerate = next((r for r in data["fidelity"] if r.get("degenerate")), None)
+        if degenerate:
+            out += [f"Degenerate fp32 embeddings ({'; '.join(degenerate.get('degenerate_because', []))}; mean pairwise "
+                    f"cosine image {degenerate['pairwise_cosine_mean_fp32']['image']}, text "
+                    f"{degenerate['pairwise_cosine_mean_fp32']['text']}): R@1 and top-10 overlap are noise, so the "
+                    "gate is cosine mean and min vs fp32.", ""]
         out += _table(["artifact", "cos mean", "t2i R@1", "fp32 R@1", "top-10 overlap", "gate"],
                       [[r["artifact"], f"{r['cosine_mean']:.5f}", f"{r['recall_at_1']:.3f}",
                         f"{r['recall_at_1_fp32']:.3f}", f"{r['top10_overlap']:.3f}", "pass" if r["passed"] else "MISS"]

@@ -37,7 +37,27 @@ def load(arg: str, *, weights=None, random_init: bool = False) -> Student:
     else:
         apply_state_dict(model, read_state_dict(weights), f"open_clip:{arch}")
         info.update(weights=str(weights), weights_sha256=sha256_of(Path(weights)))
-    return finish(model, preprocess, f"open_clip:{arch}", "open_clip", info)
+    student = finish(model, preprocess, f"open_clip:{arch}", "open_clip", info)
+    if arg.endswith(".json"):
+        student.sample_kind, student.eval_count = _evaluation_data(arg, student.sample_kind, student.eval_count)
+    return student
+
+
+EVALUATION_KINDS = ("scenes", "varied")
+
+
+def _evaluation_data(arg: str, kind: str, count: int) -> tuple[str, int]:
+    """A config may name the data its student was trained for (`"evaluation": {"samples": "scenes", "count":
+    1000}`, a key open_clip ignores), so held-out recall is measured on captions that identify their images."""
+    evaluation = json.loads(Path(arg).read_text(encoding="utf-8")).get("evaluation")
+    if evaluation is None:
+        return kind, count
+    if not isinstance(evaluation, dict) or evaluation.get("samples", kind) not in EVALUATION_KINDS:
+        raise InputError(f"{arg}: evaluation must be an object whose samples is one of {', '.join(EVALUATION_KINDS)}")
+    count = evaluation.get("count", count)
+    if isinstance(count, bool) or not isinstance(count, int) or not 8 <= count <= 10_000:
+        raise InputError(f"{arg}: evaluation.count must be a whole number from 8 to 10000, got {count!r}")
+    return evaluation.get("samples", kind), count
 
 
 def build_model(arg: str):

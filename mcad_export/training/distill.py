@@ -57,18 +57,18 @@ def encode_text_short(model, ids: torch.Tensor) -> torch.Tensor:
     return F.normalize(x, dim=-1)
 
 
-def _optimizer(model):
+def _optimizer(model, lr: float):
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     return torch.optim.AdamW([{"params": decay, "weight_decay": recipe.WEIGHT_DECAY},
-                              {"params": rest, "weight_decay": 0.0}], lr=recipe.LR)
+                              {"params": rest, "weight_decay": 0.0}], lr=lr)
 
 
-def _lr_at(step: int, total: int) -> float:
-    if step < recipe.WARMUP:
-        return recipe.LR * (step + 1) / recipe.WARMUP
-    progress = (step - recipe.WARMUP) / max(1, total - recipe.WARMUP)
-    return recipe.LR * 0.5 * (1 + math.cos(math.pi * progress))
+def _lr_at(step: int, total: int, lr: float = recipe.LR, warmup: int = recipe.WARMUP) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _batches(split: Split, steps: int, generator: torch.Generator):
@@ -93,15 +93,17 @@ def clip_loss(img, txt, scale):
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2, logits
 
 
-def train(model, split: Split, steps: int, teacher=None, progress=None, label="train") -> list[float]:
-    """Contrastive training; with a teacher, adds MCAD's KL and feature-alignment terms."""
+def train(model, split: Split, steps: int, teacher=None, progress=None, label="train", *, lr: float = recipe.LR,
+          warmup: int = recipe.WARMUP) -> list[float]:
+    """Contrastive training; with a teacher, adds MCAD's KL term and, where both embed into the same width,
+    the feature-alignment term (a teacher of another width has no common space without a projector)."""
     generator = torch.Generator().manual_seed(recipe.SEED)
-    opt = _optimizer(model)
+    opt = _optimizer(model, lr)
     model.train()
     losses = []
     for step, (pixels, ids) in enumerate(_batches(split, steps, generator)):
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, steps)
+            group["lr"] = _lr_at(step, steps, lr, warmup)
         img = model.encode_image(pixels, normalize=True)
         txt = encode_text_short(model, ids)
         scale = model.logit_scale.exp().clamp(max=100)
@@ -114,8 +116,10 @@ def train(model, split: Split, steps: int, teacher=None, progress=None, label="t
             kl = (F.kl_div(F.log_softmax(logits, 1), F.log_softmax(t_logits, 1), log_target=True, reduction="batchmean")
                   + F.kl_div(F.log_softmax(logits.T, 1), F.log_softmax(t_logits.T, 1), log_target=True,
                              reduction="batchmean")) / 2
-            align = (2 - (img * t_img).sum(-1).mean() - (txt * t_txt).sum(-1).mean()) / 2
-            loss = loss + recipe.KL_WEIGHT * kl + recipe.ALIGN_WEIGHT * align
+            loss = loss + recipe.KL_WEIGHT * kl
+            if t_img.shape[-1] == img.shape[-1]:
+                align = (2 - (img * t_img).sum(-1).mean() - (txt * t_txt).sum(-1).mean()) / 2
+                loss = loss + recipe.ALIGN_WEIGHT * align
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -48,7 +48,7 @@ def _add_gate_args(p: argparse.ArgumentParser) -> None:
                    help="min per-sample cosine vs PyTorch fp32, applied to degenerate students only (default 0.98)")
     p.add_argument("--degenerate-pairwise-cosine", type=float, default=0.8,
                    help="fp32 embeddings whose mean pairwise cosine reaches this are degenerate (untrained), as are "
-                        "fp32 rankings at chance (R@10 <= 2x chance): ranking metrics are noise, so such a student "
+                        "fp32 rankings at chance (t2i R@10 <= 2x chance): ranking metrics are noise, so such a student "
                         "is gated on cosine alone (default 0.8)")
 
 

@@ -164,7 +164,7 @@ def test_degenerate_embeddings_are_gated_on_cosine_alone():
                                       "text_embeds": other})
     assert abs(unrelated["pairwise_cosine_mean_fp32"]["text"]) < 0.05 and unrelated["recall_at_10_fp32"] < 0.1
     assert unrelated["degenerate"] and unrelated["fp32_ranking_at_chance"]
-    assert unrelated["degenerate_because"] == ["fp32 R@10 <= 2 x chance (0.050)"]
+    assert unrelated["degenerate_because"] == ["fp32 t2i R@10 <= 2 x chance (0.050)"]
 
 
 def test_fidelity_records_report_pairwise_cosine(embedded_run):

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/litert_text_kernel.py --student open_clip:CFG.json --weights W.safetensors --name NAME
 
 The short-query text forward (export/text_forward.QueryText, the graph `short-query` exports) is converted once
-by litert-torch with a dynamic token axis (torch.export Dim, 2..context) and quantized by ai-edge-quantizer's
+by litert-torch with a dynamic token axis (torch.export Dim, 2..context - 1) and quantized by ai-edge-quantizer's
 dynamic-range recipe (int8 weights, int8 activations per call: the project's `dynamic` TFLite recipe); the
 same module goes to ONNX with a dynamic token axis and through the quantize stage's `dynamic` preparation
 (Gemm -> MatMul, int8 token table, MatMulInteger per channel). Both are timed in this process at batch 1,
@@ -59,13 +59,42 @@ def ort_runner(path: Path):
     return lambda ids: session.run(None, {"input_ids": ids})[0]
 
 
+def slice_free(module):
+    """QueryText with its two length-dependent slices (positional table, causal mask) re-stated as gathers over
+    the positions: litert-torch 0.10 cannot lower aten.slice with a symbolic end (JAX TracerBoolConversionError
+    in _aten_slice). The same module goes to ONNX, so both runtimes run the same graph."""
+    import torch
+
+    class SliceFree(type(module)):
+        def forward(self, ids):
+            t = self.tower
+            flat = ids.reshape(-1)      # ids[0] lowers to a slice with an open end, which fails the same way
+            positions = torch.cumsum(torch.ones_like(flat), 0) - 1
+            mask = torch.where(positions[None, :] > positions[:, None], -1e4, 0.0)
+            rows = flat.argmax(dim=-1, keepdim=True)     # EOT = the largest id (CLIP's argmax pooling)
+            x = t.token_embedding(flat) + t.positional_embedding[positions]
+            blocks = list(t.transformer.resblocks)
+            for i, (block, attention) in enumerate(zip(blocks, self.attention)):
+                last = i == len(blocks) - 1
+                attended = attention(block.ln_1(x), mask, rows if last else None)
+                x = (x[rows] if last else x) + block.ls_1(attended)
+                x = x + block.ls_2(block.mlp(block.ln_2(x)))
+            pooled = t.ln_final(x) @ t.text_projection
+            return torch.nn.functional.normalize(pooled, dim=-1)
+
+    assert module.restated, "an open_clip text tower of standard blocks is expected (causal, as CLIP's)"
+    module.__class__ = SliceFree
+    return module
+
+
 def convert_litert(module, example, path: Path) -> None:
     import litert_torch
     import torch
 
     from mcad_export.export.tflite_export import _Named
 
-    tokens = torch.export.Dim("tokens", min=2, max=module.tower.positional_embedding.shape[0])
+    # torch.export guards the full-context slice (n == context length) as a special case: stop one short of it
+    tokens = torch.export.Dim("tokens", min=2, max=module.tower.positional_embedding.shape[0] - 1)
     with torch.no_grad():
         model = litert_torch.convert(_Named(module, "text_embeds").eval(), sample_kwargs={"input_ids": example},
                                      dynamic_shapes={"input_ids": {1: tokens}})
@@ -106,6 +135,7 @@ def main() -> int:
     import torch
 
     from mcad_export.bench import GENERIC_QUERIES
+    from mcad_export.export.rewrites import make_export_safe
     from mcad_export.export.text_forward import QueryText
     from mcad_export.logs import quiet_root_logger
     from mcad_export.students import load_student
@@ -118,7 +148,8 @@ def main() -> int:
     args = parser.parse_args()
     torch.manual_seed(0)
     student = load_student(args.student, weights=args.weights, random_init=args.random_init)
-    module = QueryText(student.text_encoder.model).eval()
+    make_export_safe(student.text_encoder)      # the rewrites export and short-query apply (plain attention)
+    module = slice_free(QueryText(student.text_encoder.model).eval())
     tokenizer = student.tokenizer
     ids = tokenizer(list(GENERIC_QUERIES)[:64]).astype(np.int32)
     captions = [row[None, :int(row.argmax()) + 1] for row in ids]

@@ -34,6 +34,9 @@ ONNX_STEMS = {IMAGE_ENCODER_ONNX: "image_encoder", TEXT_ENCODER_ONNX: "text_enco
 IMAGE_INPUT = "pixel_values"    # float32 [batch, 3, S, S], preprocessed as manifest["image"] says
 IMAGE_OUTPUT = "image_embeds"   # float32 [batch, D], L2-normalised
 TEXT_INPUT = "input_ids"        # int32 [batch, L], L = manifest["text"]["context_length"]
+# Masked (BERT-family) text towers take a second input: int32 [batch, L], 1 up to and including [SEP], 0 on
+# [PAD] (runtime.wordpiece.attention_mask derives it from the ids). manifest["text"]["inputs"] lists the names.
+TEXT_MASK_INPUT = "attention_mask"
 TEXT_OUTPUT = "text_embeds"     # float32 [batch, D], L2-normalised
 
 # TFLite twins live in tflite/{image,text}_encoder.tflite: same input/output names (signature
@@ -43,7 +46,11 @@ TFLITE_DIR = "tflite"
 TOKENIZER_DIR = "tokenizer"
 TOKENIZER_VOCAB = "vocab.json"          # token string -> id
 TOKENIZER_MERGES = "merges.txt"         # one BPE merge per line, rank = line order
-TOKENIZER_CONFIG = "tokenizer_config.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"  # "type": clip_bpe (vocab.json + merges.txt) or wordpiece (vocab.txt)
+TOKENIZER_WORDPIECE_VOCAB = "vocab.txt"     # WordPiece: one token per line, id = line number
+# WordPiece: [lo, hi] code point ranges tokenizers drops / reads as whitespace / splits as punctuation / strips
+# as accents (runtime/wordpiece_tables.json, measured), so every tokenizer reads one Unicode table.
+TOKENIZER_UNICODE_CLASSES = "unicode_classes.json"
 
 REFERENCE_DIR = "reference"
 # PyTorch fp32 embeddings of the evaluation set (manifest["evaluation"]): npz with

@@ -139,6 +139,10 @@ def test_bench_json_holds_consistent_measured_numbers(embedded_run):
     assert limit["text_encoder_limit_ms"] == pytest.approx(max(text["compute_ms"], text["memory_ms"]), abs=1e-4)
     assert limit["query_limit_ms"] >= limit["text_encoder_limit_ms"] and limit["index_scan_bytes"] > 0
     assert set(limit["per_artifact"]) <= {r["artifact"] for r in ranking}
+    # A fixed-length encoder computes all 77 positions whatever the query: its floor is the full-context work.
+    full = limit["per_artifact"]["text_encoder.onnx"]
+    assert full["tokens"] == 77 and full["matmul_flops"] == limit["text_encoder_matmul_flops_full_context"]
+    assert full["compute_ms"] == pytest.approx(full["matmul_flops"] / limit["peak_gemm_gflops"] / 1e6, rel=1e-3)
     sizes = {(r["gallery_size"], r["kind"]) for r in bench["index_sweep"]["rows"]}
     assert {(1000, "flat"), (100_000, "sq8"), (100_000, "ivfpq")} <= sizes
     assert all(r["top10_overlap_vs_flat"] >= 0.8 for r in bench["index_sweep"]["rows"])

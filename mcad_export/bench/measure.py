@@ -164,7 +164,7 @@ def run_bench(root: Path, settings: Settings, work: Path, say) -> dict:
                                                                               "precision": text["precision"]},
                                                               flops, tokens, gemm, bandwidth)
     limit_ms = chosen["limit_ms"]
-    query_limit = limit(flops["at_tokens"], chosen["peak_gops"], chosen["bytes_per_query"]["total"] + index_bytes,
+    query_limit = limit(chosen["matmul_flops"], chosen["peak_gops"], chosen["bytes_per_query"]["total"] + index_bytes,
                         bandwidth["peak_read_gbs"])
 
     sweep = None
@@ -243,11 +243,15 @@ def artifact_roofline(root: Path, manifest: dict, ranked: dict, flops: dict, tok
     artifact = next(a for a in manifest["artifacts"] if a["path"] == ranked["artifact"])
     integer = artifact["precision"] in INTEGER_PRECISIONS
     peak = gemm["peak_int8_gops"] if integer else gemm["peak_gflops"]
-    bytes_read = (weight_bytes_per_query(root / artifact["path"], tokens) if artifact["format"] == "onnx" else
+    # A fixed-length encoder computes every position of its input whatever the query's length: its floor is the
+    # work at full context; only the one-query (dynamic-length) encoders can do the query's tokens alone.
+    at = tokens if artifact.get("dynamic_length") else flops["context_length"]
+    work = flops["at_tokens"] if artifact.get("dynamic_length") else flops["full"]
+    bytes_read = (weight_bytes_per_query(root / artifact["path"], at) if artifact["format"] == "onnx" else
                   {"weights": total_bytes(artifact), "table_rows": 0, "total": total_bytes(artifact)})
-    out = {"artifact": artifact["path"], "precision": artifact["precision"], "peak_gops": peak,
-           "peak_kind": "int8" if integer else "fp32", "bytes_per_query": bytes_read,
-           **limit(flops["at_tokens"], peak, bytes_read["total"], bandwidth["peak_read_gbs"])}
+    out = {"artifact": artifact["path"], "precision": artifact["precision"], "tokens": at, "matmul_flops": work,
+           "peak_gops": peak, "peak_kind": "int8" if integer else "fp32", "bytes_per_query": bytes_read,
+           **limit(work, peak, bytes_read["total"], bandwidth["peak_read_gbs"])}
     if ranked.get("p50_ms"):
         out.update(measured_p50_ms=ranked["p50_ms"], efficiency=round(out["limit_ms"] / ranked["p50_ms"], 4),
                    times_limit=round(ranked["p50_ms"] / out["limit_ms"], 2))

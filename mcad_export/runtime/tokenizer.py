@@ -88,10 +88,17 @@ class Tokenizer:
             regex.IGNORECASE,
         )
 
+    kind = "clip_bpe"
+
     @classmethod
-    def from_artifacts(cls, directory) -> "Tokenizer":
+    def from_artifacts(cls, directory):
+        """The export's tokenizer, of the kind its tokenizer_config.json names (CLIP BPE or WordPiece)."""
         folder = Path(directory) / TOKENIZER_DIR
         config = json.loads((folder / TOKENIZER_CONFIG).read_text(encoding="utf-8"))
+        if config.get("type") == "wordpiece":
+            from .wordpiece import WordPieceTokenizer
+
+            return WordPieceTokenizer.from_artifacts(directory)
         encoder = json.loads((folder / TOKENIZER_VOCAB).read_text(encoding="utf-8"))
         merges = read_merges(folder / TOKENIZER_MERGES)
         return cls(encoder, merges, context_length=config["context_length"], sot_token=config["sot_token"],
@@ -119,7 +126,7 @@ class Tokenizer:
         (folder / TOKENIZER_MERGES).write_text(
             "#version: clip-bpe merges, rank = line order\n" + "\n".join(merges) + "\n", encoding="utf-8")
         decoder = {v: k for k, v in self.encoder.items()}
-        config = {"type": "clip_bpe", "clean": "lower", "context_length": self.context_length,
+        config = {"type": self.kind, "clean": "lower", "context_length": self.context_length,
                   "sot_token": decoder[self.sot_token_id], "eot_token": decoder[self.eot_token_id],
                   "sot_token_id": self.sot_token_id, "eot_token_id": self.eot_token_id,
                   "pad_token_id": self.pad_token_id, "truncation": "keep_eot_last"}

@@ -14,7 +14,9 @@ DEFAULT_OUT = "mcad-out"
 
 def _add_student_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--student", metavar="SPEC",
-                   help="open_clip:<ARCH> | open_clip:<config.json> | hf:<DIR>; default: the embedded student")
+                   help="open_clip:<ARCH> | open_clip:<config.json> | hf:<DIR> (CLIPModel or "
+                        "VisionTextDualEncoderModel) | dual:<spec.json> (vision + BERT-family text) | embedded:minilm "
+                        "(packaged, real MiniLM text tower); default: the embedded student")
     p.add_argument("--weights", metavar="FILE", type=Path,
                    help=".pt/.pth (loaded with weights_only=True) or .safetensors; plain state dict or open_clip "
                         "training checkpoint")

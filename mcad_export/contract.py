@@ -37,6 +37,10 @@ TEXT_INPUT = "input_ids"        # int32 [batch, L], L = manifest["text"]["contex
 # Masked (BERT-family) text towers take a second input: int32 [batch, L], 1 up to and including [SEP], 0 on
 # [PAD] (runtime.wordpiece.attention_mask derives it from the ids). manifest["text"]["inputs"] lists the names.
 TEXT_MASK_INPUT = "attention_mask"
+
+
+def text_inputs(masked: bool) -> tuple[str, ...]:
+    return (TEXT_INPUT, TEXT_MASK_INPUT) if masked else (TEXT_INPUT,)
 TEXT_OUTPUT = "text_embeds"     # float32 [batch, D], L2-normalised
 
 # TFLite twins live in tflite/{image,text}_encoder.tflite: same input/output names (signature

@@ -17,9 +17,11 @@ from .conftest import REPO, run_cli
 CORE = REPO / "android_demo" / "core"
 
 
-def run_core_tests(golden) -> tuple[int, int, str]:
-    proc = subprocess.run(["bash", str(CORE / "test.sh")], capture_output=True, text=True, timeout=600,
-                          env={"PATH": "/usr/bin:/bin:/usr/local/bin", "MCAD_GOLDEN_DIR": str(golden)})
+def run_core_tests(golden, wordpiece=None) -> tuple[int, int, str]:
+    env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "MCAD_GOLDEN_DIR": str(golden)}
+    if wordpiece is not None:
+        env["MCAD_GOLDEN_WORDPIECE_DIR"] = str(wordpiece)
+    proc = subprocess.run(["bash", str(CORE / "test.sh")], capture_output=True, text=True, timeout=600, env=env)
     last = proc.stdout.strip().splitlines()[-1]
     match = re.fullmatch(r"(\d+) passed, (\d+) failed", last)
     assert match, proc.stdout[-3000:] + proc.stderr[-2000:]
@@ -49,6 +51,25 @@ def test_java_core_fails_on_a_wrong_vector(embedded_run, tmp_path):
     (golden / "tokens.json").write_text(json.dumps(tokens, ensure_ascii=False))
     passed, failed, _ = run_core_tests(golden)
     assert failed == 1 and passed > 50
+
+
+def test_java_wordpiece_reproduces_fresh_python_vectors(tmp_path):
+    from mcad_export.bundle.golden import write_wordpiece_golden
+    from mcad_export.students.bert_text import minilm_folder, wordpiece_tokenizer
+
+    fresh = tmp_path / "wordpiece"
+    write_wordpiece_golden(wordpiece_tokenizer(minilm_folder(), 64, 30522), fresh)
+    cases = json.loads((fresh / "tokens.json").read_text())["cases"]
+    assert len(cases) > 300 and any(c["mask"][-1] == 1 for c in cases) and any("[UNK]" in c["text"] for c in cases)
+    committed = CORE / "src" / "test" / "resources" / "golden"
+    passed, failed, out = run_core_tests(committed, fresh)
+    assert failed == 0 and passed >= len(cases), out[-3000:]
+    # one wrong id in one case: exactly that case fails
+    tokens = json.loads((fresh / "tokens.json").read_text())
+    tokens["cases"][5]["ids"][1] += 1
+    (fresh / "tokens.json").write_text(json.dumps(tokens, ensure_ascii=False))
+    passed, failed, _ = run_core_tests(committed, fresh)
+    assert failed == 1
 
 
 def app_copy(tmp_path):

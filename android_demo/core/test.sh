@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Compiles the Android core (Java 8 language level, no android.* imports) and its JUnit 5 tests with
 # javac, runs them with the JUnit console launcher against the golden vectors, and prints a final
-# "N passed, N failed" line. MCAD_GOLDEN_DIR points at other vectors (e.g. freshly regenerated ones).
+# "N passed, N failed" line. MCAD_GOLDEN_DIR / MCAD_GOLDEN_WORDPIECE_DIR point at other vectors (e.g. freshly
+# regenerated ones).
 set -euo pipefail
 cd "$(dirname "$0")"
 JUNIT=${JUNIT_JAR:-/usr/share/java/junit-platform-console-standalone.jar}
 GOLDEN=${MCAD_GOLDEN_DIR:-src/test/resources/golden}
+GOLDEN_WORDPIECE=${MCAD_GOLDEN_WORDPIECE_DIR:-src/test/resources/golden_wordpiece}
 if ! command -v javac >/dev/null || [ ! -f "$JUNIT" ]; then
   echo "needs javac and JUnit 5's console launcher: apt-get install -y --no-install-recommends default-jdk-headless junit5" >&2
   echo "0 passed, 1 failed"
@@ -16,7 +18,7 @@ trap 'rm -rf "$build"' EXIT
 javac -nowarn --release 8 -Xlint:-options -d "$build/main" $(find src/main/java -name '*.java')
 javac -nowarn --release 8 -Xlint:-options -cp "$build/main:$JUNIT" -d "$build/test" $(find src/test/java -name '*.java')
 status=0
-java -Dmcad.golden="$GOLDEN" -jar "$JUNIT" --class-path "$build/main:$build/test" --select-package ai.mcad.core \
+java -Dmcad.golden="$GOLDEN" -Dmcad.golden.wordpiece="$GOLDEN_WORDPIECE" -jar "$JUNIT" --class-path "$build/main:$build/test" --select-package ai.mcad.core \
   --disable-banner --details=tree > "$build/out.txt" 2>&1 || status=$?
 cat "$build/out.txt"
 passed=$(sed -n 's/.*\[ *\([0-9]*\) tests successful *\].*/\1/p' "$build/out.txt" | tail -1)

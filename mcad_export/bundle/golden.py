@@ -7,6 +7,7 @@
 - preprocess/: sample images (PNG) and their float32 tensors after the manifest's preprocessing;
 - index/ + topk.json: a small flat gallery index and top-k rows/scores for fixed query embeddings;
 - tokenizer/: the export's tokenizer files (large ones gzipped; the core reads .gz transparently).
+A WordPiece export gets `write_wordpiece_golden` instead: its tokenizer/ and tokens.json with ids and masks.
 """
 from __future__ import annotations
 
@@ -51,6 +52,42 @@ CORPUS = [
 ]
 
 
+# WordPiece-specific cases on top of CORPUS: typed specials, CJK, accents, long words, supplementary planes.
+WORDPIECE_CORPUS = [
+    "[CLS] typed [SEP] specials [PAD] inside [MASK] and [UNK]", "[cls] lower-case is not special", "[PAD]",
+    "Ångström İstanbul ΣΟΦΙΑ straße", "中文分词测试，全角标点。", "naïve—dash…ellipsis «quotes»", "x" * 101,
+    "unaffable unbelievably", "$5+3=8 <tag> a|b ^caret `tick` ~tilde", "\u00ad soft hyphen \ufeff bom",
+    "\u3000ideographic space\u2003em space", "𠀀𪜀 extension-b ideographs", "Ⅻ ① ²³ ﬃ", "\u061d new punctuation",
+    "\U00011938 dives akuru", "\u1c89 cyrillic tje", "\ue000 private use \U000f0000", "\u0380 unassigned",
+]
+
+
+def write_wordpiece_golden(tokenizer, out, *, random_cases: int = 300) -> dict:
+    """tokenizer/ and tokens.json (text, normalized text, padded ids, attention mask) for the Java WordPiece
+    tokenizer: the corpus, the WordPiece cases and seeded random strings over many scripts and planes."""
+    import random
+
+    from ..runtime.encoders import attention_mask
+
+    rng = random.Random(7)
+    pools = [range(0x20, 0x7F), range(0xA0, 0x250), range(0x300, 0x370), range(0x370, 0x530), range(0x600, 0x700),
+             range(0x1C80, 0x1CC0), range(0x2000, 0x2070), range(0x3000, 0x3100), range(0x4E00, 0x4F00),
+             range(0xAC00, 0xAD00), range(0xFF00, 0xFFF0), range(0x1F300, 0x1F650), range(0x20000, 0x20100),
+             range(0x11900, 0x11960), range(0x0, 0x20)]
+    texts = list(dict.fromkeys([*CORPUS, *WORDPIECE_CORPUS]))
+    texts += ["".join(chr(rng.choice(rng.choice(pools))) for _ in range(rng.randint(0, 40))) for _ in range(random_cases)]
+    ids = tokenizer(texts)
+    masks = attention_mask(ids)
+    with replaced_directory(Path(out)) as stage:
+        tokenizer.save(stage)
+        cases = [{"text": t, "normalized": tokenizer.normalize(t), "ids": row.tolist(), "mask": m.tolist()}
+                 for t, row, m in zip(texts, ids, masks)]
+        (stage / "tokens.json").write_text(json.dumps(
+            {"type": tokenizer.kind, "context_length": tokenizer.context_length, "cases": cases},
+            ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+    return {"tokens": len(cases)}
+
+
 def _exif_cases(pre: Path, image, spec: dict) -> list[dict]:
     """JPEGs stored sideways with an EXIF orientation tag (2..8), as phones write them. The Java core gets the
     JPEG (to read the tag) and its stored pixels as PNG (JPEG decoders differ; the turn must not), and must
@@ -88,6 +125,8 @@ def write_golden(directory, out, *, index_rows: int = 300, queries: int = 24, k:
     root = Path(directory)
     manifest = read_manifest(root)
     tokenizer = Tokenizer.from_artifacts(root)
+    if tokenizer.kind == "wordpiece":
+        return write_wordpiece_golden(tokenizer, out)
     from ..bench import GENERIC_QUERIES
 
     texts = list(dict.fromkeys([*CORPUS, *GENERIC_QUERIES]))

@@ -180,8 +180,11 @@ def _encoder(client, hub, root: Path, manifest: dict, target: Target, fp32: dict
                                        allow_small=options.get("allow_small_calibration", False))
             x = calib.for_encoder(encoder)
             x = np.ascontiguousarray(x[:, :tokens]) if tokens else x   # a bucket is fed ids cut to its length
+            from ..runtime.encoders import text_feed
+
+            feeds = [text_feed([i["name"] for i in fp32["inputs"]], x[i:i + 1]) for i in range(len(x))]
             qjob = client.submit_quantize_job(
-                model, {fp32["inputs"][0]["name"]: [x[i:i + 1] for i in range(len(x))]},
+                model, {key: [feed[key] for feed in feeds] for key in feeds[0]},
                 weights_dtype=hub.QuantizeDtype.INT8,
                 activations_dtype=hub.QuantizeDtype.INT16 if encoder == "text" else hub.QuantizeDtype.INT8,
                 name=f"{name}-quantize")
@@ -230,7 +233,7 @@ def _encoder(client, hub, root: Path, manifest: dict, target: Target, fp32: dict
             **({"length_bucket": {"tokens": tokens}} if tokens else {}),
             "runtime": f"aihub-{runtime}", "precision": "int8-aihub" if quantize else "fp32-aihub",
             "target": target.id, "soc": target.soc,
-            "inputs": [{**fp32["inputs"][0], "shape": [1, *fp32["inputs"][0]["shape"][1:]]}],
+            "inputs": [{**i, "shape": [1, *i["shape"][1:]]} for i in fp32["inputs"]],
             "outputs": [{**fp32["outputs"][0], "shape": [1, *fp32["outputs"][0]["shape"][1:]]}],
             "files": {"model": downloaded.name, "profile": profile_file.name}, "source": fp32["path"],
             "device_profile": {**summary, "device": device.name, "profile_job": pjob.job_id,

@@ -60,7 +60,7 @@ def static_batch_one(src: Path, dst: Path) -> None:
     onnx.save(model, str(dst))
 
 
-def quantize_for_htp(src: Path, dst: Path, name: str, calib: np.ndarray, work: Path) -> None:
+def quantize_for_htp(src: Path, dst: Path, names: list[str], calib: np.ndarray, work: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize
     from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
 
@@ -72,7 +72,7 @@ def quantize_for_htp(src: Path, dst: Path, name: str, calib: np.ndarray, work: P
     if not qnn_preprocess_model(static, fused, fuse_layernorm=True):
         fused = static   # nothing to fuse
     with quiet_root_logger():  # the quantizer logs generic pre-processing advice at WARNING on every call
-        config = get_qnn_qdq_config(str(fused), ArrayReader(name, calib), activation_type=QuantType.QUInt16,
+        config = get_qnn_qdq_config(str(fused), ArrayReader(names, calib), activation_type=QuantType.QUInt16,
                                     weight_type=QuantType.QUInt8)
         quantize(str(fused), str(dst), config)
 
@@ -101,9 +101,11 @@ def compile_context_in_process(params: dict, arrays: dict) -> dict:
 def simulate_in_process(params: dict, arrays: dict) -> dict:
     """Child-process side: run a compiled model on the x86 HTP simulator, one sample at a time (batch 1)."""
     session = qnn_session(params["model"], params["soc"], allow_cpu_fallback=params.get("allow_cpu_fallback", False))
-    name = session.get_inputs()[0].name
+    from ..runtime.encoders import text_feed
+
+    names = [i.name for i in session.get_inputs()]
     x = arrays["x"]
-    return {"embeds": np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])}
+    return {"embeds": np.concatenate([session.run(None, text_feed(names, x[i:i + 1]))[0] for i in range(len(x))])}
 
 
 @register_backend("qnn", ("qualcomm",), "offline HTP context binary via onnxruntime-qnn; accuracy on the x86 HTP simulator")
@@ -130,10 +132,10 @@ def _compile_one(src: Path, fp32: dict, stem: str, calib: np.ndarray, target: Ta
                  say, **provenance) -> dict:
     from ..isolated import run_isolated
 
-    encoder, name = fp32["encoder"], fp32["inputs"][0]["name"]
+    encoder, names = fp32["encoder"], [i["name"] for i in fp32["inputs"]]
     qdq, context = stage / f"{stem}.w8a16.qdq.onnx", stage / f"{stem}.qnn_ctx.onnx"
     say(f"{target.id}: quantizing {stem} for HTP (w8a16)")
-    quantize_for_htp(src, qdq, name, calib, stage)
+    quantize_for_htp(src, qdq, names, calib, stage)
     say(f"{target.id}: compiling {stem} to an HTP context binary")
     out = run_isolated("qnn-compile", {"qdq": str(qdq), "context": str(context), "soc": target.soc}, {},
                        what=f"QNN HTP compile of {stem} for {target.soc['soc']}")
@@ -147,7 +149,7 @@ def _compile_one(src: Path, fp32: dict, stem: str, calib: np.ndarray, target: Ta
     return {
         "name": stem, "encoder": encoder, "format": "onnx-qnn-context", "runtime": QNN_RUNTIME,
         "precision": "w8a16", "target": target.id, "soc": target.soc,
-        "inputs": [{**fp32["inputs"][0], "shape": [1, *fp32["inputs"][0]["shape"][1:]]}],
+        "inputs": [{**i, "shape": [1, *i["shape"][1:]]} for i in fp32["inputs"]],
         "outputs": [{**fp32["outputs"][0], "shape": [1, *fp32["outputs"][0]["shape"][1:]]}],
         "files": {"context_model": context.name, "qdq_model": qdq.name}, **provenance,
         "ops": {"compute": int(out["compute_ops"][0]),

@@ -58,25 +58,46 @@ def _tflite_artifact(stage, kind, module, in_name, out_name, dims, dtype, batche
 
     filename = f"{contract.TFLITE_DIR}/{kind}_encoder.tflite"
     say(f"converting the {kind} encoder to TFLite")
-    tflite_export.export_tflite(module, torch.from_numpy(batches[0]), stage / filename, in_name, out_name)
+    tflite_export.export_tflite(module, _torch_inputs(batches[0], in_name), stage / filename, in_name, out_name)
     say(f"checking TFLite {kind} parity against PyTorch")
     result = parity.compare(reference, tflite_embed(stage / filename, np.concatenate(batches)))
     if not result["passed"]:
         failures.append(f"TFLite {kind} encoder min cosine {result['cosine_min']:.6f} < {result['threshold_cosine_min']}")
     return {
         "name": f"{kind}_encoder.tflite", "encoder": kind, "format": "tflite", "runtime": "litert", "precision": "fp32",
-        "inputs": [{"name": in_name, "dtype": "float32" if dtype == 1 else "int32", "shape": [1, *dims]}],
+        "inputs": input_records(in_name, dtype, [1, *dims]),
         "outputs": [{"name": out_name, "dtype": "float32", "shape": [1, embed_dim], "l2_normalised": True}],
         "signature": TFLITE_SIGNATURE, **file_record(stage, filename), "converter": "litert-torch",
         "parity": result,
     }
 
 
-def _torch_embed(module, batches):
+def input_records(in_name, dtype: int, shape: list) -> list[dict]:
+    names = [in_name] if isinstance(in_name, str) else in_name
+    return [{"name": n, "dtype": "float32" if dtype == 1 else "int32", "shape": shape} for n in names]
+
+
+def _torch_inputs(batch: np.ndarray, in_name, dtype=None):
+    """The tensors a tower takes for one batch: pixels or ids, plus the attention mask of a masked text tower."""
+    import torch
+
+    from ..runtime.encoders import text_feed
+
+    names = [in_name] if isinstance(in_name, str) else in_name
+    feed = text_feed(names, batch)
+    tensors = tuple(torch.from_numpy(feed[n] if dtype is None else feed[n].astype(dtype)) for n in names)
+    return tensors if len(tensors) > 1 else tensors[0]
+
+
+def _torch_embed(module, batches, in_name, dtype=None):
     import torch
 
     with torch.no_grad():
-        return np.concatenate([module(torch.from_numpy(b)).numpy() for b in batches])
+        outs = []
+        for b in batches:
+            x = _torch_inputs(b, in_name, dtype)
+            outs.append((module(*x) if isinstance(x, tuple) else module(x)).numpy())
+        return np.concatenate(outs)
 
 
 @locks_folder("export", arg=1)
@@ -105,8 +126,9 @@ def export_student(student: Student, out_dir, *, verify: bool = True, samples: i
 
     # Reference = the untouched model, with int64 ids exactly as open_clip/HF would feed it.
     say("running the PyTorch reference")
-    ref_image = _torch_embed(student.image_encoder, pixel_batches)
-    ref_text = _torch_embed(student.text_encoder, [b.astype(np.int64) for b in id_batches])
+    text_names = list(contract.text_inputs(student.text_masked))
+    ref_image = _torch_embed(student.image_encoder, pixel_batches, contract.IMAGE_INPUT)
+    ref_text = _torch_embed(student.text_encoder, id_batches, text_names, np.int64)
 
     rewrites = make_export_safe(student.image_encoder)
     for key, value in make_export_safe(student.text_encoder).items():
@@ -115,7 +137,7 @@ def export_student(student: Student, out_dir, *, verify: bool = True, samples: i
     encoders = [
         ("image", contract.IMAGE_ENCODER_ONNX, student.image_encoder, contract.IMAGE_INPUT, contract.IMAGE_OUTPUT,
          pixel_batches, ref_image, 1, [3, student.preprocess.image_size, student.preprocess.image_size]),
-        ("text", contract.TEXT_ENCODER_ONNX, student.text_encoder, contract.TEXT_INPUT, contract.TEXT_OUTPUT,
+        ("text", contract.TEXT_ENCODER_ONNX, student.text_encoder, text_names, contract.TEXT_OUTPUT,
          id_batches, ref_text, 6, [student.context_length]),  # 1 = FLOAT, 6 = INT32 (onnx.TensorProto)
     ]
     artifacts, failures = [], []
@@ -123,12 +145,12 @@ def export_student(student: Student, out_dir, *, verify: bool = True, samples: i
         for kind, filename, module, in_name, out_name, batches, reference, dtype, dims in encoders:
             path = stage / filename
             say(f"exporting the {kind} encoder")
-            onnx_export.export_encoder(module, torch.from_numpy(batches[0][:2]), path, in_name, out_name)
+            onnx_export.export_encoder(module, _torch_inputs(batches[0][:2], in_name), path, in_name, out_name)
             say(f"simplifying the {kind} encoder")
             simplified = onnx_export.simplify(path)
             onnx_export.check_contract(path, in_name, dtype, dims, out_name, student.embed_dim)
             say(f"checking {kind} parity against PyTorch")
-            result = parity.compare(reference, onnx_embed(path, in_name, np.concatenate(batches)))
+            result = parity.compare(reference, onnx_embed(path, None, np.concatenate(batches)))
             if not result["passed"]:
                 failures.append(f"{kind} encoder min cosine {result['cosine_min']:.6f} < {result['threshold_cosine_min']} "
                                 f"(mean {result['cosine_mean']:.6f}, max |diff| {result['max_abs_diff']:.2e}, "
@@ -136,7 +158,7 @@ def export_student(student: Student, out_dir, *, verify: bool = True, samples: i
             artifacts.append({
                 "name": f"{kind}_encoder", "encoder": kind, "format": "onnx", "runtime": "onnxruntime",
                 "precision": "fp32",
-                "inputs": [{"name": in_name, "dtype": "float32" if dtype == 1 else "int32", "shape": ["batch", *dims]}],
+                "inputs": input_records(in_name, dtype, ["batch", *dims]),
                 "outputs": [{"name": out_name, "dtype": "float32", "shape": ["batch", student.embed_dim],
                              "l2_normalised": True}],
                 **file_record(stage, filename), "simplify": simplified, "parity": result,
@@ -157,9 +179,10 @@ def export_student(student: Student, out_dir, *, verify: bool = True, samples: i
             "student": {"id": student.id, "family": student.family, **student.info},
             "embed_dim": student.embed_dim,
             "image": pre,
-            "text": {"context_length": student.context_length, "input_dtype": "int32",
+            "text": {"context_length": student.context_length, "input_dtype": "int32", "inputs": text_names,
+                     "tokenizer": student.tokenizer.kind,
                      "sot_token_id": student.tokenizer.sot_token_id, "eot_token_id": student.tokenizer.eot_token_id,
-                     "pad_token_id": student.tokenizer.pad_token_id, "pooling": "eot (argmax of token ids)",
+                     "pad_token_id": student.tokenizer.pad_token_id, "pooling": student.text_pooling,
                      "tokenizer_dir": contract.TOKENIZER_DIR},
             "files": [file_record(stage, f) for f in [*tokenizer_files, contract.REFERENCE_EMBEDDINGS]],
             "evaluation": {"samples": student.sample_kind, "split": EVAL_SPLIT, "count": count,

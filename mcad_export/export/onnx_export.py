@@ -13,17 +13,20 @@ from ..errors import ExportError, ShapeMismatchError
 OPSET = 17
 
 
-def export_encoder(module, example, path: Path, input_name: str, output_name: str, input_axes=None) -> None:
-    """`input_axes`: the input's dynamic axes (default {0: "batch"}; the short-query text encoder adds tokens,
+def export_encoder(module, example, path: Path, input_name, output_name: str, input_axes=None) -> None:
+    """`input_name`: one name, or a list with a tuple `example` (a masked text encoder: ids and attention mask).
+    `input_axes`: the inputs' dynamic axes (default {0: "batch"}; the short-query text encoder adds tokens,
     the length buckets pass {} for a fully static graph)."""
     import torch
 
+    names = [input_name] if isinstance(input_name, str) else list(input_name)
+    examples = example if isinstance(example, tuple) else (example,)
+    axes = None if input_axes == {} else {**{n: input_axes or {0: "batch"} for n in names}, output_name: {0: "batch"}}
     module.eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about python asserts/shape math in upstream models
         torch.onnx.export(
-            module, (example,), str(path), input_names=[input_name], output_names=[output_name],
-            dynamic_axes=None if input_axes == {} else {input_name: input_axes or {0: "batch"}, output_name: {0: "batch"}},
+            module, examples, str(path), input_names=names, output_names=[output_name], dynamic_axes=axes,
             opset_version=OPSET, do_constant_folding=True, dynamo=False,
         )
 
@@ -51,15 +54,20 @@ def simplify(path: Path) -> dict:
             **({"fallback_reason": errors[0]} if errors else {})}
 
 
-def check_contract(path: Path, input_name: str, input_dtype: int, input_dims: list, output_name: str,
+def check_contract(path: Path, input_name, input_dtype: int, input_dims: list, output_name: str,
                    embed_dim: int) -> None:
-    """Graph-level contract check: names, dtypes and static dims. Any mismatch is fatal."""
+    """Graph-level contract check: names, dtypes and static dims. Any mismatch is fatal. `input_name` may be a
+    list (a masked text encoder's input_ids and attention_mask share dtype and dims)."""
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as e:
         raise ExportError(f"{path.name} fails onnx.checker: {str(e).splitlines()[0]}") from None
     graph = onnx.load(str(path), load_external_data=False).graph
-    _expect_io(path.name, "input", graph.input, input_name, input_dtype, ["batch", *input_dims])
+    names = [input_name] if isinstance(input_name, str) else list(input_name)
+    if [v.name for v in graph.input] != names:
+        raise ShapeMismatchError(f"{path.name}: expected inputs {names}, found {[v.name for v in graph.input]}")
+    for value in graph.input:
+        _expect_io(path.name, "input", [value], value.name, input_dtype, ["batch", *input_dims])
     _expect_io(path.name, "output", graph.output, output_name, onnx.TensorProto.FLOAT, ["batch", embed_dim])
 
 

@@ -7,7 +7,9 @@ without it (see ../shared/notes/toolchain.md):
 - plain matmul-softmax attention: fused SDPA / native MHA kernels do not lower in LiteRT and
   hide the mask from quantizers;
 - int32 token ids are handled by the text wrapper's input dtype (int64 ArgMax is rejected by
-  NPUs and several converters).
+  NPUs and several converters);
+- BERT-family towers run a re-stated forward (students/bert_text.py) with a finite -1e4 mask instead of
+  Hugging Face's finfo.min one, for the same calibrator reason.
 """
 from __future__ import annotations
 
@@ -73,8 +75,11 @@ def _additive(mask: torch.Tensor, dtype) -> torch.Tensor:
 
 def make_export_safe(model: nn.Module) -> dict:
     """Rewrites `model` in place; returns counts of what changed (recorded in the manifest)."""
-    counts = {"plain_attention": 0, "finite_masks": 0, "fused_attention_disabled": 0}
+    counts = {"plain_attention": 0, "finite_masks": 0, "fused_attention_disabled": 0, "restated_bert_forward": 0}
     for parent in list(model.modules()):
+        # BERT-family towers (students/bert_text.py) swap HF's forward for the same arithmetic in plain ops.
+        if callable(getattr(parent, "use_restated_forward", None)):
+            counts["restated_bert_forward"] += parent.use_restated_forward()
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.MultiheadAttention):
                 setattr(parent, name, PlainMultiheadAttention(child))

@@ -54,16 +54,14 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
     say("loading the student for the short-query encoder")
     student = reload_student(manifest["student"])
     make_export_safe(student.text_encoder)
-    model = student.text_encoder.model
-    module = QueryText(model).eval()
-    exact = is_exact(model)
+    module, bucket_module, exact = _forwards(student)
     ids = evaluation_inputs(root, manifest).for_encoder("text")
     lengths = real_lengths(ids).tolist()
     reference = np.load(verified(root, reference_record(manifest), "reference embeddings"))["text_embeds"]
     # At full length the re-statement must be the exported model itself; this separates "the student is
     # bidirectional" from "these are not the weights that were exported" (or a re-statement bug).
     with torch.no_grad():
-        full = np.concatenate([module(torch.from_numpy(ids[i:i + 1])).numpy() for i in range(len(ids))])
+        full = np.concatenate([_run_torch(bucket_module, ids[i:i + 1]) for i in range(len(ids))])
     at_full_length = compare(reference, full)
     if not at_full_length["passed"]:
         raise ParityError(f"the reloaded student does not reproduce the exported text encoder at full length (min "
@@ -113,7 +111,9 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
                                            "artifact": contract.SHORT_QUERY_ONNX,
                                            **({} if cut else {"cut_parity": cut_parity})}
         fp32 = next(a for a in manifest["artifacts"] if a["path"] == contract.TEXT_ENCODER_ONNX)
-        why = ("causal mask and EOT pooling: positions after EOT cannot change the embedding" if cut else
+        why = ("attention mask: padding is kept out of attention and pooling, so the real tokens alone give the "
+               "same embedding" if student.text_masked else
+               "causal mask and EOT pooling: positions after EOT cannot change the embedding" if cut else
                "no causal mask: padding tokens feed the pooled token (min cosine "
                f"{cut_parity['cosine_min']:.4f} when cut after EOT), so it is fed every position")
         record = {**{k: fp32[k] for k in ("encoder", "format", "runtime", "precision")},
@@ -129,11 +129,44 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
         wanted = sorted({int(b) for b in (contract.LENGTH_BUCKETS if buckets is None else buckets)
                          if 0 < int(b) < ids.shape[1]}) if cut else []   # a bucket is a cut
         manifest["text"]["length_buckets"] = [
-            _export_bucket(module, stage, tokens, ids, lengths, reference, fp32, say) for tokens in wanted]
+            _export_bucket(bucket_module, stage, tokens, ids, lengths, reference, fp32, say) for tokens in wanted]
         (stage / contract.MANIFEST).write_text(dump_manifest(manifest), encoding="utf-8")
     for name in previous - {b["path"] for b in manifest["text"]["length_buckets"]}:
         _remove_own(root, name)
     return record
+
+
+def _forwards(student):
+    """(one-query module fed only real tokens, bucket module at a static length, exact): open_clip towers get
+    text_forward.QueryText for both; a masked tower's one-query module drops the mask, its buckets keep it."""
+    if student.text_masked:
+        return _Unmasked(student.text_encoder).eval(), student.text_encoder.eval(), True
+    module = QueryText(student.text_encoder.model).eval()
+    return module, module, is_exact(student.text_encoder.model)
+
+
+class _Unmasked(torch.nn.Module):
+    """A masked tower fed one query's real tokens only: every position attended, so no mask input."""
+
+    def __init__(self, tower):
+        super().__init__()
+        self.tower = tower
+
+    def forward(self, ids):
+        return self.tower(ids)
+
+
+def _torch_inputs(module, ids):
+    from .. import contract
+    from ..runtime.encoders import text_feed
+
+    names = contract.text_inputs(bool(getattr(module, "masked", False)))
+    feed = text_feed(names, ids)
+    return names, tuple(torch.from_numpy(feed[n]) for n in names)
+
+
+def _run_torch(module, ids):
+    return module(*_torch_inputs(module, ids)[1]).numpy()
 
 
 def _export_bucket(module, stage: Path, tokens: int, ids, lengths, reference, fp32: dict, say) -> dict:
@@ -143,7 +176,7 @@ def _export_bucket(module, stage: Path, tokens: int, ids, lengths, reference, fp
     from .. import contract
     from ..errors import ParityError
     from ..manifest import file_record
-    from ..runtime.encoders import onnx_session
+    from ..runtime.encoders import onnx_session, text_feed
     from . import onnx_export
     from .parity import compare
 
@@ -155,21 +188,20 @@ def _export_bucket(module, stage: Path, tokens: int, ids, lengths, reference, fp
     path = stage / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     say(f"exporting the {tokens}-token bucket of the text encoder")
-    example = torch.from_numpy(ids[fits[0]:fits[0] + 1, :tokens])
-    onnx_export.export_encoder(module, example, path, contract.TEXT_INPUT, contract.TEXT_OUTPUT, input_axes={})
+    names, example = _torch_inputs(module, ids[fits[0]:fits[0] + 1, :tokens])
+    onnx_export.export_encoder(module, example, path, list(names), contract.TEXT_OUTPUT, input_axes={})
     simplified = onnx_export.simplify(path)
-    onnx_export.check_contract(path, contract.TEXT_INPUT, 6, [tokens], contract.TEXT_OUTPUT,
-                               fp32["outputs"][0]["shape"][1])
+    onnx_export.check_contract(path, list(names), 6, [tokens], contract.TEXT_OUTPUT, fp32["outputs"][0]["shape"][1])
     session = onnx_session(path, threads=0)
     # Ids as the tokenizer pads them (zeros after EOT), cut to the bucket: what a static NPU graph is fed.
-    embeds = np.concatenate([session.run(None, {contract.TEXT_INPUT: ids[i:i + 1, :tokens]})[0] for i in fits])
+    embeds = np.concatenate([session.run(None, text_feed(names, ids[i:i + 1, :tokens]))[0] for i in fits])
     parity = {**compare(reference[fits], embeds), "covers": round(len(fits) / len(ids), 4),
               "against": "PyTorch fp32 at full length (reference embeddings), captions that fit"}
     if not parity["passed"]:
         raise ParityError(f"the {tokens}-token bucket disagrees with the full-length model: min cosine "
                           f"{parity['cosine_min']:.6f} over {len(fits)} captions; not exported", parity)
     return {"tokens": tokens, **file_record(stage, rel), "simplify": simplified,
-            "inputs": [{**fp32["inputs"][0], "shape": [1, tokens]}],
+            "inputs": [{**i, "shape": [1, tokens]} for i in fp32["inputs"]],
             "outputs": [{**fp32["outputs"][0], "shape": [1, fp32["outputs"][0]["shape"][1]]}], "parity": parity}
 
 

@@ -21,11 +21,11 @@ class _Named(torch.nn.Module):
         self.tower, self.output_name = tower, output_name
 
     def forward(self, **inputs):
-        (x,) = inputs.values()
-        return {self.output_name: self.tower(x)}
+        return {self.output_name: self.tower(*inputs.values())}
 
 
-def export_tflite(tower, example: torch.Tensor, path: Path, input_name: str, output_name: str) -> None:
+def export_tflite(tower, example, path: Path, input_name, output_name: str) -> None:
+    """`input_name`/`example`: one name and tensor, or lists of them (a masked text encoder's ids and mask)."""
     try:
         import litert_torch
     except ImportError:
@@ -34,5 +34,8 @@ def export_tflite(tower, example: torch.Tensor, path: Path, input_name: str, out
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with quiet_root_logger(), torch.no_grad():
-        model = litert_torch.convert(_Named(tower, output_name).eval(), sample_kwargs={input_name: example[:1]})
+        names = [input_name] if isinstance(input_name, str) else list(input_name)
+        examples = [example] if isinstance(example, torch.Tensor) else list(example)
+        model = litert_torch.convert(_Named(tower, output_name).eval(),
+                                     sample_kwargs={n: e[:1] for n, e in zip(names, examples)})
         model.export(str(path))

@@ -13,12 +13,12 @@ import tempfile
 from pathlib import Path
 
 from ..atomic import locks_folder, scratch_dir, staged_directory
-from ..contract import MANIFEST, ONNX_STEMS, TFLITE_DIR
+from ..contract import MANIFEST, ONNX_STEMS, TEXT_MASK_INPUT, TFLITE_DIR
 from ..guard import verified_artifact
 from ..isolated import run_isolated
 from ..logs import quiet_root_logger
 from ..manifest import artifact_files, dump_manifest, file_record, read_manifest, total_bytes
-from ..runtime.encoders import onnx_embed
+from ..runtime.encoders import artifact_embed, onnx_embed
 from .calibration import ArrayReader, calibration_inputs, sample_inputs
 from .fidelity import DEFAULT_GATE, Gate, score
 from .layer_damage import node_damage
@@ -64,7 +64,8 @@ def quantize_artifacts(out_dir, precisions=("w8a8",), *, calib_images=None, cali
             for precision in [p for p in precisions if applies_to(p, artifact["encoder"])]:
                 say(f"quantizing {_stem(artifact)} to {precision}")
                 records.append(_quantize_onnx(artifact, precision, named, stage, calib, tune, tune_reference,
-                                              auto, gate, say))
+                                              auto, gate, say, masked=TEXT_MASK_INPUT in manifest["text"].get(
+                                                  "inputs", [])))
         for artifact in tflite:
             for precision in [p for p in precisions if p in TFLITE_RECIPES]:
                 say(f"quantizing {_stem(artifact)} to {precision} (ai-edge-quantizer, isolated)")
@@ -149,17 +150,23 @@ def _auto_mixed_precision(attempt, first_step, candidates, say, label):
     return recipe, steps, steps[-1]["passed"]
 
 
-def _quantize_onnx(artifact, precision, named, stage, calib, tune, tune_reference, auto, gate, say) -> dict:
+def _quantize_onnx(artifact, precision, named, stage, calib, tune, tune_reference, auto, gate, say,
+                   masked: bool = False) -> dict:
     encoder, input_name = artifact["encoder"], artifact["inputs"][0]["name"]
+    input_names = [i["name"] for i in artifact["inputs"]]
     filename = f"{_stem(artifact)}.{precision}.onnx"
     dst = stage / filename
     calib_array = calib.for_encoder(encoder)
 
+    # A masked tower's short-query encoder has no mask input: it is calibrated, like it runs, on real tokens only.
+    cut = bool(artifact.get("dynamic_length")) and len(input_names) == 1 and masked
+
     def attempt(keep_float):
         with quiet_root_logger():
-            recipe = quantize_onnx(named, dst, precision, ArrayReader(input_name, calib_array), tuple(keep_float))
-        embeds = onnx_embed(dst, input_name, tune.for_encoder(encoder),
-                            optimization=recipe.get("ort_graph_optimization", "all"))
+            recipe = quantize_onnx(named, dst, precision, ArrayReader(input_names, calib_array, cut=cut),
+                                   tuple(keep_float))
+        as_run = {**artifact, "recipe": recipe}     # tuned as the query path will run it (cut, optimization level)
+        embeds = artifact_embed(dst, as_run, tune.for_encoder(encoder))
         return recipe, _tuning_step(encoder, embeds, tune_reference, gate, keep_float)
 
     recipe, step = attempt([])
@@ -167,7 +174,8 @@ def _quantize_onnx(artifact, precision, named, stage, calib, tune, tune_referenc
     kind = RECIPES[precision]["kind"]
     if kind == "static":
         say(f"localising quantization error in {_stem(artifact)}.{precision}")
-        damage = node_damage(named, dst, input_name, calib_array[:DAMAGE_SAMPLES], tuple(RECIPES[precision]["op_types"]))
+        damage = node_damage(named, dst, input_names, calib_array[:DAMAGE_SAMPLES], tuple(RECIPES[precision]["op_types"]),
+                             cut=cut)
     elif kind in ("dynamic", "weight_only"):
         import onnx
 

@@ -10,6 +10,7 @@ from onnxruntime.quantization import CalibrationDataReader
 from ..data.samples import load_samples
 from ..errors import InputError
 from ..runtime import Tokenizer
+from ..runtime.encoders import real_length, text_feed
 from ..runtime.images import UnreadableImage, list_images, read_image, require_folder
 from ..runtime.preprocess import preprocess_batch
 
@@ -97,17 +98,20 @@ def calibration_inputs(root: Path, manifest: dict, *, images_dir=None, captions_
 
 
 class ArrayReader(CalibrationDataReader):
-    """onnxruntime CalibrationDataReader over one input array, one sample per call."""
+    """onnxruntime CalibrationDataReader over one input array, one sample per call; `names` are the model's
+    inputs (a masked text encoder's attention_mask is derived from the ids, as every runner does)."""
 
-    def __init__(self, name: str, array: np.ndarray):
+    def __init__(self, names, array: np.ndarray, cut: bool = False):
         super().__init__()
-        self.name, self.array, self.pos = name, array, 0
+        self.names, self.array, self.pos = [names] if isinstance(names, str) else list(names), array, 0
+        self.cut = cut    # each row cut after its EOT / [SEP] (a masked tower's short-query encoder)
 
     def get_next(self):
         if self.pos >= len(self.array):
             return None
         self.pos += 1
-        return {self.name: self.array[self.pos - 1: self.pos]}
+        row = self.array[self.pos - 1: self.pos]
+        return text_feed(self.names, row[:, :real_length(row[0])] if self.cut else row)
 
     def rewind(self):
         self.pos = 0

@@ -48,8 +48,8 @@ def weight_sqnr(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto) -> dic
     return out
 
 
-def node_damage(float_named: Path, qdq_path: Path, input_name: str, samples: np.ndarray,
-                op_types: tuple[str, ...]) -> list[dict]:
+def node_damage(float_named: Path, qdq_path: Path, input_names: list[str], samples: np.ndarray,
+                op_types: tuple[str, ...], cut: bool = False) -> list[dict]:
     from onnxruntime.quantization.qdq_loss_debug import (
         collect_activations,
         compute_activation_error,
@@ -61,8 +61,8 @@ def node_damage(float_named: Path, qdq_path: Path, input_name: str, samples: np.
         aug_float, aug_qdq = Path(tmp) / "float.onnx", Path(tmp) / "qdq.onnx"
         modify_model_output_intermediate_tensors(str(float_named), str(aug_float))
         modify_model_output_intermediate_tensors(str(qdq_path), str(aug_qdq))
-        float_acts = collect_activations(str(aug_float), ArrayReader(input_name, samples))
-        qdq_acts = collect_activations(str(aug_qdq), ArrayReader(input_name, samples))
+        float_acts = collect_activations(str(aug_float), ArrayReader(input_names, samples, cut=cut))
+        qdq_acts = collect_activations(str(aug_qdq), ArrayReader(input_names, samples, cut=cut))
     sqnr = {name: float(err["qdq_err"]) for name, err in
             compute_activation_error(create_activation_matching(qdq_acts, float_acts)).items()}
     float_model = onnx.load(str(float_named))

@@ -16,17 +16,14 @@ from ..errors import FidelityGateError, InputError
 from ..isolated import run_isolated
 from ..guard import reference_record, verified, verified_artifact
 from ..manifest import read_manifest
-from ..runtime.encoders import feed_options, onnx_embed, open_encoder, ort_optimization, real_lengths
+from ..runtime.encoders import artifact_embed, real_lengths
 from .calibration import evaluation_inputs
 from .fidelity import DEFAULT_GATE, Gate, score
 
 
 def _onnxruntime(path, input_name, array, artifact):
-    if artifact.get("dynamic_length"):
-        # As the query path runs it: one caption at a time, cut after its own EOT (causal students).
-        run = open_encoder(path, "onnxruntime", 0, ort_optimization(artifact), **feed_options(artifact))
-        return run(array).astype(np.float32)   # the runner already goes one caption at a time
-    return onnx_embed(path, input_name, array, optimization=ort_optimization(artifact))
+    # As the query path runs it: a short-query encoder one caption at a time, cut after its own EOT.
+    return artifact_embed(path, artifact, array)
 
 
 def _litert_isolated(path, input_name, array, artifact):

@@ -10,13 +10,30 @@ TFLITE_SIGNATURE = "serving_default"
 
 
 def real_length(ids_row: np.ndarray) -> int:
-    """Tokens up to and including EOT: CLIP's EOT is the row's largest id (what argmax pooling reads)."""
-    return int(ids_row.argmax()) + 1
+    """Tokens up to and including EOT / [SEP]: the last non-zero id (padding is id 0 for every tokenizer kind;
+    for CLIP this is also the row's largest id, what argmax pooling reads)."""
+    return int(real_lengths(ids_row[None])[0])
 
 
 def real_lengths(ids: np.ndarray) -> np.ndarray:
     """real_length of every row of an [N, L] id array."""
-    return ids.argmax(axis=1) + 1
+    ids = np.asarray(ids)
+    return ids.shape[-1] - np.argmax(ids[..., ::-1] != 0, axis=-1)
+
+
+def attention_mask(ids: np.ndarray) -> np.ndarray:
+    """int32 [N, L]: 1 up to and including each row's EOT / [SEP], 0 on the padding after it (contract)."""
+    return (np.arange(ids.shape[-1]) < real_lengths(ids)[..., None]).astype(np.int32)
+
+
+def text_feed(names, x: np.ndarray) -> dict:
+    """An encoder's inputs from token ids: `input_ids`, plus `attention_mask` where the graph takes one."""
+    from ..contract import TEXT_MASK_INPUT
+
+    names = list(names)
+    if len(names) == 1:
+        return {names[0]: x}
+    return {name: attention_mask(x) if name == TEXT_MASK_INPUT else x for name in names}
 
 
 def pick_bucket(sizes, length: int) -> int | None:
@@ -71,8 +88,18 @@ def onnx_embed(path, input_name: str, array: np.ndarray, batch: int = 50, thread
     session = onnx_session(path, threads, optimization)
     if session.get_inputs()[0].shape[0] == 1:   # static batch 1 (the short-query encoder)
         batch = 1
-    return np.concatenate([session.run(None, {input_name: array[i:i + batch]})[0]
+    names = [i.name for i in session.get_inputs()]
+    return np.concatenate([session.run(None, text_feed(names, array[i:i + batch]))[0]
                            for i in range(0, len(array), batch)]).astype(np.float32)
+
+
+def artifact_embed(path, artifact: dict, array: np.ndarray, threads: int = 0) -> np.ndarray:
+    """An ONNX artifact's embeddings as the query path computes them: a short-query encoder one query at a time,
+    cut after EOT as its record says (a masked tower's is fed only real tokens), others in batches."""
+    if artifact.get("dynamic_length"):
+        run = open_encoder(path, "onnxruntime", threads, ort_optimization(artifact), **feed_options(artifact))
+        return run(array).astype(np.float32)
+    return onnx_embed(path, None, array, threads=threads, optimization=ort_optimization(artifact))
 
 
 def tflite_embed(path, array: np.ndarray) -> np.ndarray:
@@ -91,11 +118,12 @@ def open_encoder(path, runtime: str, threads: int = 1, optimization: str = "all"
     """
     if runtime == "onnxruntime":
         session = onnx_session(path, threads, optimization)
-        name, outputs = session.get_inputs()[0].name, [session.get_outputs()[0].name]
+        names, outputs = [i.name for i in session.get_inputs()], [session.get_outputs()[0].name]
         if dynamic_length:   # batch 1: one query
             cut = real_length if cut_after_eot else len
-            return lambda x: np.concatenate([session.run(outputs, {name: row[None, :cut(row)]})[0] for row in x])
-        return lambda x: session.run(outputs, {name: x})[0]
+            return lambda x: np.concatenate([session.run(outputs, text_feed(names, row[None, :cut(row)]))[0]
+                                             for row in x])
+        return lambda x: session.run(outputs, text_feed(names, x))[0]
     if runtime == "litert":
         from ai_edge_litert.interpreter import Interpreter
 
@@ -103,8 +131,9 @@ def open_encoder(path, runtime: str, threads: int = 1, optimization: str = "all"
             interpreter = Interpreter(model_path=str(path), num_threads=threads or None)
             interpreter.allocate_tensors()
             runner = interpreter.get_signature_runner(TFLITE_SIGNATURE)
-        name = next(iter(runner.get_input_details()))
-        return lambda x: np.concatenate([next(iter(runner(**{name: x[i:i + 1]}).values())) for i in range(len(x))])
+        names = list(runner.get_input_details())
+        return lambda x: np.concatenate([next(iter(runner(**text_feed(names, x[i:i + 1])).values()))
+                                         for i in range(len(x))])
     raise ValueError(f"no host runtime for {runtime!r}")
 
 

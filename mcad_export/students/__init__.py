@@ -48,7 +48,7 @@ def load_student(spec: str | None = None, weights=None, *, random_init: bool = F
     else:
         student = _LOADERS[prefix](arg, weights=weights, random_init=random_init)
     # Enough to load the same student again from the manifest (the bench's PyTorch baseline).
-    student.info["spec"] = spec if prefix != "hf" else f"hf:{Path(arg).resolve()}"
+    student.info["spec"] = spec if prefix not in ("hf", "dual") else f"{prefix}:{Path(arg).resolve()}"
     if weights is not None:
         student.info["weights_path"] = str(Path(weights).resolve())
     return student
@@ -64,6 +64,6 @@ def reload_student(recorded: dict) -> Student:
 
 
 # Registration happens on import; keep this list the only place that names the families.
-from . import embedded, hf_clip, open_clip_family  # noqa: E402,F401
+from . import dual_encoder, embedded, hf_clip, open_clip_family  # noqa: E402,F401
 
 __all__ = ["Preprocess", "Student", "load_student", "reload_student", "register_loader", "loader_prefixes"]

@@ -40,3 +40,15 @@ class Student:
     @property
     def context_length(self) -> int:
         return self.tokenizer.context_length
+
+    @property
+    def text_masked(self) -> bool:
+        """A BERT-family tower takes (input_ids, attention_mask); CLIP towers take the ids alone."""
+        return bool(getattr(self.text_encoder, "masked", False))
+
+    @property
+    def text_pooling(self) -> str:
+        pooling = getattr(self.text_encoder, "pooling", None)
+        if pooling is None:
+            return "eot (argmax of token ids)"
+        return {"mean": "mean over attention_mask", "cls": "[CLS] row", "pooler": "BERT pooler over [CLS]"}[pooling]

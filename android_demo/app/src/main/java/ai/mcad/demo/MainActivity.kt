@@ -1,6 +1,8 @@
 package ai.mcad.demo
 
 import ai.mcad.core.ClipTokenizer
+import ai.mcad.core.TextTokenizer
+import ai.mcad.core.WordPieceTokenizer
 import ai.mcad.core.GalleryIndex
 import ai.mcad.core.Json
 import android.graphics.BitmapFactory
@@ -23,7 +25,7 @@ import kotlin.concurrent.thread
  * `mcad-export bench` reads them). Everything comes from assets/mcad/ written by `mcad-export bundle`.
  */
 class MainActivity : AppCompatActivity() {
-    private lateinit var tokenizer: ClipTokenizer
+    private lateinit var tokenizer: TextTokenizer
     private lateinit var index: GalleryIndex
     private lateinit var encoder: TextEncoder
     private lateinit var bundleDir: File
@@ -41,18 +43,26 @@ class MainActivity : AppCompatActivity() {
             @Suppress("UNCHECKED_CAST")
             val text = (manifest["encoders"] as Map<String, Any>)["text"] as Map<String, Any>
             @Suppress("UNCHECKED_CAST")
-            val inputName = ((text["inputs"] as List<Map<String, Any>>)[0])["name"] as String
-            tokenizer = ClipTokenizer.fromDirectory(File(bundleDir, "tokenizer"))
+            val inputNames = (text["inputs"] as List<Map<String, Any>>).map { it["name"] as String }
+            @Suppress("UNCHECKED_CAST")
+            val textSpec = manifest["text"] as Map<String, Any>
+            // bundle.json says which tokenizer the student was trained with: CLIP BPE or BERT WordPiece.
+            val tokenizerDir = File(bundleDir, "tokenizer")
+            tokenizer = when (val kind = textSpec["tokenizer"] ?: "clip_bpe") {
+                "wordpiece" -> WordPieceTokenizer.fromDirectory(tokenizerDir)
+                "clip_bpe" -> ClipTokenizer.fromDirectory(tokenizerDir)
+                else -> error("bundle.json names tokenizer '$kind'; this app knows clip_bpe and wordpiece")
+            }
             index = GalleryIndex.open(File(bundleDir, "index"))
             val openModel = { file: String ->
                 TextEncoder.open(File(bundleDir, file), text["runtime"] as String, text["accelerator"] as String,
-                    inputName, text["dynamic_length"] == true, tokenizer.eotTokenId)
+                    inputNames, text["dynamic_length"] == true)
             }
             @Suppress("UNCHECKED_CAST")
             val buckets = (text["length_buckets"] as? List<Map<String, Any>>).orEmpty()
             encoder = if (buckets.isEmpty()) openModel(text["file"] as String) else BucketedTextEncoder(
                 buckets.map { (it["tokens"] as Number).toInt() }.toIntArray(),
-                buckets.map { openModel(it["file"] as String) }, openModel(text["file"] as String), tokenizer.eotTokenId)
+                buckets.map { openModel(it["file"] as String) }, openModel(text["file"] as String))
             ready = true
             runOnUiThread {
                 stats.text = "${manifest["student"]} · ${text["runtime"]} on ${text["accelerator"]} · " +

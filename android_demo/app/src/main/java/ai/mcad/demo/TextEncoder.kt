@@ -1,7 +1,7 @@
 package ai.mcad.demo
 
-import ai.mcad.core.ClipTokenizer
 import ai.mcad.core.LengthBuckets
+import ai.mcad.core.TextTokenizer
 import ai.onnxruntime.OnnxTensor
 import ai.onnxruntime.OrtEnvironment
 import ai.onnxruntime.OrtSession
@@ -16,11 +16,12 @@ interface TextEncoder : AutoCloseable {
 
     companion object {
         /** runtime/accelerator come from bundle.json (mcad-export bundle writes why it chose them). */
-        fun open(model: File, runtime: String, accelerator: String, inputName: String,
-                 dynamicLength: Boolean = false, eotTokenId: Int = 0): TextEncoder =
+        /** `inputNames`: input_ids, plus attention_mask for a BERT-family tower (derived from the ids). */
+        fun open(model: File, runtime: String, accelerator: String, inputNames: List<String>,
+                 dynamicLength: Boolean = false): TextEncoder =
             when (runtime) {
-                "onnxruntime" -> OrtTextEncoder(model, accelerator, inputName, dynamicLength, eotTokenId)
-                "litert" -> LiteRtTextEncoder(model, accelerator)
+                "onnxruntime" -> OrtTextEncoder(model, accelerator, inputNames, dynamicLength)
+                "litert" -> LiteRtTextEncoder(model, accelerator, inputNames)
                 else -> error("bundle.json names runtime '$runtime'; this app knows onnxruntime and litert")
             }
     }
@@ -32,10 +33,9 @@ interface TextEncoder : AutoCloseable {
  */
 class BucketedTextEncoder(
     private val sizes: IntArray, private val buckets: List<TextEncoder>, private val full: TextEncoder,
-    private val eotTokenId: Int,
 ) : TextEncoder {
     override fun encode(ids: IntArray): FloatArray {
-        val i = LengthBuckets.pick(sizes, ClipTokenizer.length(ids, eotTokenId))
+        val i = LengthBuckets.pick(sizes, TextTokenizer.realLength(ids))
         return if (i < 0) full.encode(ids) else buckets[i].encode(LengthBuckets.fit(ids, sizes[i]))
     }
 
@@ -46,8 +46,7 @@ class BucketedTextEncoder(
 }
 
 private class OrtTextEncoder(
-    model: File, accelerator: String, private val inputName: String,
-    private val dynamicLength: Boolean, private val eotTokenId: Int,
+    model: File, accelerator: String, private val inputNames: List<String>, private val dynamicLength: Boolean,
 ) : TextEncoder {
     private val env = OrtEnvironment.getEnvironment()
     private val session: OrtSession = env.createSession(model.path, OrtSession.SessionOptions().apply {
@@ -60,27 +59,37 @@ private class OrtTextEncoder(
     })
 
     override fun encode(ids: IntArray): FloatArray {
-        // The short-query encoder computes only the real tokens (exact for causal students; bundle.json says).
-        val feed = if (dynamicLength) ids.copyOf(ClipTokenizer.length(ids, eotTokenId)) else ids
-        OnnxTensor.createTensor(env, IntBuffer.wrap(feed), longArrayOf(1, feed.size.toLong())).use { input ->
-            session.run(mapOf(inputName to input)).use { out ->
+        // The short-query encoder computes only the real tokens (exact for causal and masked students; bundle.json
+        // says); a masked tower's full or bucket graph also takes the attention mask, derived from the ids.
+        val feed = if (dynamicLength) ids.copyOf(TextTokenizer.realLength(ids)) else ids
+        val shape = longArrayOf(1, feed.size.toLong())
+        val tensors = inputNames.associateWith { name ->
+            val values = if (name == "attention_mask") TextTokenizer.attentionMask(feed) else feed
+            OnnxTensor.createTensor(env, IntBuffer.wrap(values), shape)
+        }
+        try {
+            session.run(tensors).use { out ->
                 @Suppress("UNCHECKED_CAST")
                 return (out[0].value as Array<FloatArray>)[0]
             }
+        } finally {
+            tensors.values.forEach { it.close() }
         }
     }
 
     override fun close() = session.close()
 }
 
-private class LiteRtTextEncoder(model: File, accelerator: String) : TextEncoder {
+private class LiteRtTextEncoder(model: File, accelerator: String, private val inputNames: List<String>) : TextEncoder {
     private val compiled = CompiledModel.create(
         model.path, CompiledModel.Options(if (accelerator == "NPU") Accelerator.NPU else Accelerator.CPU))
     private val inputs = compiled.createInputBuffers()
     private val outputs = compiled.createOutputBuffers()
 
     override fun encode(ids: IntArray): FloatArray {
-        inputs[0].writeInt(ids)
+        inputNames.forEachIndexed { i, name ->
+            inputs[i].writeInt(if (name == "attention_mask") TextTokenizer.attentionMask(ids) else ids)
+        }
         compiled.run(inputs, outputs)
         return outputs[0].readFloat()
     }

@@ -204,7 +204,8 @@ def _quantize_tflite(artifact, source: Path, precision, stage, calib, tune, tune
         with tempfile.TemporaryDirectory() as tmp:
             details_file = Path(tmp) / "details.json"
             run_isolated("tflite-quantize", {"model": str(source), "out": str(dst), "precision": precision,
-                                             "input_name": input_name, "damage": str(details_file),
+                                             "input_names": [i["name"] for i in artifact["inputs"]],
+                                             "damage": str(details_file),
                                              "keep_float": list(keep_float), "want_damage": want_damage},
                          {"calib": calib.for_encoder(encoder)}, what=f"ai-edge-quantizer ({label})")
             details = json.loads(details_file.read_text())

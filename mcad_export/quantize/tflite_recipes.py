@@ -83,7 +83,9 @@ def quantize_tflite_in_process(params: dict, arrays: dict) -> None:
                                         algorithm_key=AlgorithmName.NO_QUANTIZE)
     qt = quantizer.Quantizer(params["model"])
     qt.load_quantization_recipe(manager.get_quantization_recipe())
-    samples = [{params["input_name"]: arrays["calib"][i:i + 1]} for i in range(len(arrays["calib"]))]
+    from ..runtime.encoders import text_feed
+
+    samples = [text_feed(params["input_names"], arrays["calib"][i:i + 1]) for i in range(len(arrays["calib"]))]
     calibration = qt.calibrate({SIGNATURE: samples}, num_threads=2) if qt.need_calibration else None
     result = qt.quantize(calibration, enable_progress_report=False)
     result.export_model(params["out"], overwrite=True)

@@ -39,6 +39,9 @@ def test_java_core_reproduces_golden_vectors_from_a_fresh_run(embedded_run, tmp_
     # every token case + every preprocessing image (EXIF-tagged JPEGs included) + top-k + truncation + length
     # buckets + index paths that hold a newline, '%' and a non-UTF-8 byte
     expected = len(cases) + len(json.loads((golden / "preprocess" / "cases.json").read_text())["cases"]) + 4
+    # + the committed WordPiece vectors (WordPieceGoldenTest; test_java_wordpiece_... regenerates those)
+    expected += len(json.loads((CORE / "src" / "test" / "resources" / "golden_wordpiece" / "tokens.json")
+                               .read_text())["cases"])
     assert failed == 0 and passed == expected, out[-3000:]
     assert out.count("known divergence") == 3    # the listed ftfy-only cases, reported, BPE still exact
 

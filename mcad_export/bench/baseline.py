@@ -23,14 +23,18 @@ def main(cfg: dict) -> dict:
     manifest = read_manifest(cfg["dir"])
     student = reload_student(manifest["student"])
     text_encoder = student.text_encoder.eval()
-    if student.family in ("open_clip", "embedded"):
+    if student.family in ("open_clip", "embedded") and student.tokenizer.kind == "clip_bpe":
         import open_clip
 
         def tokenize(texts):
-            return open_clip.tokenize(texts, context_length=student.context_length)
+            return (open_clip.tokenize(texts, context_length=student.context_length),)
     else:
         def tokenize(texts):
-            return torch.from_numpy(student.tokenizer(texts).astype(np.int64))
+            ids = student.tokenizer(texts).astype(np.int64)
+            if not student.text_masked:
+                return (torch.from_numpy(ids),)
+            # a BERT-family tower is run as Hugging Face users run it: ids and attention mask at full context
+            return torch.from_numpy(ids), torch.from_numpy((ids != 0).astype(np.int64))
 
     gallery = torch.from_numpy(np.load(cfg["gallery"]).astype(np.float32))
     queries, k = cfg["queries"], cfg.get("k", 10)
@@ -38,7 +42,7 @@ def main(cfg: dict) -> dict:
 
     def one_query():
         with torch.inference_mode():
-            embeds = text_encoder(tokenize([queries[state["i"] % len(queries)]]))
+            embeds = text_encoder(*tokenize([queries[state["i"] % len(queries)]]))
             torch.topk(gallery @ embeds[0], k)
         state["i"] += 1
 

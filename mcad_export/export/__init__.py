@@ -52,8 +52,6 @@ def _existing_parent(path: Path) -> Path:
 
 def _tflite_artifact(stage, kind, module, in_name, out_name, dims, dtype, batches, reference, embed_dim,
                      failures, say) -> dict:
-    import torch
-
     from . import tflite_export
 
     filename = f"{contract.TFLITE_DIR}/{kind}_encoder.tflite"
@@ -109,8 +107,6 @@ def export_student(student: Student, out_dir, *, verify: bool = True, samples: i
     untouched PyTorch model; those reference embeddings prove parity now and are saved in
     `reference/` so later stages (the fidelity gate) compare every artifact with PyTorch fp32.
     """
-    import torch
-
     say = progress or (lambda message: None)
     out_dir = Path(out_dir)
     ensure_writable(out_dir)
@@ -150,7 +146,7 @@ def export_student(student: Student, out_dir, *, verify: bool = True, samples: i
             simplified = onnx_export.simplify(path)
             onnx_export.check_contract(path, in_name, dtype, dims, out_name, student.embed_dim)
             say(f"checking {kind} parity against PyTorch")
-            result = parity.compare(reference, onnx_embed(path, None, np.concatenate(batches)))
+            result = parity.compare(reference, onnx_embed(path, np.concatenate(batches)))
             if not result["passed"]:
                 failures.append(f"{kind} encoder min cosine {result['cosine_min']:.6f} < {result['threshold_cosine_min']} "
                                 f"(mean {result['cosine_mean']:.6f}, max |diff| {result['max_abs_diff']:.2e}, "

@@ -52,7 +52,7 @@ def quantize_artifacts(out_dir, precisions=("w8a8",), *, calib_images=None, cali
               and a["path"] == f"{TFLITE_DIR}/{a['encoder']}_encoder.tflite"]
     for a in fp32 + tflite:
         verified_artifact(root, a)
-    tune_reference = {f"{a['encoder']}_embeds": onnx_embed(root / a["path"], a["inputs"][0]["name"],
+    tune_reference = {f"{a['encoder']}_embeds": onnx_embed(root / a["path"],
                                                          tune.for_encoder(a["encoder"]))
                       for a in fp32 if not a.get("dynamic_length")}
     records = []
@@ -152,7 +152,7 @@ def _auto_mixed_precision(attempt, first_step, candidates, say, label):
 
 def _quantize_onnx(artifact, precision, named, stage, calib, tune, tune_reference, auto, gate, say,
                    masked: bool = False) -> dict:
-    encoder, input_name = artifact["encoder"], artifact["inputs"][0]["name"]
+    encoder = artifact["encoder"]
     input_names = [i["name"] for i in artifact["inputs"]]
     filename = f"{_stem(artifact)}.{precision}.onnx"
     dst = stage / filename
@@ -194,7 +194,7 @@ def _quantize_onnx(artifact, precision, named, stage, calib, tune, tune_referenc
 
 
 def _quantize_tflite(artifact, source: Path, precision, stage, calib, tune, tune_reference, auto, gate, say) -> dict:
-    encoder, input_name = artifact["encoder"], artifact["inputs"][0]["name"]
+    encoder = artifact["encoder"]
     filename = f"{TFLITE_DIR}/{encoder}_encoder.{precision}.tflite"
     dst = stage / filename
     dst.parent.mkdir(parents=True, exist_ok=True)

@@ -83,8 +83,8 @@ def onnx_session(path, threads: int = 0, optimization: str = "all", log_level: i
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def onnx_embed(path, input_name: str, array: np.ndarray, batch: int = 50, threads: int = 0,
-               optimization: str = "all") -> np.ndarray:
+def onnx_embed(path, array: np.ndarray, batch: int = 50, threads: int = 0, optimization: str = "all") -> np.ndarray:
+    """Embeddings in batches; the inputs are the session's own (a masked text encoder's mask derived from the ids)."""
     session = onnx_session(path, threads, optimization)
     if session.get_inputs()[0].shape[0] == 1:   # static batch 1 (the short-query encoder)
         batch = 1
@@ -99,7 +99,7 @@ def artifact_embed(path, artifact: dict, array: np.ndarray, threads: int = 0) ->
     if artifact.get("dynamic_length"):
         run = open_encoder(path, "onnxruntime", threads, ort_optimization(artifact), **feed_options(artifact))
         return run(array).astype(np.float32)
-    return onnx_embed(path, None, array, threads=threads, optimization=ort_optimization(artifact))
+    return onnx_embed(path, array, threads=threads, optimization=ort_optimization(artifact))
 
 
 def tflite_embed(path, array: np.ndarray) -> np.ndarray:

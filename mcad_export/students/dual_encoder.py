@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from ..errors import InputError, UnsupportedStudentError, WeightsMismatchError

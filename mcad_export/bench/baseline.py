@@ -29,12 +29,15 @@ def main(cfg: dict) -> dict:
         def tokenize(texts):
             return (open_clip.tokenize(texts, context_length=student.context_length),)
     else:
+        from ..contract import text_inputs
+        from ..runtime.encoders import text_feed
+
+        names = text_inputs(student.text_masked)
+
         def tokenize(texts):
-            ids = student.tokenizer(texts).astype(np.int64)
-            if not student.text_masked:
-                return (torch.from_numpy(ids),)
             # a BERT-family tower is run as Hugging Face users run it: ids and attention mask at full context
-            return torch.from_numpy(ids), torch.from_numpy((ids != 0).astype(np.int64))
+            feed = text_feed(names, student.tokenizer(texts))
+            return tuple(torch.from_numpy(feed[n].astype(np.int64)) for n in names)
 
     gallery = torch.from_numpy(np.load(cfg["gallery"]).astype(np.float32))
     queries, k = cfg["queries"], cfg.get("k", 10)

@@ -56,7 +56,7 @@ def _tflite_artifact(stage, kind, module, in_name, out_name, dims, dtype, batche
 
     filename = f"{contract.TFLITE_DIR}/{kind}_encoder.tflite"
     say(f"converting the {kind} encoder to TFLite")
-    tflite_export.export_tflite(module, _torch_inputs(batches[0], in_name), stage / filename, in_name, out_name)
+    tflite_export.export_tflite(module, torch_inputs(batches[0], in_name), stage / filename, in_name, out_name)
     say(f"checking TFLite {kind} parity against PyTorch")
     result = parity.compare(reference, tflite_embed(stage / filename, np.concatenate(batches)))
     if not result["passed"]:
@@ -75,27 +75,23 @@ def input_records(in_name, dtype: int, shape: list) -> list[dict]:
     return [{"name": n, "dtype": "float32" if dtype == 1 else "int32", "shape": shape} for n in names]
 
 
-def _torch_inputs(batch: np.ndarray, in_name, dtype=None):
-    """The tensors a tower takes for one batch: pixels or ids, plus the attention mask of a masked text tower."""
+def torch_inputs(batch: np.ndarray, in_name, dtype=None) -> tuple:
+    """The tensors a tower takes for one batch, in input order: pixels or ids, plus the attention mask of a masked
+    text tower (derived from the ids, as every runner derives it)."""
     import torch
 
     from ..runtime.encoders import text_feed
 
     names = [in_name] if isinstance(in_name, str) else in_name
     feed = text_feed(names, batch)
-    tensors = tuple(torch.from_numpy(feed[n] if dtype is None else feed[n].astype(dtype)) for n in names)
-    return tensors if len(tensors) > 1 else tensors[0]
+    return tuple(torch.from_numpy(feed[n] if dtype is None else feed[n].astype(dtype)) for n in names)
 
 
 def _torch_embed(module, batches, in_name, dtype=None):
     import torch
 
     with torch.no_grad():
-        outs = []
-        for b in batches:
-            x = _torch_inputs(b, in_name, dtype)
-            outs.append((module(*x) if isinstance(x, tuple) else module(x)).numpy())
-        return np.concatenate(outs)
+        return np.concatenate([module(*torch_inputs(b, in_name, dtype)).numpy() for b in batches])
 
 
 @locks_folder("export", arg=1)
@@ -141,7 +137,7 @@ def export_student(student: Student, out_dir, *, verify: bool = True, samples: i
         for kind, filename, module, in_name, out_name, batches, reference, dtype, dims in encoders:
             path = stage / filename
             say(f"exporting the {kind} encoder")
-            onnx_export.export_encoder(module, _torch_inputs(batches[0][:2], in_name), path, in_name, out_name)
+            onnx_export.export_encoder(module, torch_inputs(batches[0][:2], in_name), path, in_name, out_name)
             say(f"simplifying the {kind} encoder")
             simplified = onnx_export.simplify(path)
             onnx_export.check_contract(path, in_name, dtype, dims, out_name, student.embed_dim)

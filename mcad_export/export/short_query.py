@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .. import contract
 from ..atomic import locks_folder
 from .text_forward import QueryText, is_exact
 
@@ -36,7 +37,6 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
     import numpy as np
     import onnx
 
-    from .. import contract
     from ..atomic import staged_directory
     from ..errors import ParityError
     from ..guard import reference_record, verified
@@ -44,7 +44,7 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
     from ..quantize.calibration import evaluation_inputs
     from ..runtime.encoders import onnx_session, real_lengths
     from ..students import reload_student
-    from . import onnx_export
+    from . import onnx_export, torch_inputs
     from .parity import compare
     from .rewrites import make_export_safe
 
@@ -54,14 +54,15 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
     say("loading the student for the short-query encoder")
     student = reload_student(manifest["student"])
     make_export_safe(student.text_encoder)
-    module, bucket_module, exact = _forwards(student)
+    module, bucket_module, bucket_names, exact = _forwards(student)
     ids = evaluation_inputs(root, manifest).for_encoder("text")
     lengths = real_lengths(ids).tolist()
     reference = np.load(verified(root, reference_record(manifest), "reference embeddings"))["text_embeds"]
     # At full length the re-statement must be the exported model itself; this separates "the student is
     # bidirectional" from "these are not the weights that were exported" (or a re-statement bug).
     with torch.no_grad():
-        full = np.concatenate([_run_torch(bucket_module, ids[i:i + 1]) for i in range(len(ids))])
+        full = np.concatenate([bucket_module(*torch_inputs(ids[i:i + 1], bucket_names)).numpy()
+                               for i in range(len(ids))])
     at_full_length = compare(reference, full)
     if not at_full_length["passed"]:
         raise ParityError(f"the reloaded student does not reproduce the exported text encoder at full length (min "
@@ -129,7 +130,8 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
         wanted = sorted({int(b) for b in (contract.LENGTH_BUCKETS if buckets is None else buckets)
                          if 0 < int(b) < ids.shape[1]}) if cut else []   # a bucket is a cut
         manifest["text"]["length_buckets"] = [
-            _export_bucket(bucket_module, stage, tokens, ids, lengths, reference, fp32, say) for tokens in wanted]
+            _export_bucket(bucket_module, bucket_names, stage, tokens, ids, lengths, reference, fp32, say)
+            for tokens in wanted]
         (stage / contract.MANIFEST).write_text(dump_manifest(manifest), encoding="utf-8")
     for name in previous - {b["path"] for b in manifest["text"]["length_buckets"]}:
         _remove_own(root, name)
@@ -137,47 +139,26 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
 
 
 def _forwards(student):
-    """(one-query module fed only real tokens, bucket module at a static length, exact): open_clip towers get
-    text_forward.QueryText for both; a masked tower's one-query module drops the mask, its buckets keep it."""
+    """(one-query module, bucket module, the bucket's input names, exact). open_clip towers get
+    text_forward.QueryText for both; a masked tower is both itself: fed only real tokens it needs no mask (traced
+    with one input), while its static buckets take the mask like the full model."""
+    names = list(contract.text_inputs(student.text_masked))
     if student.text_masked:
-        return _Unmasked(student.text_encoder).eval(), student.text_encoder.eval(), True
+        tower = student.text_encoder.eval()
+        return tower, tower, names, True
     module = QueryText(student.text_encoder.model).eval()
-    return module, module, is_exact(student.text_encoder.model)
+    return module, module, names, is_exact(student.text_encoder.model)
 
 
-class _Unmasked(torch.nn.Module):
-    """A masked tower fed one query's real tokens only: every position attended, so no mask input."""
-
-    def __init__(self, tower):
-        super().__init__()
-        self.tower = tower
-
-    def forward(self, ids):
-        return self.tower(ids)
-
-
-def _torch_inputs(module, ids):
-    from .. import contract
-    from ..runtime.encoders import text_feed
-
-    names = contract.text_inputs(bool(getattr(module, "masked", False)))
-    feed = text_feed(names, ids)
-    return names, tuple(torch.from_numpy(feed[n]) for n in names)
-
-
-def _run_torch(module, ids):
-    return module(*_torch_inputs(module, ids)[1]).numpy()
-
-
-def _export_bucket(module, stage: Path, tokens: int, ids, lengths, reference, fp32: dict, say) -> dict:
+def _export_bucket(module, names: list[str], stage: Path, tokens: int, ids, lengths, reference, fp32: dict,
+                   say) -> dict:
     """One static [1, tokens] text encoder, proved on every held-out caption that fits it (real length <= tokens)."""
     import numpy as np
 
-    from .. import contract
     from ..errors import ParityError
     from ..manifest import file_record
     from ..runtime.encoders import onnx_session, text_feed
-    from . import onnx_export
+    from . import onnx_export, torch_inputs
     from .parity import compare
 
     fits = [i for i, n in enumerate(lengths) if n <= tokens]
@@ -188,10 +169,10 @@ def _export_bucket(module, stage: Path, tokens: int, ids, lengths, reference, fp
     path = stage / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     say(f"exporting the {tokens}-token bucket of the text encoder")
-    names, example = _torch_inputs(module, ids[fits[0]:fits[0] + 1, :tokens])
-    onnx_export.export_encoder(module, example, path, list(names), contract.TEXT_OUTPUT, input_axes={})
+    example = torch_inputs(ids[fits[0]:fits[0] + 1, :tokens], names)
+    onnx_export.export_encoder(module, example, path, names, contract.TEXT_OUTPUT, input_axes={})
     simplified = onnx_export.simplify(path)
-    onnx_export.check_contract(path, list(names), 6, [tokens], contract.TEXT_OUTPUT, fp32["outputs"][0]["shape"][1])
+    onnx_export.check_contract(path, names, 6, [tokens], contract.TEXT_OUTPUT, fp32["outputs"][0]["shape"][1])
     session = onnx_session(path, threads=0)
     # Ids as the tokenizer pads them (zeros after EOT), cut to the bucket: what a static NPU graph is fed.
     embeds = np.concatenate([session.run(None, text_feed(names, ids[i:i + 1, :tokens]))[0] for i in fits])
@@ -208,7 +189,6 @@ def _export_bucket(module, stage: Path, tokens: int, ids, lengths, reference, fp
 def _drop_stale_short_query(root: Path, manifest: dict) -> None:
     """Writes the manifest without short-query artifacts (and their quantized variants) or buckets, then deletes
     their files: an earlier run's encoder must not outlive a failed check."""
-    from .. import contract
     from ..atomic import write_text_atomic
     from ..manifest import artifact_files, dump_manifest
 
@@ -225,8 +205,6 @@ def _drop_stale_short_query(root: Path, manifest: dict) -> None:
 def _remove_own(root: Path, relpath: str) -> None:
     """Deletes a file this stage once wrote, named as the contract names it; any other manifest string is left be."""
     import re
-
-    from .. import contract
 
     own = re.compile(rf"^({re.escape(contract.LENGTH_BUCKET_DIR)}/text_encoder\.len[0-9]+\.onnx|"
                      r"text_encoder\.dyn(\.[a-z0-9]+)?\.onnx(\.data)?)$")

@@ -55,6 +55,7 @@ def quantize_artifacts(out_dir, precisions=("w8a8",), *, calib_images=None, cali
     tune_reference = {f"{a['encoder']}_embeds": onnx_embed(root / a["path"],
                                                          tune.for_encoder(a["encoder"]))
                       for a in fp32 if not a.get("dynamic_length")}
+    masked = TEXT_MASK_INPUT in manifest["text"].get("inputs", [])
     records = []
     # Scratch models go inside the export too: a killed quantize leaves nothing elsewhere (the next stage cleans).
     with staged_directory(root) as stage, scratch_dir(root) as work:
@@ -64,8 +65,7 @@ def quantize_artifacts(out_dir, precisions=("w8a8",), *, calib_images=None, cali
             for precision in [p for p in precisions if applies_to(p, artifact["encoder"])]:
                 say(f"quantizing {_stem(artifact)} to {precision}")
                 records.append(_quantize_onnx(artifact, precision, named, stage, calib, tune, tune_reference,
-                                              auto, gate, say, masked=TEXT_MASK_INPUT in manifest["text"].get(
-                                                  "inputs", [])))
+                                              auto, gate, say, masked=masked))
         for artifact in tflite:
             for precision in [p for p in precisions if p in TFLITE_RECIPES]:
                 say(f"quantizing {_stem(artifact)} to {precision} (ai-edge-quantizer, isolated)")

@@ -103,7 +103,7 @@ class ArrayReader(CalibrationDataReader):
 
     def __init__(self, names, array: np.ndarray, cut: bool = False):
         super().__init__()
-        self.names, self.array, self.pos = [names] if isinstance(names, str) else list(names), array, 0
+        self.names, self.array, self.pos = list(names), array, 0
         self.cut = cut    # each row cut after its EOT / [SEP] (a masked tower's short-query encoder)
 
     def get_next(self):

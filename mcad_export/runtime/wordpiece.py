@@ -210,16 +210,11 @@ class WordPieceTokenizer:
         return out
 
     def attention_mask(self, ids: np.ndarray) -> np.ndarray:
-        return attention_mask(ids, self.pad_token_id)
+        """The contract's mask (runtime.encoders.attention_mask): 1 up to each row's [SEP], so a [PAD] typed inside
+        the text stays attended, as in Hugging Face."""
+        from .encoders import attention_mask
 
-
-def attention_mask(ids: np.ndarray, pad_token_id: int) -> np.ndarray:
-    """1 up to and including each row's last non-[PAD] token (its [SEP]), 0 after: exactly the tokenizer's mask,
-    even for a [PAD] typed inside the text (it is followed by [SEP], so it stays attended, as in HF)."""
-    ids = np.asarray(ids)
-    real = ids != pad_token_id
-    last = ids.shape[-1] - 1 - np.argmax(real[..., ::-1], axis=-1)
-    return (np.arange(ids.shape[-1]) <= last[..., None]).astype(np.int32)
+        return attention_mask(ids)
 
 
 def read_vocab(path: Path) -> list[str]:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from ..atomic import staged_directory
 from ..data.scenes import caption_at, render_split, scene_at
 from ..metrics import recall_at
+from ..runtime.encoders import attention_mask
 from . import distill, recipe
 
 CONTEXT_LENGTH = 64
@@ -50,8 +51,8 @@ def text_features(tower, tokenizer, captions: list[str], batch: int = 512) -> to
     for s in range(0, len(captions), batch):
         ids = tokenizer(captions[s:s + batch])
         used = int((ids != 0).sum(-1).max())
+        mask = torch.from_numpy(attention_mask(ids[:, :used]).astype(np.int64))
         ids = torch.from_numpy(ids[:, :used].astype(np.int64))
-        mask = (ids != 0).long()
         hidden = tower.model(input_ids=ids, attention_mask=mask).last_hidden_state
         out.append(tower.pool(hidden, mask))
     return torch.cat(out)
@@ -145,7 +146,7 @@ def heldout_recall(student) -> dict:
     images, _ = render_split("heldout", recipe.HELDOUT_IMAGES, recipe.IMAGE_SIZE)
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     ids = student.tokenizer([caption_at("heldout", i) for i in range(recipe.HELDOUT_IMAGES)])
-    mask = torch.from_numpy((ids != 0).astype(np.int64))
+    mask = torch.from_numpy(attention_mask(ids).astype(np.int64))
     img = torch.cat([student.image_encoder(distill.normalise(pixels[s:s + 250])) for s in range(0, len(ids), 250)])
     txt = student.text_encoder(torch.from_numpy(ids.astype(np.int64)), mask)
     return {k: round(float(v), 4) for k, v in recall_at(img.numpy(), txt.numpy()).items()}

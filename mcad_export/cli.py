@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: 1000 held-out scenes for the embedded student, 128 otherwise)")
 
     p = sub.add_parser("quantize", help="INT8/16-bit/fp16 variants of every fp32 encoder, tuned to pass the gate",
-                       description="Writes <encoder>.<precision>.onnx (w8a8, w8a16, dynamic, fp16) and "
+                       description="Writes <encoder>.<precision>.onnx (w8a8, w8a16, dynamic, dyntok, w8, w4, fp16) and "
                                    "tflite/<encoder>.<precision>.tflite (w8a8, w8a16, dynamic) beside the fp32 files and "
                                    "registers them in the manifest with sha256, size, recipe, per-layer damage and the "
                                    "auto mixed-precision steps; variants that still miss the gate are rejected and "

@@ -190,3 +190,91 @@ def test_bytes_read_per_query_counted_from_the_weights(embedded_run):
     assert index_scan_bytes("flat", 100_000, 128, {}) == 100_000 * 128 * 4
     ivf = index_scan_bytes("ivfpq", 100_000, 128, {"nlist": 1264, "m": 32, "nprobe": 25, "rerank": 100})
     assert 100_000 * 32 * 25 / 1264 < ivf < 2_000_000
+
+
+def _matmul_graph(weight: np.ndarray, shared_inputs: int = 1):
+    """x [1, T, K] -> `shared_inputs` MatMuls reading x (as Q/K/V projections do), outputs summed."""
+    from onnx import TensorProto, helper
+
+    names = [f"w{i}" for i in range(shared_inputs)]
+    nodes = [helper.make_node("MatMul", ["x", n], [f"y{i}"], name=f"mm{i}") for i, n in enumerate(names)]
+    nodes.append(helper.make_node("Sum", [f"y{i}" for i in range(shared_inputs)], ["y"], name="sum"))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, None, weight.shape[0]])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array((weight * (i + 1)).astype(np.float32), n)
+                               for i, n in enumerate(names)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+class _Rows:
+    def __init__(self, rows):
+        self.rows, self.pos = rows, 0
+
+    def get_next(self):
+        self.pos += 1
+        return {"x": self.rows[self.pos - 1]} if self.pos <= len(self.rows) else None
+
+    def rewind(self):
+        self.pos = 0
+
+
+def _ort(model, x):
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def test_smoothing_is_exact_and_per_token_int8_matches_its_numpy_simulation():
+    from mcad_export.quantize.per_token import quantize_per_token
+    from mcad_export.quantize.smoothing import smooth_linears
+
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(96, 48)).astype(np.float32)
+    x = rng.normal(size=(1, 9, 96)).astype(np.float32)
+    x[:, 0, 5] = 40.0                      # an outlier channel on the first token, as BERT's [CLS] carries
+    reference = _ort(_matmul_graph(weight, 3), x)
+    smoothed = _matmul_graph(weight, 3)
+    record = smooth_linears(smoothed, _Rows([x]), alpha=0.65)
+    # Three projections reading one tensor share one Mul; the product is unchanged in fp32.
+    assert record["linear_layers"] == 3 and record["input_tensors"] == 1 and record["worst_outlier_ratio"] > 20
+    assert sum(n.op_type == "Mul" for n in smoothed.graph.node) == 1
+    assert np.abs(_ort(smoothed, x) - reference).max() < 1e-4 * np.abs(reference).max()
+    quantized = _matmul_graph(weight, 1)
+    assert quantize_per_token(quantized) == 1 and not _float_linears(quantized)
+    # Simulation: one uint8 scale per token, int8 weights per output column (8 bits: the u8 x u8 kernel cannot
+    # saturate), exact integer products.
+    rows = x.reshape(-1, 96).astype(np.float64)
+    row_scale = np.abs(rows).max(1, keepdims=True) / 127
+    col_scale = np.abs(weight).max(0) / 127
+    simulated = (np.rint(rows / row_scale) @ np.rint(weight / col_scale)) * row_scale * col_scale
+    got = _ort(quantized, x).reshape(simulated.shape)
+    assert np.abs(got - simulated).max() < 1e-4 * np.abs(simulated).max()
+    # ...and one scale per token is what keeps the other tokens: per-tensor rounding would lose them.
+    exact = rows @ weight
+    tensor_scale = np.abs(rows).max() / 127
+    per_tensor = (np.rint(rows / tensor_scale) @ np.rint(weight / col_scale)) * tensor_scale * col_scale
+    assert np.abs(got - exact)[1:].max() < 0.25 * np.abs(per_tensor - exact)[1:].max()
+
+
+def test_per_token_recipe_through_the_gate(scratch_export):
+    proc = run_cli("quantize", scratch_export, "--precision", "dyntok")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((scratch_export / "manifest.json").read_text())
+    artifacts = {a["path"]: a for a in manifest["artifacts"]}
+    rejected = {r["path"] for r in manifest["quantization"]["rejected"]}
+    paths = {"text_encoder.dyntok.onnx", "text_encoder.dyn.dyntok.onnx"}
+    assert paths <= set(artifacts) | rejected and not any(p.startswith("image_encoder.dyntok") for p in artifacts)
+    for path in paths & set(artifacts):
+        recipe = artifacts[path]["recipe"]
+        model = onnx.load(str(scratch_export / path))
+        fp32 = onnx.load(str(scratch_export / artifacts[path]["source"]))
+        integer = sum(n.op_type == "MatMulInteger" for n in model.graph.node)
+        assert integer == recipe["linear_layers"]["quantized"] >= 16
+        assert integer + len(_float_linears(model)) == len(_float_linears(fp32))
+        assert {r["node"] for r in recipe["linear_layers"]["float"]} == set(_float_linears(model))
+        assert recipe["smoothing"]["alpha"] == 0.65 and recipe["smoothing"]["linear_layers"] >= 1
+    proc = run_cli("verify", scratch_export)
+    records = {r["artifact"]: r for r in json.loads((scratch_export / "reports" / "fidelity.json").read_text())}
+    for path in paths & set(artifacts):
+        record = records[path]
+        assert record["passed"] == (not Gate().misses(record)) and record["cosine_mean"] >= 0.99
+        if not record["passed"]:
+            assert proc.returncode != 0 and path in proc.stderr

@@ -234,7 +234,7 @@ def run_bench(root: Path, settings: Settings, work: Path, say) -> dict:
 
 
 # Precisions whose matmuls run on integer kernels (MatMulInteger, MatMulNBits at accuracy level 4, QDQ int8).
-INTEGER_PRECISIONS = ("dynamic", "w8", "w4", "w8a8")
+INTEGER_PRECISIONS = ("dynamic", "dyntok", "w8", "w4", "w8a8")
 
 
 def artifact_roofline(root: Path, manifest: dict, ranked: dict, flops: dict, tokens: float, gemm: dict,

@@ -176,14 +176,24 @@ def _quantize_onnx(artifact, precision, named, stage, calib, tune, tune_referenc
         say(f"localising quantization error in {_stem(artifact)}.{precision}")
         damage = node_damage(named, dst, input_names, calib_array[:DAMAGE_SAMPLES], tuple(RECIPES[precision]["op_types"]),
                              cut=cut)
-    elif kind in ("dynamic", "weight_only"):
+    elif kind in ("dynamic", "weight_only", "per_token"):
         import onnx
 
         from .weight_prep import gemm_to_matmul, weight_damage
 
         prepared = onnx.load(str(named))
         gemm_to_matmul(prepared)
-        damage = weight_damage(prepared, RECIPES[precision].get("bits", 8), RECIPES[precision].get("block_size"))
+        if kind == "per_token":   # activation error dominates: simulate each smoothed layer on real inputs
+            from .per_token import per_token_damage
+            from .smoothing import smooth_linears
+
+            protected = tuple(mask_consumers(prepared))
+            smooth_linears(prepared, ArrayReader(input_names, calib_array, cut=cut), RECIPES[precision]["smooth_alpha"],
+                           protected)
+            damage = per_token_damage(prepared, ArrayReader(input_names, calib_array[:DAMAGE_SAMPLES], cut=cut),
+                                      protected)
+        else:
+            damage = weight_damage(prepared, RECIPES[precision].get("bits", 8), RECIPES[precision].get("block_size"))
     if auto and not step["passed"] and damage:
         import onnx
 

@@ -40,6 +40,12 @@ RECIPES = {
     "w4": {"kind": "weight_only", "bits": 4, "block_size": 32, "accuracy_level": 4, "weights": "int4 blockwise",
            "activations": "float32", "op_types": ["MatMul"], "token_table": "int8", "encoders": ["text"],
            "opt_in": True},
+    # Opt-in (--precision dyntok): INT8 activations with one scale per token, after SmoothQuant channel smoothing,
+    # both matmul operands uint8 (quantize/per_token.py says why each step); text towers. The dynamic recipe for
+    # trained BERT-family towers, whose outliers sit on the [CLS] token where one scale per tensor fails.
+    "dyntok": {"kind": "per_token", "activations": "uint8 per token (dynamic)", "weights": "int8 per channel",
+               "per_channel": True, "smooth_alpha": 0.65, "op_types": ["MatMul"], "token_table": "int8",
+               "encoders": ["text"], "opt_in": True},
     "fp16": {"kind": "fp16", "activations": "float16", "weights": "float16", "io": "float32"},
 }
 PRECISIONS = tuple(RECIPES)
@@ -90,7 +96,7 @@ def applies_to(precision: str, encoder: str) -> bool:
 
 
 def _integer_linears(model: onnx.ModelProto, dst: Path, recipe: dict, excluded: list[str],
-                     keep_higher: tuple[str, ...]) -> dict:
+                     keep_higher: tuple[str, ...], reader=None) -> dict:
     """dynamic / weight_only: Gemm rewritten to MatMul so the quantizer reaches every Linear, the token table
     int8, then ONNX Runtime's quantizer; weights >= 4 KiB saved as page-aligned external data (dst + '.data'), which
     ONNX Runtime memory-maps, so untouched token-table rows never become resident."""
@@ -98,9 +104,18 @@ def _integer_linears(model: onnx.ModelProto, dst: Path, recipe: dict, excluded: 
     from .weight_prep import gemm_to_matmul, int8_token_table, linear_coverage, save_with_aligned_external_data
 
     rewritten = gemm_to_matmul(model)
+    smoothing = None
+    if recipe["kind"] == "per_token":   # smoothed on the float graph, before the token table becomes int8
+        from .per_token import quantize_per_token
+        from .smoothing import smooth_linears
+
+        smoothing = smooth_linears(model, reader, recipe["smooth_alpha"], tuple(excluded))
     table = int8_token_table(model) if recipe.get("token_table") == "int8" else None
     with quiet_root_logger():
-        if recipe["kind"] == "dynamic":
+        if recipe["kind"] == "per_token":
+            quantize_per_token(model, tuple(excluded))
+            quantized = model
+        elif recipe["kind"] == "dynamic":
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
@@ -130,9 +145,10 @@ def _integer_linears(model: onnx.ModelProto, dst: Path, recipe: dict, excluded: 
             quantizer.process()
             quantized = quantizer.model.model
     save_with_aligned_external_data(quantized, dst, external_data_name(dst))
-    why = {name: "kept in float by auto mixed precision (weight damage)" for name in excluded}
+    ranked_by = "simulated output damage" if recipe["kind"] == "per_token" else "weight damage"
+    why = {name: f"kept in float by auto mixed precision ({ranked_by})" for name in excluded}
     return {"gemm_rewritten_to_matmul": rewritten, "token_table": table,
-            "linear_layers": linear_coverage(quantized, why)}
+            **({"smoothing": smoothing} if smoothing else {}), "linear_layers": linear_coverage(quantized, why)}
 
 
 def external_data_name(dst: Path) -> str:
@@ -152,8 +168,8 @@ def quantize_onnx(named: Path, dst: Path, precision: str, reader=None, exclude: 
 
         onnx.save(convert_float_to_float16(model, keep_io_types=True, node_block_list=excluded), str(dst))
         recipe["ort_graph_optimization"] = fp16_optimization_level(dst)
-    elif recipe["kind"] in ("dynamic", "weight_only"):
-        recipe.update(_integer_linears(model, dst, recipe, excluded, tuple(exclude)))
+    elif recipe["kind"] in ("dynamic", "weight_only", "per_token"):
+        recipe.update(_integer_linears(model, dst, recipe, excluded, tuple(exclude), reader))
     else:
         types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8, "uint16": QuantType.QUInt16}
         quantize_static(named, dst, reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=recipe["op_types"],

@@ -69,7 +69,7 @@ def gemm_to_matmul(model: onnx.ModelProto) -> int:
         rewritten += 1
     del model.graph.node[:]
     model.graph.node.extend(nodes)
-    _drop_unused_initializers(model)
+    drop_unused_initializers(model)
     return rewritten
 
 
@@ -100,7 +100,7 @@ def int8_token_table(model: onnx.ModelProto) -> dict | None:
         model.graph.node.remove(node)
         for offset, new in enumerate(replacement):
             model.graph.node.insert(index + offset, new)
-        _drop_unused_initializers(model)
+        drop_unused_initializers(model)
         error = np.abs(q.astype(np.float32) * scales[:, None] - values).max()
         return {"node": node.name, "rows": int(values.shape[0]), "width": int(values.shape[1]),
                 "storage": "int8, one float scale per row", "bytes": int(q.nbytes + scales.nbytes),
@@ -108,7 +108,7 @@ def int8_token_table(model: onnx.ModelProto) -> dict | None:
     return None
 
 
-def _drop_unused_initializers(model: onnx.ModelProto) -> None:
+def drop_unused_initializers(model: onnx.ModelProto) -> None:
     used = {name for node in model.graph.node for name in node.input}
     keep = [init for init in model.graph.initializer if init.name in used]
     del model.graph.initializer[:]

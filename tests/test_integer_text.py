@@ -62,7 +62,8 @@ def test_gemm_rewrite_and_int8_token_table_keep_fp32_numbers(embedded_run, tmp_p
 
 
 @pytest.mark.parametrize("path", ["text_encoder.dynamic.onnx", "text_encoder.w8.onnx", "text_encoder.dyn.dynamic.onnx",
-                                  "text_encoder.dyn.w8.onnx"])
+                                  "text_encoder.dyn.w8.onnx", "buckets/text_encoder.len16.dynamic.onnx",
+                                  "buckets/text_encoder.len32.w8.onnx"])
 def test_integer_text_encoders_leave_no_float_linear_unexplained(embedded_run, path):
     out, _ = embedded_run
     artifact = _artifacts(out)[path]
@@ -278,3 +279,25 @@ def test_per_token_recipe_through_the_gate(scratch_export):
         assert record["passed"] == (not Gate().misses(record)) and record["cosine_mean"] >= 0.99
         if not record["passed"]:
             assert proc.returncode != 0 and path in proc.stderr
+
+
+def test_length_buckets_get_integer_variants_gated_on_the_captions_that_fit(embedded_run):
+    out, _ = embedded_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    artifacts = {a["path"]: a for a in manifest["artifacts"]}
+    records = {r["artifact"]: r for r in json.loads((out / "reports" / "fidelity.json").read_text())}
+    fp32 = {b["tokens"]: b for b in manifest["text"]["length_buckets"]}
+    for tokens in (16, 32):
+        for precision in ("dynamic", "w8"):
+            path = f"buckets/text_encoder.len{tokens}.{precision}.onnx"
+            artifact = artifacts[path]
+            assert artifact["length_bucket"]["tokens"] == tokens and artifact["source"] == fp32[tokens]["path"]
+            assert artifact["inputs"][0]["shape"] == [1, tokens]
+            # Gated on the held-out captions that fit the bucket (52% of them fit 16 tokens), not on all 1,000.
+            covers = fp32[tokens]["parity"]["covers"]
+            assert records[path]["samples"] == round(covers * 1000) and (covers < 0.9 if tokens == 16 else True)
+            assert records[path]["passed"] and records[path]["cosine_mean"] > 0.999
+            session = ort.InferenceSession(str(out / path), providers=["CPUExecutionProvider"])
+            assert session.get_inputs()[0].shape == [1, tokens]
+    # A bucket never becomes the whole query path.
+    assert not manifest["deployment"]["text_encoder"].startswith("buckets/")

@@ -58,7 +58,8 @@ def time_encoder(root, artifact, inputs, threads, work, measure) -> dict:
 
 def choose(root, manifest, encoder, wanted, gates, inputs, settings, work, say) -> tuple[dict, list[dict]]:
     """The fastest host-runnable artifact of an encoder that did not miss the gate (or `wanted`)."""
-    candidates = [a for a in manifest["artifacts"] if a["encoder"] == encoder and a["runtime"] in HOST_RUNTIMES]
+    candidates = [a for a in manifest["artifacts"] if a["encoder"] == encoder and a["runtime"] in HOST_RUNTIMES
+                  and not a.get("length_bucket")]   # buckets take only the queries that fit them
     if wanted:
         from ..runtime.search import select_artifact
 

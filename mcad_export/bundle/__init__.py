@@ -57,7 +57,8 @@ def choose_encoder(manifest: dict, root: Path, target: str | None, encoder: str)
     artifacts = [a for a in manifest["artifacts"] if a["encoder"] == encoder]
     if target in (None, "cpu"):
         chosen_path = (manifest.get("deployment") or {}).get(f"{encoder}_encoder")
-        pool = [a for a in artifacts if a["format"] in ("onnx", "tflite") and "target" not in a]
+        pool = [a for a in artifacts if a["format"] in ("onnx", "tflite") and "target" not in a
+                and not a.get("length_bucket")]
         chosen = next((a for a in pool if a["path"] == chosen_path), None) or \
             next((a for a in pool if a["format"] == "onnx" and a["precision"] == "w8a8"), None) or \
             next(a for a in pool if a["format"] == "onnx" and a["precision"] == "fp32")

@@ -192,8 +192,11 @@ def _drop_stale_short_query(root: Path, manifest: dict) -> None:
     from ..atomic import write_text_atomic
     from ..manifest import artifact_files, dump_manifest
 
-    stale = [a for a in manifest["artifacts"] if a.get("dynamic_length")]
-    manifest["artifacts"] = [a for a in manifest["artifacts"] if not a.get("dynamic_length")]
+    def derived(a):   # the short-query encoder, its variants, and the quantized buckets (compiled ones stay)
+        return a.get("dynamic_length") or (a.get("length_bucket") and "target" not in a)
+
+    stale = [a for a in manifest["artifacts"] if derived(a)]
+    manifest["artifacts"] = [a for a in manifest["artifacts"] if not derived(a)]
     stale_buckets = manifest["text"].pop("length_buckets", [])
     write_text_atomic(root / contract.MANIFEST, dump_manifest(manifest))
     for name in [n for a in stale for n in artifact_files(a)] + \
@@ -206,7 +209,7 @@ def _remove_own(root: Path, relpath: str) -> None:
     """Deletes a file this stage once wrote, named as the contract names it; any other manifest string is left be."""
     import re
 
-    own = re.compile(rf"^({re.escape(contract.LENGTH_BUCKET_DIR)}/text_encoder\.len[0-9]+\.onnx|"
+    own = re.compile(rf"^({re.escape(contract.LENGTH_BUCKET_DIR)}/text_encoder\.len[0-9]+(\.[a-z0-9]+)?\.onnx(\.data)?|"
                      r"text_encoder\.dyn(\.[a-z0-9]+)?\.onnx(\.data)?)$")
     if own.match(relpath):
         (root / relpath).unlink(missing_ok=True)

@@ -13,12 +13,12 @@ import tempfile
 from pathlib import Path
 
 from ..atomic import locks_folder, scratch_dir, staged_directory
-from ..contract import MANIFEST, ONNX_STEMS, TEXT_MASK_INPUT, TFLITE_DIR
+from ..contract import MANIFEST, ONNX_STEMS, TEXT_MASK_INPUT, TFLITE_DIR, length_bucket_onnx
 from ..guard import verified_artifact
 from ..isolated import run_isolated
 from ..logs import quiet_root_logger
 from ..manifest import artifact_files, dump_manifest, file_record, read_manifest, total_bytes
-from ..runtime.encoders import artifact_embed, onnx_embed
+from ..runtime.encoders import artifact_embed, onnx_embed, real_lengths
 from .calibration import ArrayReader, calibration_inputs, sample_inputs
 from .fidelity import DEFAULT_GATE, Gate, score
 from .layer_damage import node_damage
@@ -31,6 +31,11 @@ from .tflite_recipes import STATIC_OPS, TFLITE_RECIPES
 TUNE_SPLIT = "calib"
 DAMAGE_SAMPLES = 8
 AUTO_STEPS = (1, 4, 16)
+# The length buckets (static [1, tokens] text encoders for NPU targets, and CPUs without dynamic shapes) get the
+# integer CPU recipes; the 16-bit and fp16 recipes are what the NPU compilers derive from the fp32 bucket.
+BUCKET_KINDS = ("dynamic", "weight_only", "per_token")
+# A bucket is tuned on the tuning captions that fit it; fewer than this and its gate would be noise.
+MIN_BUCKET_ROWS = 32
 
 __all__ = ["quantize_artifacts", "PRECISIONS", "Gate"]
 
@@ -50,7 +55,8 @@ def quantize_artifacts(out_dir, precisions=("w8a8",), *, calib_images=None, cali
             and a["path"] in ONNX_STEMS and "target" not in a]
     tflite = [a for a in manifest["artifacts"] if a["format"] == "tflite" and a["precision"] == "fp32"
               and a["path"] == f"{TFLITE_DIR}/{a['encoder']}_encoder.tflite"]
-    for a in fp32 + tflite:
+    buckets = _bucket_sources(manifest)
+    for a in fp32 + tflite + buckets:
         verified_artifact(root, a)
     tune_reference = {f"{a['encoder']}_embeds": onnx_embed(root / a["path"],
                                                          tune.for_encoder(a["encoder"]))
@@ -63,6 +69,17 @@ def quantize_artifacts(out_dir, precisions=("w8a8",), *, calib_images=None, cali
             named = Path(work) / f"{_stem(artifact)}.named.onnx"
             name_all_nodes(root / artifact["path"], named)
             for precision in [p for p in precisions if applies_to(p, artifact["encoder"])]:
+                say(f"quantizing {_stem(artifact)} to {precision}")
+                records.append(_quantize_onnx(artifact, precision, named, stage, calib, tune, tune_reference,
+                                              auto, gate, say, masked=masked))
+        for artifact in buckets:
+            named = Path(work) / f"{Path(_stem(artifact)).name}.named.onnx"
+            name_all_nodes(root / artifact["path"], named)
+            for precision in [p for p in precisions if RECIPES[p]["kind"] in BUCKET_KINDS and applies_to(p, "text")]:
+                tokens = artifact["length_bucket"]["tokens"]
+                if (real_lengths(tune.ids) <= tokens).sum() < MIN_BUCKET_ROWS:
+                    say(f"skipping the {tokens}-token bucket: fewer than {MIN_BUCKET_ROWS} tuning captions fit it")
+                    break
                 say(f"quantizing {_stem(artifact)} to {precision}")
                 records.append(_quantize_onnx(artifact, precision, named, stage, calib, tune, tune_reference,
                                               auto, gate, say, masked=masked))
@@ -110,8 +127,29 @@ def _tuning_step(encoder, embeds, tune_reference, gate: Gate, keep_float) -> dic
 
 
 def _stem(artifact) -> str:
-    """What a variant's name and file are derived from: the contract's stem, never the manifest's `name`."""
+    """What a variant's file is derived from: the contract's stem, never the manifest's `name` or `path`."""
+    if artifact.get("length_bucket"):
+        return length_bucket_onnx(artifact["length_bucket"]["tokens"]).removesuffix(".onnx")
     return ONNX_STEMS.get(artifact["path"]) or f"{artifact['encoder']}_encoder.{artifact['format']}"
+
+
+def _bucket_sources(manifest: dict) -> list[dict]:
+    """The fp32 length buckets as artifact-like records (only those at the contract's own path for their size)."""
+    sources = []
+    for b in manifest["text"].get("length_buckets") or []:
+        tokens = b.get("tokens")
+        if isinstance(tokens, int) and not isinstance(tokens, bool) and b.get("path") == length_bucket_onnx(tokens):
+            sources.append({**b, "encoder": "text", "format": "onnx", "runtime": "onnxruntime", "precision": "fp32",
+                            "length_bucket": {"tokens": tokens, "covers": (b.get("parity") or {}).get("covers")}})
+    return sources
+
+
+def _bucket_view(artifact, calib_array, tune_array, tune_reference):
+    """A bucket sees only the captions that fit it, cut to its length (as verify.gated_rows gates it)."""
+    tokens = artifact["length_bucket"]["tokens"]
+    calib_rows, tune_rows = real_lengths(calib_array) <= tokens, real_lengths(tune_array) <= tokens
+    return (calib_array[calib_rows][:, :tokens], tune_array[tune_rows][:, :tokens],
+            {k: v[tune_rows] for k, v in tune_reference.items()})
 
 
 def _record(artifact, precision, stage, filename, recipe, steps, damage, auto) -> dict:
@@ -122,7 +160,7 @@ def _record(artifact, precision, stage, filename, recipe, steps, damage, auto) -
     # The fp32 side of the ratio counts its external weights too (text_encoder.dyn keeps them in .data).
     fp32_size = total_bytes(artifact)
     return {
-        "name": f"{_stem(artifact)}.{precision}", "encoder": artifact["encoder"], "format": artifact["format"],
+        "name": f"{Path(_stem(artifact)).name}.{precision}", "encoder": artifact["encoder"], "format": artifact["format"],
         "runtime": artifact["runtime"], "precision": precision, "inputs": artifact["inputs"],
         "outputs": artifact["outputs"], **file_record(stage, filename),
         **({"external_data": file_record(stage, own_data)} if own_data else {}), "source": artifact["path"],
@@ -131,6 +169,7 @@ def _record(artifact, precision, stage, filename, recipe, steps, damage, auto) -
         "tuning": {"passed": steps[-1]["passed"], "steps": steps, "auto": auto},
         "layer_damage_top": damage[:10],
         **({"dynamic_length": artifact["dynamic_length"]} if artifact.get("dynamic_length") else {}),
+        **({"length_bucket": artifact["length_bucket"]} if artifact.get("length_bucket") else {}),
     }
 
 
@@ -156,7 +195,10 @@ def _quantize_onnx(artifact, precision, named, stage, calib, tune, tune_referenc
     input_names = [i["name"] for i in artifact["inputs"]]
     filename = f"{_stem(artifact)}.{precision}.onnx"
     dst = stage / filename
-    calib_array = calib.for_encoder(encoder)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    calib_array, tune_array = calib.for_encoder(encoder), tune.for_encoder(encoder)
+    if artifact.get("length_bucket"):
+        calib_array, tune_array, tune_reference = _bucket_view(artifact, calib_array, tune_array, tune_reference)
 
     # A masked tower's short-query encoder has no mask input: it is calibrated, like it runs, on real tokens only.
     cut = bool(artifact.get("dynamic_length")) and len(input_names) == 1 and masked
@@ -166,7 +208,7 @@ def _quantize_onnx(artifact, precision, named, stage, calib, tune, tune_referenc
             recipe = quantize_onnx(named, dst, precision, ArrayReader(input_names, calib_array, cut=cut),
                                    tuple(keep_float))
         as_run = {**artifact, "recipe": recipe}     # tuned as the query path will run it (cut, optimization level)
-        embeds = artifact_embed(dst, as_run, tune.for_encoder(encoder))
+        embeds = artifact_embed(dst, as_run, tune_array)
         return recipe, _tuning_step(encoder, embeds, tune_reference, gate, keep_float)
 
     recipe, step = attempt([])

@@ -35,7 +35,9 @@ def select_artifact(manifest: dict, wanted: str | None = None, encoder: str = "t
                     default_deployed: bool = True) -> dict:
     """An artifact record by path or name; default: the deployment choice (unless `default_deployed` is off),
     else the fp32 ONNX file."""
-    candidates = [a for a in manifest["artifacts"] if a["encoder"] == encoder and a["runtime"] in HOST_RUNTIMES]
+    # A length bucket takes only queries that fit it (the app routes them): never a whole query path on its own.
+    candidates = [a for a in manifest["artifacts"] if a["encoder"] == encoder and a["runtime"] in HOST_RUNTIMES
+                  and not a.get("length_bucket")]
     if default_deployed:
         wanted = wanted or (manifest.get("deployment") or {}).get(f"{encoder}_encoder")
     if wanted:

@@ -12,6 +12,7 @@ peak RSS <= 100 MB, >= 15x eager and text encoder within 1.5x of its roofline li
 towers); within 1.3x of the INT8 compute floor at 77 tokens (MobileCLIP2-S0). Writes
 benchmarks/results/goal_<student>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,22 +26,36 @@ REPO = Path(__file__).resolve().parent.parent
 CACHE = Path.home() / ".cache" / "mcad-export" / "clip-size-student"
 INTEGER = ["--precision", "dynamic", "--precision", "w8", "--precision", "w4"]
 STUDENTS = {
-    "vit_b_32_random": {"export": ["--student", "open_clip:ViT-B-32", "--random-init"], "quantize": INTEGER,
-                        "goal": "causal"},
-    "clip_size_scenes": {"export": ["--student", f"open_clip:{CACHE / 'open_clip_config.json'}",
-                                    "--weights", str(CACHE / "student.safetensors")], "quantize": INTEGER,
-                         "goal": "causal"},
+    "vit_b_32_random": {
+        "export": ["--student", "open_clip:ViT-B-32", "--random-init"],
+        "quantize": INTEGER,
+        "goal": "causal",
+    },
+    "clip_size_scenes": {
+        "export": [
+            "--student",
+            f"open_clip:{CACHE / 'open_clip_config.json'}",
+            "--weights",
+            str(CACHE / "student.safetensors"),
+        ],
+        "quantize": INTEGER,
+        "goal": "causal",
+    },
     # bidirectional: no short-query encoder, every query runs all 77 positions; w8/w4 are one-query-only wins
-    "mobileclip2_s0_random": {"export": ["--student", "open_clip:MobileCLIP2-S0", "--random-init"],
-                              "quantize": ["--precision", "dynamic"], "goal": "full_context"},
+    "mobileclip2_s0_random": {
+        "export": ["--student", "open_clip:MobileCLIP2-S0", "--random-init"],
+        "quantize": ["--precision", "dynamic"],
+        "goal": "full_context",
+    },
 }
 GOALS = {"query_p50_ms": 8.0, "peak_rss_mb": 100.0, "speedup": 15.0, "floor_ratio": 1.5, "full_context_ratio": 1.3}
 
 
 def cli(*args, ok=(0,)) -> None:
     started = time.time()
-    proc = subprocess.run([sys.executable, "-m", "mcad_export", *map(str, args)], cwd=REPO, text=True,
-                          capture_output=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mcad_export", *map(str, args)], cwd=REPO, text=True, capture_output=True
+    )
     if proc.returncode not in ok:
         sys.exit(f"mcad-export {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     print(f"  mcad-export {args[0]} ... {time.time() - started:.0f} s", flush=True)
@@ -57,7 +72,7 @@ def prepare(name: str, out: Path) -> None:
     if not any(a["precision"] != "fp32" for a in manifest["artifacts"]):
         cli("quantize", out, *spec["quantize"])
     if not (out / "reports" / "fidelity.json").is_file():
-        cli("verify", out, ok=(0, 4))   # a variant that misses the gate is reported, and the bench skips it
+        cli("verify", out, ok=(0, 4))  # a variant that misses the gate is reported, and the bench skips it
 
 
 def bench(out: Path, *extra) -> dict:
@@ -71,17 +86,28 @@ def row(report: dict, baseline_ms: float, goal: str) -> dict:
     encode = report["query_stages_p50_ms"]["encode_ms"]
     p50 = report["query_latency_ms"]["p50"]
     per = limit["text_encoder"] if limit["text_encoder"]["artifact"] == text["path"] else {}
-    out = {"text_encoder": text["path"], "precision": text["precision"], "gate_passed": text.get("gate_passed"),
-           "query_p50_ms": round(p50, 3), "stages_p50_ms": {k: round(v, 3) for k, v in
-                                                            report["query_stages_p50_ms"].items()},
-           "peak_rss_mb": report["peak_rss_mb"], "speedup_vs_eager": round(baseline_ms / p50, 2),
-           "encoder_limit_ms": per.get("limit_ms", limit.get("text_encoder_limit_ms")),
-           "encoder_bound": per.get("bound"), "encoder_times_limit": per.get("times_limit"),
-           "encode_over_limit": None, "index": report["gallery"]["kind"]}
+    out = {
+        "text_encoder": text["path"],
+        "precision": text["precision"],
+        "gate_passed": text.get("gate_passed"),
+        "query_p50_ms": round(p50, 3),
+        "stages_p50_ms": {k: round(v, 3) for k, v in report["query_stages_p50_ms"].items()},
+        "peak_rss_mb": report["peak_rss_mb"],
+        "speedup_vs_eager": round(baseline_ms / p50, 2),
+        "encoder_limit_ms": per.get("limit_ms", limit.get("text_encoder_limit_ms")),
+        "encoder_bound": per.get("bound"),
+        "encoder_times_limit": per.get("times_limit"),
+        "encode_over_limit": None,
+        "index": report["gallery"]["kind"],
+    }
     if out["encoder_limit_ms"]:
         out["encode_over_limit"] = round(encode / out["encoder_limit_ms"], 2)
-    checks = {"query_p50_ms": p50 <= GOALS["query_p50_ms"], "peak_rss_mb": out["peak_rss_mb"] <= GOALS["peak_rss_mb"],
-              "speedup": out["speedup_vs_eager"] >= GOALS["speedup"], "gate": bool(out["gate_passed"])}
+    checks = {
+        "query_p50_ms": p50 <= GOALS["query_p50_ms"],
+        "peak_rss_mb": out["peak_rss_mb"] <= GOALS["peak_rss_mb"],
+        "speedup": out["speedup_vs_eager"] >= GOALS["speedup"],
+        "gate": bool(out["gate_passed"]),
+    }
     ratio = GOALS["floor_ratio"] if goal == "causal" else GOALS["full_context_ratio"]
     # the encoder timed alone (bench's ranking) against its roofline; encode_over_limit is the in-query stage
     times = out["encoder_times_limit"] or out["encode_over_limit"]
@@ -110,21 +136,37 @@ def main() -> int:
         # variants (causal) or every host text encoder (bidirectional: there is no one-query variant).
         causal = STUDENTS[name]["goal"] == "causal"
         for a in manifest["artifacts"]:
-            if a["encoder"] == "text" and a["runtime"] == "onnxruntime" and a["path"] != rows[0]["text_encoder"] \
-                    and (a.get("dynamic_length") or not causal):
-                rows.append(row(bench(out, "--artifact", a["path"], "--no-baseline"), baseline_ms,
-                                STUDENTS[name]["goal"]))
+            if (
+                a["encoder"] == "text"
+                and a["runtime"] == "onnxruntime"
+                and a["path"] != rows[0]["text_encoder"]
+                and (a.get("dynamic_length") or not causal)
+            ):
+                rows.append(
+                    row(bench(out, "--artifact", a["path"], "--no-baseline"), baseline_ms, STUDENTS[name]["goal"])
+                )
         fidelity = json.loads((out / "reports" / "fidelity.json").read_text())
-        result = {"student": manifest["student"]["id"], "random_init": manifest["student"].get("random_init", False),
-                  "gallery_size": default["gallery_size"], "threads": 1, "goals": GOALS,
-                  "baseline": {k: v for k, v in default["baseline"].items() if k != "query_latency_samples_ms"},
-                  "physical_limit": default["physical_limit"], "memory_breakdown_mb": default["memory_breakdown_mb"],
-                  "rows": rows, "fidelity": fidelity, "seconds": round(time.time() - started, 1)}
+        result = {
+            "student": manifest["student"]["id"],
+            "random_init": manifest["student"].get("random_init", False),
+            "gallery_size": default["gallery_size"],
+            "threads": 1,
+            "goals": GOALS,
+            "baseline": {k: v for k, v in default["baseline"].items() if k != "query_latency_samples_ms"},
+            "physical_limit": default["physical_limit"],
+            "memory_breakdown_mb": default["memory_breakdown_mb"],
+            "rows": rows,
+            "fidelity": fidelity,
+            "seconds": round(time.time() - started, 1),
+        }
         path = REPO / "benchmarks" / "results" / f"goal_{name}.json"
         path.write_text(json.dumps(result, indent=1) + "\n")
         for r in rows:
-            print(f"  {r['text_encoder']:34s} p50 {r['query_p50_ms']:7.3f} ms  RSS {r['peak_rss_mb']:6.1f} MB  "
-                  f"x{r['speedup_vs_eager']}  limit {r['encoder_limit_ms']} ms  goals {r['goals']}", flush=True)
+            print(
+                f"  {r['text_encoder']:34s} p50 {r['query_p50_ms']:7.3f} ms  RSS {r['peak_rss_mb']:6.1f} MB  "
+                f"x{r['speedup_vs_eager']}  limit {r['encoder_limit_ms']} ms  goals {r['goals']}",
+                flush=True,
+            )
         print(f"wrote {path}", flush=True)
     return 0
 

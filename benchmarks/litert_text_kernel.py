@@ -12,6 +12,7 @@ one thread (LiteRT `num_threads=1`, XNNPACK delegate as LiteRT applies it by def
 `intra_op_num_threads=1`), median of 40 after 5 warm-ups, at 6 / 12 / 24 tokens; cosine vs PyTorch fp32
 on 64 generic captions fed at their real length. Writes benchmarks/results/litert_text_kernel_<name>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,10 +69,10 @@ def slice_free(module):
     class SliceFree(type(module)):
         def forward(self, ids):
             t = self.tower
-            flat = ids.reshape(-1)      # ids[0] lowers to a slice with an open end, which fails the same way
+            flat = ids.reshape(-1)  # ids[0] lowers to a slice with an open end, which fails the same way
             positions = torch.cumsum(torch.ones_like(flat), 0) - 1
             mask = torch.where(positions[None, :] > positions[:, None], -1e4, 0.0)
-            rows = flat.argmax(dim=-1, keepdim=True)     # EOT = the largest id (CLIP's argmax pooling)
+            rows = flat.argmax(dim=-1, keepdim=True)  # EOT = the largest id (CLIP's argmax pooling)
             x = t.token_embedding(flat) + t.positional_embedding[positions]
             blocks = list(t.transformer.resblocks)
             for i, (block, attention) in enumerate(zip(blocks, self.attention)):
@@ -96,8 +97,11 @@ def convert_litert(module, example, path: Path) -> None:
     # torch.export guards the full-context slice (n == context length) as a special case: stop one short of it
     tokens = torch.export.Dim("tokens", min=2, max=module.tower.positional_embedding.shape[0] - 1)
     with torch.no_grad():
-        model = litert_torch.convert(_Named(module, "text_embeds").eval(), sample_kwargs={"input_ids": example},
-                                     dynamic_shapes={"input_ids": {1: tokens}})
+        model = litert_torch.convert(
+            _Named(module, "text_embeds").eval(),
+            sample_kwargs={"input_ids": example},
+            dynamic_shapes={"input_ids": {1: tokens}},
+        )
     model.export(str(path))
 
 
@@ -124,8 +128,15 @@ def onnx_dynamic(module, example, work: Path) -> Path:
     model = onnx.load(str(fp32))
     gemm_to_matmul(model)
     int8_token_table(model)
-    quantize_dynamic(model, work / "inline.onnx", op_types_to_quantize=["MatMul"], per_channel=True,
-                     reduce_range=True, weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
+    quantize_dynamic(
+        model,
+        work / "inline.onnx",
+        op_types_to_quantize=["MatMul"],
+        per_channel=True,
+        reduce_range=True,
+        weight_type=QuantType.QInt8,
+        extra_options={"MatMulConstBOnly": True},
+    )
     dst = work / "text.dynamic.onnx"
     save_with_aligned_external_data(onnx.load(str(work / "inline.onnx")), dst, "text.dynamic.onnx.data")
     return dst
@@ -148,11 +159,11 @@ def main() -> int:
     args = parser.parse_args()
     torch.manual_seed(0)
     student = load_student(args.student, weights=args.weights, random_init=args.random_init)
-    make_export_safe(student.text_encoder)      # the rewrites export and short-query apply (plain attention)
+    make_export_safe(student.text_encoder)  # the rewrites export and short-query apply (plain attention)
     module = slice_free(QueryText(student.text_encoder.model).eval())
     tokenizer = student.tokenizer
     ids = tokenizer(list(GENERIC_QUERIES)[:64]).astype(np.int32)
-    captions = [row[None, :int(row.argmax()) + 1] for row in ids]
+    captions = [row[None, : int(row.argmax()) + 1] for row in ids]
     with torch.no_grad():
         reference = np.concatenate([module(torch.from_numpy(c).long()).numpy() for c in captions])
     vocab_top = int(module.tower.token_embedding.weight.shape[0])
@@ -164,22 +175,38 @@ def main() -> int:
         convert_litert(module, example, work / "text.tflite")
         quantize_litert(work / "text.tflite", work / "text.dynamic.tflite")
         litert_seconds = time.time() - started
-        candidates = {"LiteRT fp32 (XNNPACK)": (litert_runner, work / "text.tflite", []),
-                      "LiteRT dynamic-range int8 (XNNPACK)": (litert_runner, work / "text.dynamic.tflite", []),
-                      "ONNX Runtime MatMulInteger per-channel (`dynamic`)":
-                          (ort_runner, onnx_dynamic(module, example, work), ["text.dynamic.onnx.data"])}
+        candidates = {
+            "LiteRT fp32 (XNNPACK)": (litert_runner, work / "text.tflite", []),
+            "LiteRT dynamic-range int8 (XNNPACK)": (litert_runner, work / "text.dynamic.tflite", []),
+            "ONNX Runtime MatMulInteger per-channel (`dynamic`)": (
+                ort_runner,
+                onnx_dynamic(module, example, work),
+                ["text.dynamic.onnx.data"],
+            ),
+        }
         for kernel, (make, path, extra) in candidates.items():
             run = make(path)
             embeds = np.concatenate([np.asarray(run(c.astype(np.int32))) for c in captions])
             cos = (embeds * reference).sum(-1) / np.linalg.norm(embeds, axis=-1)
             size = path.stat().st_size + sum((work / e).stat().st_size for e in extra)
-            row = {"kernel": kernel, "p50_ms": {str(t): round(timed(run, t, vocab_top), 3) for t in TOKENS},
-                   "cosine_mean": round(float(cos.mean()), 5), "cosine_min": round(float(cos.min()), 5),
-                   "size_mb": round(size / 1e6, 1)}
+            row = {
+                "kernel": kernel,
+                "p50_ms": {str(t): round(timed(run, t, vocab_top), 3) for t in TOKENS},
+                "cosine_mean": round(float(cos.mean()), 5),
+                "cosine_min": round(float(cos.min()), 5),
+                "size_mb": round(size / 1e6, 1),
+            }
             rows.append(row)
             print(json.dumps(row), flush=True)
-    result = {"student": student.id, "random_init": args.random_init, "threads": 1, "batch": 1, "tokens": TOKENS,
-              "litert_convert_and_quantize_s": round(litert_seconds, 1), "rows": rows}
+    result = {
+        "student": student.id,
+        "random_init": args.random_init,
+        "threads": 1,
+        "batch": 1,
+        "tokens": TOKENS,
+        "litert_convert_and_quantize_s": round(litert_seconds, 1),
+        "rows": rows,
+    }
     out = REPO / "benchmarks" / "results" / f"litert_text_kernel_{args.name}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")

@@ -8,6 +8,7 @@ thread (ONNX Runtime: intra_op_num_threads=1; LiteRT: num_threads=1), median of 
 warm-up. Writes benchmarks/results/<name>.json. For random-init students the accuracy columns are
 labelled meaningless: only sizes and latencies are informative there.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,7 +57,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--work", type=Path, default=REPO / "build" / "bench-variants")
     parser.add_argument("--name", default=None)
-    parser.add_argument("--reuse", action="store_true", help="keep an existing export+quantize in --work; verify and time")
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep an existing export+quantize in --work; verify and time"
+    )
     args = parser.parse_args()
 
     name = args.name or (args.student or "embedded").replace(":", "_").replace("/", "_")
@@ -65,9 +68,11 @@ def main() -> int:
     student = (["--student", args.student] if args.student else []) + (["--random-init"] if args.random_init else [])
     samples = ["--samples", str(args.samples)] if args.samples else []
     timings = {}
-    steps = [("export", [*cli, "export", "--out", str(out), *student, *samples]),
-             ("quantize", [*cli, "quantize", str(out), *(["--no-auto"] if args.random_init else [])]),
-             ("verify", [*cli, "verify", str(out)])]
+    steps = [
+        ("export", [*cli, "export", "--out", str(out), *student, *samples]),
+        ("quantize", [*cli, "quantize", str(out), *(["--no-auto"] if args.random_init else [])]),
+        ("verify", [*cli, "verify", str(out)]),
+    ]
     if args.reuse and (out / "manifest.json").is_file():
         steps = steps[2:]
     for step, cmd in steps:
@@ -91,15 +96,30 @@ def main() -> int:
         feed = {a["inputs"][0]["name"]: feeds[a["encoder"]]}
         timer = time_onnx if a["format"] == "onnx" else time_tflite
         record = fidelity.get(a["path"], {})
-        rows.append({"artifact": a["path"], "encoder": a["encoder"], "format": a["format"], "precision": a["precision"],
-                     "size_mb": round(a["size_bytes"] / 1e6, 2), **timer(out / a["path"], feed, args.repeats, a),
-                     "cosine_mean": record.get("cosine_mean"), "top10_overlap": record.get("top10_overlap"),
-                     "gate_passed": record.get("passed")})
-    result = {"student": manifest["student"]["id"], "random_init": bool(manifest["student"].get("random_init")),
-              "accuracy_meaningful": bool(manifest["evaluation"].get("recall_meaningful")),
-              "threads": 1, "batch": 1, "text_tokens": int(manifest["text"]["context_length"]),
-              "pipeline_seconds": timings, "rejected": manifest.get("quantization", {}).get("rejected", []),
-              "rows": rows}
+        rows.append(
+            {
+                "artifact": a["path"],
+                "encoder": a["encoder"],
+                "format": a["format"],
+                "precision": a["precision"],
+                "size_mb": round(a["size_bytes"] / 1e6, 2),
+                **timer(out / a["path"], feed, args.repeats, a),
+                "cosine_mean": record.get("cosine_mean"),
+                "top10_overlap": record.get("top10_overlap"),
+                "gate_passed": record.get("passed"),
+            }
+        )
+    result = {
+        "student": manifest["student"]["id"],
+        "random_init": bool(manifest["student"].get("random_init")),
+        "accuracy_meaningful": bool(manifest["evaluation"].get("recall_meaningful")),
+        "threads": 1,
+        "batch": 1,
+        "text_tokens": int(manifest["text"]["context_length"]),
+        "pipeline_seconds": timings,
+        "rejected": manifest.get("quantization", {}).get("rejected", []),
+        "rows": rows,
+    }
     dest = REPO / "benchmarks" / "results" / f"quantization_variants_{name}.json"
     dest.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

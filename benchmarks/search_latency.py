@@ -11,6 +11,7 @@ with a --gallery-size gallery (synthetic beyond the real embeddings) and one thr
 sweep (flat / sq8 / ivfpq at --sweep-sizes) runs once per student. Writes
 benchmarks/results/search_<student>.json; benchmarks/README.md holds the tables made from them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,15 +26,18 @@ STUDENTS = {
     "embedded": {"export": [], "quantize": []},
     "mobileclip2_s0_random": {"export": ["--student", "open_clip:MobileCLIP2-S0", "--random-init"], "quantize": []},
     # ViT-B-32's text tower is MobileCLIP2-S0's size; two precisions keep the sweep within an hour.
-    "vit_b_32_random": {"export": ["--student", "open_clip:ViT-B-32", "--random-init", "--no-tflite"],
-                        "quantize": ["--precision", "dynamic", "--precision", "w8a8"],
-                        "sweep": False},   # same 512-d index as MobileCLIP2-S0: its sweep applies
+    "vit_b_32_random": {
+        "export": ["--student", "open_clip:ViT-B-32", "--random-init", "--no-tflite"],
+        "quantize": ["--precision", "dynamic", "--precision", "w8a8"],
+        "sweep": False,
+    },  # same 512-d index as MobileCLIP2-S0: its sweep applies
 }
 
 
 def cli(*args) -> None:
-    proc = subprocess.run([sys.executable, "-m", "mcad_export", *map(str, args)], cwd=REPO, text=True,
-                          capture_output=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mcad_export", *map(str, args)], cwd=REPO, text=True, capture_output=True
+    )
     if proc.returncode not in (0, 6):
         sys.exit(f"mcad-export {' '.join(map(str, args))} failed:\n{proc.stderr[-3000:]}")
 
@@ -51,31 +55,58 @@ def prepare(name: str, work: Path) -> Path:
 
 def bench_student(name: str, out: Path, gallery_size: int, sweep: str) -> dict:
     manifest = json.loads((out / "manifest.json").read_text())
-    texts = [a["path"] for a in manifest["artifacts"] if a["encoder"] == "text" and a["runtime"] in ("onnxruntime", "litert")]
+    texts = [
+        a["path"] for a in manifest["artifacts"] if a["encoder"] == "text" and a["runtime"] in ("onnxruntime", "litert")
+    ]
     rows, sweep_rows, baseline = [], None, None
     for i, artifact in enumerate(texts):
         first = i == 0
         sweep_here = sweep if first and STUDENTS[name].get("sweep", True) else "0"
-        cli("bench", out, "--artifact", artifact, "--gallery-size", gallery_size, "--quick",
-            "--sweep-sizes", sweep_here, *([] if first else ["--no-baseline"]))
+        cli(
+            "bench",
+            out,
+            "--artifact",
+            artifact,
+            "--gallery-size",
+            gallery_size,
+            "--quick",
+            "--sweep-sizes",
+            sweep_here,
+            *([] if first else ["--no-baseline"]),
+        )
         bench = json.loads((out / "reports" / "bench.json").read_text())
         if first:
             baseline, sweep_rows = bench["baseline"], (bench["index_sweep"] or {}).get("rows")
             physical = bench["physical_limit"]
         a = bench["artifacts"]["text"]
-        rows.append({"artifact": artifact, "precision": a["precision"], "runtime": a["runtime"],
-                     "size_mb": round(a["size_bytes"] / 1e6, 2), "gate_passed": a["gate_passed"],
-                     "query_p50_ms": round(bench["query_latency_ms"]["p50"], 3),
-                     "query_p99_ms": round(bench["query_latency_ms"]["p99"], 3),
-                     "encode_p50_ms": round(bench["query_stages_p50_ms"]["encode_ms"], 3),
-                     "search_p50_ms": round(bench["query_stages_p50_ms"]["search_ms"], 3),
-                     "peak_rss_mb": bench["peak_rss_mb"], "budget_passed": bench["budget"]["passed"],
-                     "speedup_vs_baseline": round(baseline["query_latency_ms"]["p50"] / bench["query_latency_ms"]["p50"], 2)})
+        rows.append(
+            {
+                "artifact": artifact,
+                "precision": a["precision"],
+                "runtime": a["runtime"],
+                "size_mb": round(a["size_bytes"] / 1e6, 2),
+                "gate_passed": a["gate_passed"],
+                "query_p50_ms": round(bench["query_latency_ms"]["p50"], 3),
+                "query_p99_ms": round(bench["query_latency_ms"]["p99"], 3),
+                "encode_p50_ms": round(bench["query_stages_p50_ms"]["encode_ms"], 3),
+                "search_p50_ms": round(bench["query_stages_p50_ms"]["search_ms"], 3),
+                "peak_rss_mb": bench["peak_rss_mb"],
+                "budget_passed": bench["budget"]["passed"],
+                "speedup_vs_baseline": round(baseline["query_latency_ms"]["p50"] / bench["query_latency_ms"]["p50"], 2),
+            }
+        )
         print(f"{name} {artifact}: p50 {rows[-1]['query_p50_ms']} ms, {rows[-1]['peak_rss_mb']} MB", flush=True)
-    return {"student": manifest["student"]["id"], "random_init": manifest["student"].get("random_init", False),
-            "gallery_size": gallery_size, "threads": 1, "baseline": {k: baseline[k] for k in ("name", "description",
-            "query_latency_ms", "peak_rss_mb")}, "physical_limit": physical, "text_encoders": rows,
-            "index_sweep": sweep_rows, "tools": bench["tools"]}
+    return {
+        "student": manifest["student"]["id"],
+        "random_init": manifest["student"].get("random_init", False),
+        "gallery_size": gallery_size,
+        "threads": 1,
+        "baseline": {k: baseline[k] for k in ("name", "description", "query_latency_ms", "peak_rss_mb")},
+        "physical_limit": physical,
+        "text_encoders": rows,
+        "index_sweep": sweep_rows,
+        "tools": bench["tools"],
+    }
 
 
 def main() -> int:
@@ -88,7 +119,7 @@ def main() -> int:
     for name in args.students.split(","):
         started = time.time()
         work = args.work
-        reused = REPO / "build" / "bench-variants" / name   # quantization_variants.py's export, if present
+        reused = REPO / "build" / "bench-variants" / name  # quantization_variants.py's export, if present
         out = reused if (reused / "reports" / "fidelity.json").is_file() else prepare(name, work)
         result = bench_student(name, out, args.gallery_size, args.sweep_sizes)
         result["seconds"] = round(time.time() - started, 1)

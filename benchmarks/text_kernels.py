@@ -10,6 +10,7 @@ MatMulInteger (dynamic INT8, per-tensor / per-channel), MatMulNBits 8-bit and 4-
 (fp32 compute) and 4 (int8 compute), block sizes 32 and 128. Bytes per query are counted as the bench
 counts them (bench/roofline.py). Writes benchmarks/results/text_kernels_<name>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,12 +39,12 @@ def session(path):
 
 
 def embed(s, ids):
-    return np.concatenate([s.run(None, {"input_ids": row[None, :int(row.argmax()) + 1]})[0] for row in ids])
+    return np.concatenate([s.run(None, {"input_ids": row[None, : int(row.argmax()) + 1]})[0] for row in ids])
 
 
 def latency_ms(s, tokens: int, vocab_top: int) -> float:
     ids = np.arange(1, tokens + 1, dtype=np.int32)[None] * 37 % (vocab_top - 2) + 1
-    ids[0, 0], ids[0, -1] = vocab_top - 2, vocab_top - 1        # SOT ... EOT (the largest id)
+    ids[0, 0], ids[0, -1] = vocab_top - 2, vocab_top - 1  # SOT ... EOT (the largest id)
     for _ in range(5):
         s.run(None, {"input_ids": ids})
     times = []
@@ -63,8 +64,15 @@ def variants(prepared: Path, work: Path):
         name = f"MatMulInteger int8 {'per-channel' if per_channel else 'per-tensor'}"
         out = work / f"dyn{int(per_channel)}.onnx"
         with quiet_root_logger():
-            quantize_dynamic(prepared, work / "inline.onnx", op_types_to_quantize=["MatMul"], per_channel=per_channel,
-                             reduce_range=True, weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
+            quantize_dynamic(
+                prepared,
+                work / "inline.onnx",
+                op_types_to_quantize=["MatMul"],
+                per_channel=per_channel,
+                reduce_range=True,
+                weight_type=QuantType.QInt8,
+                extra_options={"MatMulConstBOnly": True},
+            )
         save_with_aligned_external_data(onnx.load(str(work / "inline.onnx")), out, out.name + ".data")
         yield name, out
     for bits in (8, 4):
@@ -73,9 +81,14 @@ def variants(prepared: Path, work: Path):
                 name = f"MatMulNBits {bits}-bit level {level} block {block}"
                 out = work / f"nbits{bits}_{level}_{block}.onnx"
                 with quiet_root_logger():
-                    quantizer = MatMulNBitsQuantizer(onnx.load(str(prepared)), bits=bits, block_size=block,
-                                                     is_symmetric=True, accuracy_level=level,
-                                                     op_types_to_quantize=("MatMul",))
+                    quantizer = MatMulNBitsQuantizer(
+                        onnx.load(str(prepared)),
+                        bits=bits,
+                        block_size=block,
+                        is_symmetric=True,
+                        accuracy_level=level,
+                        op_types_to_quantize=("MatMul",),
+                    )
                     quantizer.process()
                 save_with_aligned_external_data(quantizer.model.model, out, out.name + ".data")
                 yield name, out
@@ -98,19 +111,24 @@ def main() -> None:
         prepared = work / "prepared.onnx"
         save_with_aligned_external_data(model, prepared, "prepared.onnx.data")
         reference = embed(session(source), ids)
-        for name, path in [("fp32 (as exported)", source), ("fp32, int8 token table", prepared),
-                           *variants(prepared, work)]:
+        for name, path in [
+            ("fp32 (as exported)", source),
+            ("fp32, int8 token table", prepared),
+            *variants(prepared, work),
+        ]:
             s = session(path)
             got = embed(s, ids)
             cosine = (got * reference).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(reference, axis=1)
-            row = {"kernel": name, "cosine_mean": round(float(cosine.mean()), 5),
-                   "cosine_min": round(float(cosine.min()), 5),
-                   "p50_ms": {t: round(latency_ms(s, t, vocab_top), 3) for t in TOKENS},
-                   "mb_read_per_query_at_12_tokens": round(weight_bytes_per_query(path, 12)["total"] / 1e6, 2)}
+            row = {
+                "kernel": name,
+                "cosine_mean": round(float(cosine.mean()), 5),
+                "cosine_min": round(float(cosine.min()), 5),
+                "p50_ms": {t: round(latency_ms(s, t, vocab_top), 3) for t in TOKENS},
+                "mb_read_per_query_at_12_tokens": round(weight_bytes_per_query(path, 12)["total"] / 1e6, 2),
+            }
             print(json.dumps(row))
             rows.append(row)
-    result = {"dir": str(args.dir), "tokens": list(TOKENS), "threads": 1, "rows": rows,
-              "onnxruntime": ort.__version__}
+    result = {"dir": str(args.dir), "tokens": list(TOKENS), "threads": 1, "rows": rows, "onnxruntime": ort.__version__}
     target = Path(__file__).parent / "results" / f"text_kernels_{args.name}.json"
     target.write_text(json.dumps(result, indent=1) + "\n")
     print(target)

@@ -14,6 +14,7 @@ width, 128 vs 512, so it is off). Deterministic: fixed seeds, data rendered from
 The weights (~135 MB fp16) are written outside git, by default to ~/.cache/mcad-export/clip-size-student/
 (`--out`); the folder is written atomically and reused when its card matches this script's settings.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,11 +43,16 @@ CONFIG = {
     "embed_dim": 512,
     "vision_cfg": {"image_size": recipe.IMAGE_SIZE, "layers": 4, "width": 256, "patch_size": 8, "head_width": 64},
     # ViT-B-32's (and MobileCLIP-S1/S2/B's, TinyCLIP-61M's) text tower.
-    "text_cfg": {"context_length": recipe.CONTEXT_LENGTH, "vocab_size": 49408, "width": 512, "heads": 8,
-                 "layers": 12},
+    "text_cfg": {"context_length": recipe.CONTEXT_LENGTH, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12},
 }
-SETTINGS = {"steps": 450, "lr": 5e-4, "warmup": 50, "train_images": recipe.TRAIN_IMAGES, "batch": recipe.BATCH,
-            "seed": recipe.SEED + 7}
+SETTINGS = {
+    "steps": 450,
+    "lr": 5e-4,
+    "warmup": 50,
+    "train_images": recipe.TRAIN_IMAGES,
+    "batch": recipe.BATCH,
+    "seed": recipe.SEED + 7,
+}
 
 
 def teacher_model():
@@ -64,8 +70,10 @@ def main() -> int:
     if card_path.is_file() and not args.force:
         card = json.loads(card_path.read_text())
         if card.get("settings") == SETTINGS and card.get("config") == CONFIG:
-            print(f"{args.out} already holds {NAME} (held-out t2i R@1 "
-                  f"{card['heldout_recall']['student_fp32']['t2i_r1']}); --force retrains")
+            print(
+                f"{args.out} already holds {NAME} (held-out t2i R@1 "
+                f"{card['heldout_recall']['student_fp32']['t2i_r1']}); --force retrains"
+            )
             return 0
     from open_clip.model import CLIP
     from safetensors.torch import save_file
@@ -83,32 +91,58 @@ def main() -> int:
         if step % 25 == 0 or step == total:
             print(f"step {step}/{total} loss {loss:.3f} ({time.time() - started:.0f} s)", flush=True)
 
-    losses = distill.train(student, train, SETTINGS["steps"], teacher=teacher, progress=progress,
-                           lr=SETTINGS["lr"], warmup=SETTINGS["warmup"])
+    losses = distill.train(
+        student,
+        train,
+        SETTINGS["steps"],
+        teacher=teacher,
+        progress=progress,
+        lr=SETTINGS["lr"],
+        warmup=SETTINGS["warmup"],
+    )
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in student.state_dict().items()}
     student.load_state_dict({k: v.float() for k, v in state.items()})
     card = {
-        "name": NAME, "config": CONFIG, "settings": SETTINGS,
-        "params_million": {"total": round(sum(p.numel() for p in student.parameters()) / 1e6, 2),
-                           "text": round(sum(p.numel() for n, p in student.named_parameters()
-                                             if not n.startswith("visual.")) / 1e6, 2)},
+        "name": NAME,
+        "config": CONFIG,
+        "settings": SETTINGS,
+        "params_million": {
+            "total": round(sum(p.numel() for p in student.parameters()) / 1e6, 2),
+            "text": round(
+                sum(p.numel() for n, p in student.named_parameters() if not n.startswith("visual.")) / 1e6, 2
+            ),
+        },
         "teacher": "the embedded student (mcad_export/assets/default_student)",
         "losses": f"InfoNCE + {recipe.KL_WEIGHT} x KL(teacher||student) over in-batch similarities (both directions)",
         "final_loss": round(float(np.mean(losses[-20:])), 4),
-        "heldout_recall": {"student_fp32": heldout_recall(student, tokenizer, held),
-                           "teacher_fp32": heldout_recall(teacher, tokenizer, held)},
+        "heldout_recall": {
+            "student_fp32": heldout_recall(student, tokenizer, held),
+            "teacher_fp32": heldout_recall(teacher, tokenizer, held),
+        },
         "trained_on": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
         "train_seconds": round(time.time() - started, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with staged_directory(args.out) as stage:
         save_file(state, str(stage / "student.safetensors"), metadata={"format": "pt", "source": NAME})
-        (stage / "open_clip_config.json").write_text(json.dumps(
-            {"model_cfg": CONFIG, "preprocess_cfg": {"size": recipe.IMAGE_SIZE, "mean": list(recipe.MEAN),
-                                                     "std": list(recipe.STD), "interpolation": "bicubic",
-                                                     "resize_mode": "shortest"},
-             # held-out recall on the scenes it was trained for (1,000 captions that identify their images)
-             "evaluation": {"samples": "scenes", "count": recipe.HELDOUT_IMAGES}}, indent=2) + "\n")
+        (stage / "open_clip_config.json").write_text(
+            json.dumps(
+                {
+                    "model_cfg": CONFIG,
+                    "preprocess_cfg": {
+                        "size": recipe.IMAGE_SIZE,
+                        "mean": list(recipe.MEAN),
+                        "std": list(recipe.STD),
+                        "interpolation": "bicubic",
+                        "resize_mode": "shortest",
+                    },
+                    # held-out recall on the scenes it was trained for (1,000 captions that identify their images)
+                    "evaluation": {"samples": "scenes", "count": recipe.HELDOUT_IMAGES},
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         (stage / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     print(json.dumps(card["heldout_recall"], indent=2))
     print(f"wrote {args.out} in {card['train_seconds']} s")

@@ -6,6 +6,7 @@ is a mount point) and a killed process leaves nothing outside the export. Each s
 flock for its lifetime; the next stage that stages there removes every one whose lock is free, i.e. whose
 process is gone. `folder_lock` serialises the stages that read-modify-write a folder's manifest.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,6 +28,7 @@ _STAGE_LOCK = ".owner"
 
 
 # -- staging folders ------------------------------------------------------------------------------------
+
 
 def clean_stale_stages(area: Path, orphan_age_s: float = 60.0) -> int:
     """Removes staging folders under `area` whose owner died (their flock is free); returns how many."""
@@ -77,8 +79,9 @@ def scratch_dir(area: Path):
 
 def _publishable(stage: Path) -> list[Path]:
     # Manifest-like files named last so a reader never sees a manifest pointing at missing files.
-    return sorted((p for p in stage.rglob("*") if p.name != _STAGE_LOCK),
-                  key=lambda p: (p.name == "manifest.json", len(p.parts)))
+    return sorted(
+        (p for p in stage.rglob("*") if p.name != _STAGE_LOCK), key=lambda p: (p.name == "manifest.json", len(p.parts))
+    )
 
 
 def _check_collisions(stage: Path, target: Path, entries: list[Path]) -> None:
@@ -88,11 +91,15 @@ def _check_collisions(stage: Path, target: Path, entries: list[Path]) -> None:
         if not (dst.exists() or dst.is_symlink()):
             continue
         if src.is_dir() and not dst.is_dir():
-            raise OutputDirError(f"cannot write {target}: {dst} is a file where mcad-export writes a folder; "
-                                 "move it away or choose another folder (nothing was changed)")
+            raise OutputDirError(
+                f"cannot write {target}: {dst} is a file where mcad-export writes a folder; "
+                "move it away or choose another folder (nothing was changed)"
+            )
         if not src.is_dir() and dst.is_dir() and not dst.is_symlink():
-            raise OutputDirError(f"cannot write {target}: {dst} is a folder where mcad-export writes a file; "
-                                 "move it away or choose another folder (nothing was changed)")
+            raise OutputDirError(
+                f"cannot write {target}: {dst} is a folder where mcad-export writes a file; "
+                "move it away or choose another folder (nothing was changed)"
+            )
 
 
 @contextlib.contextmanager
@@ -176,7 +183,7 @@ def replaced_directory(target: Path):
 
 # -- one writer per folder ------------------------------------------------------------------------------
 
-_held: dict[str, list] = {}   # resolved folder -> [fd, depth]: stages of one `run` nest
+_held: dict[str, list] = {}  # resolved folder -> [fd, depth]: stages of one `run` nest
 
 
 @contextlib.contextmanager
@@ -210,8 +217,10 @@ def folder_lock(folder: Path, stage: str):
         except OSError:
             holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
             os.close(fd)
-            raise FolderBusyError(f"{folder} is being written by another mcad-export stage ({holder}); wait for it "
-                                  "to finish: stages on one folder run one at a time") from None
+            raise FolderBusyError(
+                f"{folder} is being written by another mcad-export stage ({holder}); wait for it "
+                "to finish: stages on one folder run one at a time"
+            ) from None
         # The holder unlinks the file when done; a lock taken on an unlinked file guards nothing, so retry.
         try:
             if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
@@ -229,7 +238,7 @@ def folder_lock(folder: Path, stage: str):
     finally:
         del _held[key]
         with contextlib.suppress(OSError):
-            os.unlink(lock_path)   # still holding the lock: nobody can have taken it in between
+            os.unlink(lock_path)  # still holding the lock: nobody can have taken it in between
         if created and not ok:
             _remove_if_only_ours(folder)
         os.close(fd)
@@ -237,10 +246,13 @@ def folder_lock(folder: Path, stage: str):
 
 def locks_folder(stage: str, arg: int = 0):
     """Decorator: the stage entry function's `arg`-th positional argument is the folder it writes."""
+
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             with folder_lock(Path(args[arg]), stage):
                 return fn(*args, **kwargs)
+
         return wrapper
+
     return decorate

@@ -2,6 +2,7 @@
 
 Documented in ARCHITECTURE.md ("Artifact contract"). Change a name here and there, nowhere else.
 """
+
 from __future__ import annotations
 
 MANIFEST = "manifest.json"
@@ -28,12 +29,15 @@ def length_bucket_onnx(tokens: int) -> str:
 
 # The stem every derived file of an fp32 ONNX encoder is named from (quantize writes <stem>.<precision>.onnx).
 # Written paths come from this table, never from strings read back from a manifest.
-ONNX_STEMS = {IMAGE_ENCODER_ONNX: "image_encoder", TEXT_ENCODER_ONNX: "text_encoder",
-              SHORT_QUERY_ONNX: "text_encoder.dyn"}
+ONNX_STEMS = {
+    IMAGE_ENCODER_ONNX: "image_encoder",
+    TEXT_ENCODER_ONNX: "text_encoder",
+    SHORT_QUERY_ONNX: "text_encoder.dyn",
+}
 
-IMAGE_INPUT = "pixel_values"    # float32 [batch, 3, S, S], preprocessed as manifest["image"] says
-IMAGE_OUTPUT = "image_embeds"   # float32 [batch, D], L2-normalised
-TEXT_INPUT = "input_ids"        # int32 [batch, L], L = manifest["text"]["context_length"]
+IMAGE_INPUT = "pixel_values"  # float32 [batch, 3, S, S], preprocessed as manifest["image"] says
+IMAGE_OUTPUT = "image_embeds"  # float32 [batch, D], L2-normalised
+TEXT_INPUT = "input_ids"  # int32 [batch, L], L = manifest["text"]["context_length"]
 # Masked (BERT-family) text towers take a second input: int32 [batch, L], 1 up to and including [SEP], 0 on
 # [PAD] (runtime.wordpiece.attention_mask derives it from the ids). manifest["text"]["inputs"] lists the names.
 TEXT_MASK_INPUT = "attention_mask"
@@ -41,17 +45,19 @@ TEXT_MASK_INPUT = "attention_mask"
 
 def text_inputs(masked: bool) -> tuple[str, ...]:
     return (TEXT_INPUT, TEXT_MASK_INPUT) if masked else (TEXT_INPUT,)
-TEXT_OUTPUT = "text_embeds"     # float32 [batch, D], L2-normalised
+
+
+TEXT_OUTPUT = "text_embeds"  # float32 [batch, D], L2-normalised
 
 # TFLite twins live in tflite/{image,text}_encoder.tflite: same input/output names (signature
 # "serving_default"), static batch 1.
 TFLITE_DIR = "tflite"
 
 TOKENIZER_DIR = "tokenizer"
-TOKENIZER_VOCAB = "vocab.json"          # token string -> id
-TOKENIZER_MERGES = "merges.txt"         # one BPE merge per line, rank = line order
+TOKENIZER_VOCAB = "vocab.json"  # token string -> id
+TOKENIZER_MERGES = "merges.txt"  # one BPE merge per line, rank = line order
 TOKENIZER_CONFIG = "tokenizer_config.json"  # "type": clip_bpe (vocab.json + merges.txt) or wordpiece (vocab.txt)
-TOKENIZER_WORDPIECE_VOCAB = "vocab.txt"     # WordPiece: one token per line, id = line number
+TOKENIZER_WORDPIECE_VOCAB = "vocab.txt"  # WordPiece: one token per line, id = line number
 # WordPiece: [lo, hi] code point ranges tokenizers drops / reads as whitespace / splits as punctuation / strips
 # as accents (runtime/wordpiece_tables.json, measured), so every tokenizer reads one Unicode table.
 TOKENIZER_UNICODE_CLASSES = "unicode_classes.json"
@@ -62,7 +68,7 @@ REFERENCE_DIR = "reference"
 REFERENCE_EMBEDDINGS = "reference/eval_embeddings.npz"
 
 REPORTS_DIR = "reports"
-FIDELITY_REPORT = "reports/fidelity.json"   # list of per-artifact gate records
+FIDELITY_REPORT = "reports/fidelity.json"  # list of per-artifact gate records
 
 # Gallery index (runtime/index.py): index/index.json (format, kind flat|sq8|ivfpq, count, dim,
 # root of the image paths, params, the artifact that embedded the images, sha256 + size of every other
@@ -75,9 +81,9 @@ INDEX_META = "index.json"
 INDEX_PATHS = "paths.txt"
 INDEX_EMBEDDINGS = "embeddings.f32.npy"
 INDEX_CODES = "codes.faiss"
-INDEX_IVFPQ = "ivfpq.npz"       # ivfpq only: the search arrays, so queries run without faiss (runtime/ivfpq.py)
-INDEX_FORMAT = "mcad-index/2"    # 2: paths %XX-escaped (index.encode_path), digests of every file
-GALLERY_DIR = "gallery"     # the embedded student's held-out scenes as PNGs, when no --images is given
+INDEX_IVFPQ = "ivfpq.npz"  # ivfpq only: the search arrays, so queries run without faiss (runtime/ivfpq.py)
+INDEX_FORMAT = "mcad-index/2"  # 2: paths %XX-escaped (index.encode_path), digests of every file
+GALLERY_DIR = "gallery"  # the embedded student's held-out scenes as PNGs, when no --images is given
 
 BENCH_REPORT = "reports/bench.json"
 REPORT_HTML = "reports/report.html"

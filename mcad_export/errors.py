@@ -5,6 +5,7 @@
 - ShapeMismatchError is always fatal. ParityError is fatal unless the user opts out of
   verification (then it is reported with numbers). FidelityGateError always fails the command.
 """
+
 from __future__ import annotations
 
 

@@ -5,6 +5,7 @@ paths, and every path read from them resolves inside the export folder, is a reg
 matches the sha256 recorded beside it. A manifest that breaks the rule is refused whole, with one
 line, before any stage acts on it. Torch-free: the query path runs these checks too.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,10 @@ def is_safe_relpath(relpath) -> bool:
 
 def check_relpath(relpath, where: str, source: Path) -> str:
     if not is_safe_relpath(relpath):
-        raise InputError(f"{source}: {where} {relpath!r} points outside the export folder or is not a plain relative "
-                         "path (absolute paths and '..' are refused); re-export the folder")
+        raise InputError(
+            f"{source}: {where} {relpath!r} points outside the export folder or is not a plain relative "
+            "path (absolute paths and '..' are refused); re-export the folder"
+        )
     return relpath
 
 
@@ -43,16 +46,21 @@ def validate_manifest(manifest, source: Path) -> dict:
         check_relpath(a.get("path"), f"artifacts[{i}].path", source)
         name = a.get("name")
         if not isinstance(name, str) or not _SAFE_NAME.match(name) or name.startswith("."):
-            raise InputError(f"{source}: artifacts[{i}].name {name!r} is not a plain file name (no '/', no '..'); "
-                             "re-export the folder")
+            raise InputError(
+                f"{source}: artifacts[{i}].name {name!r} is not a plain file name (no '/', no '..'); "
+                "re-export the folder"
+            )
         if a.get("encoder") not in ("image", "text"):
-            raise InputError(f"{source}: artifacts[{i}].encoder is {a.get('encoder')!r}, expected 'image' or 'text'; "
-                             "re-export the folder")
+            raise InputError(
+                f"{source}: artifacts[{i}].encoder is {a.get('encoder')!r}, expected 'image' or 'text'; "
+                "re-export the folder"
+            )
         if a.get("external_data"):
             check_relpath((a["external_data"] or {}).get("path"), f"artifacts[{i}].external_data.path", source)
         for key, value in (a.get("files") or {}).items():
-            check_relpath(value.get("path") if isinstance(value, dict) else value, f"artifacts[{i}].files.{key}",
-                          source)
+            check_relpath(
+                value.get("path") if isinstance(value, dict) else value, f"artifacts[{i}].files.{key}", source
+            )
     for i, f in enumerate(manifest.get("files") or []):
         check_relpath(f.get("path") if isinstance(f, dict) else f, f"files[{i}].path", source)
     text = manifest.get("text") or {}
@@ -95,8 +103,10 @@ def verified(root: Path, record: dict, what: str = "file", fix: str = _FIX) -> P
         return path  # records without a digest (none written today) can only be checked for place and type
     size = path.stat().st_size
     if record.get("size_bytes") not in (None, size) or file_digest(path) != expected:
-        raise TamperedFileError(f"{path} does not match the sha256 its record lists (changed or corrupted since it "
-                                f"was written); restore it, or {fix}")
+        raise TamperedFileError(
+            f"{path} does not match the sha256 its record lists (changed or corrupted since it "
+            f"was written); restore it, or {fix}"
+        )
     return path
 
 
@@ -126,6 +136,7 @@ def reference_record(manifest: dict) -> dict:
 # inode, size, mtime and ctime are all unchanged; ctime cannot be set back by a user, so any write (or
 # `touch -d`) re-hashes. The cache lives in the user's cache folder, not in the export, so whoever can
 # write the export cannot also write the digests it is checked against.
+
 
 def _cache_file() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")

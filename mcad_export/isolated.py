@@ -4,6 +4,7 @@ ai-edge-quantizer and the LiteRT runtime have been seen to SIGABRT the whole pro
 a -inf mask's ~1e36 quantization scale); nothing in this file's callers can catch that in-process.
 Usage from code: `run_isolated("tflite-embed", {...}, {"x": array})`.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,13 @@ def run_isolated(command: str, params: dict, arrays: dict, *, what: str, timeout
         np.savez(Path(tmp) / "in.npz", **arrays)
         (Path(tmp) / "params.json").write_text(json.dumps(params))
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-        proc = subprocess.run([sys.executable, "-m", "mcad_export.isolated", command, tmp], capture_output=True,
-                              text=True, timeout=timeout, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-m", "mcad_export.isolated", command, tmp],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
         raise_for_child(proc, what)
         with np.load(Path(tmp) / "out.npz") as out:
             return {k: out[k] for k in out.files}
@@ -76,8 +82,13 @@ def _litert_aot(params, arrays):
     return aot_compile_in_process(params, arrays)
 
 
-COMMANDS = {"tflite-embed": _tflite_embed, "tflite-quantize": _tflite_quantize, "qnn-compile": _qnn_compile,
-            "qnn-simulate": _qnn_simulate, "litert-aot": _litert_aot}
+COMMANDS = {
+    "tflite-embed": _tflite_embed,
+    "tflite-quantize": _tflite_quantize,
+    "qnn-compile": _qnn_compile,
+    "qnn-simulate": _qnn_simulate,
+    "litert-aot": _litert_aot,
+}
 
 if __name__ == "__main__":
     command, folder = sys.argv[1], Path(sys.argv[2])

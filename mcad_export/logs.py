@@ -1,4 +1,5 @@
 """Logging helpers shared by stages."""
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """Reading and writing manifest.json, the one artifact contract (see ARCHITECTURE.md)."""
+
 from __future__ import annotations
 
 import json
@@ -33,14 +34,17 @@ def read_manifest(directory) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         where = f" ({e.msg} at line {e.lineno})" if isinstance(e, json.JSONDecodeError) else " (not UTF-8 text)"
-        raise InputError(f"{path} is not valid JSON{where}; re-export with `mcad-export export --out {directory}`") \
-            from None
+        raise InputError(
+            f"{path} is not valid JSON{where}; re-export with `mcad-export export --out {directory}`"
+        ) from None
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise InputError(f"{path} has format {found!r}, expected {MANIFEST_FORMAT!r}; re-export with "
-                         f"`mcad-export export --out {directory}`")
+        raise InputError(
+            f"{path} has format {found!r}, expected {MANIFEST_FORMAT!r}; re-export with "
+            f"`mcad-export export --out {directory}`"
+        )
     return validate_manifest(manifest, path)
 
 

@@ -1,5 +1,6 @@
 """`mcad-export run`: every stage in order: export, short-query, quantize, verify, [compile], index, bench, report,
 [bundle]."""
+
 from __future__ import annotations
 
 
@@ -20,8 +21,9 @@ def preflight(args) -> None:
         for spec in args.target:
             resolve(spec)
     if args.app is not None and not (Path(args.app) / "app" / "src" / "main").is_dir():
-        raise InputError(f"--app {args.app} is not the Android demo (no app/src/main); use --app android_demo from "
-                         "the repo")
+        raise InputError(
+            f"--app {args.app} is not the Android demo (no app/src/main); use --app android_demo from the repo"
+        )
     if args.images is not None:
         require_folder(args.images)
     check_calibration_options(args.calib_images, args.calib_captions, args.num_calib)
@@ -64,7 +66,8 @@ def _stages(args, console) -> int:
         _bundle(args, console)
     card = manifest["student"].get("card", {}).get("student_fp32")
     if card:
-        console.print(f"student held-out recall (fp32, from its card): t2i R@1 {card['t2i_r1']:.3f}, "
-                      f"R@10 {card['t2i_r10']:.3f}")
+        console.print(
+            f"student held-out recall (fp32, from its card): t2i R@1 {card['t2i_r1']:.3f}, R@10 {card['t2i_r10']:.3f}"
+        )
     console.print(f"manifest: {args.out / 'manifest.json'}")
     return 0

@@ -24,4 +24,8 @@ if ! bash android_demo/core/test.sh > "$core_log" 2>&1; then
 fi
 tail -1 "$core_log"
 rm -f "$core_log"
+# Lint, format and types (configured in pyproject.toml): a failure names the file and line.
+.venv/bin/ruff check --quiet mcad_export tests benchmarks scripts
+.venv/bin/ruff format --check --quiet mcad_export tests benchmarks scripts
+.venv/bin/mypy --no-error-summary
 exec .venv/bin/python -m pytest -q "$@"

@@ -7,6 +7,7 @@ since differ), and Java's are different again; one measured table makes the Pyth
 with tokenizers whatever the host's Unicode version. Run after a tokenizers upgrade:
   .venv/bin/python scripts/wordpiece_tables.py
 """
+
 import json
 import unicodedata
 from pathlib import Path
@@ -48,7 +49,7 @@ def main():
         if stripped == "":
             classes["nonspacing_marks"].append(cp)
         elif stripped == c and unicodedata.normalize("NFD", c) != c:
-            not_decomposed.append(cp)   # tokenizers' (older) decomposition tables do not know this one
+            not_decomposed.append(cp)  # tokenizers' (older) decomposition tables do not know this one
         lowered = lower.normalize_str(c)
         if lowered != c:
             lowercase[str(cp)] = lowered
@@ -57,9 +58,12 @@ def main():
             classes["punctuation"].append(cp)
         elif words == ["x", "x"]:
             classes["whitespace"].append(cp)
-    table = {"source": f"tokenizers {tokenizers.__version__}: BertNormalizer and BertPreTokenizer on every code point",
-             **{k: ranges(sorted(set(v))) for k, v in classes.items()}, "lowercase": lowercase,
-             "not_decomposed": not_decomposed}
+    table = {
+        "source": f"tokenizers {tokenizers.__version__}: BertNormalizer and BertPreTokenizer on every code point",
+        **{k: ranges(sorted(set(v))) for k, v in classes.items()},
+        "lowercase": lowercase,
+        "not_decomposed": not_decomposed,
+    }
     OUT.write_text(json.dumps(table, separators=(",", ":")) + "\n", encoding="utf-8")
     print({k: len(v) for k, v in table.items() if k != "source"})
 

@@ -7,12 +7,46 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+E2E_FIXTURES = {"embedded_run", "scratch_export"}
+SLOW_MODULES = {"test_retrain", "test_minilm_student", "test_export_dual", "test_export_hf"}
+QNN_MODULES = {"test_compile"}
+
+
+def pytest_collection_modifyitems(items):
+    """Markers from what each test uses, so a new test is sorted into its lane without anyone remembering to."""
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+        if module in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+        if module in QNN_MODULES or "qnn" in item.name.lower():
+            item.add_marker(pytest.mark.qnn)
+        source = _source(item).replace("--no-tflite", "")
+        if "tflite" in source or "litert" in source:
+            item.add_marker(pytest.mark.tflite)
+
+
+def _source(item) -> str:
+    import inspect
+
+    try:
+        return inspect.getsource(item.function).lower()
+    except (OSError, TypeError, AttributeError):
+        return item.name.lower()
+
 
 def run_cli(*args, cwd=None, timeout=900, env=None):
     """Runs `python -m mcad_export ...` in a fresh process, as a user would."""
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="2", **(env or {}))
-    return subprocess.run([sys.executable, "-m", "mcad_export", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "mcad_export", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -31,11 +65,15 @@ def tiny_open_clip_config(tmp_path_factory):
     import json
 
     path = tmp_path_factory.mktemp("cfg") / "tiny-vit.json"
-    path.write_text(json.dumps({
-        "embed_dim": 32,
-        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "embed_dim": 32,
+                "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+            }
+        )
+    )
     return path
 
 

@@ -1,4 +1,5 @@
 """`aihub:<SoC>` through the real qai-hub client against a loopback server speaking its protocol."""
+
 from __future__ import annotations
 
 import hashlib
@@ -22,13 +23,17 @@ FAST = {"aihub_poll_s": 0.02}
 def served_tflite(export):
     """What the stand-in "compiles" to: the export's own fp32 TFLite encoder with that input name."""
     manifest = json.loads((export / "manifest.json").read_text())
-    by_input = {a["inputs"][0]["name"]: (export / a["path"]).read_bytes() for a in manifest["artifacts"]
-                if a["format"] == "tflite" and a["precision"] == "fp32"}
+    by_input = {
+        a["inputs"][0]["name"]: (export / a["path"]).read_bytes()
+        for a in manifest["artifacts"]
+        if a["format"] == "tflite" and a["precision"] == "fp32"
+    }
 
     def compile_output(source: bytes, runtime: str) -> bytes:
         import onnx
 
         return by_input[onnx.load_from_string(source).graph.input[0].name]
+
     return compile_output, by_input
 
 
@@ -39,6 +44,7 @@ def hub_env(scratch_export, tmp_path, monkeypatch):
         monkeypatch.setenv("QAIHUB_CLIENT_INI", hub.write_ini(tmp_path / "client.ini"))
         started.append(hub)
         return hub
+
     started = []
     yield scratch_export, start
     for hub in started:
@@ -52,22 +58,28 @@ def manifest_of(export) -> dict:
 def test_upload_quantize_compile_profile_download(hub_env):
     export, start = hub_env
     hub = start()
-    records = compile_targets(export, ["aihub:Snapdragon 8 Gen 3"], verify=False,
-                              backend_options={**FAST, "aihub_quantize": True})
+    records = compile_targets(
+        export, ["aihub:Snapdragon 8 Gen 3"], verify=False, backend_options={**FAST, "aihub_quantize": True}
+    )
     # image, text, and the text encoder's 16- and 32-token buckets (static graphs, one per length)
     assert hub.created["model"] == 4 and hub.created["quantize_job"] == 4
     assert hub.created["compile_job"] == 4 and hub.created["inference_job"] == 4
-    assert len(hub.datasets) == 4 and all(d["bytes"] for d in hub.datasets.values())   # calibration went up
-    assert [(r["name"], r["inputs"][0]["shape"]) for r in records[2:]] == \
-        [("text_encoder.len16", [1, 16]), ("text_encoder.len32", [1, 32])]
+    assert len(hub.datasets) == 4 and all(d["bytes"] for d in hub.datasets.values())  # calibration went up
+    assert [(r["name"], r["inputs"][0]["shape"]) for r in records[2:]] == [
+        ("text_encoder.len16", [1, 16]),
+        ("text_encoder.len32", [1, 32]),
+    ]
     assert [r["length_bucket"]["tokens"] for r in records[2:]] == [16, 32]
     _, by_input = served_tflite(export)
     for record in records:
         path = export / record["path"]
         assert record["target"] == "aihub:SM8650" and record["runtime"] == "aihub-tflite"
         # The downloaded model is byte for byte what the service served for this encoder's graph.
-        assert hashlib.sha256(path.read_bytes()).hexdigest() == \
-            hashlib.sha256(by_input[record["inputs"][0]["name"]]).hexdigest() == record["sha256"]
+        assert (
+            hashlib.sha256(path.read_bytes()).hexdigest()
+            == hashlib.sha256(by_input[record["inputs"][0]["name"]]).hexdigest()
+            == record["sha256"]
+        )
         profile = json.loads((path.parent / record["files"]["profile"]["path"].split("/")[-1]).read_text())
         layers = profile["execution_detail"]
         assert len(layers) > 50 and record["device_profile"]["layers"] == {"NPU": len(layers)}
@@ -115,7 +127,7 @@ def test_failed_job_shows_reason_and_url_and_leaves_nothing(hub_env):
     assert reason in message and f"{hub.url}/jobs/{job}/" in message
     assert not (export / "compiled" / "aihub-SM8650").exists()
     entry = manifest_of(export)["aihub_jobs"]["aihub:SM8650"]["image"]
-    assert "model_id" in entry and "compile_job" not in entry     # a rerun submits a new compile job
+    assert "model_id" in entry and "compile_job" not in entry  # a rerun submits a new compile job
 
 
 def test_layers_off_the_npu_fail_unless_allowed(hub_env):
@@ -130,8 +142,9 @@ def test_layers_off_the_npu_fail_unless_allowed(hub_env):
 
 def test_no_token_fails_at_once_with_how_to_configure(scratch_export, tmp_path):
     started = time.monotonic()
-    proc = run_cli("compile", scratch_export, "--target", "aihub:SM8650",
-                   env={"QAIHUB_CLIENT_INI": str(tmp_path / "missing.ini")})
+    proc = run_cli(
+        "compile", scratch_export, "--target", "aihub:SM8650", env={"QAIHUB_CLIENT_INI": str(tmp_path / "missing.ini")}
+    )
     assert proc.returncode == 7, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "qai-hub configure --api_token" in lines[0] and "QAIHUB_CLIENT_INI" in lines[0]
@@ -149,7 +162,7 @@ def test_wrong_token_and_unreachable_service(hub_env, tmp_path, monkeypatch):
 
     import socket
 
-    with socket.socket() as s:     # a port nothing listens on
+    with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
     (tmp_path / "down.ini").write_text(f"[api]\napi_token = t\napi_url = http://127.0.0.1:{closed}\n")

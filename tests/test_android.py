@@ -1,4 +1,5 @@
 """The Android demo: the Java core against freshly written golden vectors, and `mcad-export bundle`."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +11,7 @@ import subprocess
 import pytest
 
 from mcad_export.bundle import bundle
-from mcad_export.errors import BudgetMissError, InputError
+from mcad_export.errors import InputError
 
 from .conftest import REPO, run_cli
 
@@ -33,17 +34,18 @@ def test_java_core_reproduces_golden_vectors_from_a_fresh_run(embedded_run, tmp_
     proc = run_cli("golden", embedded_run[0], "--out", golden)
     assert proc.returncode == 0, proc.stderr
     cases = json.loads((golden / "tokens.json").read_text())["cases"]
-    assert len(cases) > 50 and any(len(c["ids"]) == 77 for c in cases)   # a truncated long text is in the corpus
+    assert len(cases) > 50 and any(len(c["ids"]) == 77 for c in cases)  # a truncated long text is in the corpus
     passed, failed, out = run_core_tests(golden)
-    assert {c["bucket"] for c in cases} == {16, 32, None}      # short, medium and full-context queries
+    assert {c["bucket"] for c in cases} == {16, 32, None}  # short, medium and full-context queries
     # every token case + every preprocessing image (EXIF-tagged JPEGs included) + top-k + truncation + length
     # buckets + index paths that hold a newline, '%' and a non-UTF-8 byte
     expected = len(cases) + len(json.loads((golden / "preprocess" / "cases.json").read_text())["cases"]) + 4
     # + the committed WordPiece vectors (WordPieceGoldenTest; test_java_wordpiece_... regenerates those)
-    expected += len(json.loads((CORE / "src" / "test" / "resources" / "golden_wordpiece" / "tokens.json")
-                               .read_text())["cases"])
+    expected += len(
+        json.loads((CORE / "src" / "test" / "resources" / "golden_wordpiece" / "tokens.json").read_text())["cases"]
+    )
     assert failed == 0 and passed == expected, out[-3000:]
-    assert out.count("known divergence") == 3    # the listed ftfy-only cases, reported, BPE still exact
+    assert out.count("known divergence") == 3  # the listed ftfy-only cases, reported, BPE still exact
 
 
 def test_java_core_fails_on_a_wrong_vector(embedded_run, tmp_path):
@@ -116,7 +118,7 @@ def test_bundle_refuses_foreign_files_traversal_missing_targets_and_budget(scrat
     app = app_copy(tmp_path)
     assets = app / "app" / "src" / "main" / "assets" / "mcad"
     (assets / "tokenizer").mkdir(parents=True)
-    (assets / "tokenizer" / "vocab.json").write_text("{}")    # not ours: must not be overwritten
+    (assets / "tokenizer" / "vocab.json").write_text("{}")  # not ours: must not be overwritten
     with pytest.raises(InputError, match="was not written by mcad-export"):
         bundle(scratch_export, app)
     assert (assets / "tokenizer" / "vocab.json").read_text() == "{}"

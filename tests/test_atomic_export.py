@@ -1,4 +1,5 @@
 """Parity misses are fatal and leave nothing behind; --no-verify keeps files and reports the numbers."""
+
 import functools
 import json
 

@@ -1,4 +1,5 @@
 """Bad input: one clear line, a non-zero exit, and no partial artifacts."""
+
 import json
 import os
 import pickle
@@ -44,8 +45,11 @@ def tiny(tiny_open_clip_config):
 
 
 def test_missing_weights(capsys, tmp_path, tiny):
-    _assert_clean_failure(*_export(capsys, tmp_path, "--student", tiny, "--weights", tmp_path / "nope.pt"),
-                          "weights file not found", "nope.pt")
+    _assert_clean_failure(
+        *_export(capsys, tmp_path, "--student", tiny, "--weights", tmp_path / "nope.pt"),
+        "weights file not found",
+        "nope.pt",
+    )
 
 
 def test_weights_is_directory(capsys, tmp_path, tiny):
@@ -55,15 +59,17 @@ def test_weights_is_directory(capsys, tmp_path, tiny):
 def test_not_a_checkpoint(capsys, tmp_path, tiny):
     bogus = tmp_path / "notes.pt"
     bogus.write_text("these are not weights\n")
-    _assert_clean_failure(*_export(capsys, tmp_path, "--student", tiny, "--weights", bogus),
-                          "not a PyTorch or safetensors checkpoint")
+    _assert_clean_failure(
+        *_export(capsys, tmp_path, "--student", tiny, "--weights", bogus), "not a PyTorch or safetensors checkpoint"
+    )
 
 
 def test_corrupt_safetensors(capsys, tmp_path, tiny):
     bogus = tmp_path / "w.safetensors"
     bogus.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
-    _assert_clean_failure(*_export(capsys, tmp_path, "--student", tiny, "--weights", bogus),
-                          "not a valid safetensors file")
+    _assert_clean_failure(
+        *_export(capsys, tmp_path, "--student", tiny, "--weights", bogus), "not a valid safetensors file"
+    )
 
 
 @pytest.mark.parametrize("wrap", [False, True])
@@ -74,8 +80,9 @@ def test_pickle_with_code_is_never_executed(capsys, tmp_path, tiny, wrap):
     torch.save(payload, evil)
     # Sanity: plain pickle would run it (so the test can fail).
     assert pickle.loads(pickle.dumps(_RunsCode(tmp_path / "control"))) and (tmp_path / "control").exists()
-    _assert_clean_failure(*_export(capsys, tmp_path, "--student", tiny, "--weights", evil),
-                          "refusing to load", "safetensors")
+    _assert_clean_failure(
+        *_export(capsys, tmp_path, "--student", tiny, "--weights", evil), "refusing to load", "safetensors"
+    )
     assert not marker.exists()
 
 
@@ -88,18 +95,29 @@ def test_weights_that_do_not_fit(capsys, tmp_path, tiny, tiny_open_clip_config):
     path = tmp_path / "other.pt"
     torch.save(state, path)
     code, err, out = _export(capsys, tmp_path, "--student", tiny, "--weights", path)
-    _assert_clean_failure(code, err, out, "weights don't fit", "1 missing keys (visual.proj)",
-                          "1 unexpected keys (extra.thing)", "tensors with the wrong shape")
+    _assert_clean_failure(
+        code,
+        err,
+        out,
+        "weights don't fit",
+        "1 missing keys (visual.proj)",
+        "1 unexpected keys (extra.thing)",
+        "tensors with the wrong shape",
+    )
 
 
 def test_unknown_architecture_suggests(capsys, tmp_path):
-    _assert_clean_failure(*_export(capsys, tmp_path, "--student", "open_clip:ViT-B-33", "--random-init"),
-                          "unknown open_clip architecture", "ViT-B-32")
+    _assert_clean_failure(
+        *_export(capsys, tmp_path, "--student", "open_clip:ViT-B-33", "--random-init"),
+        "unknown open_clip architecture",
+        "ViT-B-32",
+    )
 
 
 def test_unknown_family_suggests(capsys, tmp_path):
-    _assert_clean_failure(*_export(capsys, tmp_path, "--student", "openclip:ViT-B-32", "--random-init"),
-                          "unknown student", "open_clip")
+    _assert_clean_failure(
+        *_export(capsys, tmp_path, "--student", "openclip:ViT-B-32", "--random-init"), "unknown student", "open_clip"
+    )
 
 
 def test_open_clip_without_weights(capsys, tmp_path):
@@ -130,6 +148,8 @@ def test_unwritable_output_dir(capsys, tmp_path, tiny):
 def test_cli_process_exit_code_and_single_line(tmp_path):
     proc = run_cli("export", "--out", tmp_path / "out", "--student", "open_clip:ViT-B-33", "--random-init")
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("error: unknown open_clip architecture") and \
-        len(proc.stderr.strip().splitlines()) == 1
+    assert (
+        proc.stderr.strip().startswith("error: unknown open_clip architecture")
+        and len(proc.stderr.strip().splitlines()) == 1
+    )
     assert "Traceback" not in proc.stderr

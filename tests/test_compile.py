@@ -1,4 +1,5 @@
 """Compile targets: the SoC table, offline QNN HTP compile checked on the simulator, LiteRT NPU failures."""
+
 import json
 import shutil
 from pathlib import Path
@@ -19,17 +20,30 @@ SIM_SAMPLES = 24
 def test_targets_lists_snapdragon_and_dimensity():
     proc = run_cli("targets")
     assert proc.returncode == 0, proc.stderr
-    for needle in ("qnn:SM8650", "Snapdragon 8 Gen 3", "v75", "57", "Samsung Galaxy S24", "qnn:SM8550",
-                   "qnn:SM8750", "litert:mediatek:MT6989", "Dimensity 9300", "litert:mediatek:MT6991",
-                   "litert:qualcomm:SM8650"):
+    for needle in (
+        "qnn:SM8650",
+        "Snapdragon 8 Gen 3",
+        "v75",
+        "57",
+        "Samsung Galaxy S24",
+        "qnn:SM8550",
+        "qnn:SM8750",
+        "litert:mediatek:MT6989",
+        "Dimensity 9300",
+        "litert:mediatek:MT6991",
+        "litert:qualcomm:SM8650",
+    ):
         assert needle in proc.stdout, needle
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("qnn:SM8651", "did you mean qnn:SM8650"),
-    ("qnn:MT6989", "is a mediatek chip"),
-    ("tpu:SM8650", "unknown target"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("qnn:SM8651", "did you mean qnn:SM8650"),
+        ("qnn:MT6989", "is a mediatek chip"),
+        ("tpu:SM8650", "unknown target"),
+    ],
+)
 def test_bad_targets_fail_before_any_work(scratch_export, spec, message):
     before = (scratch_export / MANIFEST).read_text()
     proc = run_cli("compile", scratch_export, "--target", "qnn:SM8650", "--target", spec)
@@ -45,9 +59,10 @@ def independent_simulator_run(model_path, soc, inputs):
     if not any(d.ep_name == "QNN" for d in ort.get_ep_devices()):
         ort.register_execution_provider_library("QNN", onnxruntime_qnn.get_library_path())
     options = ort.SessionOptions()
-    options.add_provider_for_devices([d for d in ort.get_ep_devices() if d.ep_name == "QNN"],
-                                     {"backend_type": "htp", "htp_arch": str(soc["htp_arch"]),
-                                      "soc_model": str(soc["soc_model"])})
+    options.add_provider_for_devices(
+        [d for d in ort.get_ep_devices() if d.ep_name == "QNN"],
+        {"backend_type": "htp", "htp_arch": str(soc["htp_arch"]), "soc_model": str(soc["soc_model"])},
+    )
     options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     session = ort.InferenceSession(str(model_path), options)
     name = session.get_inputs()[0].name
@@ -60,8 +75,12 @@ def test_qnn_compile_runs_on_the_htp_simulator_and_passes_the_gate(scratch_expor
     manifest = json.loads((scratch_export / MANIFEST).read_text())
     compiled = [a for a in manifest["artifacts"] if a.get("target") == "qnn:SM8650"]
     # The contract's two encoders plus the text encoder's 16- and 32-token buckets (static HTP graphs).
-    assert sorted((a["encoder"], (a.get("length_bucket") or {}).get("tokens", 0)) for a in compiled) == \
-        [("image", 0), ("text", 0), ("text", 16), ("text", 32)]
+    assert sorted((a["encoder"], (a.get("length_bucket") or {}).get("tokens", 0)) for a in compiled) == [
+        ("image", 0),
+        ("text", 0),
+        ("text", 16),
+        ("text", 32),
+    ]
     for a in compiled:
         assert a["runtime"] == "qnn-htp" and a["precision"] == "w8a16" and a["soc"]["soc_model"] == 57
         assert a["ops"]["cpu"] == 0 and a["ops"]["htp"] == a["ops"]["compute"] > 50 and a["ops"]["contexts"] == 1
@@ -69,7 +88,7 @@ def test_qnn_compile_runs_on_the_htp_simulator_and_passes_the_gate(scratch_expor
         if tokens:
             assert a["inputs"][0]["shape"] == [1, tokens] and a["source"] == f"buckets/text_encoder.len{tokens}.onnx"
         graph = onnx.load(str(scratch_export / a["path"])).graph
-        assert [n.op_type for n in graph.node] == ["EPContext"]   # the whole encoder is one HTP binary
+        assert [n.op_type for n in graph.node] == ["EPContext"]  # the whole encoder is one HTP binary
         assert (scratch_export / a["path"]).stat().st_size == a["size_bytes"] > 100_000
     records = {r["artifact"]: r for r in json.loads((scratch_export / FIDELITY_REPORT).read_text())}
     reference = np.load(scratch_export / "reference" / "eval_embeddings.npz")
@@ -98,15 +117,22 @@ def test_qnn_compile_runs_on_the_htp_simulator_and_passes_the_gate(scratch_expor
     assert "## SoC targets" in markdown and "qnn:SM8650 (Snapdragon 8 Gen 3)" in markdown and "qnn-htp-sim" in markdown
     # The Android bundle for this target carries the buckets; the app picks one per query (LengthBuckets).
     app = scratch_export.parent / "app"
-    shutil.copytree(Path(__file__).parents[1] / "android_demo" / "app" / "src" / "main", app / "app" / "src" / "main",
-                    ignore=shutil.ignore_patterns("assets"))
+    shutil.copytree(
+        Path(__file__).parents[1] / "android_demo" / "app" / "src" / "main",
+        app / "app" / "src" / "main",
+        ignore=shutil.ignore_patterns("assets"),
+    )
     doc = bundle(scratch_export, app, target="qnn:SM8650")
     text = doc["encoders"]["text"]
     assert text["file"] == "models/text_encoder.qnn_ctx.onnx" and text["accelerator"] == "QNN-HTP"
-    assert [(b["tokens"], b["file"]) for b in text["length_buckets"]] == \
-        [(16, "models/text_encoder.len16.qnn_ctx.onnx"), (32, "models/text_encoder.len32.qnn_ctx.onnx")]
+    assert [(b["tokens"], b["file"]) for b in text["length_buckets"]] == [
+        (16, "models/text_encoder.len16.qnn_ctx.onnx"),
+        (32, "models/text_encoder.len32.qnn_ctx.onnx"),
+    ]
     for b in text["length_buckets"]:
-        assert (app / "app/src/main/assets/mcad" / b["file"]).read_bytes() == (scratch_export / b["source"]).read_bytes()
+        assert (app / "app/src/main/assets/mcad" / b["file"]).read_bytes() == (
+            scratch_export / b["source"]
+        ).read_bytes()
 
 
 def test_qnn_compile_reports_ops_left_for_the_cpu(tmp_path):
@@ -114,12 +140,19 @@ def test_qnn_compile_reports_ops_left_for_the_cpu(tmp_path):
     from mcad_export.compile.targets import resolve
     from mcad_export.isolated import run_isolated
 
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Det", ["r"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Det", ["r"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), tmp_path / "m.onnx")
-    out = run_isolated("qnn-compile", {"qdq": str(tmp_path / "m.onnx"), "context": str(tmp_path / "ctx.onnx"),
-                                       "soc": resolve("qnn:SM8650").soc}, {}, what="test compile")
+    out = run_isolated(
+        "qnn-compile",
+        {"qdq": str(tmp_path / "m.onnx"), "context": str(tmp_path / "ctx.onnx"), "soc": resolve("qnn:SM8650").soc},
+        {},
+        what="test compile",
+    )
     assert "Det" in [str(op) for op in out["cpu_ops"]]
 
 

@@ -1,4 +1,5 @@
 """The embedded student really retrieves, through the exported ONNX files and the torch-free tokenizer."""
+
 import json
 
 import numpy as np
@@ -21,8 +22,11 @@ def test_run_writes_the_contract(embedded_run):
     assert manifest["text"]["context_length"] == 77 and manifest["text"]["input_dtype"] == "int32"
     assert manifest["text"]["eot_token_id"] == 49407 and manifest["text"]["sot_token_id"] == 49406
     by_name = {a["name"]: a for a in manifest["artifacts"]}
-    assert by_name["image_encoder"]["inputs"][0] == {"name": "pixel_values", "dtype": "float32",
-                                                      "shape": ["batch", 3, 64, 64]}
+    assert by_name["image_encoder"]["inputs"][0] == {
+        "name": "pixel_values",
+        "dtype": "float32",
+        "shape": ["batch", 3, 64, 64],
+    }
     assert by_name["text_encoder"]["outputs"][0]["name"] == "text_embeds"
     for record in manifest["artifacts"] + manifest["files"]:
         path = out / record["path"]
@@ -31,9 +35,14 @@ def test_run_writes_the_contract(embedded_run):
         assert a["parity"]["passed"] and a["parity"]["cosine_min"] >= 0.9999 and a["parity"]["samples"] == 1000
     assert "text_encoder.onnx" in proc.stdout and "manifest" in proc.stdout
     evaluation = manifest["evaluation"]
-    assert evaluation == {"samples": "scenes", "split": "heldout", "count": 1000,
-                          "reference": "reference/eval_embeddings.npz", "reference_source": "PyTorch fp32",
-                          "recall_meaningful": True}
+    assert evaluation == {
+        "samples": "scenes",
+        "split": "heldout",
+        "count": 1000,
+        "reference": "reference/eval_embeddings.npz",
+        "reference_source": "PyTorch fp32",
+        "recall_meaningful": True,
+    }
     reference = np.load(out / evaluation["reference"])
     assert reference["image_embeds"].shape == reference["text_embeds"].shape == (1000, 128)
 
@@ -45,9 +54,11 @@ def test_heldout_retrieval_through_onnx(embedded_run):
     pixels = preprocess_batch(list(images), manifest["image"])
     image_session = ort.InferenceSession(str(out / "image_encoder.onnx"))
     text_session = ort.InferenceSession(str(out / "text_encoder.onnx"))
-    img = np.concatenate([image_session.run(None, {"pixel_values": pixels[i:i + 200]})[0] for i in range(0, 1000, 200)])
+    img = np.concatenate(
+        [image_session.run(None, {"pixel_values": pixels[i : i + 200]})[0] for i in range(0, 1000, 200)]
+    )
     ids = Tokenizer.from_artifacts(out)(captions)
-    txt = np.concatenate([text_session.run(None, {"input_ids": ids[i:i + 200]})[0] for i in range(0, 1000, 200)])
+    txt = np.concatenate([text_session.run(None, {"input_ids": ids[i : i + 200]})[0] for i in range(0, 1000, 200)])
     recall = recall_at(img, txt)
     assert recall["t2i_r1"] >= 0.30 and recall["t2i_r10"] >= 0.80, recall
     card = json.loads((ASSET_DIR / CARD).read_text())["heldout_recall"]["student_fp32"]

@@ -1,4 +1,5 @@
 """hf:<DIR> students: a CLIPModel folder made by the test, exported and compared with transformers."""
+
 import json
 
 import numpy as np
@@ -13,11 +14,24 @@ from .conftest import run_cli
 
 def test_hf_clip_folder(tmp_path):
     config = CLIPConfig(
-        text_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                         max_position_embeddings=77, vocab_size=49408),
-        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=24)
+        text_config=dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            vocab_size=49408,
+        ),
+        vision_config=dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=24,
+    )
     torch.manual_seed(3)
     model = CLIPModel(config).eval()
     folder = tmp_path / "tiny-clip"

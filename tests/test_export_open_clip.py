@@ -1,4 +1,5 @@
 """open_clip students built outside the repo, exported, and compared with open_clip's own outputs."""
+
 import json
 
 import numpy as np
@@ -24,8 +25,9 @@ def _photos(n, size):
 def _compare_with_open_clip(model, out, preprocess_cfg):
     manifest = json.loads((out / "manifest.json").read_text())
     photos = _photos(6, manifest["image"]["image_size"])
-    transform = open_clip.transform.image_transform_v2(open_clip.transform.PreprocessCfg(**preprocess_cfg),
-                                                       is_train=False)
+    transform = open_clip.transform.image_transform_v2(
+        open_clip.transform.PreprocessCfg(**preprocess_cfg), is_train=False
+    )
     reference_pixels = torch.stack([transform(p) for p in photos])
     ours = preprocess_batch(photos, manifest["image"])
     np.testing.assert_allclose(ours, reference_pixels.numpy(), atol=1e-5)
@@ -51,11 +53,13 @@ def test_custom_config_training_checkpoint(tmp_path, tiny_open_clip_config):
     model = open_clip.model.CLIP(**cfg).eval()
     # open_clip's training checkpoint layout: {"epoch", "state_dict": {"module.<name>": tensor}}
     ckpt = tmp_path / "epoch_3.pt"
-    torch.save({"epoch": 3, "name": "tiny", "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}},
-               ckpt)
+    torch.save(
+        {"epoch": 3, "name": "tiny", "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, ckpt
+    )
     out = tmp_path / "out"
-    proc = run_cli("export", "--student", f"open_clip:{tiny_open_clip_config}", "--weights", ckpt, "--out", out,
-                   "--samples", 16)
+    proc = run_cli(
+        "export", "--student", f"open_clip:{tiny_open_clip_config}", "--weights", ckpt, "--out", out, "--samples", 16
+    )
     assert proc.returncode == 0, proc.stderr
     manifest = _compare_with_open_clip(model, out, open_clip.transform.PreprocessCfg(size=32).__dict__)
     assert manifest["embed_dim"] == 32 and manifest["text"]["context_length"] == 77
@@ -74,8 +78,9 @@ def test_vit_b_32_safetensors(tmp_path):
     weights = tmp_path / "vitb32.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
     out = tmp_path / "out"
-    proc = run_cli("export", "--student", "open_clip:ViT-B-32", "--weights", weights, "--out", out, "--samples", 8,
-                   "--no-tflite")
+    proc = run_cli(
+        "export", "--student", "open_clip:ViT-B-32", "--weights", weights, "--out", out, "--samples", 8, "--no-tflite"
+    )
     assert proc.returncode == 0, proc.stderr
     manifest = _compare_with_open_clip(model, out, model.visual.preprocess_cfg)
     assert manifest["embed_dim"] == 512 and manifest["image"]["image_size"] == 224
@@ -90,15 +95,19 @@ def test_mobileclip_reparameterized(tmp_path, arch):
     weights = tmp_path / "mobileclip.pth"
     torch.save(model.state_dict(), weights)
     out = tmp_path / "out"
-    proc = run_cli("export", "--student", f"open_clip:{arch}", "--weights", weights, "--out", out, "--samples", 4,
-                   "--no-tflite")
+    proc = run_cli(
+        "export", "--student", f"open_clip:{arch}", "--weights", weights, "--out", out, "--samples", 4, "--no-tflite"
+    )
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["student"]["reparameterized"] is True
     # MobileCLIP's pretrained tags use mean 0 / std 1; a weights file must get the same preprocessing.
     assert manifest["image"]["mean"] == [0.0, 0.0, 0.0] and manifest["image"]["std"] == [1.0, 1.0, 1.0]
-    _compare_with_open_clip(model, out, {**model.visual.preprocess_cfg,
-                                         **{k: manifest["image"][k] for k in ("mean", "std", "interpolation")}})
+    _compare_with_open_clip(
+        model,
+        out,
+        {**model.visual.preprocess_cfg, **{k: manifest["image"][k] for k in ("mean", "std", "interpolation")}},
+    )
 
 
 def test_config_names_its_evaluation_data(tmp_path, tiny_open_clip_config):
@@ -106,15 +115,19 @@ def test_config_names_its_evaluation_data(tmp_path, tiny_open_clip_config):
     from mcad_export.errors import InputError
     from mcad_export.students import load_student
 
-    cfg = {"model_cfg": json.loads(tiny_open_clip_config.read_text()),
-           "evaluation": {"samples": "scenes", "count": 300}}
+    cfg = {
+        "model_cfg": json.loads(tiny_open_clip_config.read_text()),
+        "evaluation": {"samples": "scenes", "count": 300},
+    }
     path = tmp_path / "scenes-student.json"
     path.write_text(json.dumps(cfg))
     student = load_student(f"open_clip:{path}", random_init=True)
     assert (student.sample_kind, student.eval_count) == ("scenes", 300)
     assert (load_student(f"open_clip:{tiny_open_clip_config}", random_init=True).sample_kind,) == ("varied",)
-    for bad, words in (({"samples": "photos"}, "samples is one of scenes, varied"),
-                       ({"samples": "scenes", "count": 3}, "evaluation.count must be a whole number")):
+    for bad, words in (
+        ({"samples": "photos"}, "samples is one of scenes, varied"),
+        ({"samples": "scenes", "count": 3}, "evaluation.count must be a whole number"),
+    ):
         path.write_text(json.dumps({**cfg, "evaluation": bad}))
         with pytest.raises(InputError, match=words):
             load_student(f"open_clip:{path}", random_init=True)

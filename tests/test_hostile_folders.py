@@ -1,5 +1,6 @@
 """Hostile and careless input, part one: tampered, traversing, broken or oversized inputs over copies of a
 finished run. Every case: one `error:` line and exit 2 (or results), never a traceback, nothing half-written."""
+
 import hashlib
 import json
 import os
@@ -54,9 +55,13 @@ def test_manifest_paths_outside_the_export_are_refused(scratch_export, capsys, t
             if a["path"] == target:
                 a["path"] = evil
         m["deployment"]["text_encoder"] = evil
+
     _edit_manifest(scratch_export, edit)
-    args = {"search": ["search", scratch_export, "a red circle"], "verify": ["verify", scratch_export],
-            "bundle": ["bundle", scratch_export, "--app", tmp_path / "app"]}[command]
+    args = {
+        "search": ["search", scratch_export, "a red circle"],
+        "verify": ["verify", scratch_export],
+        "bundle": ["bundle", scratch_export, "--app", tmp_path / "app"],
+    }[command]
     (tmp_path / "app" / "app" / "src" / "main").mkdir(parents=True)
     _one_line_error(*_cli(capsys, *args)[::2], "not a plain relative path", "re-export")
     assert not (tmp_path / "app" / "app" / "src" / "main" / "assets").exists()
@@ -84,18 +89,20 @@ def test_a_flipped_byte_in_a_model_or_index_file_is_refused(scratch_export, caps
     model = scratch_export / _deployed_text(scratch_export)["path"]
     original = model.read_bytes()
     _flip_byte(model)
-    _one_line_error(*_cli(capsys, "search", scratch_export, "a red circle")[::2], model.name,
-                    "does not match the sha256")
-    model.write_bytes(original)     # restored bytes (new mtime/ctime: hashed again) pass again
+    _one_line_error(
+        *_cli(capsys, "search", scratch_export, "a red circle")[::2], model.name, "does not match the sha256"
+    )
+    model.write_bytes(original)  # restored bytes (new mtime/ctime: hashed again) pass again
     assert _cli(capsys, "search", scratch_export, "a red circle")[0] == 0
     _flip_byte(scratch_export / INDEX_DIR / "embeddings.f32.npy")
-    _one_line_error(*_cli(capsys, "search", scratch_export, "a red circle")[::2], "embeddings.f32.npy",
-                    "does not match the sha256")
+    _one_line_error(
+        *_cli(capsys, "search", scratch_export, "a red circle")[::2], "embeddings.f32.npy", "does not match the sha256"
+    )
 
 
 def test_tampered_file_with_restored_mtime_is_still_caught(scratch_export, capsys):
     """The digest cache keys on ctime too, which `touch -d` cannot set back."""
-    assert _cli(capsys, "search", scratch_export, "a red circle")[0] == 0   # digest cached
+    assert _cli(capsys, "search", scratch_export, "a red circle")[0] == 0  # digest cached
     model = scratch_export / _deployed_text(scratch_export)["path"]
     st = model.stat()
     _flip_byte(model)
@@ -122,11 +129,12 @@ def test_missing_index_file_invalid_manifest_and_unknown_format(scratch_export, 
     (scratch_export / INDEX_DIR / "embeddings.f32.npy").unlink()
     _one_line_error(*_cli(capsys, "search", scratch_export, "x")[::2], "embeddings.f32.npy", "mcad-export index")
     (scratch_export / MANIFEST).write_text('{"format": "mcad-export/1", "artifacts": [')
-    _one_line_error(*_cli(capsys, "search", scratch_export, "x")[::2], "manifest.json is not valid JSON",
-                    "mcad-export export")
+    _one_line_error(
+        *_cli(capsys, "search", scratch_export, "x")[::2], "manifest.json is not valid JSON", "mcad-export export"
+    )
     (scratch_export / MANIFEST).write_text('{"format": "mcad-export/99", "artifacts": []}')
     _one_line_error(*_cli(capsys, "verify", scratch_export)[::2], "'mcad-export/99'", "mcad-export export")
-    (scratch_export / MANIFEST).write_text('[1, 2, 3]')
+    (scratch_export / MANIFEST).write_text("[1, 2, 3]")
     _one_line_error(*_cli(capsys, "quantize", scratch_export)[::2], "format", "re-export")
 
 
@@ -143,21 +151,37 @@ def test_export_onto_a_mount_point(tmp_path, tiny_open_clip_config):
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
     try:
-        result = run_cli("export", "--out", mount, "--student", f"open_clip:{tiny_open_clip_config}", "--random-init",
-                         "--no-tflite", "--samples", "16")
+        result = run_cli(
+            "export",
+            "--out",
+            mount,
+            "--student",
+            f"open_clip:{tiny_open_clip_config}",
+            "--random-init",
+            "--no-tflite",
+            "--samples",
+            "16",
+        )
         assert result.returncode == 0, result.stderr
         assert (mount / MANIFEST).is_file() and (mount / "image_encoder.onnx").is_file()
-        assert not [p.name for p in mount.iterdir() if p.name.startswith(".")]      # no staging or lock left
-        assert not [p.name for p in tmp_path.iterdir() if p.name != "mnt"]           # nothing beside the mount
+        assert not [p.name for p in mount.iterdir() if p.name.startswith(".")]  # no staging or lock left
+        assert not [p.name for p in tmp_path.iterdir() if p.name != "mnt"]  # nothing beside the mount
     finally:
         subprocess.run(["umount", str(mount)], check=False)
 
 
 def test_bench_sizes_are_checked_before_anything_is_built(scratch_export, capsys):
-    _one_line_error(*_cli(capsys, "bench", scratch_export, "--gallery-size", "50000000", "--no-baseline")[::2],
-                    "50,000,000-image gallery", "GiB of memory", "smaller --gallery-size")
-    _one_line_error(*_cli(capsys, "bench", scratch_export, "--gallery-size", "-5")[::2],
-                    "--gallery-size must be a number of images", "-5")
+    _one_line_error(
+        *_cli(capsys, "bench", scratch_export, "--gallery-size", "50000000", "--no-baseline")[::2],
+        "50,000,000-image gallery",
+        "GiB of memory",
+        "smaller --gallery-size",
+    )
+    _one_line_error(
+        *_cli(capsys, "bench", scratch_export, "--gallery-size", "-5")[::2],
+        "--gallery-size must be a number of images",
+        "-5",
+    )
     _one_line_error(*_cli(capsys, "bench", scratch_export, "--threads", "0")[::2], "--threads must be positive")
     assert not (scratch_export / ".mcad-staging").exists()
 
@@ -165,7 +189,7 @@ def test_bench_sizes_are_checked_before_anything_is_built(scratch_export, capsys
 def _bomb(path: Path) -> None:
     from PIL import Image
 
-    Image.new("1", (20000, 20000)).save(path)   # 400 M pixels declared, a few KB on disk
+    Image.new("1", (20000, 20000)).save(path)  # 400 M pixels declared, a few KB on disk
 
 
 def test_calibration_images_follow_the_index_policy(scratch_export, tmp_path):
@@ -176,18 +200,21 @@ def test_calibration_images_follow_the_index_policy(scratch_export, tmp_path):
     photos.mkdir()
     for i in range(3):
         shutil.copy(scratch_export / "gallery" / f"heldout_{i:05d}.png", photos / f"{i + 1}.png")
-    _bomb(photos / "00_bomb.png")     # sorted first, so calibration meets them before it has enough images
+    _bomb(photos / "00_bomb.png")  # sorted first, so calibration meets them before it has enough images
     (photos / "01_broken.webp").write_bytes(b"RIFF....WEBP junk")
     captions = tmp_path / "captions.txt"
     captions.write_text("a red circle\na blue square\na green star\n")
-    calib = calibration_inputs(scratch_export, read_manifest(scratch_export), images_dir=photos,
-                               captions_file=captions, num_calib=3)
+    calib = calibration_inputs(
+        scratch_export, read_manifest(scratch_export), images_dir=photos, captions_file=captions, num_calib=3
+    )
     assert calib.pixels.shape[0] == 3 and calib.skipped_images == 2
     # The same folder through `index`: the same two files skipped, with the reasons.
     assert main(["index", str(scratch_export), "--images", str(photos)]) == 0
     meta = json.loads((scratch_export / INDEX_DIR / "index.json").read_text())
-    assert meta["skipped"] == 2 and {Path(s["path"]).name for s in meta["skipped_files"]} == {"00_bomb.png",
-                                                                                              "01_broken.webp"}
+    assert meta["skipped"] == 2 and {Path(s["path"]).name for s in meta["skipped_files"]} == {
+        "00_bomb.png",
+        "01_broken.webp",
+    }
     assert any("too large" in s["reason"] for s in meta["skipped_files"])
 
 
@@ -197,12 +224,21 @@ def test_non_finite_weights_are_refused_at_load(capsys, tmp_path, tiny_open_clip
 
     cfg = json.loads(tiny_open_clip_config.read_text())
     state = open_clip.model.CLIP(**cfg).state_dict()
-    state["token_embedding.weight"][40000] = float("nan")   # a row no parity caption touches
+    state["token_embedding.weight"][40000] = float("nan")  # a row no parity caption touches
     weights = tmp_path / "nan.pt"
     torch.save(state, weights)
     out = tmp_path / "out"
-    code, _, err = _cli(capsys, "export", "--out", out, "--student", f"open_clip:{tiny_open_clip_config}",
-                        "--weights", weights, "--no-tflite")
+    code, _, err = _cli(
+        capsys,
+        "export",
+        "--out",
+        out,
+        "--student",
+        f"open_clip:{tiny_open_clip_config}",
+        "--weights",
+        weights,
+        "--no-tflite",
+    )
     _one_line_error(code, err, "token_embedding.weight", "non-finite")
     assert not out.exists()
 
@@ -223,9 +259,11 @@ def test_non_finite_index_rows_are_refused_at_query_time(scratch_export, capsys)
     def poison(rows):
         rows[7] = np.nan
         return rows
+
     _rewrite_index_embeddings(scratch_export, poison)
-    _one_line_error(*_cli(capsys, "search", scratch_export, "a red circle")[::2], "row 7 is not finite",
-                    "mcad-export index")
+    _one_line_error(
+        *_cli(capsys, "search", scratch_export, "a red circle")[::2], "row 7 is not finite", "mcad-export index"
+    )
 
 
 def test_non_finite_image_embeddings_are_skipped_when_indexing(scratch_export, tmp_path, monkeypatch):
@@ -242,9 +280,11 @@ def test_non_finite_image_embeddings_are_skipped_when_indexing(scratch_export, t
 
         def embed(x):
             out = run(x)
-            out[1] = np.nan     # the second image of each batch
+            out[1] = np.nan  # the second image of each batch
             return out
+
         return embed
+
     monkeypatch.setattr(gallery, "open_encoder", open_broken)
     meta = gallery.build_gallery_index(scratch_export, photos, batch=4)
     assert meta["count"] == 3 and meta["skipped"] == 1
@@ -253,12 +293,44 @@ def test_non_finite_image_embeddings_are_skipped_when_indexing(scratch_export, t
 
 def _fuzz_texts(seed: int = 0, count: int = 40) -> list[str]:
     rng = random.Random(seed)
-    pool = ("[/]", "[bold]", "[", "]", "\\", "\x00", "\x1b[31m", "\n", "\r", "\t", "\u200b", "\ufeff", "%s", "{}",
-            "\U0001f600", "\u0301", "&amp;", "<|endoftext|>", "<|startoftext|>", "\ud800")
-    texts = ["[/]", "[bold red]x[/]", "\x00\x01\x02", "x" * 10_000, "a " * 5000, "\U0001f600" * 300,
-             "<|endoftext|>" * 50, " a ", "%00 %0A", "\ud83d"]
+    pool = (
+        "[/]",
+        "[bold]",
+        "[",
+        "]",
+        "\\",
+        "\x00",
+        "\x1b[31m",
+        "\n",
+        "\r",
+        "\t",
+        "\u200b",
+        "\ufeff",
+        "%s",
+        "{}",
+        "\U0001f600",
+        "\u0301",
+        "&amp;",
+        "<|endoftext|>",
+        "<|startoftext|>",
+        "\ud800",
+    )
+    texts = [
+        "[/]",
+        "[bold red]x[/]",
+        "\x00\x01\x02",
+        "x" * 10_000,
+        "a " * 5000,
+        "\U0001f600" * 300,
+        "<|endoftext|>" * 50,
+        " a ",
+        "%00 %0A",
+        "\ud83d",
+    ]
     while len(texts) < count:
-        parts = [rng.choice(pool) if rng.random() < 0.4 else chr(rng.randint(32, 0x2FFFF)) for _ in range(rng.randint(1, 60))]
+        parts = [
+            rng.choice(pool) if rng.random() < 0.4 else chr(rng.randint(32, 0x2FFFF)) for _ in range(rng.randint(1, 60))
+        ]
         texts.append("".join(parts))
     return texts
 
@@ -283,8 +355,9 @@ def test_fuzzed_queries_give_results_or_one_line(embedded_run, capsys):
             _render_search(console, text, search, hits, times)
             assert console.file.getvalue().count("\n") >= len(hits)
     for k in ("0", "-1"):
-        _one_line_error(*_cli(capsys, "search", embedded_run[0], "a red circle", "-k", k)[::2],
-                        "-k must be a positive number")
+        _one_line_error(
+            *_cli(capsys, "search", embedded_run[0], "a red circle", "-k", k)[::2], "-k must be a positive number"
+        )
     for text in ("", "   ", "\t\n"):
         _one_line_error(*_cli(capsys, "search", embedded_run[0], text)[::2], "the query is empty")
     code, out, err = _cli(capsys, "search", embedded_run[0], "a red circle", "-k", "100000")

@@ -1,6 +1,7 @@
 """Hostile and careless input, part two: writes outside the export, shifted paths, lost manifest updates,
 stale indexes, odd images and misleading messages. Each case reproduces a defect found by probing copies of
 a finished run."""
+
 import json
 import os
 import shutil
@@ -13,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcad_export.cli import main
 from mcad_export.contract import INDEX_DIR, MANIFEST
 
 from .conftest import REPO, run_cli
@@ -24,13 +24,19 @@ def test_a_manifest_name_never_decides_where_quantize_writes(scratch_export, cap
     for evil in ("../../../outside/pwn", "/tmp/pwn-absolute"):
         shutil.copy(scratch_export / MANIFEST, tmp_path / "manifest.bak")
 
-        def edit(m):
+        def edit(m, evil=evil):
             next(a for a in m["artifacts"] if a["path"] == "image_encoder.onnx")["name"] = evil
+
         _edit_manifest(scratch_export, edit)
-        _one_line_error(*_cli(capsys, "quantize", scratch_export, "--precision", "dynamic", "--no-auto")[::2],
-                        "is not a plain file name")
+        _one_line_error(
+            *_cli(capsys, "quantize", scratch_export, "--precision", "dynamic", "--no-auto")[::2],
+            "is not a plain file name",
+        )
         shutil.copy(tmp_path / "manifest.bak", scratch_export / MANIFEST)
-    assert not list(scratch_export.parent.parent.parent.glob("outside")) and not Path("/tmp/pwn-absolute.dynamic.onnx").exists()
+    assert (
+        not list(scratch_export.parent.parent.parent.glob("outside"))
+        and not Path("/tmp/pwn-absolute.dynamic.onnx").exists()
+    )
 
 
 def test_bundle_refuses_a_tampered_model(scratch_export, capsys, tmp_path):
@@ -82,8 +88,18 @@ def test_a_user_file_where_the_export_puts_a_folder_leaves_out_as_it_was(capsys,
     out = tmp_path / "out"
     out.mkdir()
     (out / "reference").write_text("my notes")
-    code, _, err = _cli(capsys, "export", "--out", out, "--student", f"open_clip:{tiny_open_clip_config}",
-                        "--random-init", "--no-tflite", "--samples", "8")
+    code, _, err = _cli(
+        capsys,
+        "export",
+        "--out",
+        out,
+        "--student",
+        f"open_clip:{tiny_open_clip_config}",
+        "--random-init",
+        "--no-tflite",
+        "--samples",
+        "8",
+    )
     _one_line_error(code, err, "reference is a file where mcad-export writes a folder", "nothing was changed")
     assert sorted(p.name for p in out.iterdir()) == ["reference"] and (out / "reference").read_text() == "my notes"
 
@@ -101,9 +117,13 @@ def test_a_stale_index_is_refused_after_the_image_encoder_changed(scratch_export
     def edit(m):
         record = next(a for a in m["artifacts"] if a["path"] == "image_encoder.onnx")
         record.update(file_record(scratch_export, "image_encoder.onnx"))
+
     _edit_manifest(scratch_export, edit)
-    _one_line_error(*_cli(capsys, "search", scratch_export, "a red circle")[::2], "no longer this export's image encoder",
-                    f"mcad-export index {scratch_export}")
+    _one_line_error(
+        *_cli(capsys, "search", scratch_export, "a red circle")[::2],
+        "no longer this export's image encoder",
+        f"mcad-export index {scratch_export}",
+    )
     assert _cli(capsys, "index", scratch_export)[0] == 0
     assert _cli(capsys, "search", scratch_export, "a red circle")[0] == 0
 
@@ -120,7 +140,7 @@ def test_a_second_writer_on_one_folder_refuses_with_one_line(scratch_export):
             assert "being written by another mcad-export stage" in proc.stderr and "quantize" in proc.stderr
         assert (scratch_export / MANIFEST).read_bytes() == before
     assert not (scratch_export / LOCK_FILE).exists()
-    proc = run_cli("search", scratch_export, "a red circle")   # readers never take the lock
+    proc = run_cli("search", scratch_export, "a red circle")  # readers never take the lock
     assert proc.returncode == 0, proc.stderr
 
 
@@ -129,8 +149,11 @@ def _exif_pair(folder: Path, source: Path, orientation: int, suffix: str):
 
     upright = Image.open(source).convert("RGB")
     # What a camera writes: the sensor's rows, plus the tag that turns them upright.
-    stored = {6: upright.transpose(Image.Transpose.ROTATE_90), 8: upright.transpose(Image.Transpose.ROTATE_270),
-              3: upright.transpose(Image.Transpose.ROTATE_180)}[orientation]
+    stored = {
+        6: upright.transpose(Image.Transpose.ROTATE_90),
+        8: upright.transpose(Image.Transpose.ROTATE_270),
+        3: upright.transpose(Image.Transpose.ROTATE_180),
+    }[orientation]
     exif = Image.Exif()
     exif[0x0112] = orientation
     stored.save(folder / f"tagged{suffix}", exif=exif.tobytes(), **({"quality": 100} if suffix == ".jpg" else {}))
@@ -191,16 +214,30 @@ def test_sixteen_bit_pngs_are_scaled_not_clipped(tmp_path):
 def test_sigkill_leaves_nothing_outside_and_the_next_stage_cleans_up(tmp_path, tiny_open_clip_config):
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "mcad_export", "export", "--out", str(out), "--student",
-                             f"open_clip:{tiny_open_clip_config}", "--random-init", "--no-tflite"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mcad_export",
+            "export",
+            "--out",
+            str(out),
+            "--student",
+            f"open_clip:{tiny_open_clip_config}",
+            "--random-init",
+            "--no-tflite",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and not list((out / ".mcad-staging").glob("*/image_encoder.onnx")):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert list((out / ".mcad-staging").glob("*")), "the kill should have left a staging folder"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]       # nothing beside the export
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing beside the export
     from mcad_export.atomic import staged_directory
 
     with staged_directory(out) as stage:
@@ -212,8 +249,16 @@ def test_a_fifo_as_weights_is_refused_at_once(capsys, tmp_path, tiny_open_clip_c
     fifo = tmp_path / "w.pt"
     os.mkfifo(fifo)
     started = time.time()
-    proc = run_cli("export", "--out", tmp_path / "out", "--student", f"open_clip:{tiny_open_clip_config}",
-                   "--weights", fifo, timeout=120)
+    proc = run_cli(
+        "export",
+        "--out",
+        tmp_path / "out",
+        "--student",
+        f"open_clip:{tiny_open_clip_config}",
+        "--weights",
+        fifo,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "not a regular file" in proc.stderr and time.time() - started < 60
     assert len(proc.stderr.strip().splitlines()) == 1
 
@@ -227,9 +272,13 @@ def test_index_rows_and_paths_must_agree(scratch_export, capsys):
 
 def test_run_validates_every_option_before_the_first_stage(tmp_path):
     started = time.time()
-    for args, phrase in ((["--target", "foo:bar"], "unknown target"), (["--app", "/nonexistent"], "not the Android demo"),
-                         (["--images", tmp_path / "nope"], "is not a folder"), (["--num-calib", "0"], "--num-calib"),
-                         (["--target", "aihub:"], "names no SoC")):
+    for args, phrase in (
+        (["--target", "foo:bar"], "unknown target"),
+        (["--app", "/nonexistent"], "not the Android demo"),
+        (["--images", tmp_path / "nope"], "is not a folder"),
+        (["--num-calib", "0"], "--num-calib"),
+        (["--target", "aihub:"], "names no SoC"),
+    ):
         proc = run_cli("run", "--out", tmp_path / "out", *args, timeout=120)
         assert proc.returncode == 2 and phrase in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
@@ -247,7 +296,9 @@ def test_messages_say_what_is_wrong(scratch_export, capsys, tmp_path, tiny_open_
     monkeypatch.setenv("QAIHUB_CLIENT_INI", str(tmp_path / "none.ini"))
     code, _, err = _cli(capsys, "compile", scratch_export, "--target", "aihub:SM8650")
     assert code == 7 and "[api]" in err, err
-    _one_line_error(*_cli(capsys, "quantize", scratch_export, "--num-calib", "0")[::2], "--num-calib must be a positive")
+    _one_line_error(
+        *_cli(capsys, "quantize", scratch_export, "--num-calib", "0")[::2], "--num-calib must be a positive"
+    )
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a read-only tmpfs needs root")
@@ -257,8 +308,9 @@ def test_a_read_only_filesystem_is_called_that(capsys, tmp_path, tiny_open_clip_
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)]).returncode != 0:
         pytest.skip("cannot mount a tmpfs here")
     try:
-        code, _, err = _cli(capsys, "export", "--out", mount / "out", "--student", f"open_clip:{tiny_open_clip_config}",
-                            "--random-init")
+        code, _, err = _cli(
+            capsys, "export", "--out", mount / "out", "--student", f"open_clip:{tiny_open_clip_config}", "--random-init"
+        )
         _one_line_error(code, err, "read-only filesystem")
         assert "permission denied" not in err
     finally:
@@ -275,16 +327,29 @@ def test_a_malformed_client_ini_is_one_line(scratch_export, capsys, tmp_path, mo
     assert "client.ini" in err or "API token" in err
 
 
-@pytest.mark.parametrize("config, phrase", [
-    ([1, 2, 3], "not an open_clip model config"),
-    ({"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": "wide", "patch_size": 8},
-      "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}},
-     "vision_cfg.width must be a positive whole number"),
-    ({"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
-      "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": -64, "heads": 2, "layers": 2}},
-     "text_cfg.width must be a positive whole number"),
-    ({"vision_cfg": "x", "text_cfg": {}}, "not an open_clip model config"),
-])
+@pytest.mark.parametrize(
+    "config, phrase",
+    [
+        ([1, 2, 3], "not an open_clip model config"),
+        (
+            {
+                "embed_dim": 32,
+                "vision_cfg": {"image_size": 32, "layers": 2, "width": "wide", "patch_size": 8},
+                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+            },
+            "vision_cfg.width must be a positive whole number",
+        ),
+        (
+            {
+                "embed_dim": 32,
+                "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": -64, "heads": 2, "layers": 2},
+            },
+            "text_cfg.width must be a positive whole number",
+        ),
+        ({"vision_cfg": "x", "text_cfg": {}}, "not an open_clip model config"),
+    ],
+)
 def test_malformed_open_clip_configs_are_one_line(capsys, tmp_path, config, phrase):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(config))
@@ -303,15 +368,24 @@ def test_a_malformed_hf_config_is_one_line(capsys, tmp_path, text):
 
 def test_index_embeds_with_fp32_as_its_help_says(scratch_export, capsys):
     def edit(m):
-        quantized = next(a for a in m["artifacts"] if a["encoder"] == "image" and a["precision"] != "fp32"
-                         and a["format"] == "onnx")
+        quantized = next(
+            a for a in m["artifacts"] if a["encoder"] == "image" and a["precision"] != "fp32" and a["format"] == "onnx"
+        )
         m["deployment"]["image_encoder"] = quantized["path"]
+
     _edit_manifest(scratch_export, edit)
     assert _cli(capsys, "index", scratch_export)[0] == 0
     meta = json.loads((scratch_export / INDEX_DIR / "index.json").read_text())
     assert meta["image_encoder"]["path"] == "image_encoder.onnx"
-    assert "fp32" in subprocess.run([sys.executable, "-m", "mcad_export", "index", "--help"], capture_output=True,
-                                    text=True, env=dict(os.environ, PYTHONPATH=str(REPO))).stdout
+    assert (
+        "fp32"
+        in subprocess.run(
+            [sys.executable, "-m", "mcad_export", "index", "--help"],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+        ).stdout
+    )
 
 
 def test_short_query_variants_report_a_true_size_ratio(embedded_run):
@@ -323,9 +397,11 @@ def test_short_query_variants_report_a_true_size_ratio(embedded_run):
 def test_an_unknown_runtime_fails_verify_instead_of_being_skipped(scratch_export, capsys):
     def edit(m):
         m["artifacts"][0]["runtime"] = "onnxruntime-gpu-nightly"
+
     _edit_manifest(scratch_export, edit)
-    _one_line_error(*_cli(capsys, "verify", scratch_export)[::2], "'onnxruntime-gpu-nightly'",
-                    "which mcad-export does not know")
+    _one_line_error(
+        *_cli(capsys, "verify", scratch_export)[::2], "'onnxruntime-gpu-nightly'", "which mcad-export does not know"
+    )
 
 
 def test_no_auto_says_kept_not_rejected(scratch_export, capsys, monkeypatch):
@@ -334,8 +410,12 @@ def test_no_auto_says_kept_not_rejected(scratch_export, capsys, monkeypatch):
     manifest = json.loads((scratch_export / MANIFEST).read_text())
     record = dict(next(a for a in manifest["artifacts"] if a["path"] == "text_encoder.w8a8.onnx"))
     step = {"kept_float": [], "misses": ["top-10 overlap 0.900 < 0.95"], "passed": False}
-    record.update(size_ratio_vs_fp32=3.9, recipe={"kept_float": []}, layer_damage_top=[],
-                  tuning={"passed": False, "auto": False, "steps": [step]})
+    record.update(
+        size_ratio_vs_fp32=3.9,
+        recipe={"kept_float": []},
+        layer_damage_top=[],
+        tuning={"passed": False, "auto": False, "steps": [step]},
+    )
     monkeypatch.setattr(quantize_stage, "quantize_artifacts", lambda *a, **k: [record])
     code, out, err = _cli(capsys, "quantize", scratch_export, "--no-auto")
     assert code == 0, err

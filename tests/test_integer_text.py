@@ -1,5 +1,6 @@
 """INT8 / INT4 text encoders that reach every Linear layer, a memory-mapped int8 token table, the honest gate for
 degenerate (untrained) embeddings and the bandwidth roofline, on the embedded student."""
+
 import json
 import subprocess
 import sys
@@ -28,9 +29,15 @@ def _artifacts(out):
 def _float_linears(model):
     """MatMul/Gemm nodes whose weight operand is a 2-D float constant, counted from the graph itself."""
     inits = {i.name: i for i in model.graph.initializer}
-    return [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1
-            and n.input[1] in inits and inits[n.input[1]].data_type == onnx.TensorProto.FLOAT
-            and len(inits[n.input[1]].dims) == 2]
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type in ("MatMul", "Gemm")
+        and len(n.input) > 1
+        and n.input[1] in inits
+        and inits[n.input[1]].data_type == onnx.TensorProto.FLOAT
+        and len(inits[n.input[1]].dims) == 2
+    ]
 
 
 def _ids(out, texts):
@@ -41,7 +48,7 @@ def _run_one_query(path, ids):
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run(None, {"input_ids": row[None, :int(row.argmax()) + 1]})[0] for row in ids])
+    return np.concatenate([session.run(None, {"input_ids": row[None, : int(row.argmax()) + 1]})[0] for row in ids])
 
 
 def test_gemm_rewrite_and_int8_token_table_keep_fp32_numbers(embedded_run, tmp_path):
@@ -61,9 +68,17 @@ def test_gemm_rewrite_and_int8_token_table_keep_fp32_numbers(embedded_run, tmp_p
     assert cosine.min() > 0.99999
 
 
-@pytest.mark.parametrize("path", ["text_encoder.dynamic.onnx", "text_encoder.w8.onnx", "text_encoder.dyn.dynamic.onnx",
-                                  "text_encoder.dyn.w8.onnx", "buckets/text_encoder.len16.dynamic.onnx",
-                                  "buckets/text_encoder.len32.w8.onnx"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "text_encoder.dynamic.onnx",
+        "text_encoder.w8.onnx",
+        "text_encoder.dyn.dynamic.onnx",
+        "text_encoder.dyn.w8.onnx",
+        "buckets/text_encoder.len16.dynamic.onnx",
+        "buckets/text_encoder.len32.w8.onnx",
+    ],
+)
 def test_integer_text_encoders_leave_no_float_linear_unexplained(embedded_run, path):
     out, _ = embedded_run
     artifact = _artifacts(out)[path]
@@ -98,8 +113,11 @@ def test_int4_recipe_through_the_gate_with_layers_kept_int8(scratch_export):
     for path in paths & set(artifacts):
         recipe = artifacts[path]["recipe"]
         model = onnx.load(str(scratch_export / path), load_external_data=False)
-        bits = {n.name: next(a.i for a in n.attribute if a.name == "bits") for n in model.graph.node
-                if n.op_type == "MatMulNBits"}
+        bits = {
+            n.name: next(a.i for a in n.attribute if a.name == "bits")
+            for n in model.graph.node
+            if n.op_type == "MatMulNBits"
+        }
         assert sorted(n.removesuffix("_Q8") for n, b in bits.items() if b == 8) == sorted(recipe["kept_int8"])
         assert sum(b == 4 for b in bits.values()) >= 20 and not _float_linears(model)
     proc = run_cli("verify", scratch_export)
@@ -145,13 +163,13 @@ def test_degenerate_embeddings_are_gated_on_cosine_alone():
     rng = np.random.default_rng(0)
     spread = rng.standard_normal((200, 64)).astype(np.float32)
     common = rng.standard_normal(64).astype(np.float32)
-    collapsed = common + 0.05 * spread                 # what an untrained tower gives: one direction for all
+    collapsed = common + 0.05 * spread  # what an untrained tower gives: one direction for all
     assert abs(mean_pairwise_cosine(spread)) < 0.05 and mean_pairwise_cosine(collapsed) > 0.99
     x = collapsed / np.linalg.norm(collapsed, axis=1, keepdims=True)
     noisy = x + 0.002 * rng.standard_normal(x.shape).astype(np.float32)
     record = score("text", noisy, {"image_embeds": x, "text_embeds": x})
     assert record["degenerate"] and record["pairwise_cosine_mean_fp32"]["text"] > 0.99
-    assert record["top10_overlap"] < 0.95        # noise: the full gate would reject an almost exact tower
+    assert record["top10_overlap"] < 0.95  # noise: the full gate would reject an almost exact tower
     assert Gate().misses(record) == [] and Gate().misses({**record, "degenerate": False})
     assert Gate().misses({**record, "cosine_min": 0.9})[0].startswith("min cosine 0.9000 < 0.98")
     # A trained student's embeddings spread, so its full gate applies unchanged.
@@ -161,8 +179,9 @@ def test_degenerate_embeddings_are_gated_on_cosine_alone():
     # the reference itself cannot rank, so it is degenerate too, and the record says why.
     other = rng.standard_normal((200, 64)).astype(np.float32)
     other /= np.linalg.norm(other, axis=1, keepdims=True)
-    unrelated = score("text", other, {"image_embeds": spread / np.linalg.norm(spread, axis=1, keepdims=True),
-                                      "text_embeds": other})
+    unrelated = score(
+        "text", other, {"image_embeds": spread / np.linalg.norm(spread, axis=1, keepdims=True), "text_embeds": other}
+    )
     assert abs(unrelated["pairwise_cosine_mean_fp32"]["text"]) < 0.05 and unrelated["recall_at_10_fp32"] < 0.1
     assert unrelated["degenerate"] and unrelated["fp32_ranking_at_chance"]
     assert unrelated["degenerate_because"] == ["fp32 t2i R@10 <= 2 x chance (0.050)"]
@@ -183,8 +202,11 @@ def test_bytes_read_per_query_counted_from_the_weights(embedded_run):
     out, _ = embedded_run
     model = onnx.load(str(out / "text_encoder.dyn.onnx"))
     arrays = {i.name: numpy_helper.to_array(i, base_dir=str(out)) for i in model.graph.initializer}
-    table = arrays["tower.token_embedding.weight"] if "tower.token_embedding.weight" in arrays else max(
-        arrays.values(), key=lambda a: a.shape[0] if a.ndim == 2 else 0)
+    table = (
+        arrays["tower.token_embedding.weight"]
+        if "tower.token_embedding.weight" in arrays
+        else max(arrays.values(), key=lambda a: a.shape[0] if a.ndim == 2 else 0)
+    )
     counted = weight_bytes_per_query(out / "text_encoder.dyn.onnx", tokens=12)
     assert counted["table_rows"] >= 12 * table.shape[1] * 4
     assert counted["weights"] + table.nbytes == pytest.approx(sum(a.nbytes for a in arrays.values()), rel=0.01)
@@ -200,10 +222,13 @@ def _matmul_graph(weight: np.ndarray, shared_inputs: int = 1):
     names = [f"w{i}" for i in range(shared_inputs)]
     nodes = [helper.make_node("MatMul", ["x", n], [f"y{i}"], name=f"mm{i}") for i, n in enumerate(names)]
     nodes.append(helper.make_node("Sum", [f"y{i}" for i in range(shared_inputs)], ["y"], name="sum"))
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, None, weight.shape[0]])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array((weight * (i + 1)).astype(np.float32), n)
-                               for i, n in enumerate(names)])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, None, weight.shape[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array((weight * (i + 1)).astype(np.float32), n) for i, n in enumerate(names)],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -230,7 +255,7 @@ def test_smoothing_is_exact_and_per_token_int8_matches_its_numpy_simulation():
     rng = np.random.default_rng(0)
     weight = rng.normal(size=(96, 48)).astype(np.float32)
     x = rng.normal(size=(1, 9, 96)).astype(np.float32)
-    x[:, 0, 5] = 40.0                      # an outlier channel on the first token, as BERT's [CLS] carries
+    x[:, 0, 5] = 40.0  # an outlier channel on the first token, as BERT's [CLS] carries
     reference = _ort(_matmul_graph(weight, 3), x)
     smoothed = _matmul_graph(weight, 3)
     record = smooth_linears(smoothed, _Rows([x]), alpha=0.65)

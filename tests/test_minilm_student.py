@@ -1,5 +1,6 @@
 """The packaged MiniLM student: the real trained all-MiniLM-L6-v2 text tower (from its installed package) with the
 scene image tower, exported with its attention mask and taken through short-query, INT8 and the full gate."""
+
 import json
 
 import numpy as np
@@ -49,7 +50,9 @@ def test_export_short_query_and_int8_keep_the_cards_retrieval(minilm_export):
     manifest = json.loads((out / "manifest.json").read_text())
     card = json.loads((MINILM_DIR / CARD).read_text())["heldout_recall"]["student_fp32"]
     assert manifest["student"]["id"] == "embedded:mcad-minilm-scenes-v1"
-    assert manifest["text"]["inputs"] == ["input_ids", "attention_mask"] and manifest["text"]["tokenizer"] == "wordpiece"
+    assert (
+        manifest["text"]["inputs"] == ["input_ids", "attention_mask"] and manifest["text"]["tokenizer"] == "wordpiece"
+    )
     dyn = next(a for a in manifest["artifacts"] if a.get("dynamic_length"))
     assert dyn["dynamic_length"]["exact"] and dyn["dynamic_length"]["parity"]["cosine_min"] >= 0.9999
     proc = run_cli("quantize", out, "--precision", "dynamic", "--precision", "w8a16", "--precision", "w8")
@@ -61,8 +64,12 @@ def test_export_short_query_and_int8_keep_the_cards_retrieval(minilm_export):
     # a trained student: real rankings (not degenerate), so the full gate applies; the first 300 held-out scenes
     assert not fp32["degenerate"] and fp32["recall_meaningful"]
     assert fp32["recall_at_1"] >= card["t2i_r1"] - 0.05 and fp32["recall_at_10"] >= 0.95
-    for name in ("text_encoder.w8a16.onnx", "text_encoder.dyn.w8a16.onnx", "text_encoder.w8.onnx",
-                 "text_encoder.dyn.w8.onnx"):
+    for name in (
+        "text_encoder.w8a16.onnx",
+        "text_encoder.dyn.w8a16.onnx",
+        "text_encoder.w8.onnx",
+        "text_encoder.dyn.w8.onnx",
+    ):
         r = records[name]
         assert r["passed"] and r["cosine_mean"] >= 0.99 and r["top10_overlap"] >= 0.95, r
         assert fp32["recall_at_1"] - r["recall_at_1"] <= 0.005, r

@@ -1,4 +1,5 @@
 """Performance levers: the short-query text encoder, pread re-ranking, compact paths, the tokenizer's cost."""
+
 from __future__ import annotations
 
 import json
@@ -6,7 +7,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from mcad_export.runtime.encoders import onnx_session, open_encoder
 from mcad_export.runtime.index import GalleryIndex, LazyPaths, synthetic_gallery
@@ -22,7 +22,7 @@ def test_short_query_encoder_is_exact_and_used(embedded_run):
     parity = dyn["dynamic_length"]["parity"]
     assert dyn["dynamic_length"]["exact"] and parity["cosine_min"] >= 0.9999 and parity["samples"] == 1000
     assert parity["mean_tokens"] < 30 and dyn["inputs"][0]["shape"] == [1, "tokens"]
-    assert (out / dyn["external_data"]["path"]).stat().st_size > 0.8 * 19e6      # weights mapped from the side file
+    assert (out / dyn["external_data"]["path"]).stat().st_size > 0.8 * 19e6  # weights mapped from the side file
     assert (out / dyn["path"]).stat().st_size < 200_000
     quantized = [a for a in manifest["artifacts"] if a.get("source") == "text_encoder.dyn.onnx"]
     assert {a["precision"] for a in quantized} >= {"w8a8", "dynamic"} and all(a["dynamic_length"] for a in quantized)
@@ -33,9 +33,10 @@ def test_short_query_encoder_is_exact_and_used(embedded_run):
     full = onnx_session(out / "text_encoder.onnx").run(None, {"input_ids": ids})[0]
     short = onnx_session(out / "text_encoder.dyn.onnx")
     for row, n in zip(range(3), (int(r.argmax()) + 1 for r in ids)):
-        np.testing.assert_allclose(short.run(None, {"input_ids": ids[row:row + 1, :n]})[0][0], full[row], atol=2e-6)
-    np.testing.assert_allclose(open_encoder(out / "text_encoder.dyn.onnx", "onnxruntime", dynamic_length=True)(ids),
-                               full, atol=2e-6)
+        np.testing.assert_allclose(short.run(None, {"input_ids": ids[row : row + 1, :n]})[0][0], full[row], atol=2e-6)
+    np.testing.assert_allclose(
+        open_encoder(out / "text_encoder.dyn.onnx", "onnxruntime", dynamic_length=True)(ids), full, atol=2e-6
+    )
 
     gate = {r["artifact"]: r for r in json.loads((out / "reports" / "fidelity.json").read_text())}
     assert gate["text_encoder.dyn.onnx"]["passed"] and gate["text_encoder.dyn.onnx"]["cosine_min"] >= 0.9999
@@ -55,8 +56,9 @@ def test_bidirectional_text_tower_is_never_cut(tmp_path, tiny_open_clip_config):
     config = tmp_path / "tiny-bidirectional.json"
     config.write_text(json.dumps(cfg))
     out = tmp_path / "out"
-    proc = run_cli("export", "--student", f"open_clip:{config}", "--random-init", "--no-tflite", "--out", out,
-                   "--samples", 16)
+    proc = run_cli(
+        "export", "--student", f"open_clip:{config}", "--random-init", "--no-tflite", "--out", out, "--samples", 16
+    )
     assert proc.returncode == 0, proc.stderr
     proc = run_cli("short-query", out)
     assert proc.returncode == 0 and "fed every position" in proc.stdout, proc.stderr
@@ -70,7 +72,9 @@ def test_bidirectional_text_tower_is_never_cut(tmp_path, tiny_open_clip_config):
     # Fed whole it equals the contract model; cut after EOT it would not.
     ids = Tokenizer.from_artifacts(out)(["a red circle", "two people riding bicycles on a sunny day"])
     full = onnx_session(out / "text_encoder.onnx").run(None, {"input_ids": ids})[0]
-    np.testing.assert_allclose(open_encoder(out / dyn["path"], "onnxruntime", **feed_options(dyn))(ids), full, atol=2e-6)
+    np.testing.assert_allclose(
+        open_encoder(out / dyn["path"], "onnxruntime", **feed_options(dyn))(ids), full, atol=2e-6
+    )
     cut = open_encoder(out / dyn["path"], "onnxruntime", dynamic_length=True)(ids)
     assert float((cut[0] * full[0]).sum()) < 0.9999
 
@@ -93,24 +97,28 @@ def test_ivfpq_reranks_with_pread_and_paths_stay_compact(tmp_path):
     assert index.paths[-1] == paths[-1] and index.paths[3:5] == paths[3:5]
 
     # Not mapped: 2,000 re-ranked queries leave the 5 MB float file out of the process's resident set.
-    code = ("import numpy as np; from mcad_export.runtime.index import GalleryIndex; "
-            f"ix = GalleryIndex.load({str(tmp_path / 'ix')!r}); q = np.load({str(tmp_path / 'q.npy')!r}); "
-            "[ix.search(q[i % len(q)], 10) for i in range(2000)]; "
-            "lines = open('/proc/self/smaps').read().splitlines(); inside = False; total = 0\n"
-            "for line in lines:\n"
-            "    if '-' in line.split(' ')[0] and len(line.split()) >= 5: inside = line.endswith('embeddings.f32.npy')\n"
-            "    elif inside and line.startswith('Rss:'): total += int(line.split()[1])\n"
-            "print(total)")
+    code = (
+        "import numpy as np; from mcad_export.runtime.index import GalleryIndex; "
+        f"ix = GalleryIndex.load({str(tmp_path / 'ix')!r}); q = np.load({str(tmp_path / 'q.npy')!r}); "
+        "[ix.search(q[i % len(q)], 10) for i in range(2000)]; "
+        "lines = open('/proc/self/smaps').read().splitlines(); inside = False; total = 0\n"
+        "for line in lines:\n"
+        "    if '-' in line.split(' ')[0] and len(line.split()) >= 5: inside = line.endswith('embeddings.f32.npy')\n"
+        "    elif inside and line.startswith('Rss:'): total += int(line.split()[1])\n"
+        "print(total)"
+    )
     np.save(tmp_path / "q.npy", queries)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert int(proc.stdout.split()[-1]) < 64     # kB of the float file resident (mmap'd but never read)
+    assert int(proc.stdout.split()[-1]) < 64  # kB of the float file resident (mmap'd but never read)
 
 
 def test_tokenizer_is_cheaper_than_open_clips(embedded_run):
-    code = ("import gc; s = lambda: int([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1]); "
-            "from mcad_export.runtime.tokenizer import Tokenizer; a = s(); "
-            f"t = Tokenizer.from_artifacts({str(embedded_run[0])!r}); t('a red circle'); gc.collect(); print(s() - a)")
+    code = (
+        "import gc; s = lambda: int([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1]); "
+        "from mcad_export.runtime.tokenizer import Tokenizer; a = s(); "
+        f"t = Tokenizer.from_artifacts({str(embedded_run[0])!r}); t('a red circle'); gc.collect(); print(s() - a)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     # kB; measured 9.5 MB. open_clip's tuple-keyed ranks and eager ftfy cost ~30 MB, a string-keyed merge dict 14.6.
@@ -135,9 +143,11 @@ def test_numpy_ivfpq_equals_faiss_and_needs_no_faiss(tmp_path):
     np.testing.assert_allclose(got_scores, want_scores, atol=1e-5)
     assert all(set(a) == set(b) for a, b in zip(got_ids, want_ids))
 
-    code = ("import sys, numpy as np; from mcad_export.runtime.index import GalleryIndex; "
-            f"ix = GalleryIndex.load({str(tmp_path / 'ix')!r}); ix.search(np.ones(64, np.float32) / 8, 10); "
-            "print('faiss' in sys.modules)")
+    code = (
+        "import sys, numpy as np; from mcad_export.runtime.index import GalleryIndex; "
+        f"ix = GalleryIndex.load({str(tmp_path / 'ix')!r}); ix.search(np.ones(64, np.float32) / 8, 10); "
+        "print('faiss' in sys.modules)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.strip() == "False", proc.stdout + proc.stderr
 
@@ -153,14 +163,18 @@ def test_length_buckets_are_exact_and_dispatch_like_the_app(embedded_run):
     for tokens, b in buckets.items():
         assert b["parity"]["cosine_min"] >= 0.9999 and 0 < b["parity"]["covers"] <= 1
         session = onnx_session(out / b["path"])
-        assert session.get_inputs()[0].shape == [1, tokens]          # static: what an HTP graph needs
+        assert session.get_inputs()[0].shape == [1, tokens]  # static: what an HTP graph needs
     assert buckets[16]["parity"]["covers"] < buckets[32]["parity"]["covers"]
     # No bucket file among the host artifacts: the CPU query path runs the short-query encoder.
     assert not any(a["path"].startswith("buckets/") for a in manifest["artifacts"])
 
     tok = Tokenizer.from_artifacts(out)
-    texts = ["dog", "a red circle above a blue square and a green triangle",
-             " ".join(["a small red circle"] * 6), " ".join(["big blue square"] * 30)]
+    texts = [
+        "dog",
+        "a red circle above a blue square and a green triangle",
+        " ".join(["a small red circle"] * 6),
+        " ".join(["big blue square"] * 30),
+    ]
     ids = tok(texts)
     lengths = [int(r.argmax()) + 1 for r in ids]
     assert [pick_bucket(buckets, n) for n in lengths] == [16, 16, 32, None]
@@ -192,8 +206,8 @@ def test_query_forward_restatement_is_exact(tiny_open_clip_config, tmp_path):
             assert module.restated
             for row in range(len(ids)):
                 n = int(ids[row].argmax()) + 1 if causal else ids.shape[1]
-                got = module(ids[row:row + 1, :n].int())
+                got = module(ids[row : row + 1, :n].int())
                 torch.testing.assert_close(got[0], want[row], atol=2e-6, rtol=0)
             if not causal:
                 n = int(ids[0].argmax()) + 1
-                assert float(module(ids[:1, :n].int())[0] @ want[0]) < 0.9999   # padding matters here
+                assert float(module(ids[:1, :n].int())[0] @ want[0]) < 0.9999  # padding matters here

@@ -1,5 +1,6 @@
 """INT8 that provably keeps retrieval: the gate passes on the good models, fails on a broken one,
 and its numbers are reproducible from the artifacts alone."""
+
 import json
 import shutil
 
@@ -17,8 +18,19 @@ from mcad_export.runtime import Tokenizer
 
 from .conftest import run_cli
 
-REQUIRED = {"artifact", "runtime", "precision", "cosine_mean", "cosine_min", "recall_at_1", "recall_at_5",
-            "recall_at_10", "recall_at_1_fp32", "top10_overlap", "passed"}
+REQUIRED = {
+    "artifact",
+    "runtime",
+    "precision",
+    "cosine_mean",
+    "cosine_min",
+    "recall_at_1",
+    "recall_at_5",
+    "recall_at_10",
+    "recall_at_1_fp32",
+    "top10_overlap",
+    "passed",
+}
 
 
 def _artifacts(out):
@@ -77,19 +89,24 @@ def test_tflite_twins_and_their_int8_variants(embedded_run):
 
 def test_fidelity_numbers_recomputed_independently(embedded_run):
     out, _ = embedded_run
-    record = next(r for r in json.loads((out / "reports" / "fidelity.json").read_text())
-                  if r["artifact"] == "text_encoder.w8a8.onnx")
+    record = next(
+        r
+        for r in json.loads((out / "reports" / "fidelity.json").read_text())
+        if r["artifact"] == "text_encoder.w8a8.onnx"
+    )
     _, captions = render_split("heldout", 1000)
     ids = Tokenizer.from_artifacts(out)(captions)
     session = ort.InferenceSession(str(out / "text_encoder.w8a8.onnx"))
-    txt = np.concatenate([session.run(None, {"input_ids": ids[i:i + 100]})[0] for i in range(0, 1000, 100)])
+    txt = np.concatenate([session.run(None, {"input_ids": ids[i : i + 100]})[0] for i in range(0, 1000, 100)])
     reference = np.load(out / "reference" / "eval_embeddings.npz")
     cos = (txt / np.linalg.norm(txt, axis=1, keepdims=True) * reference["text_embeds"]).sum(1)
     assert abs(cos.mean() - record["cosine_mean"]) < 1e-5 and abs(cos.min() - record["cosine_min"]) < 1e-4
     recall = recall_at(reference["image_embeds"], txt)
     assert abs(recall["t2i_r1"] - record["recall_at_1"]) < 1e-9
-    assert abs(recall_at(reference["image_embeds"], reference["text_embeds"])["t2i_r1"]
-               - record["recall_at_1_fp32"]) < 1e-9
+    assert (
+        abs(recall_at(reference["image_embeds"], reference["text_embeds"])["t2i_r1"] - record["recall_at_1_fp32"])
+        < 1e-9
+    )
 
 
 def test_quantized_causal_mask_fails_the_gate(embedded_run, tmp_path, monkeypatch):
@@ -97,16 +114,22 @@ def test_quantized_causal_mask_fails_the_gate(embedded_run, tmp_path, monkeypatc
     shutil.copytree(embedded_run[0], out)
     # Undo the protection and quantize the additive-mask Add too: the trap the recipes avoid.
     monkeypatch.setattr(onnx_recipes, "mask_consumers", lambda model: [])
-    monkeypatch.setitem(onnx_recipes.RECIPES, "w8a8",
-                        dict(onnx_recipes.RECIPES["w8a8"], op_types=["MatMul", "Gemm", "Gather", "Add", "Softmax"]))
+    monkeypatch.setitem(
+        onnx_recipes.RECIPES,
+        "w8a8",
+        dict(onnx_recipes.RECIPES["w8a8"], op_types=["MatMul", "Gemm", "Gather", "Add", "Softmax"]),
+    )
     records = quantize_artifacts(out, ("w8a8",), auto=False)
     text = next(r for r in records if r["path"] == "text_encoder.w8a8.onnx")
     assert not text["tuning"]["passed"] and (out / text["path"]).is_file()  # --no-auto keeps it for verify
     with pytest.raises(FidelityGateError) as info:
         verify_artifacts(out)
     assert "text_encoder.w8a8.onnx" in str(info.value)
-    record = next(r for r in json.loads((out / "reports" / "fidelity.json").read_text())
-                  if r["artifact"] == "text_encoder.w8a8.onnx")
+    record = next(
+        r
+        for r in json.loads((out / "reports" / "fidelity.json").read_text())
+        if r["artifact"] == "text_encoder.w8a8.onnx"
+    )
     assert not record["passed"] and record["misses"]
 
 
@@ -120,8 +143,18 @@ def test_calibration_data_from_user_folders(embedded_run, tmp_path):
         Image.fromarray(img).resize((96, 80)).save(folder / f"{i}.png")
     (folder / "broken.jpg").write_bytes(b"not an image")
     (tmp_path / "caps.txt").write_text("\n".join(captions) + "\n")
-    args = ["quantize", out, "--precision", "dynamic", "--calib-images", folder, "--calib-captions",
-            tmp_path / "caps.txt", "--num-calib", 8]
+    args = [
+        "quantize",
+        out,
+        "--precision",
+        "dynamic",
+        "--calib-images",
+        folder,
+        "--calib-captions",
+        tmp_path / "caps.txt",
+        "--num-calib",
+        8,
+    ]
     proc = run_cli(*args)
     assert proc.returncode == 2 and "only 5 calibration images and 5 captions" in proc.stderr
     proc = run_cli(*args, "--allow-small-calibration")
@@ -139,8 +172,17 @@ def test_calibration_args_must_come_in_pairs(embedded_run, tmp_path):
 def test_quantize_and_verify_an_unseen_student(tmp_path, tiny_open_clip_config):
     """Any export quantizes: varied real inputs calibrate it and the gate labels recall as meaningless."""
     out = tmp_path / "tiny"
-    proc = run_cli("export", "--student", f"open_clip:{tiny_open_clip_config}", "--random-init", "--out", out,
-                   "--samples", 48, "--no-tflite")
+    proc = run_cli(
+        "export",
+        "--student",
+        f"open_clip:{tiny_open_clip_config}",
+        "--random-init",
+        "--out",
+        out,
+        "--samples",
+        48,
+        "--no-tflite",
+    )
     assert proc.returncode == 0, proc.stderr
     proc = run_cli("quantize", out, "--precision", "w8a8", "--precision", "fp16", "--no-auto", "--num-calib", 32)
     assert proc.returncode == 0, proc.stderr

@@ -1,4 +1,5 @@
 """The profiling report: self-contained HTML that a real browser renders with its plots and verdict."""
+
 import json
 import re
 import shutil
@@ -22,9 +23,21 @@ def chromium() -> str:
 
 
 def headless(tmp_path, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=3000", *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [
+            chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=3000",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def pixels_near(image: np.ndarray, rgb, tol: int = 6) -> int:
@@ -86,4 +99,4 @@ def test_latency_histogram_keeps_its_axis_on_the_data():
     assert page.count("<rect") > 20 and "off scale" in page and "stroke-dasharray" not in page
     slow = list(6.0 + 0.5 * rng.standard_normal(500))
     page = svg.histogram("h", "t", {"q": slow}, "ms", marker=("budget 8 ms", 8.0))
-    assert "off scale" not in page and "stroke-dasharray" in page     # the budget line is drawn on the axis
+    assert "off scale" not in page and "stroke-dasharray" in page  # the budget line is drawn on the axis

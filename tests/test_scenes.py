@@ -1,4 +1,5 @@
 """The scene generator is deterministic and its captions identify their images."""
+
 import numpy as np
 
 from mcad_export.data.scenes import SPLIT_SEEDS, caption_at, render_split, write_gallery

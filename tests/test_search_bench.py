@@ -1,4 +1,5 @@
 """Gallery index, the torch-free query path, `bench` numbers and the budget verdict."""
+
 import json
 import shutil
 import subprocess
@@ -56,14 +57,16 @@ def test_query_path_recall_and_no_torch(embedded_run):
     out, _ = embedded_run
     fidelity = {r["artifact"]: r for r in json.loads((out / FIDELITY_REPORT).read_text())}
     deployed = json.loads((out / MANIFEST).read_text())["deployment"]["text_encoder"]
-    code = ("import sys, json; from mcad_export.runtime.search import TextSearch; "
-            "from mcad_export.data.scenes import caption_at; "
-            f"s = TextSearch({str(out)!r}); "
-            "hits = [s.search(caption_at('heldout', i), 10) for i in range(1000)]; "
-            "r1 = sum(h[0].path.endswith(f'heldout_{i:05d}.png') for i, h in enumerate(hits)) / 1000; "
-            "r10 = sum(any(x.path.endswith(f'heldout_{i:05d}.png') for x in h) for i, h in enumerate(hits)) / 1000; "
-            "print(json.dumps({'r1': r1, 'r10': r10, 'artifact': s.artifact['path'], "
-            "'heavy': [m for m in ('torch', 'open_clip', 'onnx') if m in sys.modules]}))")
+    code = (
+        "import sys, json; from mcad_export.runtime.search import TextSearch; "
+        "from mcad_export.data.scenes import caption_at; "
+        f"s = TextSearch({str(out)!r}); "
+        "hits = [s.search(caption_at('heldout', i), 10) for i in range(1000)]; "
+        "r1 = sum(h[0].path.endswith(f'heldout_{i:05d}.png') for i, h in enumerate(hits)) / 1000; "
+        "r10 = sum(any(x.path.endswith(f'heldout_{i:05d}.png') for x in h) for i, h in enumerate(hits)) / 1000; "
+        "print(json.dumps({'r1': r1, 'r10': r10, 'artifact': s.artifact['path'], "
+        "'heavy': [m for m in ('torch', 'open_clip', 'onnx') if m in sys.modules]}))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -122,8 +125,9 @@ def test_bench_json_holds_consistent_measured_numbers(embedded_run):
     ranking = bench["artifacts"]["text_ranking"]
     eligible = [r for r in ranking if r["gate_passed"] is not False]
     assert bench["artifacts"]["text"]["path"] == min(eligible, key=lambda r: r["p50_ms"])["artifact"]
-    assert len(ranking) == len([a for a in json.loads((out / MANIFEST).read_text())["artifacts"]
-                                if a["encoder"] == "text"])
+    assert len(ranking) == len(
+        [a for a in json.loads((out / MANIFEST).read_text())["artifacts"] if a["encoder"] == "text"]
+    )
     # Matmul FLOPs of the embedded text transformer (width 96, 4 layers, MLP 4x, 128-d projection) at T tokens.
     limit = bench["physical_limit"]
     t, w = limit["query_tokens_mean"], 96
@@ -134,8 +138,9 @@ def test_bench_json_holds_consistent_measured_numbers(embedded_run):
     text = limit["text_encoder"]
     peak = limit["peak_int8_gops"] if text["peak_kind"] == "int8" else limit["peak_gemm_gflops"]
     assert text["compute_ms"] == pytest.approx(expected / peak / 1e6, rel=1e-3)
-    assert text["memory_ms"] == pytest.approx(text["bytes_per_query"]["total"] / limit["read_bandwidth_gbs"] / 1e6,
-                                              rel=1e-3)
+    assert text["memory_ms"] == pytest.approx(
+        text["bytes_per_query"]["total"] / limit["read_bandwidth_gbs"] / 1e6, rel=1e-3
+    )
     assert limit["text_encoder_limit_ms"] == pytest.approx(max(text["compute_ms"], text["memory_ms"]), abs=1e-4)
     assert limit["query_limit_ms"] >= limit["text_encoder_limit_ms"] and limit["index_scan_bytes"] > 0
     assert set(limit["per_artifact"]) <= {r["artifact"] for r in ranking}
@@ -150,8 +155,19 @@ def test_bench_json_holds_consistent_measured_numbers(embedded_run):
 
 
 def test_enforce_budget_fails_with_the_numbers(scratch_export):
-    proc = run_cli("bench", scratch_export, "--quick", "--no-baseline", "--sweep-sizes", "0", "--gallery-size", "0",
-                   "--budget-ms", "0.001", "--enforce-budget")
+    proc = run_cli(
+        "bench",
+        scratch_export,
+        "--quick",
+        "--no-baseline",
+        "--sweep-sizes",
+        "0",
+        "--gallery-size",
+        "0",
+        "--budget-ms",
+        "0.001",
+        "--enforce-budget",
+    )
     assert proc.returncode == 6, proc.stderr
     assert proc.stderr.startswith("error: budget missed: p50") and len(proc.stderr.strip().splitlines()) == 1
     bench = json.loads((scratch_export / BENCH_REPORT).read_text())
@@ -159,12 +175,15 @@ def test_enforce_budget_fails_with_the_numbers(scratch_export):
     assert bench["gallery_size"] == 1000 and bench["baseline"] is None and bench["index_sweep"] is None
 
 
-@pytest.mark.parametrize("args, message", [
-    (["search", "{dir}", "x"], "no gallery index"),
-    (["index", "{dir}", "--images", "{dir}/nope"], "is not a folder"),
-    (["bench", "{dir}", "--artifact", "text_encoder.w4.onnx"], "no text-encoder artifact"),
-    (["report", "{dir}"], "no reports/bench.json"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["search", "{dir}", "x"], "no gallery index"),
+        (["index", "{dir}", "--images", "{dir}/nope"], "is not a folder"),
+        (["bench", "{dir}", "--artifact", "text_encoder.w4.onnx"], "no text-encoder artifact"),
+        (["report", "{dir}"], "no reports/bench.json"),
+    ],
+)
 def test_bad_runtime_inputs_get_one_line(scratch_export, args, message):
     shutil.rmtree(scratch_export / INDEX_DIR)
     (scratch_export / BENCH_REPORT).unlink()

@@ -1,4 +1,5 @@
 """The torch-free WordPiece tokenizer must equal Hugging Face's fast BERT tokenizer for every input."""
+
 import random
 
 import numpy as np
@@ -13,11 +14,21 @@ from .test_tokenizer import TRICKY
 
 CONTEXT = 32
 BERT_TRICKY = TRICKY + [
-    "[CLS] typed [SEP] specials [PAD] inside [MASK] and [UNK]", "[cls] lower-case is not special", "[PAD]",
-    "Ångström İstanbul ΣΟΦΙΑ straße", "中文分词测试，全角标点。", "naïve—dash…ellipsis «quotes»",
-    "supercalifragilisticexpialidocious antidisestablishmentarianism", "x" * 101, "unaffable unbelievably",
-    "$5+3=8 <tag> a|b ^caret `tick` ~tilde", "\u00ad soft hyphen \ufeff bom \u200d zwj", "\ufffd replacement",
-    "\u3000ideographic space\u2003em space\u00a0nbsp", "𠀀𪜀 extension-b ideographs", "Ⅻ ① ²³ ﬃ",
+    "[CLS] typed [SEP] specials [PAD] inside [MASK] and [UNK]",
+    "[cls] lower-case is not special",
+    "[PAD]",
+    "Ångström İstanbul ΣΟΦΙΑ straße",
+    "中文分词测试，全角标点。",
+    "naïve—dash…ellipsis «quotes»",
+    "supercalifragilisticexpialidocious antidisestablishmentarianism",
+    "x" * 101,
+    "unaffable unbelievably",
+    "$5+3=8 <tag> a|b ^caret `tick` ~tilde",
+    "\u00ad soft hyphen \ufeff bom \u200d zwj",
+    "\ufffd replacement",
+    "\u3000ideographic space\u2003em space\u00a0nbsp",
+    "𠀀𪜀 extension-b ideographs",
+    "Ⅻ ① ²³ ﬃ",
 ]
 
 
@@ -45,8 +56,9 @@ def _encode(reference, texts):
 @pytest.fixture(scope="module", params=[(True, None), (False, False)], ids=["uncased", "cased"])
 def pair(request, tmp_path_factory):
     lowercase, strip = request.param
-    ours = WordPieceTokenizer(read_vocab(minilm_folder() / "vocab.txt"), context_length=CONTEXT,
-                              lowercase=lowercase, strip_accents=strip)
+    ours = WordPieceTokenizer(
+        read_vocab(minilm_folder() / "vocab.txt"), context_length=CONTEXT, lowercase=lowercase, strip_accents=strip
+    )
     folder = tmp_path_factory.mktemp("wp")
     ours.save(folder)
     return _reference(lowercase, strip), Tokenizer.from_artifacts(folder)
@@ -65,9 +77,20 @@ def test_tricky_strings_identical(pair):
 def test_random_unicode_identical(pair):
     reference, ours = pair
     rng = random.Random(4321)
-    pools = [range(0x20, 0x7F), range(0xA0, 0x250), range(0x300, 0x370), range(0x370, 0x400),
-             range(0x3000, 0x30FF), range(0x4E00, 0x4F00), range(0xAC00, 0xAD00), range(0x1F300, 0x1F64F),
-             range(0x600, 0x6FF), range(0x2000, 0x2070), range(0xFF00, 0xFFEF), range(0x0, 0x20)]
+    pools = [
+        range(0x20, 0x7F),
+        range(0xA0, 0x250),
+        range(0x300, 0x370),
+        range(0x370, 0x400),
+        range(0x3000, 0x30FF),
+        range(0x4E00, 0x4F00),
+        range(0xAC00, 0xAD00),
+        range(0x1F300, 0x1F64F),
+        range(0x600, 0x6FF),
+        range(0x2000, 0x2070),
+        range(0xFF00, 0xFFEF),
+        range(0x0, 0x20),
+    ]
     texts = ["".join(chr(rng.choice(rng.choice(pools))) for _ in range(rng.randint(0, 40))) for _ in range(400)]
     ids, mask = _encode(reference, texts)
     np.testing.assert_array_equal(ours(texts), ids)
@@ -89,7 +112,7 @@ def test_every_code_point_normalizes_and_splits_as_tokenizers(pair):
     points = [cp for cp in range(0x110000) if not 0xD800 <= cp < 0xE000]
     for start in range(0, len(points), 2048):
         # "x" between code points keeps combining marks from reordering across neighbours in NFD
-        text = "x".join(map(chr, points[start:start + 2048]))
+        text = "x".join(map(chr, points[start : start + 2048]))
         normalized = normalizer.normalize_str(text)
         assert ours.normalize(text) == normalized, hex(points[start])
         assert ours.words(normalized) == [w for w, _ in pre.pre_tokenize_str(normalized)], hex(points[start])

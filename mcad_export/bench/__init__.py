@@ -5,6 +5,7 @@ PyTorch), started with exactly the thread count being measured, so imports, memo
 pools of one measurement never leak into another. Writes reports/bench.json.
 Kept import-light on purpose: the probes import this package.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,18 +19,34 @@ from pathlib import Path
 DEFAULT_GALLERY_SIZE = 100_000
 DEFAULT_SWEEP_SIZES = (1_000, 10_000, 100_000)
 GENERIC_QUERIES = (
-    "a red circle above a blue square", "a photo of a dog playing on the beach", "two people riding bicycles",
-    "a bowl of fruit on a wooden table", "city skyline at night", "a cat sleeping on a sofa",
-    "snowy mountains under a clear sky", "a plate of pasta with tomato sauce",
+    "a red circle above a blue square",
+    "a photo of a dog playing on the beach",
+    "two people riding bicycles",
+    "a bowl of fruit on a wooden table",
+    "city skyline at night",
+    "a cat sleeping on a sofa",
+    "snowy mountains under a clear sky",
+    "a plate of pasta with tomato sauce",
 )
 
 
 class Settings:
     """What to measure; defaults are the CLI's."""
 
-    def __init__(self, *, artifact=None, threads=(1,), gallery_size=DEFAULT_GALLERY_SIZE, index_kind=None,
-                 budget_mb=100.0, budget_ms=8.0, sweep_sizes=DEFAULT_SWEEP_SIZES, sweep_kinds=("flat", "sq8", "ivfpq"),
-                 baseline=True, quick=False):
+    def __init__(
+        self,
+        *,
+        artifact=None,
+        threads=(1,),
+        gallery_size=DEFAULT_GALLERY_SIZE,
+        index_kind=None,
+        budget_mb=100.0,
+        budget_ms=8.0,
+        sweep_sizes=DEFAULT_SWEEP_SIZES,
+        sweep_kinds=("flat", "sq8", "ivfpq"),
+        baseline=True,
+        quick=False,
+    ):
         self.artifact, self.threads, self.gallery_size = artifact, tuple(threads), gallery_size
         self.index_kind, self.budget_mb, self.budget_ms = index_kind, budget_mb, budget_ms
         self.sweep_sizes, self.sweep_kinds, self.baseline, self.quick = tuple(sweep_sizes), sweep_kinds, baseline, quick
@@ -42,16 +59,20 @@ class Settings:
             return isinstance(value, int) and not isinstance(value, bool)
 
         if not whole(self.gallery_size) or self.gallery_size < 0:
-            raise InputError(f"--gallery-size must be a number of images (0 = the real index as it is), got "
-                             f"{self.gallery_size}")
+            raise InputError(
+                f"--gallery-size must be a number of images (0 = the real index as it is), got {self.gallery_size}"
+            )
         if not self.threads or not all(whole(t) and t >= 1 for t in self.threads):
             raise InputError(f"--threads must be positive thread counts, got {','.join(map(str, self.threads))}")
         if not all(whole(n) and n >= 1 for n in self.sweep_sizes):
-            raise InputError(f"--sweep-sizes must be positive gallery sizes (0 alone skips the sweep), got "
-                             f"{','.join(map(str, self.sweep_sizes))}")
+            raise InputError(
+                f"--sweep-sizes must be positive gallery sizes (0 alone skips the sweep), got "
+                f"{','.join(map(str, self.sweep_sizes))}"
+            )
         if not (self.budget_mb > 0 and self.budget_ms > 0):
-            raise InputError(f"--budget-mb and --budget-ms must be positive, got {self.budget_mb:g} and "
-                             f"{self.budget_ms:g}")
+            raise InputError(
+                f"--budget-mb and --budget-ms must be positive, got {self.budget_mb:g} and {self.budget_ms:g}"
+            )
 
     def check(self, root: Path) -> None:
         """check_values, and a gallery this machine can build, before anything is built."""
@@ -65,13 +86,17 @@ class Settings:
         need = 3 * largest * dim * 4
         available = available_memory()
         if available is not None and need > available:
-            raise InputError(f"a {largest:,}-image gallery of {dim}-d embeddings needs about {need / 2**30:.1f} GiB of "
-                             f"memory to build, but {available / 2**30:.1f} GiB is available; choose a smaller "
-                             "--gallery-size / --sweep-sizes")
+            raise InputError(
+                f"a {largest:,}-image gallery of {dim}-d embeddings needs about {need / 2**30:.1f} GiB of "
+                f"memory to build, but {available / 2**30:.1f} GiB is available; choose a smaller "
+                "--gallery-size / --sweep-sizes"
+            )
         disk = shutil.disk_usage(root).free
         if largest * dim * 4 * 1.2 > disk:
-            raise InputError(f"a {largest:,}-image gallery needs about {largest * dim * 4 * 1.2 / 2**30:.1f} GiB of disk "
-                             f"under {root}, but {disk / 2**30:.1f} GiB is free; choose a smaller --gallery-size")
+            raise InputError(
+                f"a {largest:,}-image gallery needs about {largest * dim * 4 * 1.2 / 2**30:.1f} GiB of disk "
+                f"under {root}, but {disk / 2**30:.1f} GiB is free; choose a smaller --gallery-size"
+            )
 
     def measure(self, kind: str) -> dict:
         """Sampling effort: `selection` is a quick ranking, `full` is for the reported numbers."""
@@ -102,10 +127,16 @@ def run_probe(module: str, config: dict, threads: int, workdir: Path, timeout: i
     with os.fdopen(fd, "w") as f:
         json.dump(config, f)
     path = Path(name)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-m", module, str(path)], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(threads),
+        OPENBLAS_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        TF_CPP_MIN_LOG_LEVEL="3",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", module, str(path)], capture_output=True, text=True, timeout=timeout, env=env
+    )
     raise_for_child(proc, f"benchmark step {config.get('mode', module)}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -119,5 +150,5 @@ def bench(directory, settings: Settings | None = None, progress=None) -> dict:
     root = Path(directory)
     with folder_lock(root, "bench"):
         settings.check(root)
-        with scratch_dir(root) as workdir:   # a killed bench's leftovers are removed by the next stage
+        with scratch_dir(root) as workdir:  # a killed bench's leftovers are removed by the next stage
             return run_bench(root, settings, workdir, progress or (lambda message: None))

@@ -4,6 +4,7 @@ What a user without this toolkit runs: the student loaded as trained, open_clip-
 to the full context length, `encode_text` in eager mode, then `torch.topk` over the same
 gallery embeddings the optimised path searches. Prints one JSON object as the last stdout line.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,10 +51,15 @@ def main(cfg: dict) -> dict:
         state["i"] += 1
 
     latency = measure(one_query, **cfg.get("measure", {}))
-    return {"name": "pytorch-eager-fp32", "description": f"{student.id}: open_clip-style tokenize (context "
-            f"{student.context_length}) + encode_text (eager fp32) + torch.topk over {len(gallery)} embeddings",
-            "latency": latency, "peak_rss_mb": memory_status()["VmHWM"], "torch_version": torch.__version__,
-            "torch_threads": torch.get_num_threads()}
+    return {
+        "name": "pytorch-eager-fp32",
+        "description": f"{student.id}: open_clip-style tokenize (context "
+        f"{student.context_length}) + encode_text (eager fp32) + torch.topk over {len(gallery)} embeddings",
+        "latency": latency,
+        "peak_rss_mb": memory_status()["VmHWM"],
+        "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 if __name__ == "__main__":

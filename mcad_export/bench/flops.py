@@ -7,6 +7,7 @@ export computes all L positions, but a causal, EOT-pooled encoder needs only the
 product is scaled by (T/L) per dimension that runs over positions (one for projections and MLPs,
 two for attention scores and their weighted sum).
 """
+
 from __future__ import annotations
 
 import math
@@ -48,10 +49,15 @@ def matmul_flops(path, context_length: int, tokens: float) -> dict:
         if k is None or None in out[-1:]:
             unknown += 1
             continue
-        out = [1 if d is None else d for d in out]   # e.g. the pooled row after argmax: batch 1
+        out = [1 if d is None else d for d in out]  # e.g. the pooled row after argmax: batch 1
         flops = 2.0 * math.prod(out) * k
         full += flops
         over_positions = sum(1 for d in [*out[-2:], k] if d == context_length)
-        at_tokens += flops * ratio ** over_positions
-    return {"full": full, "at_tokens": at_tokens, "unknown_nodes": unknown, "context_length": context_length,
-            "tokens": tokens}
+        at_tokens += flops * ratio**over_positions
+    return {
+        "full": full,
+        "at_tokens": at_tokens,
+        "unknown_nodes": unknown,
+        "context_length": context_length,
+        "tokens": tokens,
+    }

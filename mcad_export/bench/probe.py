@@ -6,6 +6,7 @@ rate of this many threads, fp32 and int8), `bandwidth` (the read bandwidth of th
 before this process starts, so numpy and faiss use exactly the threads asked for. Prints one
 JSON object as the last line of stdout.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,13 +26,18 @@ def query(cfg: dict) -> dict:
         import onnxruntime  # noqa: F401
     else:
         import ai_edge_litert.interpreter  # noqa: F401
-    if cfg["index_kind"] == "sq8":   # ivfpq searches in numpy (runtime/ivfpq.py), flat too
+    if cfg["index_kind"] == "sq8":  # ivfpq searches in numpy (runtime/ivfpq.py), flat too
         import faiss  # noqa: F401
     from ..runtime.search import TextSearch
 
     memory["runtime_libraries"] = memory_status()
-    search = TextSearch(cfg["dir"], cfg["artifact"], cfg["threads"], cfg["index_dir"],
-                        on_stage=lambda name: memory.__setitem__(name, memory_status()))
+    search = TextSearch(
+        cfg["dir"],
+        cfg["artifact"],
+        cfg["threads"],
+        cfg["index_dir"],
+        on_stage=lambda name: memory.__setitem__(name, memory_status()),
+    )
     queries = cfg["queries"]
     state = {"i": 0}
     stages = {"tokenize_ms": [], "encode_ms": [], "search_ms": []}
@@ -46,9 +52,15 @@ def query(cfg: dict) -> dict:
     memory["queries"] = memory_status()
     n = latency["repeats"]
     tokens = [int((search.tokenizer(q)[0] != search.tokenizer.pad_token_id).sum()) for q in queries]
-    return {"latency": latency, "stages_p50_ms": {k: float(np.median(v[-n:])) for k, v in stages.items()},
-            "memory": memory, "peak_rss_mb": memory_status()["VmHWM"], "index_size": len(search.index),
-            "query_tokens_mean": float(np.mean(tokens)), "torch_imported": _heavy_imported()}
+    return {
+        "latency": latency,
+        "stages_p50_ms": {k: float(np.median(v[-n:])) for k, v in stages.items()},
+        "memory": memory,
+        "peak_rss_mb": memory_status()["VmHWM"],
+        "index_size": len(search.index),
+        "query_tokens_mean": float(np.mean(tokens)),
+        "torch_imported": _heavy_imported(),
+    }
 
 
 def encoder(cfg: dict) -> dict:
@@ -56,8 +68,9 @@ def encoder(cfg: dict) -> dict:
 
     from ..runtime.encoders import open_encoder
 
-    run = open_encoder(cfg["path"], cfg["runtime"], cfg["threads"], cfg.get("optimization", "all"),
-                       **cfg.get("feed", {}))
+    run = open_encoder(
+        cfg["path"], cfg["runtime"], cfg["threads"], cfg.get("optimization", "all"), **cfg.get("feed", {})
+    )
     x = np.load(cfg["input"])
     latency = measure(lambda: run(x), **cfg.get("measure", {}))
     return {"latency": latency, "peak_rss_mb": memory_status()["VmHWM"], "torch_imported": _heavy_imported()}
@@ -82,7 +95,7 @@ def index_sweep(cfg: dict) -> dict:
             build_s = time.perf_counter() - t0
             state = {"i": 0}
 
-            def one():
+            def one(index=index, state=state):  # bound now: `index` is deleted after this size
                 index.search(queries[state["i"] % len(queries)][None], 10)
                 state["i"] += 1
 
@@ -90,13 +103,22 @@ def index_sweep(cfg: dict) -> dict:
             _, ids = index.search(queries, 10)
             if kind == "flat":
                 exact = ids
-            overlap = (float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, exact)]))
-                       if exact is not None else None)
+            overlap = (
+                float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, exact)])) if exact is not None else None
+            )
             code_bytes = index.codes.sa_code_size() * size if index.codes is not None else 0
-            rows.append({"gallery_size": size, "kind": kind, "build_s": round(build_s, 3),
-                         "search_latency_ms": {k: latency[k] for k in ("p50", "p90", "p99", "repeats")},
-                         "scan_bytes": code_bytes or gallery.nbytes, "float_bytes": gallery.nbytes,
-                         "top10_overlap_vs_flat": overlap, "params": index.params})
+            rows.append(
+                {
+                    "gallery_size": size,
+                    "kind": kind,
+                    "build_s": round(build_s, 3),
+                    "search_latency_ms": {k: latency[k] for k in ("p50", "p90", "p99", "repeats")},
+                    "scan_bytes": code_bytes or gallery.nbytes,
+                    "float_bytes": gallery.nbytes,
+                    "top10_overlap_vs_flat": overlap,
+                    "params": index.params,
+                }
+            )
             del index
         del gallery
     return {"rows": rows, "synthetic_beyond": len(real) if real is not None else 0}
@@ -111,14 +133,22 @@ def gemm(cfg: dict) -> dict:
     rng = np.random.default_rng(0)
     for n in cfg.get("sizes", (256, 512, 1024)):
         a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
-        stats = measure(lambda: a @ b, warmup=2, min_repeats=5, min_seconds=0.5, max_seconds=5)
-        best[f"numpy_{n}"] = 2 * n ** 3 / (stats["min"] * 1e-3) / 1e9
+        stats = measure(lambda a=a, b=b: a @ b, warmup=2, min_repeats=5, min_seconds=0.5, max_seconds=5)
+        best[f"numpy_{n}"] = 2 * n**3 / (stats["min"] * 1e-3) / 1e9
         best[f"onnxruntime_{n}"] = _ort_matmul_rate("MatMul", a, b, cfg["threads"])
-        int8[f"onnxruntime_int8_{n}"] = _ort_matmul_rate("MatMulInteger", rng.integers(0, 255, (n, n), dtype=np.uint8),
-                                                         rng.integers(-127, 127, (n, n), dtype=np.int8), cfg["threads"])
-    return {"gflops": {k: round(v, 2) for k, v in best.items()}, "peak_gflops": round(max(best.values()), 2),
-            "peak_source": max(best, key=best.get), "int8_gops": {k: round(v, 2) for k, v in int8.items()},
-            "peak_int8_gops": round(max(int8.values()), 2)}
+        int8[f"onnxruntime_int8_{n}"] = _ort_matmul_rate(
+            "MatMulInteger",
+            rng.integers(0, 255, (n, n), dtype=np.uint8),
+            rng.integers(-127, 127, (n, n), dtype=np.int8),
+            cfg["threads"],
+        )
+    return {
+        "gflops": {k: round(v, 2) for k, v in best.items()},
+        "peak_gflops": round(max(best.values()), 2),
+        "peak_source": max(best, key=best.get),
+        "int8_gops": {k: round(v, 2) for k, v in int8.items()},
+        "peak_int8_gops": round(max(int8.values()), 2),
+    }
 
 
 def bandwidth(cfg: dict) -> dict:
@@ -132,8 +162,12 @@ def bandwidth(cfg: dict) -> dict:
     for name, kernel in (("numpy_sum", lambda: a.sum()), ("blas_dot", lambda: a @ a)):
         stats = measure(kernel, warmup=1, min_repeats=5, min_seconds=0.5, max_seconds=5)
         rates[name] = round(a.nbytes / (stats["min"] * 1e-3) / 1e9, 2)
-    return {"read_gbs": rates, "peak_read_gbs": max(rates.values()), "peak_source": max(rates, key=rates.get),
-            "buffer_mb": size_mb}
+    return {
+        "read_gbs": rates,
+        "peak_read_gbs": max(rates.values()),
+        "peak_source": max(rates, key=rates.get),
+        "buffer_mb": size_mb,
+    }
 
 
 def _ort_matmul_rate(op: str, a, b, threads: int) -> float:
@@ -143,11 +177,13 @@ def _ort_matmul_rate(op: str, a, b, threads: int) -> float:
     from onnx import TensorProto, helper, numpy_helper
 
     out_type = TensorProto.INT32 if op == "MatMulInteger" else TensorProto.FLOAT
-    graph = helper.make_graph([helper.make_node(op, ["a", "b"], ["y"])], "gemm",
-                              [helper.make_tensor_value_info("a", helper.np_dtype_to_tensor_dtype(a.dtype),
-                                                             list(a.shape))],
-                              [helper.make_tensor_value_info("y", out_type, None)],
-                              [numpy_helper.from_array(b, "b")])
+    graph = helper.make_graph(
+        [helper.make_node(op, ["a", "b"], ["y"])],
+        "gemm",
+        [helper.make_tensor_value_info("a", helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))],
+        [helper.make_tensor_value_info("y", out_type, None)],
+        [numpy_helper.from_array(b, "b")],
+    )
     # onnx 1.23 writes IR 14 by default, which older onnxruntime releases reject.
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
     options = ort.SessionOptions()

@@ -12,6 +12,7 @@ initializer of the text encoder once (weights are streamed once per query when t
 except lookup tables (token and position embeddings), of which only the rows a query gathers are read;
 plus the bytes the index scans (index_scan_bytes). Counted from the ONNX graph without loading weights.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,13 @@ def weight_bytes_per_query(path, tokens: float) -> dict:
 
     graph = onnx.load(str(path), load_external_data=False).graph
     sizes = {init.name: (list(init.dims), ELEMENT_BYTES.get(init.data_type, 4)) for init in graph.initializer}
-    tables = {node.input[0] for node in graph.node if node.op_type in ("Gather", "GatherBlockQuantized")
-              and node.input[0] in sizes and len(sizes[node.input[0]][0]) >= 1}
+    tables = {
+        node.input[0]
+        for node in graph.node
+        if node.op_type in ("Gather", "GatherBlockQuantized")
+        and node.input[0] in sizes
+        and len(sizes[node.input[0]][0]) >= 1
+    }
     weights = rows = 0.0
     for name, (dims, width) in sizes.items():
         n = math.prod(dims) * width
@@ -50,13 +56,16 @@ def index_scan_bytes(kind: str, count: int, dim: int, params: dict) -> int:
         nlist, m = params["nlist"], params["m"]
         probed = count * min(params["nprobe"], nlist) / nlist
         codebooks = m * 256 * (dim // m) * 4
-        return int(nlist * floats + codebooks + probed * (m + 8) + rerank)   # codes + int64 ids per probed row
+        return int(nlist * floats + codebooks + probed * (m + 8) + rerank)  # codes + int64 ids per probed row
     raise ValueError(f"unknown index kind {kind!r}")
 
 
 def limit(flops: float, gflops: float, bytes_read: float, gbytes_per_s: float) -> dict:
     compute_ms = flops / (gflops * 1e9) * 1e3
     memory_ms = bytes_read / (gbytes_per_s * 1e9) * 1e3
-    return {"compute_ms": round(compute_ms, 6), "memory_ms": round(memory_ms, 6),
-            "limit_ms": round(max(compute_ms, memory_ms), 6),
-            "bound": "memory" if memory_ms >= compute_ms else "compute"}
+    return {
+        "compute_ms": round(compute_ms, 6),
+        "memory_ms": round(memory_ms, 6),
+        "limit_ms": round(max(compute_ms, memory_ms), 6),
+        "bound": "memory" if memory_ms >= compute_ms else "compute",
+    }

@@ -1,4 +1,5 @@
 """Latency sampling with warm-up and enough repeats for a stable tail (torch-free)."""
+
 from __future__ import annotations
 
 import time
@@ -6,8 +7,15 @@ import time
 import numpy as np
 
 
-def measure(fn, *, warmup: int = 5, min_repeats: int = 50, min_seconds: float = 2.0, max_repeats: int = 2000,
-            max_seconds: float = 60.0) -> dict:
+def measure(
+    fn,
+    *,
+    warmup: int = 5,
+    min_repeats: int = 50,
+    min_seconds: float = 2.0,
+    max_repeats: int = 2000,
+    max_seconds: float = 60.0,
+) -> dict:
     """Calls fn() until both min_repeats and min_seconds are reached (or a max is hit).
 
     p99 needs ~100+ samples to mean anything, so fast functions get many; slow ones stop at
@@ -34,10 +42,17 @@ def summarize(samples_ms) -> dict:
     half = len(a) // 2
     # Stability: how far the two halves' medians are apart (drift, throttling, noisy neighbours).
     drift = abs(np.median(a[:half]) - np.median(a[half:])) / np.median(a) if half else 0.0
-    return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
-            "p99": float(np.percentile(a, 99)), "mean": float(a.mean()), "min": float(a.min()),
-            "max": float(a.max()), "repeats": int(len(a)), "halves_median_drift": round(float(drift), 4),
-            "samples_ms": [round(float(x), 4) for x in a]}
+    return {
+        "p50": float(np.percentile(a, 50)),
+        "p90": float(np.percentile(a, 90)),
+        "p99": float(np.percentile(a, 99)),
+        "mean": float(a.mean()),
+        "min": float(a.min()),
+        "max": float(a.max()),
+        "repeats": int(len(a)),
+        "halves_median_drift": round(float(drift), 4),
+        "samples_ms": [round(float(x), 4) for x in a],
+    }
 
 
 def memory_status() -> dict:

@@ -8,6 +8,7 @@ with a plain name; files mcad-export did not write are never overwritten or dele
 lists what it wrote, so a rerun removes only its own leftovers); unchanged files are not rewritten,
 so a second run changes nothing. The bundle's resident estimate is checked against the budget.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,14 +30,29 @@ BUNDLE_FORMAT = "mcad-bundle/1"
 
 # Which runtime the app uses for each kind of artifact, and why (shown in bundle.json and the README).
 RUNTIMES = {
-    "onnx": ("onnxruntime", "CPU", "ONNX Runtime Android runs the INT8 ONNX file the fidelity gate checked, on the CPU"),
+    "onnx": (
+        "onnxruntime",
+        "CPU",
+        "ONNX Runtime Android runs the INT8 ONNX file the fidelity gate checked, on the CPU",
+    ),
     "tflite": ("litert", "CPU", "LiteRT (XNNPACK) runs the TFLite file bench chose as fastest, on the CPU"),
-    "onnx-qnn-context": ("onnxruntime", "QNN-HTP", "ONNX Runtime's QNN execution provider loads the HTP context "
-                                                   "binary embedded in this ONNX file: the Snapdragon NPU, no CPU ops"),
-    "tflite-npu": ("litert", "NPU", "LiteRT's compiled model runs the vendor-compiled TFLite on the NPU "
-                                    "(NeuroPilot on Dimensity, QNN on Snapdragon)"),
-    "aihub-tflite": ("litert", "NPU", "AI Hub compiled this TFLite for the device; LiteRT with the QNN delegate "
-                                      "runs it on the Hexagon NPU"),
+    "onnx-qnn-context": (
+        "onnxruntime",
+        "QNN-HTP",
+        "ONNX Runtime's QNN execution provider loads the HTP context "
+        "binary embedded in this ONNX file: the Snapdragon NPU, no CPU ops",
+    ),
+    "tflite-npu": (
+        "litert",
+        "NPU",
+        "LiteRT's compiled model runs the vendor-compiled TFLite on the NPU "
+        "(NeuroPilot on Dimensity, QNN on Snapdragon)",
+    ),
+    "aihub-tflite": (
+        "litert",
+        "NPU",
+        "AI Hub compiled this TFLite for the device; LiteRT with the QNN delegate runs it on the Hexagon NPU",
+    ),
     "aihub-onnx": ("onnxruntime", "QNN-HTP", "AI Hub compiled this ONNX for ONNX Runtime's QNN execution provider"),
 }
 
@@ -57,24 +73,33 @@ def choose_encoder(manifest: dict, root: Path, target: str | None, encoder: str)
     artifacts = [a for a in manifest["artifacts"] if a["encoder"] == encoder]
     if target in (None, "cpu"):
         chosen_path = (manifest.get("deployment") or {}).get(f"{encoder}_encoder")
-        pool = [a for a in artifacts if a["format"] in ("onnx", "tflite") and "target" not in a
-                and not a.get("length_bucket")]
-        chosen = next((a for a in pool if a["path"] == chosen_path), None) or \
-            next((a for a in pool if a["format"] == "onnx" and a["precision"] == "w8a8"), None) or \
-            next(a for a in pool if a["format"] == "onnx" and a["precision"] == "fp32")
+        pool = [
+            a
+            for a in artifacts
+            if a["format"] in ("onnx", "tflite") and "target" not in a and not a.get("length_bucket")
+        ]
+        chosen = (
+            next((a for a in pool if a["path"] == chosen_path), None)
+            or next((a for a in pool if a["format"] == "onnx" and a["precision"] == "w8a8"), None)
+            or next(a for a in pool if a["format"] == "onnx" and a["precision"] == "fp32")
+        )
     else:
         from ..compile.targets import resolve
 
         resolved = resolve(target)
         compiled = [a for a in artifacts if a.get("target") == resolved.id]
         if not compiled:
-            raise InputError(f"{root} has no {encoder} encoder compiled for {resolved.id}: run `mcad-export compile "
-                             f"{root} --target {resolved.id}` first" + (" (LiteRT NPU compile needs the vendor SDK)"
-                                                                       if resolved.backend.startswith("litert") else ""))
+            raise InputError(
+                f"{root} has no {encoder} encoder compiled for {resolved.id}: run `mcad-export compile "
+                f"{root} --target {resolved.id}` first"
+                + (" (LiteRT NPU compile needs the vendor SDK)" if resolved.backend.startswith("litert") else "")
+            )
         chosen = next(a for a in compiled if not a.get("length_bucket"))
         if chosen["format"] not in RUNTIMES:
-            raise InputError(f"the demo app cannot load {chosen['format']} ({chosen['path']}); compile with "
-                             "--aihub-runtime tflite or onnx")
+            raise InputError(
+                f"the demo app cannot load {chosen['format']} ({chosen['path']}); compile with "
+                "--aihub-runtime tflite or onnx"
+            )
     _require_gate_pass(root, chosen)
     return chosen
 
@@ -82,9 +107,15 @@ def choose_encoder(manifest: dict, root: Path, target: str | None, encoder: str)
 def length_buckets(manifest: dict, root: Path, chosen: dict) -> list[dict]:
     """The static length buckets compiled beside the chosen text encoder for its target, shortest first."""
     if "target" not in chosen:
-        return []     # CPU targets run the short-query encoder (or the full one): no buckets
-    buckets = sorted((a for a in manifest["artifacts"] if a.get("target") == chosen["target"]
-                      and a["encoder"] == "text" and a.get("length_bucket")), key=lambda a: a["length_bucket"]["tokens"])
+        return []  # CPU targets run the short-query encoder (or the full one): no buckets
+    buckets = sorted(
+        (
+            a
+            for a in manifest["artifacts"]
+            if a.get("target") == chosen["target"] and a["encoder"] == "text" and a.get("length_bucket")
+        ),
+        key=lambda a: a["length_bucket"]["tokens"],
+    )
     for bucket in buckets:
         _require_gate_pass(root, bucket)
     return buckets
@@ -98,8 +129,17 @@ def _require_gate_pass(root: Path, artifact: dict) -> None:
 
 
 @locks_folder("bundle")
-def bundle(directory, app, *, target: str | None = None, with_image_encoder: bool = False, budget_mb: float = 100.0,
-           allow_over_budget: bool = False, thumb_size: int = 128, progress=None) -> dict:
+def bundle(
+    directory,
+    app,
+    *,
+    target: str | None = None,
+    with_image_encoder: bool = False,
+    budget_mb: float = 100.0,
+    allow_over_budget: bool = False,
+    thumb_size: int = 128,
+    progress=None,
+) -> dict:
     say = progress or (lambda message: None)
     root, app = Path(directory), Path(app)
     if not (app / "app" / "src" / "main").is_dir():
@@ -114,15 +154,23 @@ def bundle(directory, app, *, target: str | None = None, with_image_encoder: boo
         artifact = choose_encoder(manifest, root, target, encoder)
         name = safe_name(f"models/{encoder}_encoder{_suffix(artifact['path'])}")
         files[name] = _checked(root, artifact)
-        if artifact.get("external_data"):   # ORT finds weights by the file name stored in the model
+        if artifact.get("external_data"):  # ORT finds weights by the file name stored in the model
             data = artifact["external_data"]
             files[safe_name(f"models/{Path(data['path']).name}")] = _checked(root, data)
         runtime, accelerator, why = RUNTIMES[artifact["format"]]
-        encoders[encoder] = {"file": name, "source": artifact["path"], "format": artifact["format"],
-                             "precision": artifact["precision"], "runtime": runtime, "accelerator": accelerator,
-                             "why": why, "inputs": artifact["inputs"], "outputs": artifact["outputs"],
-                             # the short-query encoder of a causal student: feed ids up to and including EOT
-                             "dynamic_length": feed_options(artifact)["cut_after_eot"]}
+        encoders[encoder] = {
+            "file": name,
+            "source": artifact["path"],
+            "format": artifact["format"],
+            "precision": artifact["precision"],
+            "runtime": runtime,
+            "accelerator": accelerator,
+            "why": why,
+            "inputs": artifact["inputs"],
+            "outputs": artifact["outputs"],
+            # the short-query encoder of a causal student: feed ids up to and including EOT
+            "dynamic_length": feed_options(artifact)["cut_after_eot"],
+        }
         if encoder == "text":
             # Static NPU graphs: the app runs a query on the shortest bucket holding it up to EOT, else on `file`.
             encoders[encoder]["length_buckets"] = []
@@ -130,11 +178,12 @@ def bundle(directory, app, *, target: str | None = None, with_image_encoder: boo
                 tokens = bucket["length_bucket"]["tokens"]
                 bucket_name = safe_name(f"models/text_encoder.len{tokens}{_suffix(artifact['path'])}")
                 files[bucket_name] = _checked(root, bucket)
-                encoders[encoder]["length_buckets"].append({"tokens": tokens, "file": bucket_name,
-                                                            "source": bucket["path"]})
+                encoders[encoder]["length_buckets"].append(
+                    {"tokens": tokens, "file": bucket_name, "source": bucket["path"]}
+                )
     for f in verified_files(root, manifest, TOKENIZER_DIR):
         files[safe_name(f"tokenizer/{f.name}")] = f.resolve()
-    index = GalleryIndex.load(root / INDEX_DIR)   # checks every index file against index.json's digests
+    index = GalleryIndex.load(root / INDEX_DIR)  # checks every index file against index.json's digests
     check_index_matches(manifest, index.meta, root)
     for name in (INDEX_META, INDEX_PATHS, INDEX_EMBEDDINGS):
         files[safe_name(f"index/{name}")] = inside(root, f"{INDEX_DIR}/{name}", "index file").resolve()
@@ -143,20 +192,32 @@ def bundle(directory, app, *, target: str | None = None, with_image_encoder: boo
 
     sizes = {name: (len(v) if isinstance(v, bytes) else v.stat().st_size) for name, v in files.items()}
     model_files = [f for e in encoders.values() for f in [e["file"], *(b["file"] for b in e.get("length_buckets", []))]]
-    resident = (sum(sizes[f] for f in model_files) + sizes[f"index/{INDEX_EMBEDDINGS}"]
-                + sum(s for n, s in sizes.items() if n.startswith("tokenizer/"))) / 2**20
-    budget = {"resident_estimate_mb": round(resident, 2), "budget_mb": budget_mb, "passed": resident <= budget_mb,
-              "counted": "encoder files (length buckets included) + index embeddings + tokenizer (loaded at start); "
-                         "runtime libraries excluded"}
+    resident = (
+        sum(sizes[f] for f in model_files)
+        + sizes[f"index/{INDEX_EMBEDDINGS}"]
+        + sum(s for n, s in sizes.items() if n.startswith("tokenizer/"))
+    ) / 2**20
+    budget = {
+        "resident_estimate_mb": round(resident, 2),
+        "budget_mb": budget_mb,
+        "passed": resident <= budget_mb,
+        "counted": "encoder files (length buckets included) + index embeddings + tokenizer (loaded at start); "
+        "runtime libraries excluded",
+    }
     if not budget["passed"] and not allow_over_budget:
-        raise BudgetMissError(f"the bundle would hold {resident:.1f} MB resident (encoders, index, tokenizer), over the "
-                              f"{budget_mb:g} MB budget; use a smaller index kind or precision, or --allow-over-budget")
+        raise BudgetMissError(
+            f"the bundle would hold {resident:.1f} MB resident (encoders, index, tokenizer), over the "
+            f"{budget_mb:g} MB budget; use a smaller index kind or precision, or --allow-over-budget"
+        )
 
-    foreign = [n for n in files if (assets / n).exists() and n not in previous
-               and _digest(assets / n) != _digest(files[n])]
+    foreign = [
+        n for n in files if (assets / n).exists() and n not in previous and _digest(assets / n) != _digest(files[n])
+    ]
     if foreign:
-        raise InputError(f"{assets / foreign[0]} exists and was not written by mcad-export; move it away "
-                         f"({len(foreign)} such file(s)); nothing was changed")
+        raise InputError(
+            f"{assets / foreign[0]} exists and was not written by mcad-export; move it away "
+            f"({len(foreign)} such file(s)); nothing was changed"
+        )
     written = 0
     records = []
     for name in sorted(files):
@@ -168,16 +229,29 @@ def bundle(directory, app, *, target: str | None = None, with_image_encoder: boo
             write_bytes_atomic(dest, data)
             written += 1
         records.append({"path": name, "sha256": digest, "size_bytes": len(data)})
-    for stale in sorted(set(previous) - set(files)):   # only files an earlier bundle wrote
+    for stale in sorted(set(previous) - set(files)):  # only files an earlier bundle wrote
         (assets / stale).unlink(missing_ok=True)
 
-    document = {"format": BUNDLE_FORMAT, "student": manifest["student"]["id"], "target": target or "cpu",
-                "embed_dim": manifest["embed_dim"], "encoders": encoders, "image": manifest["image"],
-                "text": manifest["text"], "tokenizer_dir": "tokenizer", "index_dir": "index",
-                "index": {k: index.meta.get(k) for k in ("kind", "count", "dim")},
-                "thumbnails": {"dir": "thumbs", "count": len(thumbs), "size": thumb_size,
-                               "name": "thumbs/<row>.jpg, row = line of index/paths.txt (0-based, 6 digits)"},
-                "budget": budget, "files": records}
+    document = {
+        "format": BUNDLE_FORMAT,
+        "student": manifest["student"]["id"],
+        "target": target or "cpu",
+        "embed_dim": manifest["embed_dim"],
+        "encoders": encoders,
+        "image": manifest["image"],
+        "text": manifest["text"],
+        "tokenizer_dir": "tokenizer",
+        "index_dir": "index",
+        "index": {k: index.meta.get(k) for k in ("kind", "count", "dim")},
+        "thumbnails": {
+            "dir": "thumbs",
+            "count": len(thumbs),
+            "size": thumb_size,
+            "name": "thumbs/<row>.jpg, row = line of index/paths.txt (0-based, 6 digits)",
+        },
+        "budget": budget,
+        "files": records,
+    }
     text = json.dumps(document, indent=1, sort_keys=True) + "\n"
     if not ((assets / BUNDLE_MANIFEST).is_file() and (assets / BUNDLE_MANIFEST).read_text() == text):
         write_text_atomic(assets / BUNDLE_MANIFEST, text)
@@ -188,7 +262,7 @@ def bundle(directory, app, *, target: str | None = None, with_image_encoder: boo
 
 def _suffix(path: str) -> str:
     name = Path(path).name
-    return name[name.index("."):] if "." in name else ""
+    return name[name.index(".") :] if "." in name else ""
 
 
 def _previous_files(assets: Path) -> list[str]:

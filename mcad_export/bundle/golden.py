@@ -9,6 +9,7 @@
 - tokenizer/: the export's tokenizer files (large ones gzipped; the core reads .gz transparently).
 A WordPiece export gets `write_wordpiece_golden` instead: its tokenizer/ and tokens.json with ids and masks.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -32,33 +33,78 @@ JAVA_DIVERGENT = {
 }
 
 CORPUS = [
-    "a red circle above a blue square", "A photo of a DOG playing on the beach!!!", "two people riding bicycles",
-    "city skyline at night, 2024", "it's a cat that's sleeping; they'll wake it", "I'M SURE YOU'VE SEEN IT, WE'D",
-    "", "   ", "\t\n  spaces\u00a0and\u2003odd\u3000whitespace  ", "café crème brûlée", "naïve résumé façade",
-    "e\u0301 composed vs \u00e9 precomposed", "Straße and STRASSE", "İstanbul ve ıspanak", "ΟΔΟΣ ΚΑΙ ΣΟΦΟΣ",
-    "東京タワーの夜景", "한국어 문장입니다", "Привет, мир! Съешь же ещё этих булок", "مرحبا بالعالم", "नमस्ते दुनिया",
-    "emoji 🐶🐱🚲 and 👩‍👩‍👧 family", "flags 🇫🇷🇯🇵", "12345 67.89 1,000,000 ½ ² ٣",
+    "a red circle above a blue square",
+    "A photo of a DOG playing on the beach!!!",
+    "two people riding bicycles",
+    "city skyline at night, 2024",
+    "it's a cat that's sleeping; they'll wake it",
+    "I'M SURE YOU'VE SEEN IT, WE'D",
+    "",
+    "   ",
+    "\t\n  spaces\u00a0and\u2003odd\u3000whitespace  ",
+    "café crème brûlée",
+    "naïve résumé façade",
+    "e\u0301 composed vs \u00e9 precomposed",
+    "Straße and STRASSE",
+    "İstanbul ve ıspanak",
+    "ΟΔΟΣ ΚΑΙ ΣΟΦΟΣ",
+    "東京タワーの夜景",
+    "한국어 문장입니다",
+    "Привет, мир! Съешь же ещё этих булок",
+    "مرحبا بالعالم",
+    "नमस्ते दुनिया",
+    "emoji 🐶🐱🚲 and 👩‍👩‍👧 family",
+    "flags 🇫🇷🇯🇵",
+    "12345 67.89 1,000,000 ½ ² ٣",
     "tom &amp; jerry &lt;3 &quot;quoted&quot; &#39;apos&#39; &#x263A; &eacute;t&eacute;",
-    "&amp;amp; double escaped &amp;lt;tag&amp;gt;", "<b>bold</b> &amp; tags stay", "fish &amp chips",
-    "‘curly’ “double” ‚low‛ ʼmodifierʼ", "ﬁne ﬂowers ﬀ ﬃ ﬄ ﬆ Ĳssel", "ＦＵＬＬＷＩＤＴＨ　ｔｅｘｔ　１２３！",
-    "control\x07chars\x1bhere\x7f", "c1\x93quoted\x94 and \x96 dash", "zero\u200bwidth\u200djoiner",
-    "line\r\nbreaks\u2028and\u2029separators", "<start_of_text>typed specials<end_of_text>",
-    "snake_case-and-kebab/slash\\back", "!!!???...,,,;;;", "don't won't can't shouldn't've",
-    "a" * 120, "supercalifragilisticexpialidocious antidisestablishmentarianism",
+    "&amp;amp; double escaped &amp;lt;tag&amp;gt;",
+    "<b>bold</b> &amp; tags stay",
+    "fish &amp chips",
+    "‘curly’ “double” ‚low‛ ʼmodifierʼ",
+    "ﬁne ﬂowers ﬀ ﬃ ﬄ ﬆ Ĳssel",
+    "ＦＵＬＬＷＩＤＴＨ　ｔｅｘｔ　１２３！",
+    "control\x07chars\x1bhere\x7f",
+    "c1\x93quoted\x94 and \x96 dash",
+    "zero\u200bwidth\u200djoiner",
+    "line\r\nbreaks\u2028and\u2029separators",
+    "<start_of_text>typed specials<end_of_text>",
+    "snake_case-and-kebab/slash\\back",
+    "!!!???...,,,;;;",
+    "don't won't can't shouldn't've",
+    "a" * 120,
+    "supercalifragilisticexpialidocious antidisestablishmentarianism",
     " ".join(["a long caption about a crowded market with fruit stalls and people"] * 8),
-    "Ünïcödé ÀÉÎÕÜ ąęłńśźż ČŠŽ ğüşöç", "ꜰᴀɴᴄʏ ꜱᴍᴀʟʟ ᴄᴀᴘꜱ", "𝐛𝐨𝐥𝐝 𝑖𝑡𝑎𝑙𝑖𝑐 math letters",
-    "tab\tseparated\tvalues", "mixed123numbers456and789letters", "www.example.com/path?q=1&x=2",
-    "#hashtag @mention $100 50% a+b=c", *JAVA_DIVERGENT,
+    "Ünïcödé ÀÉÎÕÜ ąęłńśźż ČŠŽ ğüşöç",
+    "ꜰᴀɴᴄʏ ꜱᴍᴀʟʟ ᴄᴀᴘꜱ",
+    "𝐛𝐨𝐥𝐝 𝑖𝑡𝑎𝑙𝑖𝑐 math letters",
+    "tab\tseparated\tvalues",
+    "mixed123numbers456and789letters",
+    "www.example.com/path?q=1&x=2",
+    "#hashtag @mention $100 50% a+b=c",
+    *JAVA_DIVERGENT,
 ]
 
 
 # WordPiece-specific cases on top of CORPUS: typed specials, CJK, accents, long words, supplementary planes.
 WORDPIECE_CORPUS = [
-    "[CLS] typed [SEP] specials [PAD] inside [MASK] and [UNK]", "[cls] lower-case is not special", "[PAD]",
-    "Ångström İstanbul ΣΟΦΙΑ straße", "中文分词测试，全角标点。", "naïve—dash…ellipsis «quotes»", "x" * 101,
-    "unaffable unbelievably", "$5+3=8 <tag> a|b ^caret `tick` ~tilde", "\u00ad soft hyphen \ufeff bom",
-    "\u3000ideographic space\u2003em space", "𠀀𪜀 extension-b ideographs", "Ⅻ ① ²³ ﬃ", "\u061d new punctuation",
-    "\U00011938 dives akuru", "\u1c89 cyrillic tje", "\ue000 private use \U000f0000", "\u0380 unassigned",
+    "[CLS] typed [SEP] specials [PAD] inside [MASK] and [UNK]",
+    "[cls] lower-case is not special",
+    "[PAD]",
+    "Ångström İstanbul ΣΟΦΙΑ straße",
+    "中文分词测试，全角标点。",
+    "naïve—dash…ellipsis «quotes»",
+    "x" * 101,
+    "unaffable unbelievably",
+    "$5+3=8 <tag> a|b ^caret `tick` ~tilde",
+    "\u00ad soft hyphen \ufeff bom",
+    "\u3000ideographic space\u2003em space",
+    "𠀀𪜀 extension-b ideographs",
+    "Ⅻ ① ²³ ﬃ",
+    "\u061d new punctuation",
+    "\U00011938 dives akuru",
+    "\u1c89 cyrillic tje",
+    "\ue000 private use \U000f0000",
+    "\u0380 unassigned",
 ]
 
 
@@ -70,21 +116,44 @@ def write_wordpiece_golden(tokenizer, out, *, random_cases: int = 300) -> dict:
     from ..runtime.encoders import attention_mask
 
     rng = random.Random(7)
-    pools = [range(0x20, 0x7F), range(0xA0, 0x250), range(0x300, 0x370), range(0x370, 0x530), range(0x600, 0x700),
-             range(0x1C80, 0x1CC0), range(0x2000, 0x2070), range(0x3000, 0x3100), range(0x4E00, 0x4F00),
-             range(0xAC00, 0xAD00), range(0xFF00, 0xFFF0), range(0x1F300, 0x1F650), range(0x20000, 0x20100),
-             range(0x11900, 0x11960), range(0x0, 0x20)]
+    pools = [
+        range(0x20, 0x7F),
+        range(0xA0, 0x250),
+        range(0x300, 0x370),
+        range(0x370, 0x530),
+        range(0x600, 0x700),
+        range(0x1C80, 0x1CC0),
+        range(0x2000, 0x2070),
+        range(0x3000, 0x3100),
+        range(0x4E00, 0x4F00),
+        range(0xAC00, 0xAD00),
+        range(0xFF00, 0xFFF0),
+        range(0x1F300, 0x1F650),
+        range(0x20000, 0x20100),
+        range(0x11900, 0x11960),
+        range(0x0, 0x20),
+    ]
     texts = list(dict.fromkeys([*CORPUS, *WORDPIECE_CORPUS]))
-    texts += ["".join(chr(rng.choice(rng.choice(pools))) for _ in range(rng.randint(0, 40))) for _ in range(random_cases)]
+    texts += [
+        "".join(chr(rng.choice(rng.choice(pools))) for _ in range(rng.randint(0, 40))) for _ in range(random_cases)
+    ]
     ids = tokenizer(texts)
     masks = attention_mask(ids)
     with replaced_directory(Path(out)) as stage:
         tokenizer.save(stage)
-        cases = [{"text": t, "normalized": tokenizer.normalize(t), "ids": row.tolist(), "mask": m.tolist()}
-                 for t, row, m in zip(texts, ids, masks)]
-        (stage / "tokens.json").write_text(json.dumps(
-            {"type": tokenizer.kind, "context_length": tokenizer.context_length, "cases": cases},
-            ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+        cases = [
+            {"text": t, "normalized": tokenizer.normalize(t), "ids": row.tolist(), "mask": m.tolist()}
+            for t, row, m in zip(texts, ids, masks)
+        ]
+        (stage / "tokens.json").write_text(
+            json.dumps(
+                {"type": tokenizer.kind, "context_length": tokenizer.context_length, "cases": cases},
+                ensure_ascii=False,
+                indent=0,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
     return {"tokens": len(cases)}
 
 
@@ -105,13 +174,21 @@ def _exif_cases(pre: Path, image, spec: dict) -> list[dict]:
         name = f"exif_orientation_{orientation}"
         small.save(pre / f"{name}.jpg", "JPEG", quality=95, exif=exif.tobytes())
         with Image.open(pre / f"{name}.jpg") as stored:
-            stored.convert("RGB").save(pre / f"{name}.png")   # the pixels as stored, before the turn
+            stored.convert("RGB").save(pre / f"{name}.png")  # the pixels as stored, before the turn
         upright = read_image(pre / f"{name}.jpg")
         tensor = preprocess_image(upright, spec).astype("<f4")
         tensor.tofile(pre / f"{name}.f32")
-        cases.append({"png": f"{name}.png", "jpeg": f"{name}.jpg", "orientation": orientation,
-                      "tensor": f"{name}.f32", "width": upright.size[0], "height": upright.size[1],
-                      "shape": list(tensor.shape)})
+        cases.append(
+            {
+                "png": f"{name}.png",
+                "jpeg": f"{name}.jpg",
+                "orientation": orientation,
+                "tensor": f"{name}.f32",
+                "width": upright.size[0],
+                "height": upright.size[1],
+                "shape": list(tensor.shape),
+            }
+        )
     return cases
 
 
@@ -141,19 +218,37 @@ def write_golden(directory, out, *, index_rows: int = 300, queries: int = 24, k:
         ids = tokenizer(texts)
         lengths = [min(len(tokenizer.encode(t)) + 2, tokenizer.context_length) for t in texts]
         # "bucket": the static length bucket an NPU target runs the query on (None: the full-context encoder).
-        cases = [{"text": t, "clean": clean_lower(t), "ids": row[:n].tolist(), "bucket": pick_bucket(LENGTH_BUCKETS, n)}
-                 for t, row, n in zip(texts, ids, lengths)]
-        (stage / "tokens.json").write_text(json.dumps(
-            {"context_length": tokenizer.context_length, "pad_token_id": tokenizer.pad_token_id,
-             "length_buckets": list(LENGTH_BUCKETS), "cases": cases, "java_divergent": JAVA_DIVERGENT},
-            ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+        cases = [
+            {"text": t, "clean": clean_lower(t), "ids": row[:n].tolist(), "bucket": pick_bucket(LENGTH_BUCKETS, n)}
+            for t, row, n in zip(texts, ids, lengths)
+        ]
+        (stage / "tokens.json").write_text(
+            json.dumps(
+                {
+                    "context_length": tokenizer.context_length,
+                    "pad_token_id": tokenizer.pad_token_id,
+                    "length_buckets": list(LENGTH_BUCKETS),
+                    "cases": cases,
+                    "java_divergent": JAVA_DIVERGENT,
+                },
+                ensure_ascii=False,
+                indent=0,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
 
         pre = stage / "preprocess"
         pre.mkdir()
         rng = np.random.default_rng(0)
         images = {}
-        for name, (w, h) in {"landscape_300x200": (300, 200), "portrait_50x120": (50, 120), "small_20x33": (20, 33),
-                             "square_64": (64, 64), "odd_97x61": (97, 61)}.items():
+        for name, (w, h) in {
+            "landscape_300x200": (300, 200),
+            "portrait_50x120": (50, 120),
+            "small_20x33": (20, 33),
+            "square_64": (64, 64),
+            "odd_97x61": (97, 61),
+        }.items():
             yy, xx = np.mgrid[0:h, 0:w]
             base = np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1), (xx + yy) % 256], -1)
             noise = rng.integers(-40, 40, size=(h, w, 3))
@@ -166,8 +261,15 @@ def write_golden(directory, out, *, index_rows: int = 300, queries: int = 24, k:
             image.save(pre / f"{name}.png")
             tensor = preprocess_image(image, manifest["image"]).astype("<f4")
             tensor.tofile(pre / f"{name}.f32")
-            pre_cases.append({"png": f"{name}.png", "tensor": f"{name}.f32", "width": image.size[0],
-                              "height": image.size[1], "shape": list(tensor.shape)})
+            pre_cases.append(
+                {
+                    "png": f"{name}.png",
+                    "tensor": f"{name}.f32",
+                    "width": image.size[0],
+                    "height": image.size[1],
+                    "shape": list(tensor.shape),
+                }
+            )
         pre_cases += _exif_cases(pre, images["landscape_300x200"], manifest["image"])
         (pre / "cases.json").write_text(json.dumps({"image": manifest["image"], "cases": pre_cases}, indent=1) + "\n")
 
@@ -175,12 +277,13 @@ def write_golden(directory, out, *, index_rows: int = 300, queries: int = 24, k:
         n = min(index_rows, len(full.paths))
         # Names that must survive paths.txt: a newline, '%', markup brackets and a non-UTF-8 byte.
         odd = ["two\nlines [1] 100%.png", os.fsdecode(b"caf\xe9.png"), "stra\u00dfe/\u65e5\u672c.jpg"]
-        paths = (odd + full.paths[len(odd):n])[:n]
+        paths = (odd + full.paths[len(odd) : n])[:n]
         small = GalleryIndex.build(np.ascontiguousarray(full.embeddings[:n]), paths, "flat")
         small.save(stage / INDEX_DIR)
         # What the Java core decodes (undecodable bytes become U+FFFD there).
-        (stage / INDEX_DIR / "paths.expected.json").write_text(json.dumps(
-            [p.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for p in paths]) + "\n")
+        (stage / INDEX_DIR / "paths.expected.json").write_text(
+            json.dumps([p.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for p in paths]) + "\n"
+        )
         reference = np.load(root / manifest["evaluation"]["reference"])["text_embeds"].astype(np.float32)
         flat = GalleryIndex.load(stage / INDEX_DIR)
         chosen, expected = [], []

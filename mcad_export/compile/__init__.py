@@ -4,6 +4,7 @@ Each target's files go to compiled/<backend>-<SoC>/ (staged, then renamed into p
 registered in the manifest (`artifacts`, with `target`), and, where the host can run them (the
 QNN HTP simulator), go through the same fidelity gate as every other artifact.
 """
+
 from __future__ import annotations
 
 import time
@@ -18,31 +19,49 @@ DEFAULT_SIM_SAMPLES = 100
 
 
 @locks_folder("compile")
-def compile_targets(directory, specs, *, allow_cpu_fallback: bool = False, sim_samples: int = DEFAULT_SIM_SAMPLES,
-                    num_calib: int = 128, allow_small_calibration: bool = False, verify: bool = True, gate=None,
-                    progress=None, backend_options: dict | None = None) -> list[dict]:
+def compile_targets(
+    directory,
+    specs,
+    *,
+    allow_cpu_fallback: bool = False,
+    sim_samples: int = DEFAULT_SIM_SAMPLES,
+    num_calib: int = 128,
+    allow_small_calibration: bool = False,
+    verify: bool = True,
+    gate=None,
+    progress=None,
+    backend_options: dict | None = None,
+) -> list[dict]:
     """Compiles for every target (all specs resolved first, so a typo fails before minutes of work)."""
     say = progress or (lambda message: None)
     root = Path(directory)
     targets = [resolve(spec) for spec in specs]
-    options = {"allow_cpu_fallback": allow_cpu_fallback, "num_calib": num_calib,
-               "allow_small_calibration": allow_small_calibration, **(backend_options or {})}
+    options = {
+        "allow_cpu_fallback": allow_cpu_fallback,
+        "num_calib": num_calib,
+        "allow_small_calibration": allow_small_calibration,
+        **(backend_options or {}),
+    }
     compiled = []
     for target in targets:
         started = time.time()
         manifest = read_manifest(root)
         folder = root / COMPILED_DIR / target.folder
-        with replaced_directory(folder) as stage:   # a failed first compile leaves no empty compiled/ behind
+        with replaced_directory(folder) as stage:  # a failed first compile leaves no empty compiled/ behind
             records = target.compile_fn()(root, manifest, target, stage, options, say)
         for record in records:
-            record["files"] = {k: file_record(root, f"{COMPILED_DIR}/{target.folder}/{v}") for k, v in record["files"].items()}
-            record.update(next(iter(record["files"].values())))   # the first file is the artifact itself
+            record["files"] = {
+                k: file_record(root, f"{COMPILED_DIR}/{target.folder}/{v}") for k, v in record["files"].items()
+            }
+            record.update(next(iter(record["files"].values())))  # the first file is the artifact itself
             record["verify_samples"] = sim_samples
         # Written per target, so targets finished before an interruption stay registered.
         manifest["artifacts"] = [a for a in manifest["artifacts"] if a.get("target") != target.id] + records
         manifest.setdefault("compile", {})[target.id] = {
-            "seconds": round(time.time() - started, 1), "options": options,
-            "tools": tool_versions("onnxruntime", "onnxruntime-qnn", "ai-edge-litert", "qai-hub")}
+            "seconds": round(time.time() - started, 1),
+            "options": options,
+            "tools": tool_versions("onnxruntime", "onnxruntime-qnn", "ai-edge-litert", "qai-hub"),
+        }
         write_text_atomic(root / MANIFEST, dump_manifest(manifest))
         compiled += records
     if verify and compiled:

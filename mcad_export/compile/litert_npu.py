@@ -7,6 +7,7 @@ offline installs leave them empty. Without them the tool still "succeeds" and wr
 .tflite files, so every output is checked here: a failure becomes one CompileError naming the
 missing library and how to get it, and the staged folder (0-byte files included) is discarded.
 """
+
 from __future__ import annotations
 
 import re
@@ -37,8 +38,11 @@ def sdk_status(vendor: str, soc: str) -> dict:
     except Exception as e:  # the SDK packages raise when their download step failed
         return {"present": False, "why": f"{SDK_PACKAGES[vendor]} has no SDK libraries ({e})"}
     if not path or not Path(path).is_dir() or not any(Path(path).iterdir()):
-        return {"present": False, "why": f"{SDK_PACKAGES[vendor]} is installed but holds no SDK libraries "
-                                         "(its install-time download did not happen)"}
+        return {
+            "present": False,
+            "why": f"{SDK_PACKAGES[vendor]} is installed but holds no SDK libraries "
+            "(its install-time download did not happen)",
+        }
     return {"present": True, "path": str(path)}
 
 
@@ -51,13 +55,18 @@ def aot_compile_in_process(params: dict, arrays: dict) -> dict:
         from ai_edge_litert.aot.vendors.mediatek import target as vendor_target
     else:
         from ai_edge_litert.aot.vendors.qualcomm import target as vendor_target
-    result = aot_compile(params["model"], output_dir=params["out"],
-                         target=vendor_target.Target(vendor_target.SocModel(params["soc"])))
-    ok = [(str(model.path), str(model.partition_stats)) for _, model in result.models_with_backend
-          if not model.in_memory]
+    result = aot_compile(
+        params["model"], output_dir=params["out"], target=vendor_target.Target(vendor_target.SocModel(params["soc"]))
+    )
+    ok = [
+        (str(model.path), str(model.partition_stats)) for _, model in result.models_with_backend if not model.in_memory
+    ]
     failed = [_root_cause(message) for _, message in result.failed_backends]
-    return {"ok": np.array([p for p, _ in ok], dtype=str), "stats": np.array([s for _, s in ok], dtype=str),
-            "failed": np.array(failed, dtype=str)}
+    return {
+        "ok": np.array([p for p, _ in ok], dtype=str),
+        "stats": np.array([s for _, s in ok], dtype=str),
+        "failed": np.array(failed, dtype=str),
+    }
 
 
 def _root_cause(message: str) -> str:
@@ -84,32 +93,60 @@ def _compile(root: Path, manifest: dict, target: Target, stage: Path, options: d
     records = []
     for source in sources:
         say(f"{target.id}: LiteRT AOT compile of {source['path']}")
-        out = run_isolated("litert-aot", {"model": str(verified_artifact(root, source)), "out": str(stage), "vendor": vendor,
-                                          "soc": soc}, {}, what=f"LiteRT AOT compile for {target.soc['name']}")
+        out = run_isolated(
+            "litert-aot",
+            {"model": str(verified_artifact(root, source)), "out": str(stage), "vendor": vendor, "soc": soc},
+            {},
+            what=f"LiteRT AOT compile for {target.soc['name']}",
+        )
         produced = [Path(p) for p in out["ok"]]
         empty = [p.name for p in stage.glob("*.tflite") if p.stat().st_size == 0]
         if len(out["failed"]) or empty or not produced:
             reason = str(out["failed"][0]) if len(out["failed"]) else "the compiler wrote 0-byte models"
-            hint = ("" if sdk["present"] else f" {sdk['why']}: on a machine with internet, pip install "
-                    f"{SDK_PACKAGES[vendor]} (its setup downloads the {SDK_NAMES[vendor]} from the vendor) "
-                    f"and run again; nothing was written")
-            raise CompileError(f"{target.id}: LiteRT's {vendor} compiler plugin failed on {source['path']}: "
-                               f"{reason.rstrip('.')}.{hint}")
+            hint = (
+                ""
+                if sdk["present"]
+                else f" {sdk['why']}: on a machine with internet, pip install "
+                f"{SDK_PACKAGES[vendor]} (its setup downloads the {SDK_NAMES[vendor]} from the vendor) "
+                f"and run again; nothing was written"
+            )
+            raise CompileError(
+                f"{target.id}: LiteRT's {vendor} compiler plugin failed on {source['path']}: "
+                f"{reason.rstrip('.')}.{hint}"
+            )
         name = f"{source['encoder']}_encoder.{source['precision']}.npu.tflite"
         produced[0].rename(stage / name)
-        records.append({"name": f"{source['encoder']}_encoder", "encoder": source["encoder"],
-                        "format": "tflite-npu", "runtime": f"litert-npu-{vendor}", "precision": source["precision"],
-                        "target": target.id, "soc": target.soc, "inputs": source["inputs"],
-                        "outputs": source["outputs"], "files": {"model": name}, "source": source["path"],
-                        "partition_stats": str(out["stats"][0]), "sdk": sdk})
+        records.append(
+            {
+                "name": f"{source['encoder']}_encoder",
+                "encoder": source["encoder"],
+                "format": "tflite-npu",
+                "runtime": f"litert-npu-{vendor}",
+                "precision": source["precision"],
+                "target": target.id,
+                "soc": target.soc,
+                "inputs": source["inputs"],
+                "outputs": source["outputs"],
+                "files": {"model": name},
+                "source": source["path"],
+                "partition_stats": str(out["stats"][0]),
+                "sdk": sdk,
+            }
+        )
     return records
 
 
-@register_backend("litert:qualcomm", ("qualcomm",), "LiteRT AOT NPU compile with the Qualcomm plugin (needs the QNN SDK libraries)")
+@register_backend(
+    "litert:qualcomm", ("qualcomm",), "LiteRT AOT NPU compile with the Qualcomm plugin (needs the QNN SDK libraries)"
+)
 def compile_litert_qualcomm(root, manifest, target, stage, options, say):
     return _compile(root, manifest, target, stage, options, say)
 
 
-@register_backend("litert:mediatek", ("mediatek",), "LiteRT AOT NPU compile with the MediaTek plugin (needs the NeuroPilot SDK libraries)")
+@register_backend(
+    "litert:mediatek",
+    ("mediatek",),
+    "LiteRT AOT NPU compile with the MediaTek plugin (needs the NeuroPilot SDK libraries)",
+)
 def compile_litert_mediatek(root, manifest, target, stage, options, say):
     return _compile(root, manifest, target, stage, options, say)

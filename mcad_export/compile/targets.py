@@ -5,14 +5,15 @@ Specs: `qnn:SM8650`, `aihub:SM8650` (or the AI Hub device name), `litert:qualcom
 "Dimensity 9300", case-insensitive). Backends register with `register_backend`; a new SoC is a
 row in socs.json, a new toolchain one module that registers itself.
 """
+
 from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 from ..errors import InputError
 
@@ -28,18 +29,19 @@ def register_backend(backend: str, vendors: tuple[str, ...], description: str):
         _BACKENDS[backend] = (vendors, fn)
         _DESCRIPTIONS[backend] = description
         return fn
+
     return decorate
 
 
-@lru_cache()
+@lru_cache
 def socs() -> tuple[dict, ...]:
     return tuple(json.loads(SOC_TABLE.read_text(encoding="utf-8"))["socs"])
 
 
 @dataclass(frozen=True)
 class Target:
-    backend: str          # qnn | aihub | litert:qualcomm | litert:mediatek
-    soc: dict             # the socs.json row
+    backend: str  # qnn | aihub | litert:qualcomm | litert:mediatek
+    soc: dict  # the socs.json row
 
     @property
     def id(self) -> str:
@@ -58,17 +60,26 @@ def static_sources(manifest: dict) -> list[tuple[dict, str, int | None]]:
     """What a static-shape NPU target compiles, as (source record with `encoder`, file stem, bucket tokens or None):
     the contract's fp32 ONNX encoders (made batch 1 by the backend) and the text encoder's length buckets
     (export/short_query.py), which static graphs need so a short query does not pay for the whole context."""
-    contract = [(a, f"{a['encoder']}_encoder", None) for a in manifest["artifacts"]
-                if a["format"] == "onnx" and a["precision"] == "fp32" and not a.get("dynamic_length")]
-    buckets = [({**b, "encoder": "text"}, f"text_encoder.len{b['tokens']}", b["tokens"])
-               for b in manifest["text"].get("length_buckets", [])]
+    contract = [
+        (a, f"{a['encoder']}_encoder", None)
+        for a in manifest["artifacts"]
+        if a["format"] == "onnx" and a["precision"] == "fp32" and not a.get("dynamic_length")
+    ]
+    buckets = [
+        ({**b, "encoder": "text"}, f"text_encoder.len{b['tokens']}", b["tokens"])
+        for b in manifest["text"].get("length_buckets", [])
+    ]
     return contract + buckets
 
 
 def all_targets() -> list[Target]:
     _load_backends()
-    return [Target(backend, soc) for backend, (vendors, _) in _BACKENDS.items() for soc in socs()
-            if soc["vendor"] in vendors]
+    return [
+        Target(backend, soc)
+        for backend, (vendors, _) in _BACKENDS.items()
+        for soc in socs()
+        if soc["vendor"] in vendors
+    ]
 
 
 def describe(backend: str) -> str:
@@ -78,28 +89,36 @@ def describe(backend: str) -> str:
 
 def resolve(spec: str) -> Target:
     _load_backends()
-    backends = sorted(_BACKENDS, key=len, reverse=True)   # "litert:mediatek" before "litert"
+    backends = sorted(_BACKENDS, key=len, reverse=True)  # "litert:mediatek" before "litert"
     backend = next((b for b in backends if spec.lower().startswith(b + ":")), None)
     if backend is None:
-        raise InputError(f"unknown target {spec!r}: use <backend>:<SoC> with backend one of "
-                         f"{', '.join(sorted(_BACKENDS))} (see `mcad-export targets`)")
-    name = spec[len(backend) + 1:].strip().lower()
+        raise InputError(
+            f"unknown target {spec!r}: use <backend>:<SoC> with backend one of "
+            f"{', '.join(sorted(_BACKENDS))} (see `mcad-export targets`)"
+        )
+    name = spec[len(backend) + 1 :].strip().lower()
     vendors = _BACKENDS[backend][0]
     if not name:
         known = [s["soc"] for s in socs() if s["vendor"] in vendors]
-        raise InputError(f"target {spec!r} names no SoC: use {backend}:<SoC>, e.g. {backend}:{known[0]} "
-                         "(see `mcad-export targets`)")
+        raise InputError(
+            f"target {spec!r} names no SoC: use {backend}:<SoC>, e.g. {backend}:{known[0]} (see `mcad-export targets`)"
+        )
     for soc in socs():
         keys = {k for k in (soc["soc"].lower(), soc["name"].lower(), soc.get("aihub_device", "").lower()) if k}
         if name in keys:
             if soc["vendor"] not in vendors:
-                raise InputError(f"{soc['name']} ({soc['soc']}) is a {soc['vendor']} chip; {backend} serves "
-                                 f"{', '.join(vendors)} chips")
+                raise InputError(
+                    f"{soc['name']} ({soc['soc']}) is a {soc['vendor']} chip; {backend} serves "
+                    f"{', '.join(vendors)} chips"
+                )
             return Target(backend, soc)
     known = [s["soc"] for s in socs() if s["vendor"] in vendors]
     close = difflib.get_close_matches(name.upper(), known, n=1)
-    raise InputError(f"unknown SoC {name!r} for {backend}" + (f" (did you mean {backend}:{close[0]}?)" if close else "")
-                     + f"; known: {', '.join(known)}. A new SoC is one row in {SOC_TABLE.name}")
+    raise InputError(
+        f"unknown SoC {name!r} for {backend}"
+        + (f" (did you mean {backend}:{close[0]}?)" if close else "")
+        + f"; known: {', '.join(known)}. A new SoC is one row in {SOC_TABLE.name}"
+    )
 
 
 def _load_backends() -> None:

@@ -1,4 +1,5 @@
 """Real (not random-noise) inputs for parity checks of students we know nothing about."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -5,6 +5,7 @@ calibration and held-out splits can be regenerated bit-for-bit anywhere. Caption
 every attribute that was drawn (shape, colour, size, grid cell, background), so a
 held-out caption identifies its image up to the rare exact-duplicate scene.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,14 @@ from PIL import Image, ImageDraw
 
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
 COLOURS = {
-    "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 215, 40),
-    "purple": (140, 60, 180), "orange": (245, 140, 30), "cyan": (40, 200, 210), "pink": (245, 130, 190),
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (235, 215, 40),
+    "purple": (140, 60, 180),
+    "orange": (245, 140, 30),
+    "cyan": (40, 200, 210),
+    "pink": (245, 130, 190),
 }
 BACKGROUNDS = {"black": (15, 15, 15), "white": (245, 245, 245), "gray": (128, 128, 128)}
 SIZES = {"small": 0.17, "large": 0.30}  # radius as a fraction of a grid cell's side x 2

@@ -3,6 +3,7 @@
 Entry point: `export_student`. Everything is written to a staging folder and renamed into place
 only after the contract and parity checks pass, so a failed export leaves nothing behind.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -50,8 +51,9 @@ def _existing_parent(path: Path) -> Path:
     return Path("/")
 
 
-def _tflite_artifact(stage, kind, module, in_name, out_name, dims, dtype, batches, reference, embed_dim,
-                     failures, say) -> dict:
+def _tflite_artifact(
+    stage, kind, module, in_name, out_name, dims, dtype, batches, reference, embed_dim, failures, say
+) -> dict:
     from . import tflite_export
 
     filename = f"{contract.TFLITE_DIR}/{kind}_encoder.tflite"
@@ -60,12 +62,20 @@ def _tflite_artifact(stage, kind, module, in_name, out_name, dims, dtype, batche
     say(f"checking TFLite {kind} parity against PyTorch")
     result = parity.compare(reference, tflite_embed(stage / filename, np.concatenate(batches)))
     if not result["passed"]:
-        failures.append(f"TFLite {kind} encoder min cosine {result['cosine_min']:.6f} < {result['threshold_cosine_min']}")
+        failures.append(
+            f"TFLite {kind} encoder min cosine {result['cosine_min']:.6f} < {result['threshold_cosine_min']}"
+        )
     return {
-        "name": f"{kind}_encoder.tflite", "encoder": kind, "format": "tflite", "runtime": "litert", "precision": "fp32",
+        "name": f"{kind}_encoder.tflite",
+        "encoder": kind,
+        "format": "tflite",
+        "runtime": "litert",
+        "precision": "fp32",
         "inputs": input_records(in_name, dtype, [1, *dims]),
         "outputs": [{"name": out_name, "dtype": "float32", "shape": [1, embed_dim], "l2_normalised": True}],
-        "signature": TFLITE_SIGNATURE, **file_record(stage, filename), "converter": "litert-torch",
+        "signature": TFLITE_SIGNATURE,
+        **file_record(stage, filename),
+        "converter": "litert-torch",
         "parity": result,
     }
 
@@ -95,8 +105,9 @@ def _torch_embed(module, batches, in_name, dtype=None):
 
 
 @locks_folder("export", arg=1)
-def export_student(student: Student, out_dir, *, verify: bool = True, samples: int | None = None,
-                   tflite: bool = True, progress=None) -> dict:
+def export_student(
+    student: Student, out_dir, *, verify: bool = True, samples: int | None = None, tflite: bool = True, progress=None
+) -> dict:
     """Exports both encoders; returns the manifest written to `out_dir/manifest.json`.
 
     The evaluation set (`samples` real inputs, default: the student's own) is embedded by the
@@ -113,8 +124,8 @@ def export_student(student: Student, out_dir, *, verify: bool = True, samples: i
     images, captions = load_samples(student.sample_kind, EVAL_SPLIT, count, student.preprocess.image_size)
     pixels = preprocess_batch(images, pre)
     ids = student.tokenizer(captions)
-    pixel_batches = [pixels[i:i + _BATCH] for i in range(0, len(pixels), _BATCH)]
-    id_batches = [ids[i:i + _BATCH] for i in range(0, len(ids), _BATCH)]
+    pixel_batches = [pixels[i : i + _BATCH] for i in range(0, len(pixels), _BATCH)]
+    id_batches = [ids[i : i + _BATCH] for i in range(0, len(ids), _BATCH)]
 
     # Reference = the untouched model, with int64 ids exactly as open_clip/HF would feed it.
     say("running the PyTorch reference")
@@ -127,10 +138,28 @@ def export_student(student: Student, out_dir, *, verify: bool = True, samples: i
         rewrites[key] += value
 
     encoders = [
-        ("image", contract.IMAGE_ENCODER_ONNX, student.image_encoder, contract.IMAGE_INPUT, contract.IMAGE_OUTPUT,
-         pixel_batches, ref_image, 1, [3, student.preprocess.image_size, student.preprocess.image_size]),
-        ("text", contract.TEXT_ENCODER_ONNX, student.text_encoder, text_names, contract.TEXT_OUTPUT,
-         id_batches, ref_text, 6, [student.context_length]),  # 1 = FLOAT, 6 = INT32 (onnx.TensorProto)
+        (
+            "image",
+            contract.IMAGE_ENCODER_ONNX,
+            student.image_encoder,
+            contract.IMAGE_INPUT,
+            contract.IMAGE_OUTPUT,
+            pixel_batches,
+            ref_image,
+            1,
+            [3, student.preprocess.image_size, student.preprocess.image_size],
+        ),
+        (
+            "text",
+            contract.TEXT_ENCODER_ONNX,
+            student.text_encoder,
+            text_names,
+            contract.TEXT_OUTPUT,
+            id_batches,
+            ref_text,
+            6,
+            [student.context_length],
+        ),  # 1 = FLOAT, 6 = INT32 (onnx.TensorProto)
     ]
     artifacts, failures = [], []
     with staged_directory(out_dir) as stage:
@@ -144,47 +173,103 @@ def export_student(student: Student, out_dir, *, verify: bool = True, samples: i
             say(f"checking {kind} parity against PyTorch")
             result = parity.compare(reference, onnx_embed(path, np.concatenate(batches)))
             if not result["passed"]:
-                failures.append(f"{kind} encoder min cosine {result['cosine_min']:.6f} < {result['threshold_cosine_min']} "
-                                f"(mean {result['cosine_mean']:.6f}, max |diff| {result['max_abs_diff']:.2e}, "
-                                f"{result['samples']} samples)")
-            artifacts.append({
-                "name": f"{kind}_encoder", "encoder": kind, "format": "onnx", "runtime": "onnxruntime",
-                "precision": "fp32",
-                "inputs": input_records(in_name, dtype, ["batch", *dims]),
-                "outputs": [{"name": out_name, "dtype": "float32", "shape": ["batch", student.embed_dim],
-                             "l2_normalised": True}],
-                **file_record(stage, filename), "simplify": simplified, "parity": result,
-            })
+                failures.append(
+                    f"{kind} encoder min cosine {result['cosine_min']:.6f} < {result['threshold_cosine_min']} "
+                    f"(mean {result['cosine_mean']:.6f}, max |diff| {result['max_abs_diff']:.2e}, "
+                    f"{result['samples']} samples)"
+                )
+            artifacts.append(
+                {
+                    "name": f"{kind}_encoder",
+                    "encoder": kind,
+                    "format": "onnx",
+                    "runtime": "onnxruntime",
+                    "precision": "fp32",
+                    "inputs": input_records(in_name, dtype, ["batch", *dims]),
+                    "outputs": [
+                        {
+                            "name": out_name,
+                            "dtype": "float32",
+                            "shape": ["batch", student.embed_dim],
+                            "l2_normalised": True,
+                        }
+                    ],
+                    **file_record(stage, filename),
+                    "simplify": simplified,
+                    "parity": result,
+                }
+            )
             if tflite:
-                artifacts.append(_tflite_artifact(stage, kind, module, in_name, out_name, dims, dtype, batches,
-                                                  reference, student.embed_dim, failures, say))
+                artifacts.append(
+                    _tflite_artifact(
+                        stage,
+                        kind,
+                        module,
+                        in_name,
+                        out_name,
+                        dims,
+                        dtype,
+                        batches,
+                        reference,
+                        student.embed_dim,
+                        failures,
+                        say,
+                    )
+                )
         if failures and verify:
-            raise ParityError("parity check failed: " + "; ".join(failures)
-                              + " (rerun with --no-verify to keep the files anyway)")
+            raise ParityError(
+                "parity check failed: " + "; ".join(failures) + " (rerun with --no-verify to keep the files anyway)"
+            )
         student.tokenizer.save(stage)
         (stage / contract.REFERENCE_DIR).mkdir()
         np.savez(stage / contract.REFERENCE_EMBEDDINGS, image_embeds=ref_image, text_embeds=ref_text)
         tokenizer_files = sorted(p.relative_to(stage).as_posix() for p in (stage / contract.TOKENIZER_DIR).iterdir())
         manifest = {
             "format": contract.MANIFEST_FORMAT,
-            "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "student": {"id": student.id, "family": student.family, **student.info},
             "embed_dim": student.embed_dim,
             "image": pre,
-            "text": {"context_length": student.context_length, "input_dtype": "int32", "inputs": text_names,
-                     "tokenizer": student.tokenizer.kind,
-                     "sot_token_id": student.tokenizer.sot_token_id, "eot_token_id": student.tokenizer.eot_token_id,
-                     "pad_token_id": student.tokenizer.pad_token_id, "pooling": student.text_pooling,
-                     "tokenizer_dir": contract.TOKENIZER_DIR},
+            "text": {
+                "context_length": student.context_length,
+                "input_dtype": "int32",
+                "inputs": text_names,
+                "tokenizer": student.tokenizer.kind,
+                "sot_token_id": student.tokenizer.sot_token_id,
+                "eot_token_id": student.tokenizer.eot_token_id,
+                "pad_token_id": student.tokenizer.pad_token_id,
+                "pooling": student.text_pooling,
+                "tokenizer_dir": contract.TOKENIZER_DIR,
+            },
             "files": [file_record(stage, f) for f in [*tokenizer_files, contract.REFERENCE_EMBEDDINGS]],
-            "evaluation": {"samples": student.sample_kind, "split": EVAL_SPLIT, "count": count,
-                           "reference": contract.REFERENCE_EMBEDDINGS, "reference_source": "PyTorch fp32",
-                           "recall_meaningful": student.sample_kind == "scenes" and not student.info.get("random_init")},
+            "evaluation": {
+                "samples": student.sample_kind,
+                "split": EVAL_SPLIT,
+                "count": count,
+                "reference": contract.REFERENCE_EMBEDDINGS,
+                "reference_source": "PyTorch fp32",
+                "recall_meaningful": student.sample_kind == "scenes" and not student.info.get("random_init"),
+            },
             "artifacts": artifacts,
-            "export": {"exporter": "torch.onnx (TorchScript)", "opset": onnx_export.OPSET, "rewrites": rewrites,
-                       "parity_verified": verify and not failures, "parity_failures": failures},
-            "tools": tool_versions("mcad-export", "torch", "open_clip_torch", "transformers", "onnx", "onnxruntime",
-                                   "onnxsim", "onnxslim", "litert-torch", "ai-edge-litert"),
+            "export": {
+                "exporter": "torch.onnx (TorchScript)",
+                "opset": onnx_export.OPSET,
+                "rewrites": rewrites,
+                "parity_verified": verify and not failures,
+                "parity_failures": failures,
+            },
+            "tools": tool_versions(
+                "mcad-export",
+                "torch",
+                "open_clip_torch",
+                "transformers",
+                "onnx",
+                "onnxruntime",
+                "onnxsim",
+                "onnxslim",
+                "litert-torch",
+                "ai-edge-litert",
+            ),
         }
         (stage / contract.MANIFEST).write_text(dump_manifest(manifest), encoding="utf-8")
     return manifest

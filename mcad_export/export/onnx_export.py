@@ -1,4 +1,5 @@
 """torch -> ONNX for one encoder: trace, simplify, check, and hold the graph to the contract."""
+
 from __future__ import annotations
 
 import warnings
@@ -26,8 +27,15 @@ def export_encoder(module, example, path: Path, input_name, output_name: str, in
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about python asserts/shape math in upstream models
         torch.onnx.export(
-            module, examples, str(path), input_names=names, output_names=[output_name], dynamic_axes=axes,
-            opset_version=OPSET, do_constant_folding=True, dynamo=False,
+            module,
+            examples,
+            str(path),
+            input_names=names,
+            output_names=[output_name],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
         )
 
 
@@ -50,12 +58,17 @@ def simplify(path: Path) -> dict:
         simplified = onnxslim.slim(model)
         tool = f"onnxslim {onnxslim.__version__}"
     onnx.save(simplified, str(path))
-    return {"tool": tool, "nodes_before": before, "nodes_after": len(simplified.graph.node),
-            **({"fallback_reason": errors[0]} if errors else {})}
+    return {
+        "tool": tool,
+        "nodes_before": before,
+        "nodes_after": len(simplified.graph.node),
+        **({"fallback_reason": errors[0]} if errors else {}),
+    }
 
 
-def check_contract(path: Path, input_name, input_dtype: int, input_dims: list, output_name: str,
-                   embed_dim: int) -> None:
+def check_contract(
+    path: Path, input_name, input_dtype: int, input_dims: list, output_name: str, embed_dim: int
+) -> None:
     """Graph-level contract check: names, dtypes and static dims. Any mismatch is fatal. `input_name` may be a
     list (a masked text encoder's input_ids and attention_mask share dtype and dims)."""
     try:
@@ -77,7 +90,9 @@ def _expect_io(file, kind, values, name, dtype, dims):
     t = values[0].type.tensor_type
     got = [d.dim_param or d.dim_value for d in t.shape.dim]
     if t.elem_type != dtype:
-        raise ShapeMismatchError(f"{file}: {kind} {name} has dtype {onnx.TensorProto.DataType.Name(t.elem_type)}, "
-                                 f"expected {onnx.TensorProto.DataType.Name(dtype)}")
+        raise ShapeMismatchError(
+            f"{file}: {kind} {name} has dtype {onnx.TensorProto.DataType.Name(t.elem_type)}, "
+            f"expected {onnx.TensorProto.DataType.Name(dtype)}"
+        )
     if len(got) != len(dims) or any(isinstance(want, int) and g != want for g, want in zip(got, dims)):
         raise ShapeMismatchError(f"{file}: {kind} {name} has shape {got}, expected {dims}")

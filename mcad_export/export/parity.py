@@ -1,4 +1,5 @@
 """Parity of an exported ONNX encoder against the PyTorch reference, on real inputs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,6 +15,11 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def compare(reference: np.ndarray, exported: np.ndarray, threshold: float = PARITY_MIN_COSINE) -> dict:
     cos = cosine_rows(reference, exported)
-    return {"samples": int(len(cos)), "cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()),
-            "max_abs_diff": float(np.abs(reference - exported).max()), "threshold_cosine_min": threshold,
-            "passed": bool(cos.min() >= threshold)}
+    return {
+        "samples": int(len(cos)),
+        "cosine_min": float(cos.min()),
+        "cosine_mean": float(cos.mean()),
+        "max_abs_diff": float(np.abs(reference - exported).max()),
+        "threshold_cosine_min": threshold,
+        "passed": bool(cos.min() >= threshold),
+    }

@@ -11,6 +11,7 @@ without it (see ../shared/notes/toolchain.md):
 - BERT-family towers run a re-stated forward (students/bert_text.py) with a finite -1e4 mask instead of
   Hugging Face's finfo.min one, for the same calibrator reason.
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,8 +36,17 @@ class PlainMultiheadAttention(nn.Module):
         self.in_proj_bias = mha.in_proj_bias
         self.out_proj = mha.out_proj
 
-    def forward(self, query, key, value, key_padding_mask=None, need_weights=False, attn_mask=None,
-                average_attn_weights=True, is_causal=False):
+    def forward(
+        self,
+        query,
+        key,
+        value,
+        key_padding_mask=None,
+        need_weights=False,
+        attn_mask=None,
+        average_attn_weights=True,
+        is_causal=False,
+    ):
         if not self.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         w_q, w_k, w_v = self.in_proj_weight.chunk(3)
@@ -49,7 +59,7 @@ class PlainMultiheadAttention(nn.Module):
             # reshape (the short-query encoder lost ~100 such nodes, and most of its latency, this way).
             return x.reshape(batch, -1, self.num_heads, self.head_dim).transpose(1, 2)
 
-        q = heads(F.linear(query, w_q, b_q)) * (self.head_dim ** -0.5)
+        q = heads(F.linear(query, w_q, b_q)) * (self.head_dim**-0.5)
         k = heads(F.linear(key, w_k, b_k))
         v = heads(F.linear(value, w_v, b_v))
         scores = q @ k.transpose(-2, -1)

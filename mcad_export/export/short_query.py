@@ -14,6 +14,7 @@ block), proved at full length, and `text.short_query` keeps the cut's numbers so
 full context for that student's physical limit. Length buckets are cuts, so only causal students
 get them.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,77 +62,130 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
     # At full length the re-statement must be the exported model itself; this separates "the student is
     # bidirectional" from "these are not the weights that were exported" (or a re-statement bug).
     with torch.no_grad():
-        full = np.concatenate([bucket_module(*torch_inputs(ids[i:i + 1], bucket_names)).numpy()
-                               for i in range(len(ids))])
+        full = np.concatenate(
+            [bucket_module(*torch_inputs(ids[i : i + 1], bucket_names)).numpy() for i in range(len(ids))]
+        )
     at_full_length = compare(reference, full)
     if not at_full_length["passed"]:
-        raise ParityError(f"the reloaded student does not reproduce the exported text encoder at full length (min "
-                          f"cosine {at_full_length['cosine_min']:.6f}): its weights changed since the export; export "
-                          "again", at_full_length)
+        raise ParityError(
+            f"the reloaded student does not reproduce the exported text encoder at full length (min "
+            f"cosine {at_full_length['cosine_min']:.6f}): its weights changed since the export; export "
+            "again",
+            at_full_length,
+        )
     with staged_directory(root) as stage:
         path = stage / contract.SHORT_QUERY_ONNX
         say("exporting the short-query text encoder (dynamic token axis)")
         # Batch 1 (one query at a time, as the query path runs it): with only the token axis dynamic, every
         # reshape has a constant target and the graph carries no shape arithmetic.
         example = torch.from_numpy(ids[:1, : lengths[0]])
-        onnx_export.export_encoder(module, example, path, contract.TEXT_INPUT, contract.TEXT_OUTPUT,
-                                   input_axes={1: "tokens"})
+        onnx_export.export_encoder(
+            module, example, path, contract.TEXT_INPUT, contract.TEXT_OUTPUT, input_axes={1: "tokens"}
+        )
         simplified = onnx_export.simplify(path)
         # Weights in a side file: ONNX Runtime maps external data instead of copying it, so token-embedding
         # rows no query touches never become resident (measured: session +13 MB instead of +33 MB, peak 58 vs
         # 93 MB for the embedded student).
-        onnx.save_model(onnx.load(str(path)), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=contract.SHORT_QUERY_DATA, size_threshold=1024)
-        onnx_export.check_contract(path, contract.TEXT_INPUT, 6, ["tokens"], contract.TEXT_OUTPUT, manifest["embed_dim"])
+        onnx.save_model(
+            onnx.load(str(path)),
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=contract.SHORT_QUERY_DATA,
+            size_threshold=1024,
+        )
+        onnx_export.check_contract(
+            path, contract.TEXT_INPUT, 6, ["tokens"], contract.TEXT_OUTPUT, manifest["embed_dim"]
+        )
         say("checking the short-query encoder at each caption's real length")
         session = onnx_session(path, threads=0)
-        embeds = np.concatenate([session.run(None, {contract.TEXT_INPUT: ids[i:i + 1, :n]})[0]
-                                 for i, n in enumerate(lengths)])
-        parity = {**compare(reference, embeds), "mean_tokens": round(float(np.mean(lengths)), 2),
-                  "context_length": int(ids.shape[1]), "against": "PyTorch fp32 at full length (reference embeddings)"}
+        embeds = np.concatenate(
+            [session.run(None, {contract.TEXT_INPUT: ids[i : i + 1, :n]})[0] for i, n in enumerate(lengths)]
+        )
+        parity = {
+            **compare(reference, embeds),
+            "mean_tokens": round(float(np.mean(lengths)), 2),
+            "context_length": int(ids.shape[1]),
+            "against": "PyTorch fp32 at full length (reference embeddings)",
+        }
         cut = parity["passed"]
         if not cut and exact:
             # A causal student must survive the cut: this is a re-statement bug, and nothing ships.
             manifest["text"]["short_query"] = {"shipped": False, "exact": exact, "parity": parity}
             _drop_stale_short_query(root, manifest)
-            raise ParityError(f"the short-query text encoder disagrees with the full-length model although the "
-                              f"student is causal: min cosine {parity['cosine_min']:.6f} over {len(ids)} captions; "
-                              "not exported", parity)
+            raise ParityError(
+                f"the short-query text encoder disagrees with the full-length model although the "
+                f"student is causal: min cosine {parity['cosine_min']:.6f} over {len(ids)} captions; "
+                "not exported",
+                parity,
+            )
         if not cut:
             # Bidirectional: padding feeds the pooled token, so every query keeps all positions. The one-query
             # forward still saves the last block's rows; it ships fed whole, proved at full length.
             say("bidirectional text tower: checking the one-query encoder at full length")
             cut_parity = parity
-            embeds = np.concatenate([session.run(None, {contract.TEXT_INPUT: ids[i:i + 1]})[0] for i in range(len(ids))])
-            parity = {**compare(reference, embeds), "mean_tokens": float(ids.shape[1]),
-                      "context_length": int(ids.shape[1]), "against": "PyTorch fp32 at full length (reference embeddings)"}
+            embeds = np.concatenate(
+                [session.run(None, {contract.TEXT_INPUT: ids[i : i + 1]})[0] for i in range(len(ids))]
+            )
+            parity = {
+                **compare(reference, embeds),
+                "mean_tokens": float(ids.shape[1]),
+                "context_length": int(ids.shape[1]),
+                "against": "PyTorch fp32 at full length (reference embeddings)",
+            }
             if not parity["passed"]:
-                raise ParityError(f"the one-query text encoder disagrees with the full-length model at full length: "
-                                  f"min cosine {parity['cosine_min']:.6f}; not exported", parity)
-        manifest["text"]["short_query"] = {"shipped": True, "exact": exact, "cut_after_eot": cut,
-                                           "artifact": contract.SHORT_QUERY_ONNX,
-                                           **({} if cut else {"cut_parity": cut_parity})}
+                raise ParityError(
+                    f"the one-query text encoder disagrees with the full-length model at full length: "
+                    f"min cosine {parity['cosine_min']:.6f}; not exported",
+                    parity,
+                )
+        manifest["text"]["short_query"] = {
+            "shipped": True,
+            "exact": exact,
+            "cut_after_eot": cut,
+            "artifact": contract.SHORT_QUERY_ONNX,
+            **({} if cut else {"cut_parity": cut_parity}),
+        }
         fp32 = next(a for a in manifest["artifacts"] if a["path"] == contract.TEXT_ENCODER_ONNX)
-        why = ("attention mask: padding is kept out of attention and pooling, so the real tokens alone give the "
-               "same embedding" if student.text_masked else
-               "causal mask and EOT pooling: positions after EOT cannot change the embedding" if cut else
-               "no causal mask: padding tokens feed the pooled token (min cosine "
-               f"{cut_parity['cosine_min']:.4f} when cut after EOT), so it is fed every position")
-        record = {**{k: fp32[k] for k in ("encoder", "format", "runtime", "precision")},
-                  "name": "text_encoder.dyn",
-                  "inputs": [{**fp32["inputs"][0], "shape": [1, "tokens"]}],
-                  "outputs": [{**fp32["outputs"][0], "shape": [1, fp32["outputs"][0]["shape"][1]]}],
-                  **file_record(stage, contract.SHORT_QUERY_ONNX), "simplify": simplified,
-                  "external_data": file_record(stage, contract.SHORT_QUERY_DATA),
-                  "dynamic_length": {"axis": 1, "max": int(ids.shape[1]), "exact": exact, "cut_after_eot": cut,
-                                     "why": why, "parity": parity}}
+        why = (
+            "attention mask: padding is kept out of attention and pooling, so the real tokens alone give the "
+            "same embedding"
+            if student.text_masked
+            else "causal mask and EOT pooling: positions after EOT cannot change the embedding"
+            if cut
+            else "no causal mask: padding tokens feed the pooled token (min cosine "
+            f"{cut_parity['cosine_min']:.4f} when cut after EOT), so it is fed every position"
+        )
+        record = {
+            **{k: fp32[k] for k in ("encoder", "format", "runtime", "precision")},
+            "name": "text_encoder.dyn",
+            "inputs": [{**fp32["inputs"][0], "shape": [1, "tokens"]}],
+            "outputs": [{**fp32["outputs"][0], "shape": [1, fp32["outputs"][0]["shape"][1]]}],
+            **file_record(stage, contract.SHORT_QUERY_ONNX),
+            "simplify": simplified,
+            "external_data": file_record(stage, contract.SHORT_QUERY_DATA),
+            "dynamic_length": {
+                "axis": 1,
+                "max": int(ids.shape[1]),
+                "exact": exact,
+                "cut_after_eot": cut,
+                "why": why,
+                "parity": parity,
+            },
+        }
         manifest["artifacts"] = [a for a in manifest["artifacts"] if a["path"] != contract.SHORT_QUERY_ONNX] + [record]
         previous = {b["path"] for b in manifest["text"].get("length_buckets", [])}
-        wanted = sorted({int(b) for b in (contract.LENGTH_BUCKETS if buckets is None else buckets)
-                         if 0 < int(b) < ids.shape[1]}) if cut else []   # a bucket is a cut
+        wanted = (
+            sorted(
+                {int(b) for b in (contract.LENGTH_BUCKETS if buckets is None else buckets) if 0 < int(b) < ids.shape[1]}
+            )
+            if cut
+            else []
+        )  # a bucket is a cut
         manifest["text"]["length_buckets"] = [
             _export_bucket(bucket_module, bucket_names, stage, tokens, ids, lengths, reference, fp32, say)
-            for tokens in wanted]
+            for tokens in wanted
+        ]
         (stage / contract.MANIFEST).write_text(dump_manifest(manifest), encoding="utf-8")
     for name in previous - {b["path"] for b in manifest["text"]["length_buckets"]}:
         _remove_own(root, name)
@@ -150,8 +204,9 @@ def _forwards(student):
     return module, module, names, is_exact(student.text_encoder.model)
 
 
-def _export_bucket(module, names: list[str], stage: Path, tokens: int, ids, lengths, reference, fp32: dict,
-                   say) -> dict:
+def _export_bucket(
+    module, names: list[str], stage: Path, tokens: int, ids, lengths, reference, fp32: dict, say
+) -> dict:
     """One static [1, tokens] text encoder, proved on every held-out caption that fits it (real length <= tokens)."""
     import numpy as np
 
@@ -163,27 +218,40 @@ def _export_bucket(module, names: list[str], stage: Path, tokens: int, ids, leng
 
     fits = [i for i, n in enumerate(lengths) if n <= tokens]
     if not fits:
-        raise ParityError(f"no held-out caption fits a {tokens}-token bucket, so it cannot be checked; choose larger "
-                          "buckets (--buckets)")
+        raise ParityError(
+            f"no held-out caption fits a {tokens}-token bucket, so it cannot be checked; choose larger "
+            "buckets (--buckets)"
+        )
     rel = contract.length_bucket_onnx(tokens)
     path = stage / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     say(f"exporting the {tokens}-token bucket of the text encoder")
-    example = torch_inputs(ids[fits[0]:fits[0] + 1, :tokens], names)
+    example = torch_inputs(ids[fits[0] : fits[0] + 1, :tokens], names)
     onnx_export.export_encoder(module, example, path, names, contract.TEXT_OUTPUT, input_axes={})
     simplified = onnx_export.simplify(path)
     onnx_export.check_contract(path, names, 6, [tokens], contract.TEXT_OUTPUT, fp32["outputs"][0]["shape"][1])
     session = onnx_session(path, threads=0)
     # Ids as the tokenizer pads them (zeros after EOT), cut to the bucket: what a static NPU graph is fed.
-    embeds = np.concatenate([session.run(None, text_feed(names, ids[i:i + 1, :tokens]))[0] for i in fits])
-    parity = {**compare(reference[fits], embeds), "covers": round(len(fits) / len(ids), 4),
-              "against": "PyTorch fp32 at full length (reference embeddings), captions that fit"}
+    embeds = np.concatenate([session.run(None, text_feed(names, ids[i : i + 1, :tokens]))[0] for i in fits])
+    parity = {
+        **compare(reference[fits], embeds),
+        "covers": round(len(fits) / len(ids), 4),
+        "against": "PyTorch fp32 at full length (reference embeddings), captions that fit",
+    }
     if not parity["passed"]:
-        raise ParityError(f"the {tokens}-token bucket disagrees with the full-length model: min cosine "
-                          f"{parity['cosine_min']:.6f} over {len(fits)} captions; not exported", parity)
-    return {"tokens": tokens, **file_record(stage, rel), "simplify": simplified,
-            "inputs": [{**i, "shape": [1, tokens]} for i in fp32["inputs"]],
-            "outputs": [{**fp32["outputs"][0], "shape": [1, fp32["outputs"][0]["shape"][1]]}], "parity": parity}
+        raise ParityError(
+            f"the {tokens}-token bucket disagrees with the full-length model: min cosine "
+            f"{parity['cosine_min']:.6f} over {len(fits)} captions; not exported",
+            parity,
+        )
+    return {
+        "tokens": tokens,
+        **file_record(stage, rel),
+        "simplify": simplified,
+        "inputs": [{**i, "shape": [1, tokens]} for i in fp32["inputs"]],
+        "outputs": [{**fp32["outputs"][0], "shape": [1, fp32["outputs"][0]["shape"][1]]}],
+        "parity": parity,
+    }
 
 
 def _drop_stale_short_query(root: Path, manifest: dict) -> None:
@@ -192,15 +260,14 @@ def _drop_stale_short_query(root: Path, manifest: dict) -> None:
     from ..atomic import write_text_atomic
     from ..manifest import artifact_files, dump_manifest
 
-    def derived(a):   # the short-query encoder, its variants, and the quantized buckets (compiled ones stay)
+    def derived(a):  # the short-query encoder, its variants, and the quantized buckets (compiled ones stay)
         return a.get("dynamic_length") or (a.get("length_bucket") and "target" not in a)
 
     stale = [a for a in manifest["artifacts"] if derived(a)]
     manifest["artifacts"] = [a for a in manifest["artifacts"] if not derived(a)]
     stale_buckets = manifest["text"].pop("length_buckets", [])
     write_text_atomic(root / contract.MANIFEST, dump_manifest(manifest))
-    for name in [n for a in stale for n in artifact_files(a)] + \
-            [b["path"] for b in stale_buckets]:
+    for name in [n for a in stale for n in artifact_files(a)] + [b["path"] for b in stale_buckets]:
         if name:
             _remove_own(root, name)
 
@@ -209,7 +276,9 @@ def _remove_own(root: Path, relpath: str) -> None:
     """Deletes a file this stage once wrote, named as the contract names it; any other manifest string is left be."""
     import re
 
-    own = re.compile(rf"^({re.escape(contract.LENGTH_BUCKET_DIR)}/text_encoder\.len[0-9]+(\.[a-z0-9]+)?\.onnx(\.data)?|"
-                     r"text_encoder\.dyn(\.[a-z0-9]+)?\.onnx(\.data)?)$")
+    own = re.compile(
+        rf"^({re.escape(contract.LENGTH_BUCKET_DIR)}/text_encoder\.len[0-9]+(\.[a-z0-9]+)?\.onnx(\.data)?|"
+        r"text_encoder\.dyn(\.[a-z0-9]+)?\.onnx(\.data)?)$"
+    )
     if own.match(relpath):
         (root / relpath).unlink(missing_ok=True)

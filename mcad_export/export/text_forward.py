@@ -14,6 +14,7 @@ Every change is exact arithmetic up to fp32 rounding, and each export proves it 
 full-length PyTorch model (export/short_query.py). Blocks of another shape fall back to the tower's
 own transformer call, still sliced.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,8 +31,10 @@ def text_parts(model) -> dict:
     """The pieces of an open_clip text tower (CLIP keeps them on the model, CustomTextCLIP on .text)."""
     text = model.text if hasattr(getattr(model, "text", None), "token_embedding") else model
     if not hasattr(text, "token_embedding") or not hasattr(text, "positional_embedding"):
-        raise UnsupportedStudentError("the short-query encoder needs an open_clip-style text tower "
-                                      "(token_embedding, positional_embedding, transformer, ln_final)")
+        raise UnsupportedStudentError(
+            "the short-query encoder needs an open_clip-style text tower "
+            "(token_embedding, positional_embedding, transformer, ln_final)"
+        )
     if getattr(text, "cls_emb", None) is not None or getattr(text, "use_pad_mask", False):
         raise UnsupportedStudentError("text towers with a class token or padding mask are not re-stated here")
     pool = getattr(text, "pool_type", None) if text is not model else getattr(model, "text_pool_type", "argmax")
@@ -47,8 +50,11 @@ def is_exact(model) -> bool:
 
 def _standard_block(block) -> bool:
     # open_clip's ResidualAttentionBlock after export/rewrites.py (self-attention only).
-    return (isinstance(getattr(block, "attn", None), PlainMultiheadAttention) and not hasattr(block, "ln_1_kv")
-            and all(hasattr(block, name) for name in ("ln_1", "ls_1", "ln_2", "mlp", "ls_2")))
+    return (
+        isinstance(getattr(block, "attn", None), PlainMultiheadAttention)
+        and not hasattr(block, "ln_1_kv")
+        and all(hasattr(block, name) for name in ("ln_1", "ls_1", "ln_2", "mlp", "ls_2"))
+    )
 
 
 class _QueryAttention(nn.Module):
@@ -63,7 +69,7 @@ class _QueryAttention(nn.Module):
         width = attn.in_proj_weight.shape[1]
         weight = attn.in_proj_weight.detach()
         bias = attn.in_proj_bias.detach() if attn.in_proj_bias is not None else torch.zeros(3 * width)
-        scale = attn.head_dim ** -0.5
+        scale = attn.head_dim**-0.5
         self.q, self.k, self.v = (nn.Linear(width, width) for _ in range(3))
         for proj, w, b, factor in zip((self.q, self.k, self.v), weight.chunk(3), bias.chunk(3), (scale, 1.0, 1.0)):
             proj.weight = nn.Parameter(w * factor, requires_grad=False)
@@ -71,7 +77,7 @@ class _QueryAttention(nn.Module):
         self.out_proj, self.heads, self.head_dim, self.width = attn.out_proj, attn.num_heads, attn.head_dim, width
 
     def _heads(self, x):
-        return x.reshape(-1, self.heads, self.head_dim).transpose(0, 1)          # [heads, rows, head_dim]
+        return x.reshape(-1, self.heads, self.head_dim).transpose(0, 1)  # [heads, rows, head_dim]
 
     def forward(self, h, mask, rows):
         """h [n, W] -> [n or len(rows), W]; with `rows`, only those query rows are computed."""
@@ -115,14 +121,14 @@ class QueryText(nn.Module):
         mask = self.mask[:n, :n] if self.mask is not None else None
         rows = self.pooled_row(ids)
         if self.restated:
-            x = t.token_embedding(ids[0]) + t.positional_embedding[:n]          # [n, W]
+            x = t.token_embedding(ids[0]) + t.positional_embedding[:n]  # [n, W]
             blocks = list(t.transformer.resblocks)
             for i, (block, attention) in enumerate(zip(blocks, self.attention)):
                 last = i == len(blocks) - 1
                 attended = attention(block.ln_1(x), mask, rows if last else None)
                 x = (x[rows] if last else x) + block.ls_1(attended)
                 x = x + block.ls_2(block.mlp(block.ln_2(x)))
-            pooled = t.ln_final(x)                                                # [1, W]
+            pooled = t.ln_final(x)  # [1, W]
         else:
             x = t.token_embedding(ids) + t.positional_embedding[:n]
             pooled = t.ln_final(t.transformer(x, attn_mask=mask))[0, rows]

@@ -3,6 +3,7 @@
 TFLite graphs have a static batch of 1 (the on-device query path); indexing loops over images.
 litert-torch is imported lazily: it is heavy and only this stage needs it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,13 +30,15 @@ def export_tflite(tower, example, path: Path, input_name, output_name: str) -> N
     try:
         import litert_torch
     except ImportError:
-        raise InputError("TFLite export needs litert-torch: pip install 'mcad-export[tflite]' "
-                         "(or pass --no-tflite)") from None
+        raise InputError(
+            "TFLite export needs litert-torch: pip install 'mcad-export[tflite]' (or pass --no-tflite)"
+        ) from None
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with quiet_root_logger(), torch.no_grad():
         names = [input_name] if isinstance(input_name, str) else list(input_name)
         examples = [example] if isinstance(example, torch.Tensor) else list(example)
-        model = litert_torch.convert(_Named(tower, output_name).eval(),
-                                     sample_kwargs={n: e[:1] for n, e in zip(names, examples)})
+        model = litert_torch.convert(
+            _Named(tower, output_name).eval(), sample_kwargs={n: e[:1] for n, e in zip(names, examples)}
+        )
         model.export(str(path))

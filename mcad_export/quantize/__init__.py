@@ -6,6 +6,7 @@ quantizes with the recipe (onnx_recipes), localises per-layer damage (layer_dama
 tuning set (the calibration split, fp32 ONNX as reference). The held-out gate itself is run
 independently by `verify` (quantize/verify.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,15 @@ from ..runtime.encoders import artifact_embed, onnx_embed, real_lengths
 from .calibration import ArrayReader, calibration_inputs, sample_inputs
 from .fidelity import DEFAULT_GATE, Gate, score
 from .layer_damage import node_damage
-from .onnx_recipes import (PRECISIONS, RECIPES, applies_to, external_data_name, mask_consumers, name_all_nodes,
-                           quantize_onnx)
+from .onnx_recipes import (
+    PRECISIONS,
+    RECIPES,
+    applies_to,
+    external_data_name,
+    mask_consumers,
+    name_all_nodes,
+    quantize_onnx,
+)
 from .tflite_recipes import STATIC_OPS, TFLITE_RECIPES
 
 # As large as the held-out evaluation set: a 0.5-point R@1 limit is 5 queries at 1,000 but only 2.5
@@ -41,26 +49,51 @@ __all__ = ["quantize_artifacts", "PRECISIONS", "Gate"]
 
 
 @locks_folder("quantize")
-def quantize_artifacts(out_dir, precisions=("w8a8",), *, calib_images=None, calib_captions=None,
-                       num_calib: int = 128, allow_small: bool = False, auto: bool = True, gate: Gate = DEFAULT_GATE,
-                       progress=None) -> list[dict]:
+def quantize_artifacts(
+    out_dir,
+    precisions=("w8a8",),
+    *,
+    calib_images=None,
+    calib_captions=None,
+    num_calib: int = 128,
+    allow_small: bool = False,
+    auto: bool = True,
+    gate: Gate = DEFAULT_GATE,
+    progress=None,
+) -> list[dict]:
     say = progress or (lambda message: None)
     root = Path(out_dir)
     manifest = read_manifest(root)
-    calib = calibration_inputs(root, manifest, images_dir=calib_images, captions_file=calib_captions,
-                               num_calib=num_calib, allow_small=allow_small)
+    calib = calibration_inputs(
+        root,
+        manifest,
+        images_dir=calib_images,
+        captions_file=calib_captions,
+        num_calib=num_calib,
+        allow_small=allow_small,
+    )
     tune = sample_inputs(root, manifest, TUNE_SPLIT)
     # Only the contract's fp32 encoders: every file written below is named from contract.ONNX_STEMS.
-    fp32 = [a for a in manifest["artifacts"] if a["format"] == "onnx" and a["precision"] == "fp32"
-            and a["path"] in ONNX_STEMS and "target" not in a]
-    tflite = [a for a in manifest["artifacts"] if a["format"] == "tflite" and a["precision"] == "fp32"
-              and a["path"] == f"{TFLITE_DIR}/{a['encoder']}_encoder.tflite"]
+    fp32 = [
+        a
+        for a in manifest["artifacts"]
+        if a["format"] == "onnx" and a["precision"] == "fp32" and a["path"] in ONNX_STEMS and "target" not in a
+    ]
+    tflite = [
+        a
+        for a in manifest["artifacts"]
+        if a["format"] == "tflite"
+        and a["precision"] == "fp32"
+        and a["path"] == f"{TFLITE_DIR}/{a['encoder']}_encoder.tflite"
+    ]
     buckets = _bucket_sources(manifest)
     for a in fp32 + tflite + buckets:
         verified_artifact(root, a)
-    tune_reference = {f"{a['encoder']}_embeds": onnx_embed(root / a["path"],
-                                                         tune.for_encoder(a["encoder"]))
-                      for a in fp32 if not a.get("dynamic_length")}
+    tune_reference = {
+        f"{a['encoder']}_embeds": onnx_embed(root / a["path"], tune.for_encoder(a["encoder"]))
+        for a in fp32
+        if not a.get("dynamic_length")
+    }
     masked = TEXT_MASK_INPUT in manifest["text"].get("inputs", [])
     records = []
     # Scratch models go inside the export too: a killed quantize leaves nothing elsewhere (the next stage cleans).
@@ -70,8 +103,11 @@ def quantize_artifacts(out_dir, precisions=("w8a8",), *, calib_images=None, cali
             name_all_nodes(root / artifact["path"], named)
             for precision in [p for p in precisions if applies_to(p, artifact["encoder"])]:
                 say(f"quantizing {_stem(artifact)} to {precision}")
-                records.append(_quantize_onnx(artifact, precision, named, stage, calib, tune, tune_reference,
-                                              auto, gate, say, masked=masked))
+                records.append(
+                    _quantize_onnx(
+                        artifact, precision, named, stage, calib, tune, tune_reference, auto, gate, say, masked=masked
+                    )
+                )
         for artifact in buckets:
             named = Path(work) / f"{Path(_stem(artifact)).name}.named.onnx"
             name_all_nodes(root / artifact["path"], named)
@@ -81,13 +117,28 @@ def quantize_artifacts(out_dir, precisions=("w8a8",), *, calib_images=None, cali
                     say(f"skipping the {tokens}-token bucket: fewer than {MIN_BUCKET_ROWS} tuning captions fit it")
                     break
                 say(f"quantizing {_stem(artifact)} to {precision}")
-                records.append(_quantize_onnx(artifact, precision, named, stage, calib, tune, tune_reference,
-                                              auto, gate, say, masked=masked))
+                records.append(
+                    _quantize_onnx(
+                        artifact, precision, named, stage, calib, tune, tune_reference, auto, gate, say, masked=masked
+                    )
+                )
         for artifact in tflite:
             for precision in [p for p in precisions if p in TFLITE_RECIPES]:
                 say(f"quantizing {_stem(artifact)} to {precision} (ai-edge-quantizer, isolated)")
-                records.append(_quantize_tflite(artifact, root / artifact["path"], precision, stage, calib, tune,
-                                                tune_reference, auto, gate, say))
+                records.append(
+                    _quantize_tflite(
+                        artifact,
+                        root / artifact["path"],
+                        precision,
+                        stage,
+                        calib,
+                        tune,
+                        tune_reference,
+                        auto,
+                        gate,
+                        say,
+                    )
+                )
         # With auto, a variant that misses the gate even after mixed precision is not shipped: its file is
         # dropped and the manifest says which layers keep it from passing. Without auto the user asked for
         # the plain model, so it is kept and `verify` judges it.
@@ -99,16 +150,24 @@ def quantize_artifacts(out_dir, precisions=("w8a8",), *, calib_images=None, cali
         written = {r["path"] for r in records}
         manifest["artifacts"] = [a for a in manifest["artifacts"] if a["path"] not in written] + accepted
         manifest["quantization"] = {
-            "calibration": calib.source, "calibration_samples": {"image": len(calib.pixels), "text": len(calib.ids)},
+            "calibration": calib.source,
+            "calibration_samples": {"image": len(calib.pixels), "text": len(calib.ids)},
             "requested_calibration_samples": num_calib,
             "small_calibration": min(len(calib.pixels), len(calib.ids)) < num_calib,
             "skipped_unreadable_images": calib.skipped_images,
             "tuning_set": f"{manifest['evaluation']['samples']}:{TUNE_SPLIT} x{manifest['evaluation']['count']} "
-                          "vs fp32 ONNX",
+            "vs fp32 ONNX",
             "gate": gate.__dict__,
-            "rejected": [{"name": r["name"], "path": r["path"], "last_step": r["tuning"]["steps"][-1],
-                          "steps": r["tuning"]["steps"], "layer_damage_top": r["layer_damage_top"][:5]}
-                         for r in rejected],
+            "rejected": [
+                {
+                    "name": r["name"],
+                    "path": r["path"],
+                    "last_step": r["tuning"]["steps"][-1],
+                    "steps": r["tuning"]["steps"],
+                    "layer_damage_top": r["layer_damage_top"][:5],
+                }
+                for r in rejected
+            ],
         }
         (stage / MANIFEST).write_text(dump_manifest(manifest), encoding="utf-8")
     for r in rejected:  # a stale accepted copy from an earlier run must not linger unreferenced
@@ -120,10 +179,17 @@ def quantize_artifacts(out_dir, precisions=("w8a8",), *, calib_images=None, cali
 def _tuning_step(encoder, embeds, tune_reference, gate: Gate, keep_float) -> dict:
     result = score(encoder, embeds, tune_reference, gate)
     misses = gate.misses(result)
-    return {"kept_float": list(keep_float), "cosine_mean": round(result["cosine_mean"], 6),
-            "recall_at_1": result["recall_at_1"], "recall_at_1_fp32": result["recall_at_1_fp32"],
-            "top10_overlap": round(result["top10_overlap"], 4), "cosine_min": round(result["cosine_min"], 6),
-            "degenerate": result["degenerate"], "passed": not misses, "misses": misses}
+    return {
+        "kept_float": list(keep_float),
+        "cosine_mean": round(result["cosine_mean"], 6),
+        "recall_at_1": result["recall_at_1"],
+        "recall_at_1_fp32": result["recall_at_1_fp32"],
+        "top10_overlap": round(result["top10_overlap"], 4),
+        "cosine_min": round(result["cosine_min"], 6),
+        "degenerate": result["degenerate"],
+        "passed": not misses,
+        "misses": misses,
+    }
 
 
 def _stem(artifact) -> str:
@@ -139,8 +205,16 @@ def _bucket_sources(manifest: dict) -> list[dict]:
     for b in manifest["text"].get("length_buckets") or []:
         tokens = b.get("tokens")
         if isinstance(tokens, int) and not isinstance(tokens, bool) and b.get("path") == length_bucket_onnx(tokens):
-            sources.append({**b, "encoder": "text", "format": "onnx", "runtime": "onnxruntime", "precision": "fp32",
-                            "length_bucket": {"tokens": tokens, "covers": (b.get("parity") or {}).get("covers")}})
+            sources.append(
+                {
+                    **b,
+                    "encoder": "text",
+                    "format": "onnx",
+                    "runtime": "onnxruntime",
+                    "precision": "fp32",
+                    "length_bucket": {"tokens": tokens, "covers": (b.get("parity") or {}).get("covers")},
+                }
+            )
     return sources
 
 
@@ -148,8 +222,11 @@ def _bucket_view(artifact, calib_array, tune_array, tune_reference):
     """A bucket sees only the captions that fit it, cut to its length (as verify.gated_rows gates it)."""
     tokens = artifact["length_bucket"]["tokens"]
     calib_rows, tune_rows = real_lengths(calib_array) <= tokens, real_lengths(tune_array) <= tokens
-    return (calib_array[calib_rows][:, :tokens], tune_array[tune_rows][:, :tokens],
-            {k: v[tune_rows] for k, v in tune_reference.items()})
+    return (
+        calib_array[calib_rows][:, :tokens],
+        tune_array[tune_rows][:, :tokens],
+        {k: v[tune_rows] for k, v in tune_reference.items()},
+    )
 
 
 def _record(artifact, precision, stage, filename, recipe, steps, damage, auto) -> dict:
@@ -160,10 +237,16 @@ def _record(artifact, precision, stage, filename, recipe, steps, damage, auto) -
     # The fp32 side of the ratio counts its external weights too (text_encoder.dyn keeps them in .data).
     fp32_size = total_bytes(artifact)
     return {
-        "name": f"{Path(_stem(artifact)).name}.{precision}", "encoder": artifact["encoder"], "format": artifact["format"],
-        "runtime": artifact["runtime"], "precision": precision, "inputs": artifact["inputs"],
-        "outputs": artifact["outputs"], **file_record(stage, filename),
-        **({"external_data": file_record(stage, own_data)} if own_data else {}), "source": artifact["path"],
+        "name": f"{Path(_stem(artifact)).name}.{precision}",
+        "encoder": artifact["encoder"],
+        "format": artifact["format"],
+        "runtime": artifact["runtime"],
+        "precision": precision,
+        "inputs": artifact["inputs"],
+        "outputs": artifact["outputs"],
+        **file_record(stage, filename),
+        **({"external_data": file_record(stage, own_data)} if own_data else {}),
+        "source": artifact["path"],
         "recipe": recipe,
         "size_ratio_vs_fp32": round(fp32_size / size, 2),
         "tuning": {"passed": steps[-1]["passed"], "steps": steps, "auto": auto},
@@ -189,8 +272,9 @@ def _auto_mixed_precision(attempt, first_step, candidates, say, label):
     return recipe, steps, steps[-1]["passed"]
 
 
-def _quantize_onnx(artifact, precision, named, stage, calib, tune, tune_reference, auto, gate, say,
-                   masked: bool = False) -> dict:
+def _quantize_onnx(
+    artifact, precision, named, stage, calib, tune, tune_reference, auto, gate, say, masked: bool = False
+) -> dict:
     encoder = artifact["encoder"]
     input_names = [i["name"] for i in artifact["inputs"]]
     filename = f"{_stem(artifact)}.{precision}.onnx"
@@ -205,9 +289,10 @@ def _quantize_onnx(artifact, precision, named, stage, calib, tune, tune_referenc
 
     def attempt(keep_float):
         with quiet_root_logger():
-            recipe = quantize_onnx(named, dst, precision, ArrayReader(input_names, calib_array, cut=cut),
-                                   tuple(keep_float))
-        as_run = {**artifact, "recipe": recipe}     # tuned as the query path will run it (cut, optimization level)
+            recipe = quantize_onnx(
+                named, dst, precision, ArrayReader(input_names, calib_array, cut=cut), tuple(keep_float)
+            )
+        as_run = {**artifact, "recipe": recipe}  # tuned as the query path will run it (cut, optimization level)
         embeds = artifact_embed(dst, as_run, tune_array)
         return recipe, _tuning_step(encoder, embeds, tune_reference, gate, keep_float)
 
@@ -216,8 +301,9 @@ def _quantize_onnx(artifact, precision, named, stage, calib, tune, tune_referenc
     kind = RECIPES[precision]["kind"]
     if kind == "static":
         say(f"localising quantization error in {_stem(artifact)}.{precision}")
-        damage = node_damage(named, dst, input_names, calib_array[:DAMAGE_SAMPLES], tuple(RECIPES[precision]["op_types"]),
-                             cut=cut)
+        damage = node_damage(
+            named, dst, input_names, calib_array[:DAMAGE_SAMPLES], tuple(RECIPES[precision]["op_types"]), cut=cut
+        )
     elif kind in ("dynamic", "weight_only", "per_token"):
         import onnx
 
@@ -225,15 +311,17 @@ def _quantize_onnx(artifact, precision, named, stage, calib, tune, tune_referenc
 
         prepared = onnx.load(str(named))
         gemm_to_matmul(prepared)
-        if kind == "per_token":   # activation error dominates: simulate each smoothed layer on real inputs
+        if kind == "per_token":  # activation error dominates: simulate each smoothed layer on real inputs
             from .per_token import per_token_damage
             from .smoothing import smooth_linears
 
             protected = tuple(mask_consumers(prepared))
-            smooth_linears(prepared, ArrayReader(input_names, calib_array, cut=cut), RECIPES[precision]["smooth_alpha"],
-                           protected)
-            damage = per_token_damage(prepared, ArrayReader(input_names, calib_array[:DAMAGE_SAMPLES], cut=cut),
-                                      protected)
+            smooth_linears(
+                prepared, ArrayReader(input_names, calib_array, cut=cut), RECIPES[precision]["smooth_alpha"], protected
+            )
+            damage = per_token_damage(
+                prepared, ArrayReader(input_names, calib_array[:DAMAGE_SAMPLES], cut=cut), protected
+            )
         else:
             damage = weight_damage(prepared, RECIPES[precision].get("bits", 8), RECIPES[precision].get("block_size"))
     if auto and not step["passed"] and damage:
@@ -255,24 +343,41 @@ def _quantize_tflite(artifact, source: Path, precision, stage, calib, tune, tune
     def attempt(keep_float, want_damage=False):
         with tempfile.TemporaryDirectory() as tmp:
             details_file = Path(tmp) / "details.json"
-            run_isolated("tflite-quantize", {"model": str(source), "out": str(dst), "precision": precision,
-                                             "input_names": [i["name"] for i in artifact["inputs"]],
-                                             "damage": str(details_file),
-                                             "keep_float": list(keep_float), "want_damage": want_damage},
-                         {"calib": calib.for_encoder(encoder)}, what=f"ai-edge-quantizer ({label})")
+            run_isolated(
+                "tflite-quantize",
+                {
+                    "model": str(source),
+                    "out": str(dst),
+                    "precision": precision,
+                    "input_names": [i["name"] for i in artifact["inputs"]],
+                    "damage": str(details_file),
+                    "keep_float": list(keep_float),
+                    "want_damage": want_damage,
+                },
+                {"calib": calib.for_encoder(encoder)},
+                what=f"ai-edge-quantizer ({label})",
+            )
             details = json.loads(details_file.read_text())
-        embeds = run_isolated("tflite-embed", {"model": str(dst)},
-                              {"x": tune.for_encoder(encoder)}, what=f"LiteRT running {filename}")["embeds"]
-        recipe = {**details["recipe"], "precision": precision, "mask_nodes_protected": details["mask_ops_protected"],
-                  "kept_float": list(keep_float),
-                  "op_types": list(STATIC_OPS) if details["recipe"]["kind"] == "static" else "all"}
-        damage = [{"node": d["tensor"], "op_type": "tensor", "sqnr_db": d["snr_db"], "worst_tensor": d["tensor"]}
-                  for d in details["layer_damage_top"]]
+        embeds = run_isolated(
+            "tflite-embed", {"model": str(dst)}, {"x": tune.for_encoder(encoder)}, what=f"LiteRT running {filename}"
+        )["embeds"]
+        recipe = {
+            **details["recipe"],
+            "precision": precision,
+            "mask_nodes_protected": details["mask_ops_protected"],
+            "kept_float": list(keep_float),
+            "op_types": list(STATIC_OPS) if details["recipe"]["kind"] == "static" else "all",
+        }
+        damage = [
+            {"node": d["tensor"], "op_type": "tensor", "sqnr_db": d["snr_db"], "worst_tensor": d["tensor"]}
+            for d in details["layer_damage_top"]
+        ]
         return recipe, _tuning_step(encoder, embeds, tune_reference, gate, keep_float), damage
 
     recipe, step, damage = attempt([], want_damage=True)
     steps = [step]
     if auto and not step["passed"] and damage:
-        recipe, steps, _ = _auto_mixed_precision(lambda keep: attempt(keep)[:2], step, [d["node"] for d in damage],
-                                                 say, label)
+        recipe, steps, _ = _auto_mixed_precision(
+            lambda keep: attempt(keep)[:2], step, [d["node"] for d in damage], say, label
+        )
     return _record(artifact, precision, stage, filename, recipe, steps, damage, auto)

@@ -1,4 +1,5 @@
 """Calibration and evaluation inputs, rebuilt from the manifest (no torch, no student needed)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,11 +16,10 @@ from ..runtime.images import UnreadableImage, list_images, read_image, require_f
 from ..runtime.preprocess import preprocess_batch
 
 
-
 @dataclass
 class EncoderInputs:
-    pixels: np.ndarray      # float32 [N, 3, S, S], preprocessed per the manifest
-    ids: np.ndarray         # int32 [M, L]
+    pixels: np.ndarray  # float32 [N, 3, S, S], preprocessed per the manifest
+    ids: np.ndarray  # int32 [M, L]
     source: str
     skipped_images: int = 0
 
@@ -31,7 +31,7 @@ def _tokenizer(root: Path, manifest: dict) -> Tokenizer:
     from ..contract import TOKENIZER_DIR
     from ..guard import verified_files
 
-    verified_files(root, manifest, TOKENIZER_DIR)   # the files the manifest lists, unchanged
+    verified_files(root, manifest, TOKENIZER_DIR)  # the files the manifest lists, unchanged
     return Tokenizer.from_artifacts(root)
 
 
@@ -39,8 +39,9 @@ def sample_inputs(root: Path, manifest: dict, split: str) -> EncoderInputs:
     """The manifest's evaluation sample kind and count, from `split` (held-out: the gate; calib: tuning)."""
     kind, count = manifest["evaluation"]["samples"], manifest["evaluation"]["count"]
     images, captions = load_samples(kind, split, count, manifest["image"]["image_size"])
-    return EncoderInputs(preprocess_batch(images, manifest["image"]), _tokenizer(root, manifest)(captions),
-                         f"{kind}:{split} x{count}")
+    return EncoderInputs(
+        preprocess_batch(images, manifest["image"]), _tokenizer(root, manifest)(captions), f"{kind}:{split} x{count}"
+    )
 
 
 def evaluation_inputs(root: Path, manifest: dict) -> EncoderInputs:
@@ -59,8 +60,9 @@ def check_calibration_options(images_dir=None, captions_file=None, num_calib: in
             raise InputError(f"--calib-captions {captions_file} is not a file (one caption per line)")
 
 
-def calibration_inputs(root: Path, manifest: dict, *, images_dir=None, captions_file=None, num_calib: int = 128,
-                       allow_small: bool = False) -> EncoderInputs:
+def calibration_inputs(
+    root: Path, manifest: dict, *, images_dir=None, captions_file=None, num_calib: int = 128, allow_small: bool = False
+) -> EncoderInputs:
     """User data when given (images preprocessed exactly as the manifest says), else the student's calib split."""
     check_calibration_options(images_dir, captions_file, num_calib)
     skipped = 0
@@ -75,8 +77,9 @@ def calibration_inputs(root: Path, manifest: dict, *, images_dir=None, captions_
             if len(images) == num_calib:
                 break
         try:
-            captions = [line.strip() for line in Path(captions_file).read_text(encoding="utf-8").splitlines()
-                        if line.strip()][:num_calib]
+            captions = [
+                line.strip() for line in Path(captions_file).read_text(encoding="utf-8").splitlines() if line.strip()
+            ][:num_calib]
         except UnicodeDecodeError:
             raise InputError(f"--calib-captions {captions_file} is not UTF-8 text (one caption per line)") from None
         except OSError as e:
@@ -88,13 +91,18 @@ def calibration_inputs(root: Path, manifest: dict, *, images_dir=None, captions_
         source = f"{kind}:calib x{num_calib}"
     smallest = min(len(images), len(captions))
     if smallest < num_calib and not allow_small:
-        raise InputError(f"only {len(images)} calibration images and {len(captions)} captions, fewer than "
-                         f"--num-calib {num_calib}; add data or pass --allow-small-calibration")
+        raise InputError(
+            f"only {len(images)} calibration images and {len(captions)} captions, fewer than "
+            f"--num-calib {num_calib}; add data or pass --allow-small-calibration"
+        )
     if smallest == 0:
-        raise InputError(f"no calibration {'images' if not images else 'captions'} could be read"
-                         + (f" ({skipped} unreadable image file(s) skipped)" if skipped else ""))
-    return EncoderInputs(preprocess_batch(images, manifest["image"]), _tokenizer(root, manifest)(captions),
-                         source, skipped)
+        raise InputError(
+            f"no calibration {'images' if not images else 'captions'} could be read"
+            + (f" ({skipped} unreadable image file(s) skipped)" if skipped else "")
+        )
+    return EncoderInputs(
+        preprocess_batch(images, manifest["image"]), _tokenizer(root, manifest)(captions), source, skipped
+    )
 
 
 class ArrayReader(CalibrationDataReader):
@@ -104,14 +112,14 @@ class ArrayReader(CalibrationDataReader):
     def __init__(self, names, array: np.ndarray, cut: bool = False):
         super().__init__()
         self.names, self.array, self.pos = list(names), array, 0
-        self.cut = cut    # each row cut after its EOT / [SEP] (a masked tower's short-query encoder)
+        self.cut = cut  # each row cut after its EOT / [SEP] (a masked tower's short-query encoder)
 
     def get_next(self):
         if self.pos >= len(self.array):
             return None
         self.pos += 1
-        row = self.array[self.pos - 1: self.pos]
-        return text_feed(self.names, row[:, :real_length(row[0])] if self.cut else row)
+        row = self.array[self.pos - 1 : self.pos]
+        return text_feed(self.names, row[:, : real_length(row[0])] if self.cut else row)
 
     def rewind(self):
         self.pos = 0

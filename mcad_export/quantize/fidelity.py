@@ -11,6 +11,7 @@ nothing (that ViT-B-32: top-10 overlap 0.92 for an INT8 tower with cosine 0.998)
 cosine vs fp32 alone (mean and min) and every record says which test found them degenerate. Trained
 students keep the full gate: their fp32 rankings are far above chance and their embeddings spread.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,10 +26,10 @@ CHANCE_FACTOR = 2.0
 
 @dataclass(frozen=True)
 class Gate:
-    max_r1_drop: float = 0.005        # 0.5 recall points
+    max_r1_drop: float = 0.005  # 0.5 recall points
     min_top10_overlap: float = 0.95
     min_cosine_mean: float = 0.99
-    min_cosine_min: float = 0.98          # degenerate students only (see module docstring)
+    min_cosine_min: float = 0.98  # degenerate students only (see module docstring)
     degenerate_pairwise_cosine: float = 0.8
 
     def misses(self, record: dict) -> list[str]:
@@ -37,15 +38,19 @@ class Gate:
             if record["cosine_mean"] < self.min_cosine_mean:
                 out.append(f"mean cosine {record['cosine_mean']:.4f} < {self.min_cosine_mean}")
             if record["cosine_min"] < self.min_cosine_min:
-                out.append(f"min cosine {record['cosine_min']:.4f} < {self.min_cosine_min} (degenerate: "
-                           f"{' and '.join(record.get('degenerate_because') or ['embeddings'])}; ranking metrics are "
-                           "noise, so cosine is the gate)")
+                out.append(
+                    f"min cosine {record['cosine_min']:.4f} < {self.min_cosine_min} (degenerate: "
+                    f"{' and '.join(record.get('degenerate_because') or ['embeddings'])}; ranking metrics are "
+                    "noise, so cosine is the gate)"
+                )
             return out
         out = []
         drop = record["recall_at_1_fp32"] - record["recall_at_1"]
         if drop > self.max_r1_drop + 1e-9:
-            out.append(f"R@1 {record['recall_at_1']:.3f} vs fp32 {record['recall_at_1_fp32']:.3f} "
-                       f"(drop {100 * drop:.1f} points > {100 * self.max_r1_drop:.1f})")
+            out.append(
+                f"R@1 {record['recall_at_1']:.3f} vs fp32 {record['recall_at_1_fp32']:.3f} "
+                f"(drop {100 * drop:.1f} points > {100 * self.max_r1_drop:.1f})"
+            )
         if record["top10_overlap"] < self.min_top10_overlap:
             out.append(f"top-10 overlap {record['top10_overlap']:.3f} < {self.min_top10_overlap}")
         if record["cosine_mean"] < self.min_cosine_mean:
@@ -68,7 +73,7 @@ def mean_pairwise_cosine(embeds: np.ndarray, limit: int = 1000) -> float:
     n = len(x)
     if n < 2:
         return 0.0
-    total = float(np.square(x.sum(0)).sum())   # sum over all pairs incl. i == j, which add n
+    total = float(np.square(x.sum(0)).sum())  # sum over all pairs incl. i == j, which add n
     return (total - n) / (n * (n - 1))
 
 
@@ -78,10 +83,15 @@ def degeneracy(reference: dict, threshold: float, recall_fp32: dict) -> dict:
     chance = min(10, pairs) / max(pairs, 1)
     # text -> image, the direction the gate ranks by; image -> text counts captions repeated across the set
     at_chance = recall_fp32["t2i_r10"] <= CHANCE_FACTOR * chance
-    why = [f"mean pairwise cosine >= {threshold}"] * (max(pairwise.values()) >= threshold) + \
-        [f"fp32 t2i R@10 <= {CHANCE_FACTOR:g} x chance ({chance:.3f})"] * at_chance
-    return {"pairwise_cosine_mean_fp32": pairwise, "fp32_ranking_at_chance": at_chance, "degenerate": bool(why),
-            "degenerate_because": why}
+    why = [f"mean pairwise cosine >= {threshold}"] * (max(pairwise.values()) >= threshold) + [
+        f"fp32 t2i R@10 <= {CHANCE_FACTOR:g} x chance ({chance:.3f})"
+    ] * at_chance
+    return {
+        "pairwise_cosine_mean_fp32": pairwise,
+        "fp32_ranking_at_chance": at_chance,
+        "degenerate": bool(why),
+        "degenerate_because": why,
+    }
 
 
 def score(encoder: str, embeds: np.ndarray, reference: dict, gate: Gate = DEFAULT_GATE) -> dict:
@@ -92,11 +102,17 @@ def score(encoder: str, embeds: np.ndarray, reference: dict, gate: Gate = DEFAUL
     img, txt = (embeds, ref_txt) if encoder == "image" else (ref_img, embeds)
     recall, recall_fp32 = recall_at(img, txt), recall_at(ref_img, ref_txt)
     return {
-        "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
-        "recall_at_1": recall["t2i_r1"], "recall_at_5": recall["t2i_r5"], "recall_at_10": recall["t2i_r10"],
-        "recall_at_1_fp32": recall_fp32["t2i_r1"], "recall_at_5_fp32": recall_fp32["t2i_r5"],
+        "cosine_mean": float(cos.mean()),
+        "cosine_min": float(cos.min()),
+        "recall_at_1": recall["t2i_r1"],
+        "recall_at_5": recall["t2i_r5"],
+        "recall_at_10": recall["t2i_r10"],
+        "recall_at_1_fp32": recall_fp32["t2i_r1"],
+        "recall_at_5_fp32": recall_fp32["t2i_r5"],
         "recall_at_10_fp32": recall_fp32["t2i_r10"],
-        "i2t_recall_at_1": recall["i2t_r1"], "i2t_recall_at_5": recall["i2t_r5"], "i2t_recall_at_10": recall["i2t_r10"],
+        "i2t_recall_at_1": recall["i2t_r1"],
+        "i2t_recall_at_5": recall["i2t_r5"],
+        "i2t_recall_at_10": recall["i2t_r10"],
         "i2t_recall_at_1_fp32": recall_fp32["i2t_r1"],
         "top10_overlap": top_k_overlap(txt, img, ref_txt, ref_img),
         **degeneracy(reference, gate.degenerate_pairwise_cosine, recall_fp32),

@@ -5,6 +5,7 @@ round trip: activations through onnxruntime's qdq_loss_debug, weights by dequant
 integers directly (per-tensor or per-channel). A node's damage is the worst SQNR among its
 quantized inputs; lower is worse. The ranking drives auto mixed precision and the report.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -48,8 +49,14 @@ def weight_sqnr(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto) -> dic
     return out
 
 
-def node_damage(float_named: Path, qdq_path: Path, input_names: list[str], samples: np.ndarray,
-                op_types: tuple[str, ...], cut: bool = False) -> list[dict]:
+def node_damage(
+    float_named: Path,
+    qdq_path: Path,
+    input_names: list[str],
+    samples: np.ndarray,
+    op_types: tuple[str, ...],
+    cut: bool = False,
+) -> list[dict]:
     from onnxruntime.quantization.qdq_loss_debug import (
         collect_activations,
         compute_activation_error,
@@ -63,8 +70,10 @@ def node_damage(float_named: Path, qdq_path: Path, input_names: list[str], sampl
         modify_model_output_intermediate_tensors(str(qdq_path), str(aug_qdq))
         float_acts = collect_activations(str(aug_float), ArrayReader(input_names, samples, cut=cut))
         qdq_acts = collect_activations(str(aug_qdq), ArrayReader(input_names, samples, cut=cut))
-    sqnr = {name: float(err["qdq_err"]) for name, err in
-            compute_activation_error(create_activation_matching(qdq_acts, float_acts)).items()}
+    sqnr = {
+        name: float(err["qdq_err"])
+        for name, err in compute_activation_error(create_activation_matching(qdq_acts, float_acts)).items()
+    }
     float_model = onnx.load(str(float_named))
     sqnr.update(weight_sqnr(float_model, onnx.load(str(qdq_path))))
 
@@ -75,7 +84,8 @@ def node_damage(float_named: Path, qdq_path: Path, input_names: list[str], sampl
         hits = [(sqnr[t], t) for t in node.input if t in sqnr and not np.isnan(sqnr[t])]
         if hits:
             worst, tensor = min(hits)
-            ranked.append({"node": node.name, "op_type": node.op_type, "sqnr_db": round(worst, 2),
-                           "worst_tensor": tensor})
+            ranked.append(
+                {"node": node.name, "op_type": node.op_type, "sqnr_db": round(worst, 2), "worst_tensor": tensor}
+            )
     ranked.sort(key=lambda r: r["sqnr_db"])
     return ranked

@@ -15,6 +15,7 @@ smoothing first (quantize/smoothing.py, alpha 0.65) 0.9944. Built from standard 
 
 Weights: symmetric int8 per output channel stored offset by 128 as uint8.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,9 +32,17 @@ def quantize_per_token(model: onnx.ModelProto, exclude: tuple[str, ...] = ()) ->
     and not in `exclude` into per-token dynamic INT8, in place; returns how many. Node names are kept on the
     MatMulInteger so damage reports and `linear_coverage` still find them."""
     inits = {init.name: init for init in model.graph.initializer}
-    targets = [n for n in model.graph.node if n.op_type == "MatMul" and len(n.input) > 1 and n.name not in exclude
-               and n.input[0] not in inits and (w := inits.get(n.input[1])) is not None
-               and w.data_type == TensorProto.FLOAT and len(w.dims) == 2]
+    targets = [
+        n
+        for n in model.graph.node
+        if n.op_type == "MatMul"
+        and len(n.input) > 1
+        and n.name not in exclude
+        and n.input[0] not in inits
+        and (w := inits.get(n.input[1])) is not None
+        and w.data_type == TensorProto.FLOAT
+        and len(w.dims) == 2
+    ]
     if not targets:
         return 0
     shared = _constants(model)
@@ -51,19 +60,28 @@ def quantize_per_token(model: onnx.ModelProto, exclude: tuple[str, ...] = ()) ->
         q, row_scale = quantized_inputs[x]
         w_q, w_scale = _weights(numpy_helper.to_array(inits[node.input[1]]))
         base = node.input[1]
-        if base not in done:   # a weight two MatMuls share is quantized once
+        if base not in done:  # a weight two MatMuls share is quantized once
             done.add(base)
-            model.graph.initializer.extend([numpy_helper.from_array(w_q, f"{base}__u8_pc"),
-                                            numpy_helper.from_array(w_scale.astype(np.float32), f"{base}__col_scale")])
+            model.graph.initializer.extend(
+                [
+                    numpy_helper.from_array(w_q, f"{base}__u8_pc"),
+                    numpy_helper.from_array(w_scale.astype(np.float32), f"{base}__col_scale"),
+                ]
+            )
         y = node.output[0]
-        out.extend([
-            helper.make_node("MatMulInteger", [q, f"{base}__u8_pc", shared["zero_point"], shared["zero_point"]],
-                             [f"{y}__i32"],
-                             name=node.name),
-            helper.make_node("Cast", [f"{y}__i32"], [f"{y}__f"], name=f"{node.name}__cast", to=TensorProto.FLOAT),
-            helper.make_node("Mul", [f"{y}__f", row_scale], [f"{y}__row"], name=f"{node.name}__row_scale"),
-            helper.make_node("Mul", [f"{y}__row", f"{base}__col_scale"], [y], name=f"{node.name}__col_scale"),
-        ])
+        out.extend(
+            [
+                helper.make_node(
+                    "MatMulInteger",
+                    [q, f"{base}__u8_pc", shared["zero_point"], shared["zero_point"]],
+                    [f"{y}__i32"],
+                    name=node.name,
+                ),
+                helper.make_node("Cast", [f"{y}__i32"], [f"{y}__f"], name=f"{node.name}__cast", to=TensorProto.FLOAT),
+                helper.make_node("Mul", [f"{y}__f", row_scale], [f"{y}__row"], name=f"{node.name}__row_scale"),
+                helper.make_node("Mul", [f"{y}__row", f"{base}__col_scale"], [y], name=f"{node.name}__col_scale"),
+            ]
+        )
     del model.graph.node[:]
     model.graph.node.extend(out)
     from .weight_prep import drop_unused_initializers
@@ -106,18 +124,29 @@ def per_token_damage(model: onnx.ModelProto, reader, exclude: tuple[str, ...] = 
                 codes, col_scale = _weights(weight)
                 exact.setdefault(node.name, []).append(flat @ weight)
                 restored.setdefault(node.name, []).append(
-                    (q @ (codes.astype(np.float64) - ZERO_POINT)) * row_scale * col_scale)
-    ranked = [{"node": name, "op_type": "MatMul",
-               "sqnr_db": round(sqnr_db(np.concatenate(exact[name]), np.concatenate(restored[name])), 2),
-               "worst_tensor": name} for name in exact]
+                    (q @ (codes.astype(np.float64) - ZERO_POINT)) * row_scale * col_scale
+                )
+    ranked = [
+        {
+            "node": name,
+            "op_type": "MatMul",
+            "sqnr_db": round(sqnr_db(np.concatenate(exact[name]), np.concatenate(restored[name])), 2),
+            "worst_tensor": name,
+        }
+        for name in exact
+    ]
     ranked.sort(key=lambda r: r["sqnr_db"])
     return ranked
 
 
 def _constants(model: onnx.ModelProto) -> dict[str, str]:
-    values = {"zero_point": np.array(ZERO_POINT, np.uint8), "levels": np.array(ACTIVATION_LEVELS, np.float32),
-              "offset": np.array(ZERO_POINT, np.float32), "tiny": np.array(1e-8, np.float32),
-              "last_axis": np.array([-1], np.int64)}
+    values = {
+        "zero_point": np.array(ZERO_POINT, np.uint8),
+        "levels": np.array(ACTIVATION_LEVELS, np.float32),
+        "offset": np.array(ZERO_POINT, np.float32),
+        "tiny": np.array(1e-8, np.float32),
+        "last_axis": np.array([-1], np.int64),
+    }
     names = {}
     for key, value in values.items():
         names[key] = f"per_token__{key}"
@@ -129,17 +158,21 @@ def _quantize_rows(x: str, label: str, c: dict[str, str], out: list, opset: int)
     """Appends the nodes that quantize `x` row by row; returns (uint8 tensor, float row scale [..., 1])."""
     p = f"{x}__pt"
     # ReduceMax takes its axes as an input from opset 18, as an attribute before.
-    reduce = (helper.make_node("ReduceMax", [f"{p}_abs", c["last_axis"]], [f"{p}_max"], name=f"{label}__pt_max",
-                               keepdims=1) if opset >= 18 else
-              helper.make_node("ReduceMax", [f"{p}_abs"], [f"{p}_max"], name=f"{label}__pt_max", keepdims=1, axes=[-1]))
-    out.extend([
-        helper.make_node("Abs", [x], [f"{p}_abs"], name=f"{label}__pt_abs"),
-        reduce,
-        helper.make_node("Max", [f"{p}_max", c["tiny"]], [f"{p}_max_safe"], name=f"{label}__pt_safe"),
-        helper.make_node("Div", [f"{p}_max_safe", c["levels"]], [f"{p}_scale"], name=f"{label}__pt_scale"),
-        helper.make_node("Div", [x, f"{p}_scale"], [f"{p}_scaled"], name=f"{label}__pt_div"),
-        helper.make_node("Round", [f"{p}_scaled"], [f"{p}_round"], name=f"{label}__pt_round"),
-        helper.make_node("Add", [f"{p}_round", c["offset"]], [f"{p}_shift"], name=f"{label}__pt_shift"),
-        helper.make_node("Cast", [f"{p}_shift"], [f"{p}_u8"], name=f"{label}__pt_u8", to=TensorProto.UINT8),
-    ])
+    reduce = (
+        helper.make_node("ReduceMax", [f"{p}_abs", c["last_axis"]], [f"{p}_max"], name=f"{label}__pt_max", keepdims=1)
+        if opset >= 18
+        else helper.make_node("ReduceMax", [f"{p}_abs"], [f"{p}_max"], name=f"{label}__pt_max", keepdims=1, axes=[-1])
+    )
+    out.extend(
+        [
+            helper.make_node("Abs", [x], [f"{p}_abs"], name=f"{label}__pt_abs"),
+            reduce,
+            helper.make_node("Max", [f"{p}_max", c["tiny"]], [f"{p}_max_safe"], name=f"{label}__pt_safe"),
+            helper.make_node("Div", [f"{p}_max_safe", c["levels"]], [f"{p}_scale"], name=f"{label}__pt_scale"),
+            helper.make_node("Div", [x, f"{p}_scale"], [f"{p}_scaled"], name=f"{label}__pt_div"),
+            helper.make_node("Round", [f"{p}_scaled"], [f"{p}_round"], name=f"{label}__pt_round"),
+            helper.make_node("Add", [f"{p}_round", c["offset"]], [f"{p}_shift"], name=f"{label}__pt_shift"),
+            helper.make_node("Cast", [f"{p}_shift"], [f"{p}_u8"], name=f"{label}__pt_u8", to=TensorProto.UINT8),
+        ]
+    )
     return f"{p}_u8", f"{p}_scale"

@@ -13,6 +13,7 @@ The division is an explicit Mul before the Linear (one per distinct input tensor
 Q/K/V projections that read it). Post-LN BERT cannot fold it into LayerNorm's gamma as pre-LN
 models can: the same LayerNorm output also feeds the residual branch.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -48,8 +49,9 @@ def probed_activations(model: onnx.ModelProto, reader, tensors: list[str]):
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     known = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
-                              for name in tensors if name not in known)
+    probe.graph.output.extend(
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in tensors if name not in known
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "probe.onnx"
         onnx.save(probe, str(path), save_as_external_data=probe.ByteSize() > 1_500_000_000)
@@ -70,8 +72,7 @@ def activation_channel_max(model: onnx.ModelProto, reader, tensors: list[str]) -
     return peaks
 
 
-def smooth_linears(model: onnx.ModelProto, reader, alpha: float = DEFAULT_ALPHA,
-                   skip: tuple[str, ...] = ()) -> dict:
+def smooth_linears(model: onnx.ModelProto, reader, alpha: float = DEFAULT_ALPHA, skip: tuple[str, ...] = ()) -> dict:
     """Smooths every Linear's input in place (MatMul form: run weight_prep.gemm_to_matmul first); returns a
     record. `skip`: node names left as they are (mask consumers, layers kept in float)."""
     readers = {tensor: [n for n in nodes if n.name not in skip] for tensor, nodes in linear_inputs(model).items()}
@@ -85,28 +86,37 @@ def smooth_linears(model: onnx.ModelProto, reader, alpha: float = DEFAULT_ALPHA,
         x_max = peaks[tensor].astype(np.float64)
         weights = [numpy_helper.to_array(inits[n.input[1]]).astype(np.float64) for n in nodes]
         if any(w.shape[0] != x_max.shape[0] for w in weights):
-            continue    # the weight does not read the last axis channel by channel (never in our exports)
+            continue  # the weight does not read the last axis channel by channel (never in our exports)
         w_max = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
-        scale = np.clip(np.power(np.maximum(x_max, 1e-8), alpha) / np.power(np.maximum(w_max, 1e-8), 1 - alpha),
-                        MIN_SCALE, MAX_SCALE)
+        scale = np.clip(
+            np.power(np.maximum(x_max, 1e-8), alpha) / np.power(np.maximum(w_max, 1e-8), 1 - alpha),
+            MIN_SCALE,
+            MAX_SCALE,
+        )
         ratios.append(float(x_max.max() / max(np.median(x_max), 1e-12)))
         largest = max(largest, float(scale.max() / scale.min()))
         divisor = f"{tensor}__smooth_inv"
         model.graph.initializer.append(numpy_helper.from_array((1.0 / scale).astype(np.float32), divisor))
         smoothed_input = f"{tensor}__smoothed"
         index = min(list(model.graph.node).index(n) for n in nodes)
-        model.graph.node.insert(index, helper.make_node("Mul", [tensor, divisor], [smoothed_input],
-                                                        name=f"{nodes[0].name}__smooth"))
+        model.graph.node.insert(
+            index, helper.make_node("Mul", [tensor, divisor], [smoothed_input], name=f"{nodes[0].name}__smooth")
+        )
         for node, w in zip(nodes, weights):
             scaled_name = f"{node.input[1]}__smoothed"
-            model.graph.initializer.append(numpy_helper.from_array((w * scale[:, None]).astype(np.float32),
-                                                                   scaled_name))
+            model.graph.initializer.append(
+                numpy_helper.from_array((w * scale[:, None]).astype(np.float32), scaled_name)
+            )
             node.input[0], node.input[1] = smoothed_input, scaled_name
             smoothed += 1
     from .weight_prep import drop_unused_initializers
 
     drop_unused_initializers(model)
-    return {"method": "SmoothQuant (explicit per-channel Mul before each Linear)", "alpha": alpha,
-            "linear_layers": smoothed, "input_tensors": len(ratios),
-            "worst_outlier_ratio": round(max(ratios), 1) if ratios else None,
-            "max_scale_spread": round(largest, 1)}
+    return {
+        "method": "SmoothQuant (explicit per-channel Mul before each Linear)",
+        "alpha": alpha,
+        "linear_layers": smoothed,
+        "input_tensors": len(ratios),
+        "worst_outlier_ratio": round(max(ratios), 1) if ratios else None,
+        "max_scale_spread": round(largest, 1),
+    }

@@ -5,6 +5,7 @@ negative constant are pinned to float with a NO_QUANTIZE scope override (the sco
 output tensor names, as ai-edge-quantizer defines it). Per-tensor SNR from the quantizer's own
 validator ranks the layers that lose most.
 """
+
 from __future__ import annotations
 
 import re
@@ -66,26 +67,35 @@ def quantize_tflite_in_process(params: dict, arrays: dict) -> None:
         # Weight-bearing ops only (as the ONNX recipes): quantizing every op also quantizes the final
         # L2 normalisation, and the outputs leave the unit sphere entirely (norms of 1e2-1e5 measured).
         for op in STATIC_OPS:
-            manager.add_static_config(regex=".*", operation_name=getattr(TFLOperationName, op),
-                                      activation_num_bits=act_bits, weight_num_bits=weight_bits)
+            manager.add_static_config(
+                regex=".*",
+                operation_name=getattr(TFLOperationName, op),
+                activation_num_bits=act_bits,
+                weight_num_bits=weight_bits,
+            )
         # The quantizer has no integer EMBEDDING_LOOKUP; int8 weights with float compute still shrink
         # the token table, which is most of a text encoder's bytes.
-        manager.add_weight_only_config(regex=".*", operation_name=TFLOperationName.EMBEDDING_LOOKUP,
-                                       num_bits=weight_bits)
+        manager.add_weight_only_config(
+            regex=".*", operation_name=TFLOperationName.EMBEDDING_LOOKUP, num_bits=weight_bits
+        )
     else:
         manager.add_dynamic_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=weight_bits)
     protected = mask_add_outputs(params["model"])
     for name in protected:
-        manager.add_quantization_config(regex=scope_regex(name), operation_name=TFLOperationName.ADD,
-                                        algorithm_key=AlgorithmName.NO_QUANTIZE)
+        manager.add_quantization_config(
+            regex=scope_regex(name), operation_name=TFLOperationName.ADD, algorithm_key=AlgorithmName.NO_QUANTIZE
+        )
     for name in params.get("keep_float", []):  # auto mixed precision: these ops stay float
-        manager.add_quantization_config(regex=scope_regex(name), operation_name=TFLOperationName.ALL_SUPPORTED,
-                                        algorithm_key=AlgorithmName.NO_QUANTIZE)
+        manager.add_quantization_config(
+            regex=scope_regex(name),
+            operation_name=TFLOperationName.ALL_SUPPORTED,
+            algorithm_key=AlgorithmName.NO_QUANTIZE,
+        )
     qt = quantizer.Quantizer(params["model"])
     qt.load_quantization_recipe(manager.get_quantization_recipe())
     from ..runtime.encoders import text_feed
 
-    samples = [text_feed(params["input_names"], arrays["calib"][i:i + 1]) for i in range(len(arrays["calib"]))]
+    samples = [text_feed(params["input_names"], arrays["calib"][i : i + 1]) for i in range(len(arrays["calib"]))]
     calibration = qt.calibrate({SIGNATURE: samples}, num_threads=2) if qt.need_calibration else None
     result = qt.quantize(calibration, enable_progress_report=False)
     result.export_model(params["out"], overwrite=True)
@@ -94,10 +104,25 @@ def quantize_tflite_in_process(params: dict, arrays: dict) -> None:
     if kind == "static" and params.get("want_damage"):
         check = qt.validate({SIGNATURE: samples[:8]}, error_metrics=[ValidationErrorMetric.SNR], num_threads=2)
         tensors = check.get_signature_comparison_result(SIGNATURE).intermediate_tensors
-        damage = sorted(({"tensor": name, "snr_db": round(float(10 * np.log10(max(v["snr"], 1e-12))), 2)}
-                         for name, v in tensors.items() if np.isfinite(v.get("snr", np.nan)) and v["snr"] > 0),
-                        key=lambda d: d["snr_db"])[:DAMAGE_KEPT]
+        damage = sorted(
+            (
+                {"tensor": name, "snr_db": round(float(10 * np.log10(max(v["snr"], 1e-12))), 2)}
+                for name, v in tensors.items()
+                if np.isfinite(v.get("snr", np.nan)) and v["snr"] > 0
+            ),
+            key=lambda d: d["snr_db"],
+        )[:DAMAGE_KEPT]
     with open(params["damage"], "w") as f:
-        json.dump({"mask_ops_protected": len(protected), "layer_damage_top": damage,
-                   "recipe": {"kind": kind, "activation_bits": act_bits, "weight_bits": weight_bits,
-                              "tool": "ai-edge-quantizer"}}, f)
+        json.dump(
+            {
+                "mask_ops_protected": len(protected),
+                "layer_damage_top": damage,
+                "recipe": {
+                    "kind": kind,
+                    "activation_bits": act_bits,
+                    "weight_bits": weight_bits,
+                    "tool": "ai-edge-quantizer",
+                },
+            },
+            f,
+        )

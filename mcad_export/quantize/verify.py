@@ -3,6 +3,7 @@
 Held-out evaluation set (manifest["evaluation"]) vs the PyTorch fp32 reference embeddings saved
 at export. Writes reports/fidelity.json, then fails if any artifact misses the gate.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,8 @@ import numpy as np
 from ..atomic import locks_folder, write_text_atomic
 from ..contract import FIDELITY_REPORT, MANIFEST, REPORTS_DIR
 from ..errors import FidelityGateError, InputError
-from ..isolated import run_isolated
 from ..guard import reference_record, verified, verified_artifact
+from ..isolated import run_isolated
 from ..manifest import read_manifest
 from ..runtime.encoders import artifact_embed, real_lengths
 from .calibration import evaluation_inputs
@@ -28,15 +29,20 @@ def _onnxruntime(path, input_name, array, artifact):
 
 def _litert_isolated(path, input_name, array, artifact):
     # Quantized TFLite models have aborted the LiteRT runtime here; a crash must fail one record, not the run.
-    return run_isolated("tflite-embed", {"model": str(path)}, {"x": array},
-                        what=f"LiteRT running {Path(path).name}")["embeds"]
+    return run_isolated("tflite-embed", {"model": str(path)}, {"x": array}, what=f"LiteRT running {Path(path).name}")[
+        "embeds"
+    ]
 
 
 def _qnn_htp_simulator(path, input_name, array, artifact):
     # The x86 HTP simulator computes what the phone's NPU will (same context binary); it is slow,
     # so compiled artifacts carry `verify_samples` and are checked on that many held-out samples.
-    return run_isolated("qnn-simulate", {"model": str(path), "soc": artifact["soc"]}, {"x": array},
-                        what=f"the QNN HTP simulator running {Path(path).name}")["embeds"]
+    return run_isolated(
+        "qnn-simulate",
+        {"model": str(path), "soc": artifact["soc"]},
+        {"x": array},
+        what=f"the QNN HTP simulator running {Path(path).name}",
+    )["embeds"]
 
 
 # Runtime name in the manifest -> function(path, input name, array, artifact record) -> embeddings.
@@ -57,7 +63,7 @@ def gated_rows(artifact: dict, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarr
     tokens = (artifact.get("length_bucket") or {}).get("tokens")
     if tokens:
         rows = rows[real_lengths(inputs) <= tokens]
-    rows = rows[:artifact.get("verify_samples") or len(rows)]
+    rows = rows[: artifact.get("verify_samples") or len(rows)]
     picked = inputs[rows]
     return rows, np.ascontiguousarray(picked[:, :tokens]) if tokens else picked
 
@@ -71,21 +77,32 @@ def verify_artifacts(out_dir, gate: Gate = DEFAULT_GATE, progress=None, only: se
     evaluation = evaluation_inputs(root, manifest)
     reference = dict(np.load(verified(root, reference_record(manifest), "reference embeddings")))
     meaningful = manifest["evaluation"].get("recall_meaningful", False)
-    unknown = [a for a in manifest["artifacts"] if a.get("runtime") not in RUNNERS
-               and not str(a.get("runtime")).startswith(DEVICE_ONLY_RUNTIMES)]
+    unknown = [
+        a
+        for a in manifest["artifacts"]
+        if a.get("runtime") not in RUNNERS and not str(a.get("runtime")).startswith(DEVICE_ONLY_RUNTIMES)
+    ]
     if unknown:
         # A record no runner knows would otherwise be skipped silently and look verified.
-        raise InputError(f"{root / MANIFEST}: {unknown[0]['path']} has runtime {unknown[0].get('runtime')!r}, which "
-                         f"mcad-export does not know (one of {', '.join(RUNNERS)}, "
-                         f"{', '.join(p + '*' for p in DEVICE_ONLY_RUNTIMES)}); re-export or fix the manifest")
+        raise InputError(
+            f"{root / MANIFEST}: {unknown[0]['path']} has runtime {unknown[0].get('runtime')!r}, which "
+            f"mcad-export does not know (one of {', '.join(RUNNERS)}, "
+            f"{', '.join(p + '*' for p in DEVICE_ONLY_RUNTIMES)}); re-export or fix the manifest"
+        )
     records, failures = [], []
     for artifact in manifest["artifacts"]:
         if only is not None and artifact["path"] not in only:
             continue
         runner = RUNNERS.get(artifact["runtime"])
-        base = {"artifact": artifact["path"], "name": artifact["name"], "encoder": artifact["encoder"],
-                "runtime": MEASURED_ON.get(artifact["runtime"], artifact["runtime"]), "precision": artifact["precision"],
-                "size_bytes": artifact["size_bytes"], **({"target": artifact["target"]} if "target" in artifact else {})}
+        base = {
+            "artifact": artifact["path"],
+            "name": artifact["name"],
+            "encoder": artifact["encoder"],
+            "runtime": MEASURED_ON.get(artifact["runtime"], artifact["runtime"]),
+            "precision": artifact["precision"],
+            "size_bytes": artifact["size_bytes"],
+            **({"target": artifact["target"]} if "target" in artifact else {}),
+        }
         if runner is None:
             records.append({**base, "passed": None, "skipped": f"no host runner for runtime {artifact['runtime']}"})
             continue
@@ -95,8 +112,17 @@ def verify_artifacts(out_dir, gate: Gate = DEFAULT_GATE, progress=None, only: se
         # A subset is gated against the PyTorch reference of the same rows (recall over a gallery of those images).
         result = score(artifact["encoder"], embeds, {k: v[rows] for k, v in reference.items()}, gate)
         misses = gate.misses(result)
-        records.append({**base, **result, "samples": len(embeds), "recall_meaningful": meaningful,
-                        "gate": gate.__dict__, "passed": not misses, "misses": misses})
+        records.append(
+            {
+                **base,
+                **result,
+                "samples": len(embeds),
+                "recall_meaningful": meaningful,
+                "gate": gate.__dict__,
+                "passed": not misses,
+                "misses": misses,
+            }
+        )
         failures += [f"{artifact['path']}: {m}" for m in misses]
     (root / REPORTS_DIR).mkdir(exist_ok=True)
     if only is not None and (root / FIDELITY_REPORT).is_file():

@@ -11,6 +11,7 @@
   query makes resident only the rows (pages) it touches.
 - `linear_coverage`: which Linear layers a quantized graph still computes in float, each with a reason.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,14 +46,18 @@ def gemm_to_matmul(model: onnx.ModelProto) -> int:
         weight = inits.get(node.input[1]) if node.op_type == "Gemm" and len(node.input) > 1 else None
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
         beta = _attr(node, "beta", 1.0)
-        if (weight is None or _attr(node, "transA", 0) or weight.data_type not in FLOAT_TYPES
-                or (bias and beta != 1.0 and bias not in inits)):
+        if (
+            weight is None
+            or _attr(node, "transA", 0)
+            or weight.data_type not in FLOAT_TYPES
+            or (bias and beta != 1.0 and bias not in inits)
+        ):
             nodes.append(node)
             continue
         w = numpy_helper.to_array(weight)
         w = (w.T if _attr(node, "transB", 0) else w) * np.asarray(_attr(node, "alpha", 1.0), w.dtype)
         w_name = f"{weight.name}__kn{_attr(node, 'transB', 0)}a{_attr(node, 'alpha', 1.0)}"
-        if w_name not in created:   # a weight shared by several Gemms is transposed once
+        if w_name not in created:  # a weight shared by several Gemms is transposed once
             created.add(w_name)
             model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w), w_name))
         product = f"{node.output[0]}__mm" if bias else node.output[0]
@@ -80,16 +85,25 @@ def int8_token_table(model: onnx.ModelProto) -> dict | None:
     inits = _initializers(model)
     for index, node in enumerate(model.graph.node):
         table = inits.get(node.input[0]) if node.op_type == "Gather" else None
-        if (table is None or table.data_type != TensorProto.FLOAT or len(table.dims) != 2
-                or table.dims[0] < MIN_VOCAB_ROWS or _attr(node, "axis", 0) != 0):
+        if (
+            table is None
+            or table.data_type != TensorProto.FLOAT
+            or len(table.dims) != 2
+            or table.dims[0] < MIN_VOCAB_ROWS
+            or _attr(node, "axis", 0) != 0
+        ):
             continue
         values = numpy_helper.to_array(table)
         scales = np.abs(values).max(axis=1) / 127.0
         scales = np.where(scales > 0, scales, 1.0).astype(np.float32)
         q = np.clip(np.rint(values / scales[:, None]), -127, 127).astype(np.int8)
         base, out = table.name, node.output[0]
-        model.graph.initializer.extend([numpy_helper.from_array(q, f"{base}__int8"),
-                                        numpy_helper.from_array(scales[:, None], f"{base}__row_scale")])
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(q, f"{base}__int8"),
+                numpy_helper.from_array(scales[:, None], f"{base}__row_scale"),
+            ]
+        )
         ids = node.input[1]
         replacement = [
             helper.make_node("Gather", [f"{base}__int8", ids], [f"{out}__q"], name=node.name, axis=0),
@@ -102,9 +116,15 @@ def int8_token_table(model: onnx.ModelProto) -> dict | None:
             model.graph.node.insert(index + offset, new)
         drop_unused_initializers(model)
         error = np.abs(q.astype(np.float32) * scales[:, None] - values).max()
-        return {"node": node.name, "rows": int(values.shape[0]), "width": int(values.shape[1]),
-                "storage": "int8, one float scale per row", "bytes": int(q.nbytes + scales.nbytes),
-                "fp32_bytes": int(values.nbytes), "max_abs_error": float(error)}
+        return {
+            "node": node.name,
+            "rows": int(values.shape[0]),
+            "width": int(values.shape[1]),
+            "storage": "int8, one float scale per row",
+            "bytes": int(q.nbytes + scales.nbytes),
+            "fp32_bytes": int(values.nbytes),
+            "max_abs_error": float(error),
+        }
     return None
 
 
@@ -121,18 +141,28 @@ def linear_coverage(model: onnx.ModelProto, reasons: dict[str, str]) -> dict:
     inits = _initializers(model)
     float_left, quantized = [], 0
     for node in model.graph.node:
-        if node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul", "MatMulNBits", "QLinearMatMul",
-                            "MatMulIntegerToFloat"):
+        if node.op_type in (
+            "MatMulInteger",
+            "DynamicQuantizeMatMul",
+            "MatMulNBits",
+            "QLinearMatMul",
+            "MatMulIntegerToFloat",
+        ):
             quantized += 1
             continue
         if node.op_type not in LINEAR_OPS or len(node.input) < 2:
             continue
         weight = inits.get(node.input[1])
         if weight is None or weight.data_type not in FLOAT_TYPES or len(weight.dims) != 2:
-            continue   # activation x activation, or a weight fed through DequantizeLinear (QDQ: quantized)
+            continue  # activation x activation, or a weight fed through DequantizeLinear (QDQ: quantized)
         name = node.name.removesuffix("_quant")
-        float_left.append({"node": node.name, "shape": list(weight.dims),
-                           "why": reasons.get(name) or reasons.get(node.name) or "not quantized by the recipe"})
+        float_left.append(
+            {
+                "node": node.name,
+                "shape": list(weight.dims),
+                "why": reasons.get(name) or reasons.get(node.name) or "not quantized by the recipe",
+            }
+        )
     return {"quantized": quantized, "float": float_left}
 
 
@@ -146,8 +176,11 @@ def save_with_aligned_external_data(model: onnx.ModelProto, path, data_name: str
     offset = 0
     with open(path.parent / data_name, "wb") as data:
         for init in model.graph.initializer:
-            raw = init.raw_data if init.HasField("raw_data") else numpy_helper.from_array(
-                numpy_helper.to_array(init), init.name).raw_data
+            raw = (
+                init.raw_data
+                if init.HasField("raw_data")
+                else numpy_helper.from_array(numpy_helper.to_array(init), init.name).raw_data
+            )
             if len(raw) < threshold:
                 continue
             pad = (-offset) % alignment
@@ -179,7 +212,7 @@ def weight_damage(model: onnx.ModelProto, bits: int, block_size: int | None) -> 
         weight = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) > 1 else None
         if weight is None or weight.data_type != TensorProto.FLOAT or len(weight.dims) != 2:
             continue
-        w = numpy_helper.to_array(weight).astype(np.float64)          # [K, N]
+        w = numpy_helper.to_array(weight).astype(np.float64)  # [K, N]
         if block_size is None:
             scale = np.abs(w).max(axis=0, keepdims=True) / 63.0
             restored = np.rint(w / np.where(scale > 0, scale, 1)) * scale
@@ -192,7 +225,13 @@ def weight_damage(model: onnx.ModelProto, bits: int, block_size: int | None) -> 
             scale = np.abs(blocks).max(axis=1, keepdims=True) / levels
             q = np.clip(np.rint(blocks / np.where(scale > 0, scale, 1)), -levels - 1, levels)
             restored = (q * scale).reshape(padded.shape)[:k]
-        ranked.append({"node": node.name, "op_type": "MatMul", "sqnr_db": round(sqnr_db(w, restored), 2),
-                       "worst_tensor": weight.name})
+        ranked.append(
+            {
+                "node": node.name,
+                "op_type": "MatMul",
+                "sqnr_db": round(sqnr_db(w, restored), 2),
+                "worst_tensor": weight.name,
+            }
+        )
     ranked.sort(key=lambda r: r["sqnr_db"])
     return ranked

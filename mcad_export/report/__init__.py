@@ -3,6 +3,7 @@
 Writes reports/report.html (self-contained: inline CSS and SVG, no scripts or fonts fetched),
 reports/report.md (for pull requests) and reports/report.json (the data both are made of).
 """
+
 from __future__ import annotations
 
 import json
@@ -29,31 +30,45 @@ def collect(directory) -> dict:
     passed = budget["latency_passed"] and budget["memory_passed"] and all(d["passed"] for d in device)
     verdict = {
         "passed": passed,
-        "summary": (f"{'PASS' if passed else 'MISS'}: query p50 {bench['query_latency_ms']['p50']:.2f} ms "
-                    f"(budget {budget['latency_ms']:g} ms), peak RSS {bench['peak_rss_mb']:.1f} MB "
-                    f"(budget {budget['memory_mb']:g} MB), gallery {bench['gallery_size']:,}, "
-                    f"{bench['threads']} thread(s)" + "".join(_device_line(d) for d in device)),
+        "summary": (
+            f"{'PASS' if passed else 'MISS'}: query p50 {bench['query_latency_ms']['p50']:.2f} ms "
+            f"(budget {budget['latency_ms']:g} ms), peak RSS {bench['peak_rss_mb']:.1f} MB "
+            f"(budget {budget['memory_mb']:g} MB), gallery {bench['gallery_size']:,}, "
+            f"{bench['threads']} thread(s)" + "".join(_device_line(d) for d in device)
+        ),
         "device_profiles": device,
         "gate_passed": all(r.get("passed") is not False for r in fidelity) if fidelity else None,
     }
     return {
-        "student": manifest["student"], "embed_dim": manifest["embed_dim"], "verdict": verdict, "bench": bench,
-        "fidelity": fidelity, "recall_meaningful": manifest["evaluation"].get("recall_meaningful", False),
-        "artifacts": [{**{k: a.get(k) for k in ("path", "encoder", "format", "runtime", "precision",
-                                                "size_ratio_vs_fp32")}, "size_bytes": total_bytes(a)}
-                      for a in manifest["artifacts"]],
+        "student": manifest["student"],
+        "embed_dim": manifest["embed_dim"],
+        "verdict": verdict,
+        "bench": bench,
+        "fidelity": fidelity,
+        "recall_meaningful": manifest["evaluation"].get("recall_meaningful", False),
+        "artifacts": [
+            {
+                **{k: a.get(k) for k in ("path", "encoder", "format", "runtime", "precision", "size_ratio_vs_fp32")},
+                "size_bytes": total_bytes(a),
+            }
+            for a in manifest["artifacts"]
+        ],
         "deployment": manifest.get("deployment"),
         "targets": compiled_targets(manifest, fidelity),
-        "tools": {**manifest.get("tools", {}), **bench.get("tools", {}),
-                  **tool_versions("mcad-export")},
+        "tools": {**manifest.get("tools", {}), **bench.get("tools", {}), **tool_versions("mcad-export")},
     }
 
 
 def _device_line(check: dict) -> str:
-    npu = ("all layers on the NPU" if not check["layers_off_npu"] else
-           f"{check['layers_off_npu']} layer(s) off the NPU{' (allowed)' if check['allowed_off_npu'] else ''}")
-    return (f"; {check['encoder']} encoder on {check['device']} ({check['target']}): {check['inference_ms']} ms, "
-            f"peak {check['peak_memory_mb']} MB, {npu}{'' if check['passed'] else ' - MISS'}")
+    npu = (
+        "all layers on the NPU"
+        if not check["layers_off_npu"]
+        else f"{check['layers_off_npu']} layer(s) off the NPU{' (allowed)' if check['allowed_off_npu'] else ''}"
+    )
+    return (
+        f"; {check['encoder']} encoder on {check['device']} ({check['target']}): {check['inference_ms']} ms, "
+        f"peak {check['peak_memory_mb']} MB, {npu}{'' if check['passed'] else ' - MISS'}"
+    )
 
 
 def compiled_targets(manifest: dict, fidelity: list[dict]) -> list[dict]:
@@ -65,14 +80,25 @@ def compiled_targets(manifest: dict, fidelity: list[dict]) -> list[dict]:
             continue
         record = gate.get(a["path"], {})
         ops, profile = a.get("ops") or {}, a.get("device_profile") or {}
-        rows.append({"target": a["target"], "chip": a["soc"]["name"], "artifact": a["path"], "encoder": a["encoder"],
-                     "precision": a["precision"], "size_bytes": a["size_bytes"],
-                     "ops_on_npu": ops.get("htp", ops.get("npu")), "ops_off_npu": ops.get("cpu"),
-                     "measured_on": record.get("runtime") if record.get("passed") is not None else None,
-                     "samples": record.get("samples"), "cosine_mean": record.get("cosine_mean"),
-                     "passed": record.get("passed"), "device": profile.get("device"),
-                     "device_inference_ms": profile.get("inference_ms"),
-                     "device_peak_memory_mb": profile.get("peak_memory_mb")})
+        rows.append(
+            {
+                "target": a["target"],
+                "chip": a["soc"]["name"],
+                "artifact": a["path"],
+                "encoder": a["encoder"],
+                "precision": a["precision"],
+                "size_bytes": a["size_bytes"],
+                "ops_on_npu": ops.get("htp", ops.get("npu")),
+                "ops_off_npu": ops.get("cpu"),
+                "measured_on": record.get("runtime") if record.get("passed") is not None else None,
+                "samples": record.get("samples"),
+                "cosine_mean": record.get("cosine_mean"),
+                "passed": record.get("passed"),
+                "device": profile.get("device"),
+                "device_inference_ms": profile.get("inference_ms"),
+                "device_peak_memory_mb": profile.get("peak_memory_mb"),
+            }
+        )
     return rows
 
 

@@ -1,4 +1,5 @@
 """report.md: the same numbers as report.html, as tables a pull request can show."""
+
 from __future__ import annotations
 
 
@@ -19,57 +20,106 @@ def render_markdown(data: dict) -> str:
     rows = [["this toolkit", f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{b['peak_rss_mb']:.1f}"]]
     if base:
         bl = base["query_latency_ms"]
-        rows.append([base["name"], f"{bl['p50']:.3f}", f"{bl['p90']:.3f}", f"{bl['p99']:.3f}", f"{base['peak_rss_mb']:.1f}"])
+        rows.append(
+            [base["name"], f"{bl['p50']:.3f}", f"{bl['p90']:.3f}", f"{bl['p99']:.3f}", f"{base['peak_rss_mb']:.1f}"]
+        )
     out += ["## Search latency (tokenize + text encoder + top-10)", ""]
     out += _table(["query path", "p50 ms", "p90 ms", "p99 ms", "peak RSS MB"], rows)
     if base:
         out += [f"Speed-up vs baseline: **{b['speedup_vs_baseline']:.1f}x** ({base['description']}).", ""]
     a = b["artifacts"]["text"]
-    out += [f"Text encoder: `{a['path']}` ({a['precision']}, {a['runtime']}, fidelity gate: "
-            f"{ {True: 'pass', False: 'MISS', None: 'not run'}[a['gate_passed']] }); gallery {b['gallery_size']:,} "
-            f"({b['gallery']['kind']}, {b['gallery']['synthetic']:,} synthetic, index files "
-            f"{sum(b['gallery']['index_bytes'].values()) / 1e6:.1f} MB); {b['threads']} thread(s).", ""]
+    out += [
+        f"Text encoder: `{a['path']}` ({a['precision']}, {a['runtime']}, fidelity gate: "
+        f"{ {True: 'pass', False: 'MISS', None: 'not run'}[a['gate_passed']] }); gallery {b['gallery_size']:,} "
+        f"({b['gallery']['kind']}, {b['gallery']['synthetic']:,} synthetic, index files "
+        f"{sum(b['gallery']['index_bytes'].values()) / 1e6:.1f} MB); {b['threads']} thread(s).",
+        "",
+    ]
     out += ["## Memory of the query process (MB)", ""]
     out += _table(list(b["memory_breakdown_mb"]), [[f"{x:.1f}" for x in b["memory_breakdown_mb"].values()]])
     lim = b["physical_limit"]
-    out += ["## Physical limit", "",
-            f"max({lim['text_encoder_matmul_flops_at_query_tokens'] / 1e9:.4f} GFLOP at {lim['query_tokens_mean']:.1f} "
-            f"tokens / {lim['text_encoder']['peak_gops']:.1f} {lim['text_encoder']['peak_kind']} GOP/s, "
-            f"{lim['text_encoder']['bytes_per_query']['total'] / 1e6:.2f} MB / {lim['read_bandwidth_gbs']:.1f} GB/s) = "
-            f"{lim['text_encoder_limit_ms']:.4f} ms ({lim['text_encoder']['bound']}-bound); "
-            f"text-encoder efficiency {lim['text_encoder_efficiency']:.1%}, query efficiency "
-            f"{lim['query_efficiency']:.1%}.", ""]
+    out += [
+        "## Physical limit",
+        "",
+        f"max({lim['text_encoder_matmul_flops_at_query_tokens'] / 1e9:.4f} GFLOP at {lim['query_tokens_mean']:.1f} "
+        f"tokens / {lim['text_encoder']['peak_gops']:.1f} {lim['text_encoder']['peak_kind']} GOP/s, "
+        f"{lim['text_encoder']['bytes_per_query']['total'] / 1e6:.2f} MB / {lim['read_bandwidth_gbs']:.1f} GB/s) = "
+        f"{lim['text_encoder_limit_ms']:.4f} ms ({lim['text_encoder']['bound']}-bound); "
+        f"text-encoder efficiency {lim['text_encoder_efficiency']:.1%}, query efficiency "
+        f"{lim['query_efficiency']:.1%}.",
+        "",
+    ]
     if b.get("index_sweep"):
         out += ["## Top-10 search latency vs gallery size", ""]
-        out += _table(["gallery", "index", "p50 ms", "p99 ms", "top-10 overlap vs exact"],
-                      [[f"{r['gallery_size']:,}", r["kind"], f"{r['search_latency_ms']['p50']:.3f}",
-                        f"{r['search_latency_ms']['p99']:.3f}",
-                        "-" if r["top10_overlap_vs_flat"] is None else f"{r['top10_overlap_vs_flat']:.3f}"]
-                       for r in b["index_sweep"]["rows"]])
+        out += _table(
+            ["gallery", "index", "p50 ms", "p99 ms", "top-10 overlap vs exact"],
+            [
+                [
+                    f"{r['gallery_size']:,}",
+                    r["kind"],
+                    f"{r['search_latency_ms']['p50']:.3f}",
+                    f"{r['search_latency_ms']['p99']:.3f}",
+                    "-" if r["top10_overlap_vs_flat"] is None else f"{r['top10_overlap_vs_flat']:.3f}",
+                ]
+                for r in b["index_sweep"]["rows"]
+            ],
+        )
     if data["fidelity"]:
         out += ["## Fidelity gate", ""]
         if not data["recall_meaningful"]:
             out += ["Recall is not meaningful for this student; cosine is.", ""]
         degenerate = next((r for r in data["fidelity"] if r.get("degenerate")), None)
         if degenerate:
-            out += [f"Degenerate fp32 embeddings ({'; '.join(degenerate.get('degenerate_because', []))}; mean pairwise "
-                    f"cosine image {degenerate['pairwise_cosine_mean_fp32']['image']}, text "
-                    f"{degenerate['pairwise_cosine_mean_fp32']['text']}): R@1 and top-10 overlap are noise, so the "
-                    "gate is cosine mean and min vs fp32.", ""]
-        out += _table(["artifact", "cos mean", "t2i R@1", "fp32 R@1", "top-10 overlap", "gate"],
-                      [[r["artifact"], f"{r['cosine_mean']:.5f}", f"{r['recall_at_1']:.3f}",
-                        f"{r['recall_at_1_fp32']:.3f}", f"{r['top10_overlap']:.3f}", "pass" if r["passed"] else "MISS"]
-                       for r in data["fidelity"] if r.get("passed") is not None])
+            out += [
+                f"Degenerate fp32 embeddings ({'; '.join(degenerate.get('degenerate_because', []))}; mean pairwise "
+                f"cosine image {degenerate['pairwise_cosine_mean_fp32']['image']}, text "
+                f"{degenerate['pairwise_cosine_mean_fp32']['text']}): R@1 and top-10 overlap are noise, so the "
+                "gate is cosine mean and min vs fp32.",
+                "",
+            ]
+        out += _table(
+            ["artifact", "cos mean", "t2i R@1", "fp32 R@1", "top-10 overlap", "gate"],
+            [
+                [
+                    r["artifact"],
+                    f"{r['cosine_mean']:.5f}",
+                    f"{r['recall_at_1']:.3f}",
+                    f"{r['recall_at_1_fp32']:.3f}",
+                    f"{r['top10_overlap']:.3f}",
+                    "pass" if r["passed"] else "MISS",
+                ]
+                for r in data["fidelity"]
+                if r.get("passed") is not None
+            ],
+        )
     if data.get("targets"):
         out += ["## SoC targets", ""]
-        out += _table(["artifact", "target", "ops on NPU / off", "checked on", "samples", "cos mean", "gate",
-                       "on-device ms / peak MB"],
-                      [[t["artifact"], f"{t['target']} ({t['chip']})",
-                        f"{t['ops_on_npu']} / {t['ops_off_npu']}" if t["ops_on_npu"] is not None else "-",
-                        t["measured_on"] or "not on this host", t["samples"] or "-",
-                        f"{t['cosine_mean']:.5f}" if t["cosine_mean"] is not None else "-",
-                        {True: "pass", False: "MISS", None: "-"}[t["passed"]],
-                        f"{t['device_inference_ms']} / {t['device_peak_memory_mb']} ({t['device']})" if t["device"]
-                        else "-"] for t in data["targets"]])
+        out += _table(
+            [
+                "artifact",
+                "target",
+                "ops on NPU / off",
+                "checked on",
+                "samples",
+                "cos mean",
+                "gate",
+                "on-device ms / peak MB",
+            ],
+            [
+                [
+                    t["artifact"],
+                    f"{t['target']} ({t['chip']})",
+                    f"{t['ops_on_npu']} / {t['ops_off_npu']}" if t["ops_on_npu"] is not None else "-",
+                    t["measured_on"] or "not on this host",
+                    t["samples"] or "-",
+                    f"{t['cosine_mean']:.5f}" if t["cosine_mean"] is not None else "-",
+                    {True: "pass", False: "MISS", None: "-"}[t["passed"]],
+                    f"{t['device_inference_ms']} / {t['device_peak_memory_mb']} ({t['device']})"
+                    if t["device"]
+                    else "-",
+                ]
+                for t in data["targets"]
+            ],
+        )
     out += ["## Tool versions", ""] + _table(["tool", "version"], sorted(data["tools"].items()))
     return "\n".join(out)

@@ -2,6 +2,7 @@
 
 Every chart is an `<svg class="plot" data-plot=NAME>` so a browser test can find and measure it.
 """
+
 from __future__ import annotations
 
 import html
@@ -17,18 +18,22 @@ def _esc(text) -> str:
 
 
 def _frame(name: str, title: str, body: list[str], xlabel: str, ylabel: str, legend: list[tuple[str, str]]) -> str:
-    items = "".join(f'<rect x="{LEFT + 8 + 150 * i}" y="{TOP - 26}" width="10" height="10" fill="{c}"/>'
-                    f'<text x="{LEFT + 22 + 150 * i}" y="{TOP - 17}" font-size="11">{_esc(n)}</text>'
-                    for i, (n, c) in enumerate(legend))
-    return (f'<svg class="plot" data-plot="{_esc(name)}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" '
-            f'width="{W}" height="{H}" role="img" aria-label="{_esc(title)}" font-family="sans-serif">'
-            f'<title>{_esc(title)}</title>{items}'
-            f'<line x1="{LEFT}" y1="{H - BOTTOM}" x2="{W - RIGHT}" y2="{H - BOTTOM}" stroke="#57606a"/>'
-            f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{H - BOTTOM}" stroke="#57606a"/>'
-            + "".join(body) +
-            f'<text x="{(LEFT + W - RIGHT) / 2}" y="{H - 10}" font-size="12" text-anchor="middle">{_esc(xlabel)}</text>'
-            f'<text x="14" y="{(TOP + H - BOTTOM) / 2}" font-size="12" text-anchor="middle" '
-            f'transform="rotate(-90 14 {(TOP + H - BOTTOM) / 2})">{_esc(ylabel)}</text></svg>')
+    items = "".join(
+        f'<rect x="{LEFT + 8 + 150 * i}" y="{TOP - 26}" width="10" height="10" fill="{c}"/>'
+        f'<text x="{LEFT + 22 + 150 * i}" y="{TOP - 17}" font-size="11">{_esc(n)}</text>'
+        for i, (n, c) in enumerate(legend)
+    )
+    return (
+        f'<svg class="plot" data-plot="{_esc(name)}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" '
+        f'width="{W}" height="{H}" role="img" aria-label="{_esc(title)}" font-family="sans-serif">'
+        f"<title>{_esc(title)}</title>{items}"
+        f'<line x1="{LEFT}" y1="{H - BOTTOM}" x2="{W - RIGHT}" y2="{H - BOTTOM}" stroke="#57606a"/>'
+        f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{H - BOTTOM}" stroke="#57606a"/>'
+        + "".join(body)
+        + f'<text x="{(LEFT + W - RIGHT) / 2}" y="{H - 10}" font-size="12" text-anchor="middle">{_esc(xlabel)}</text>'
+        f'<text x="14" y="{(TOP + H - BOTTOM) / 2}" font-size="12" text-anchor="middle" '
+        f'transform="rotate(-90 14 {(TOP + H - BOTTOM) / 2})">{_esc(ylabel)}</text></svg>'
+    )
 
 
 def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -44,8 +49,14 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.0e}".replace("e+0", "e")
 
 
-def histogram(name: str, title: str, series: dict[str, list[float]], xlabel: str, bins: int = 40,
-              marker: tuple[str, float] | None = None) -> str:
+def histogram(
+    name: str,
+    title: str,
+    series: dict[str, list[float]],
+    xlabel: str,
+    bins: int = 40,
+    marker: tuple[str, float] | None = None,
+) -> str:
     """Overlaid histograms (share of samples per bin), clipped at the 99.5th percentile of all series."""
     values = sorted(v for s in series.values() for v in s)
     lo, hi = values[0], values[min(len(values) - 1, int(len(values) * 0.995))]
@@ -65,31 +76,38 @@ def histogram(name: str, title: str, series: dict[str, list[float]], xlabel: str
         shares[label] = [c / max(1, len(samples)) for c in counts]
     top = max(max(s) for s in shares.values()) or 1
     body = []
-    for i, (label, share) in enumerate(shares.items()):
+    for i, (_label, share) in enumerate(shares.items()):
         color = PALETTE[i % len(PALETTE)]
         for b, s in enumerate(share):
             if s:
                 h = s / top * plot_h
-                body.append(f'<rect x="{LEFT + b * plot_w / bins:.1f}" y="{H - BOTTOM - h:.1f}" '
-                            f'width="{plot_w / bins - 1:.1f}" height="{h:.1f}" fill="{color}" fill-opacity="0.7"/>')
+                body.append(
+                    f'<rect x="{LEFT + b * plot_w / bins:.1f}" y="{H - BOTTOM - h:.1f}" '
+                    f'width="{plot_w / bins - 1:.1f}" height="{h:.1f}" fill="{color}" fill-opacity="0.7"/>'
+                )
     for t in _ticks(lo, hi):
         x = LEFT + (t - lo) / (hi - lo) * plot_w
         if LEFT <= x <= W - RIGHT:
             body.append(f'<text x="{x:.1f}" y="{H - BOTTOM + 16}" font-size="11" text-anchor="middle">{_fmt(t)}</text>')
     if off_scale:
-        body.append(f'<text x="{W - RIGHT:.1f}" y="{TOP + 12}" font-size="11" fill="#cf222e" text-anchor="end">'
-                    f'{_esc(marker[0])} (off scale, to the right) &#8594;</text>')
+        body.append(
+            f'<text x="{W - RIGHT:.1f}" y="{TOP + 12}" font-size="11" fill="#cf222e" text-anchor="end">'
+            f"{_esc(marker[0])} (off scale, to the right) &#8594;</text>"
+        )
     elif marker:
         x = LEFT + (marker[1] - lo) / (hi - lo) * plot_w
-        body.append(f'<line x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" y2="{H - BOTTOM}" stroke="#cf222e" '
-                    f'stroke-dasharray="5,3"/><text x="{x - 4:.1f}" y="{TOP + 12}" font-size="11" fill="#cf222e" '
-                    f'text-anchor="end">{_esc(marker[0])}</text>')
+        body.append(
+            f'<line x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" y2="{H - BOTTOM}" stroke="#cf222e" '
+            f'stroke-dasharray="5,3"/><text x="{x - 4:.1f}" y="{TOP + 12}" font-size="11" fill="#cf222e" '
+            f'text-anchor="end">{_esc(marker[0])}</text>'
+        )
     legend = [(n, PALETTE[i % len(PALETTE)]) for i, n in enumerate(series)]
     return _frame(name, title, body, xlabel, "share of queries", legend)
 
 
-def line_chart(name: str, title: str, series: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str,
-               log: bool = True) -> str:
+def line_chart(
+    name: str, title: str, series: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str, log: bool = True
+) -> str:
     """Lines with points; log-log axes by default (gallery sizes span three decades)."""
     f = (lambda v: math.log10(max(v, 1e-9))) if log else (lambda v: v)
     xs = [f(x) for s in series.values() for x, _ in s]
@@ -103,19 +121,24 @@ def line_chart(name: str, title: str, series: dict[str, list[tuple[float, float]
         return LEFT + (f(x) - x0) / (x1 - x0) * plot_w, H - BOTTOM - (f(y) - y0) / (y1 - y0) * plot_h
 
     body = []
-    yticks = [10 ** e for e in range(int(y0), int(y1) + 1)] if log else _ticks(y0, y1)
+    yticks = [10**e for e in range(int(y0), int(y1) + 1)] if log else _ticks(y0, y1)
     for t in yticks:
         _, y = px(1, t) if log else px(0, t)
-        body.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{W - RIGHT}" y2="{y:.1f}" stroke="#d0d7de"/>'
-                    f'<text x="{LEFT - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{_fmt(t)}</text>')
+        body.append(
+            f'<line x1="{LEFT}" y1="{y:.1f}" x2="{W - RIGHT}" y2="{y:.1f}" stroke="#d0d7de"/>'
+            f'<text x="{LEFT - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{_fmt(t)}</text>'
+        )
     for x in sorted({x for s in series.values() for x, _ in s}):
-        cx, _ = px(x, 10 ** y0 if log else y0)
+        cx, _ = px(x, 10**y0 if log else y0)
         body.append(f'<text x="{cx:.1f}" y="{H - BOTTOM + 16}" font-size="11" text-anchor="middle">{x:,.0f}</text>')
-    for i, (label, points) in enumerate(series.items()):
+    for i, (_label, points) in enumerate(series.items()):
         color = PALETTE[i % len(PALETTE)]
         coords = [px(x, y) for x, y in sorted(points)]
-        body.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="'
-                    + " ".join(f"{x:.1f},{y:.1f}" for x, y in coords) + '"/>')
+        body.append(
+            f'<polyline fill="none" stroke="{color}" stroke-width="2" points="'
+            + " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
+            + '"/>'
+        )
         body += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{color}"/>' for x, y in coords]
     legend = [(n, PALETTE[i % len(PALETTE)]) for i, n in enumerate(series)]
     return _frame(name, title, body, xlabel, ylabel, legend)
@@ -131,23 +154,33 @@ def stacked_bar(name: str, title: str, parts: dict[str, float], unit: str, budge
     for i, (label, v) in enumerate(parts.items()):
         w = max(0.0, v) / scale_max * plot_w
         color = PALETTE[i % len(PALETTE)]
-        body.append(f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{h}" fill="{color}">'
-                    f'<title>{_esc(label)}: {v:.1f} {unit}</title></rect>')
+        body.append(
+            f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{h}" fill="{color}">'
+            f"<title>{_esc(label)}: {v:.1f} {unit}</title></rect>"
+        )
         if w > 38:
-            body.append(f'<text x="{x + w / 2:.1f}" y="{y + h / 2 + 4}" font-size="11" fill="#fff" '
-                        f'text-anchor="middle">{v:.0f}</text>')
+            body.append(
+                f'<text x="{x + w / 2:.1f}" y="{y + h / 2 + 4}" font-size="11" fill="#fff" '
+                f'text-anchor="middle">{v:.0f}</text>'
+            )
         x += w
     for t in _ticks(0, scale_max):
         tx = LEFT + t / scale_max * plot_w
         body.append(f'<text x="{tx:.1f}" y="{H - BOTTOM + 16}" font-size="11" text-anchor="middle">{_fmt(t)}</text>')
     if budget:
         bx = LEFT + budget / scale_max * plot_w
-        body.append(f'<line x1="{bx:.1f}" y1="{TOP + 30}" x2="{bx:.1f}" y2="{H - BOTTOM}" stroke="#cf222e" '
-                    f'stroke-width="2" stroke-dasharray="6,3"/><text x="{bx:.1f}" y="{TOP + 24}" font-size="11" '
-                    f'fill="#cf222e" text-anchor="middle">budget {budget:g} {unit}</text>')
+        body.append(
+            f'<line x1="{bx:.1f}" y1="{TOP + 30}" x2="{bx:.1f}" y2="{H - BOTTOM}" stroke="#cf222e" '
+            f'stroke-width="2" stroke-dasharray="6,3"/><text x="{bx:.1f}" y="{TOP + 24}" font-size="11" '
+            f'fill="#cf222e" text-anchor="middle">budget {budget:g} {unit}</text>'
+        )
     legend = [(f"{n} ({v:.1f})", PALETTE[i % len(PALETTE)]) for i, (n, v) in enumerate(parts.items())]
-    body.append("".join(f'<rect x="{LEFT + 8 + 190 * (i % 3)}" y="{y + h + 18 + 16 * (i // 3)}" width="10" '
-                        f'height="10" fill="{c}"/><text x="{LEFT + 22 + 190 * (i % 3)}" '
-                        f'y="{y + h + 27 + 16 * (i // 3)}" font-size="11">{_esc(n)}</text>'
-                        for i, (n, c) in enumerate(legend)))
+    body.append(
+        "".join(
+            f'<rect x="{LEFT + 8 + 190 * (i % 3)}" y="{y + h + 18 + 16 * (i // 3)}" width="10" '
+            f'height="10" fill="{c}"/><text x="{LEFT + 22 + 190 * (i % 3)}" '
+            f'y="{y + h + 27 + 16 * (i // 3)}" font-size="11">{_esc(n)}</text>'
+            for i, (n, c) in enumerate(legend)
+        )
+    )
     return _frame(name, title, body, unit, "", [])

@@ -1,4 +1,5 @@
 """Query-time runtime. Must stay torch-free: phones and small servers run only this."""
+
 from .tokenizer import Tokenizer
 
 __all__ = ["Tokenizer"]

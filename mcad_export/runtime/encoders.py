@@ -1,4 +1,5 @@
 """Running exported encoders on the host: ONNX Runtime and LiteRT (torch-free, imports lazy)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -55,6 +56,7 @@ def open_bucketed(buckets: dict, full, threads: int = 1):
             tokens = pick_bucket(sessions, real_length(row))
             rows.append(sessions[tokens](row[None, :tokens]) if tokens else full_session(row[None]))
         return np.concatenate(rows)
+
     return run
 
 
@@ -62,7 +64,7 @@ def feed_options(artifact: dict) -> dict:
     """How a runner feeds an artifact (keyword arguments of open_encoder), from its manifest `dynamic_length`:
     a short-query encoder runs one query at a time, cut after EOT unless its record says `cut_after_eot: false`
     (a bidirectional tower's one-query encoder, which must see every position)."""
-    spec = artifact.get("dynamic_length")
+    spec = artifact.get("dynamic_length") or {}
     return {"dynamic_length": bool(spec), "cut_after_eot": bool(spec) and spec.get("cut_after_eot", True)}
 
 
@@ -78,19 +80,22 @@ def onnx_session(path, threads: int = 0, optimization: str = "all", log_level: i
     options = ort.SessionOptions()
     options.log_severity_level = log_level
     options.intra_op_num_threads = threads
-    options.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-                                        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}[optimization]
+    options.graph_optimization_level = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    }[optimization]
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def onnx_embed(path, array: np.ndarray, batch: int = 50, threads: int = 0, optimization: str = "all") -> np.ndarray:
     """Embeddings in batches; the inputs are the session's own (a masked text encoder's mask derived from the ids)."""
     session = onnx_session(path, threads, optimization)
-    if session.get_inputs()[0].shape[0] == 1:   # static batch 1 (the short-query encoder)
+    if session.get_inputs()[0].shape[0] == 1:  # static batch 1 (the short-query encoder)
         batch = 1
     names = [i.name for i in session.get_inputs()]
-    return np.concatenate([session.run(None, text_feed(names, array[i:i + batch]))[0]
-                           for i in range(0, len(array), batch)]).astype(np.float32)
+    return np.concatenate(
+        [session.run(None, text_feed(names, array[i : i + batch]))[0] for i in range(0, len(array), batch)]
+    ).astype(np.float32)
 
 
 def artifact_embed(path, artifact: dict, array: np.ndarray, threads: int = 0) -> np.ndarray:
@@ -107,8 +112,14 @@ def tflite_embed(path, array: np.ndarray) -> np.ndarray:
     return open_encoder(path, "litert", threads=0)(array).astype(np.float32)
 
 
-def open_encoder(path, runtime: str, threads: int = 1, optimization: str = "all", dynamic_length: bool = False,
-                 cut_after_eot: bool = True):
+def open_encoder(
+    path,
+    runtime: str,
+    threads: int = 1,
+    optimization: str = "all",
+    dynamic_length: bool = False,
+    cut_after_eot: bool = True,
+):
     """One loaded encoder as a callable: a batch array -> float32 embeddings [batch, D].
 
     `runtime` is the artifact's manifest runtime (onnxruntime | litert). LiteRT encoders have a
@@ -119,10 +130,11 @@ def open_encoder(path, runtime: str, threads: int = 1, optimization: str = "all"
     if runtime == "onnxruntime":
         session = onnx_session(path, threads, optimization)
         names, outputs = [i.name for i in session.get_inputs()], [session.get_outputs()[0].name]
-        if dynamic_length:   # batch 1: one query
+        if dynamic_length:  # batch 1: one query
             cut = real_length if cut_after_eot else len
-            return lambda x: np.concatenate([session.run(outputs, text_feed(names, row[None, :cut(row)]))[0]
-                                             for row in x])
+            return lambda x: np.concatenate(
+                [session.run(outputs, text_feed(names, row[None, : cut(row)]))[0] for row in x]
+            )
         return lambda x: session.run(outputs, text_feed(names, x))[0]
     if runtime == "litert":
         from ai_edge_litert.interpreter import Interpreter
@@ -132,8 +144,9 @@ def open_encoder(path, runtime: str, threads: int = 1, optimization: str = "all"
             interpreter.allocate_tensors()
             runner = interpreter.get_signature_runner(TFLITE_SIGNATURE)
         names = list(runner.get_input_details())
-        return lambda x: np.concatenate([next(iter(runner(**text_feed(names, x[i:i + 1])).values()))
-                                         for i in range(len(x))])
+        return lambda x: np.concatenate(
+            [next(iter(runner(**text_feed(names, x[i : i + 1])).values())) for i in range(len(x))]
+        )
     raise ValueError(f"no host runtime for {runtime!r}")
 
 

@@ -3,6 +3,7 @@
 Unreadable files are skipped and counted, never fatal; nothing is replaced unless the whole index
 was built (staged folder, then one rename). Torch-free.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,15 @@ def heldout_gallery(root: Path, manifest: dict) -> Path:
 
 
 @locks_folder("index")
-def build_gallery_index(directory, images=None, kind: str = "flat", artifact: str | None = None,
-                        batch: int = 32, threads: int = 0, progress=None) -> dict:
+def build_gallery_index(
+    directory,
+    images=None,
+    kind: str = "flat",
+    artifact: str | None = None,
+    batch: int = 32,
+    threads: int = 0,
+    progress=None,
+) -> dict:
     """Returns the index metadata (index.json) including `skipped` unreadable files.
 
     Images are embedded by the fp32 ONNX image encoder unless `artifact` names another: the gallery is
@@ -57,7 +65,7 @@ def build_gallery_index(directory, images=None, kind: str = "flat", artifact: st
     embeddings, kept, skipped = [], [], []
     for start in range(0, len(files), batch):
         pixels, names = [], []
-        for path in files[start:start + batch]:
+        for path in files[start : start + batch]:
             try:
                 pixels.append(preprocess_image(read_image(path), manifest["image"]))
                 names.append((path, path.relative_to(folder).as_posix()))
@@ -74,8 +82,9 @@ def build_gallery_index(directory, images=None, kind: str = "flat", artifact: st
         if progress:
             progress(min(start + batch, len(files)), len(files))
     if not kept:
-        raise GalleryIndexError(f"none of the {len(files)} images in {folder} could be read "
-                                f"(first: {skipped[0]['reason']})")
+        raise GalleryIndexError(
+            f"none of the {len(files)} images in {folder} could be read (first: {skipped[0]['reason']})"
+        )
     vectors = np.concatenate(embeddings)
     index_dir = root / INDEX_DIR
     # Paths inside the export folder stay relative so the folder (and the app bundle) can move.
@@ -83,10 +92,13 @@ def build_gallery_index(directory, images=None, kind: str = "flat", artifact: st
     inside = folder_abs.is_relative_to(root.resolve())
     stored_root = os.path.relpath(folder_abs, index_dir.resolve()) if inside else str(folder_abs)
     index = GalleryIndex.build(vectors, kept, kind, root=stored_root)
-    meta = {"image_encoder": {"path": encoder["path"], "sha256": encoder["sha256"]},
-            "source": os.fsencode(str(folder_abs)).decode("utf-8", "backslashreplace"), "scanned": len(files),
-            "skipped": len(skipped),
-            "skipped_files": skipped[:20]}
+    meta = {
+        "image_encoder": {"path": encoder["path"], "sha256": encoder["sha256"]},
+        "source": os.fsencode(str(folder_abs)).decode("utf-8", "backslashreplace"),
+        "scanned": len(files),
+        "skipped": len(skipped),
+        "skipped_files": skipped[:20],
+    }
     with replaced_directory(index_dir) as stage:
         index.save(stage, extra_meta=meta)
     return GalleryIndex.read_meta(index_dir)

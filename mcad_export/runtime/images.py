@@ -5,6 +5,7 @@ An image comes out as an 8-bit RGB PIL image, upright (EXIF orientation applied:
 rotated with a tag) and with 16-bit samples scaled, not clipped, to 8 bits. Anything that cannot be read
 that way raises UnreadableImage with a reason; callers skip and count it, never crash.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -27,8 +28,10 @@ class UnreadableImage(Exception):
 def require_folder(folder: Path, option: str = "--images") -> Path:
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError(f"{option} {folder} is not a folder; give a folder of "
-                         f"{'/'.join(s.lstrip('.') for s in IMAGE_SUFFIXES)} files")
+        raise InputError(
+            f"{option} {folder} is not a folder; give a folder of "
+            f"{'/'.join(s.lstrip('.') for s in IMAGE_SUFFIXES)} files"
+        )
     return folder
 
 
@@ -65,6 +68,6 @@ def to_rgb8(im):
     from PIL import Image
 
     if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        grey = np.asarray(im, dtype=np.float64) * (255.0 / 65535.0)   # "I" here: 16-bit PNG grey (PIL's widening)
+        grey = np.asarray(im, dtype=np.float64) * (255.0 / 65535.0)  # "I" here: 16-bit PNG grey (PIL's widening)
         im = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8), "L")
     return im if im.mode == "RGB" else im.convert("RGB")

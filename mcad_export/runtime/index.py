@@ -10,12 +10,15 @@ the only float pages a query makes resident. faiss is imported only by the kinds
 
 On disk: the contract's index/ folder (contract.py, ARCHITECTURE.md).
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,13 +40,22 @@ def _ivfpq_params(count: int, dim: int) -> dict:
 
 
 class GalleryIndex:
-    def __init__(self, kind: str, embeddings: np.ndarray, paths: list[str], *, root: str = "",
-                 params: dict | None = None, codes=None, meta: dict | None = None):
+    def __init__(
+        self,
+        kind: str,
+        embeddings: np.ndarray,
+        paths: Sequence[str],
+        *,
+        root: str = "",
+        params: dict | None = None,
+        codes=None,
+        meta: dict | None = None,
+    ):
         self.kind, self.embeddings, self.paths, self.root = kind, embeddings, paths, root
         self.params = params or {}
-        self.codes = codes                    # faiss index for sq8/ivfpq, None for flat
+        self.codes = codes  # faiss index for sq8/ivfpq, None for flat
         self.meta = meta or {}
-        self.rows = lambda ids: self.embeddings[ids]   # exact rows for re-ranking (load() swaps in pread)
+        self.rows = lambda ids: self.embeddings[ids]  # exact rows for re-ranking (load() swaps in pread)
         self._rows_checked = False
 
     @property
@@ -55,20 +67,29 @@ class GalleryIndex:
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
-    def build(cls, embeddings: np.ndarray, paths: list[str], kind: str = "flat", *, root: str = "",
-              rerank: int | None = None, seed: int = 0) -> "GalleryIndex":
+    def build(
+        cls,
+        embeddings: np.ndarray,
+        paths: list[str],
+        kind: str = "flat",
+        *,
+        root: str = "",
+        rerank: int | None = None,
+        seed: int = 0,
+    ) -> GalleryIndex:
         if kind not in INDEX_KINDS:
             raise GalleryIndexError(f"unknown index kind {kind!r}; use one of {', '.join(INDEX_KINDS)}")
         embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or len(embeddings) != len(paths) or not len(paths):
             raise GalleryIndexError(f"need one embedding row per path, got {embeddings.shape} for {len(paths)} paths")
         params: dict = {}
-        codes = None
+        codes: Any = None  # faiss (SWIG, untyped) or NumpyIVFPQ
         if kind == "sq8":
             import faiss
 
-            codes = faiss.IndexScalarQuantizer(embeddings.shape[1], faiss.ScalarQuantizer.QT_8bit,
-                                               faiss.METRIC_INNER_PRODUCT)
+            codes = faiss.IndexScalarQuantizer(
+                embeddings.shape[1], faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+            )
             codes.train(embeddings)
             codes.add(embeddings)
             params = {"rerank": rerank or 50}
@@ -76,14 +97,22 @@ class GalleryIndex:
             import faiss
 
             if len(embeddings) < IVFPQ_MIN_GALLERY:
-                raise GalleryIndexError(f"ivfpq needs at least {IVFPQ_MIN_GALLERY} images to train, got "
-                                  f"{len(embeddings)}; use --kind flat or sq8 for small galleries")
+                raise GalleryIndexError(
+                    f"ivfpq needs at least {IVFPQ_MIN_GALLERY} images to train, got "
+                    f"{len(embeddings)}; use --kind flat or sq8 for small galleries"
+                )
             params = {**_ivfpq_params(*embeddings.shape), "rerank": rerank or 100}
             quantizer = faiss.IndexFlatIP(embeddings.shape[1])
-            codes = faiss.IndexIVFPQ(quantizer, embeddings.shape[1], params["nlist"], params["m"],
-                                     params["nbits"], faiss.METRIC_INNER_PRODUCT)
+            codes = faiss.IndexIVFPQ(
+                quantizer,
+                embeddings.shape[1],
+                params["nlist"],
+                params["m"],
+                params["nbits"],
+                faiss.METRIC_INNER_PRODUCT,
+            )
             codes.cp.seed = seed
-            codes.cp.max_points_per_centroid = 64   # k-means on a sample: 4x faster training, same recall here
+            codes.cp.max_points_per_centroid = 64  # k-means on a sample: 4x faster training, same recall here
             codes.train(embeddings)
             codes.add(embeddings)
             codes.nprobe = params["nprobe"]
@@ -110,12 +139,24 @@ class GalleryIndex:
                 files.append(INDEX_IVFPQ)
         from ..guard import file_digest
 
-        digests = {name: {"sha256": file_digest(folder / name), "size_bytes": (folder / name).stat().st_size}
-                   for name in files if name != INDEX_META}
-        meta = {"format": INDEX_FORMAT, "kind": self.kind, "count": len(self), "dim": self.dim,
-                "metric": "inner_product", "root": self.root, "params": self.params, "files": files,
-                "paths_encoding": "utf-8, one per line; '%', control characters and non-UTF-8 bytes as %XX",
-                "digests": digests, **(extra_meta or {})}
+        digests = {
+            name: {"sha256": file_digest(folder / name), "size_bytes": (folder / name).stat().st_size}
+            for name in files
+            if name != INDEX_META
+        }
+        meta = {
+            "format": INDEX_FORMAT,
+            "kind": self.kind,
+            "count": len(self),
+            "dim": self.dim,
+            "metric": "inner_product",
+            "root": self.root,
+            "params": self.params,
+            "files": files,
+            "paths_encoding": "utf-8, one per line; '%', control characters and non-UTF-8 bytes as %XX",
+            "digests": digests,
+            **(extra_meta or {}),
+        }
         (folder / INDEX_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
     # -- loading ----------------------------------------------------------------------------
@@ -123,22 +164,27 @@ class GalleryIndex:
     def read_meta(folder) -> dict:
         meta_path = Path(folder) / INDEX_META
         if not meta_path.is_file():
-            raise GalleryIndexError(f"{folder} holds no gallery index ({INDEX_META} missing); run `mcad-export index` first")
+            raise GalleryIndexError(
+                f"{folder} holds no gallery index ({INDEX_META} missing); run `mcad-export index` first"
+            )
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise GalleryIndexError(f"{meta_path} is not valid JSON; rebuild it with `mcad-export index`") from None
         if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
             found = meta.get("format") if isinstance(meta, dict) else None
-            raise GalleryIndexError(f"{meta_path} has format {found!r}, expected {INDEX_FORMAT!r}; rebuild it with "
-                                    "`mcad-export index`")
+            raise GalleryIndexError(
+                f"{meta_path} has format {found!r}, expected {INDEX_FORMAT!r}; rebuild it with `mcad-export index`"
+            )
         if meta.get("kind") not in INDEX_KINDS or not isinstance(meta.get("count"), int) or meta["count"] < 1:
-            raise GalleryIndexError(f"{meta_path} describes no usable index (kind {meta.get('kind')!r}, count "
-                                    f"{meta.get('count')!r}); rebuild it with `mcad-export index`")
+            raise GalleryIndexError(
+                f"{meta_path} describes no usable index (kind {meta.get('kind')!r}, count "
+                f"{meta.get('count')!r}); rebuild it with `mcad-export index`"
+            )
         return meta
 
     @classmethod
-    def load(cls, folder) -> "GalleryIndex":
+    def load(cls, folder) -> GalleryIndex:
         from ..guard import verified
 
         folder = Path(folder)
@@ -148,26 +194,32 @@ class GalleryIndex:
             if name == INDEX_META:
                 continue
             if name not in digests:
-                raise GalleryIndexError(f"{folder / INDEX_META} lists {name} without its sha256; rebuild it with "
-                                        "`mcad-export index`")
+                raise GalleryIndexError(
+                    f"{folder / INDEX_META} lists {name} without its sha256; rebuild it with `mcad-export index`"
+                )
             verified(folder, {"path": name, **digests[name]}, "index file", "rebuild it with `mcad-export index`")
         for name in (INDEX_EMBEDDINGS, INDEX_PATHS):
             if name not in meta.get("files", []):
-                raise GalleryIndexError(f"{folder / INDEX_META} does not list {name}; rebuild it with "
-                                        "`mcad-export index`")
+                raise GalleryIndexError(
+                    f"{folder / INDEX_META} does not list {name}; rebuild it with `mcad-export index`"
+                )
         # mmap: a flat scan streams the file through the page cache. sq8/ivfpq re-rank with pread
         # (RowReader), so the float file is never mapped: page faults on a mapping pull in neighbouring
         # pages too (fault-around, read-ahead), and after a few hundred queries the whole file was resident.
         try:
             embeddings = np.load(folder / INDEX_EMBEDDINGS, mmap_mode="r")
         except ValueError as e:
-            raise GalleryIndexError(f"{folder / INDEX_EMBEDDINGS} is not a .npy array ({e}); rebuild the index") from None
+            raise GalleryIndexError(
+                f"{folder / INDEX_EMBEDDINGS} is not a .npy array ({e}); rebuild the index"
+            ) from None
         if embeddings.dtype != np.float32 or embeddings.ndim != 2 or len(embeddings) != meta["count"]:
-            raise GalleryIndexError(f"{folder / INDEX_EMBEDDINGS} holds {embeddings.dtype} {embeddings.shape} but "
-                                    f"{INDEX_META} says {meta['count']} float32 rows; rebuild it with "
-                                    "`mcad-export index`")
+            raise GalleryIndexError(
+                f"{folder / INDEX_EMBEDDINGS} holds {embeddings.dtype} {embeddings.shape} but "
+                f"{INDEX_META} says {meta['count']} float32 rows; rebuild it with "
+                "`mcad-export index`"
+            )
         paths = LazyPaths(folder / INDEX_PATHS, meta["count"])
-        codes = None
+        codes: Any = None  # faiss (SWIG, untyped) or NumpyIVFPQ
         if meta["kind"] == "ivfpq" and (folder / INDEX_IVFPQ).is_file():
             from .ivfpq import NumpyIVFPQ
 
@@ -208,7 +260,7 @@ class GalleryIndex:
         scores = np.empty((len(queries), k), np.float32)
         ids = np.empty((len(queries), k), np.int64)
         for q, row in enumerate(candidates):
-            row = np.sort(row[row >= 0])             # sorted rows read the float file in order
+            row = np.sort(row[row >= 0])  # sorted rows read the float file in order
             exact = self.rows(row) @ queries[q]
             _refuse_non_finite(exact, row)
             best = best_first(exact, k)
@@ -243,7 +295,7 @@ def decode_path(line: str) -> str:
     return unquote_to_bytes(line).decode("utf-8", "surrogateescape")
 
 
-class LazyPaths:
+class LazyPaths(Sequence[str]):
     """paths.txt as one bytes blob and line offsets: 100k Python strings cost ~12 MB, this ~3 MB."""
 
     def __init__(self, path: Path, count: int):
@@ -252,8 +304,9 @@ class LazyPaths:
         if len(ends) < count and len(self._blob) and self._blob[-1:] != b"\n":
             ends = np.append(ends, len(self._blob))
         if len(ends) != count:
-            raise GalleryIndexError(f"{path} has {len(ends)} lines but the index holds {count} rows; rebuild it "
-                                    "with `mcad-export index`")
+            raise GalleryIndexError(
+                f"{path} has {len(ends)} lines but the index holds {count} rows; rebuild it with `mcad-export index`"
+            )
         self._ends = ends[:count].astype(np.int32 if len(self._blob) < 2**31 else np.int64)
 
     def __len__(self) -> int:
@@ -266,7 +319,7 @@ class LazyPaths:
         if i < 0:
             i += len(self)
         start = int(self._ends[i - 1]) + 1 if i else 0
-        raw = self._blob[start:int(self._ends[i])]
+        raw = self._blob[start : int(self._ends[i])]
         return decode_path(raw.decode("utf-8")) if b"%" in raw else raw.decode("utf-8")
 
     def __iter__(self):
@@ -279,8 +332,9 @@ class RowReader:
     def __init__(self, path: Path, shape: tuple):
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                np.lib.format.read_array_header_2_0
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
             read_header(f)
             self._offset = f.tell()
         self._fd = os.open(path, os.O_RDONLY)
@@ -306,8 +360,10 @@ class RowReader:
 def _refuse_non_finite(scores: np.ndarray, rows: np.ndarray) -> None:
     if not np.isfinite(scores).all():
         bad = rows[~np.isfinite(scores)]
-        raise GalleryIndexError(f"gallery index row {int(bad[0])} is not finite (NaN or Inf; {len(bad)} such row(s) "
-                                "seen); rebuild the index with `mcad-export index`")
+        raise GalleryIndexError(
+            f"gallery index row {int(bad[0])} is not finite (NaN or Inf; {len(bad)} such row(s) "
+            "seen); rebuild the index with `mcad-export index`"
+        )
 
 
 def best_first(scores: np.ndarray, k: int) -> np.ndarray:
@@ -342,5 +398,5 @@ def synthetic_gallery(count: int, dim: int, seed: int = 0, real: np.ndarray | No
         block = rng.standard_normal((n, dim), dtype=np.float32)
         if real is not None and len(real):
             block = 0.5 * block / math.sqrt(dim) + real[rng.integers(0, len(real), n)]
-        out[i:i + n] = block / np.linalg.norm(block, axis=1, keepdims=True)
+        out[i : i + n] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return out

@@ -6,7 +6,10 @@ Searching is then a centroid ranking, one 256-entry table per sub-quantizer, and
 the probed lists: <q, c + r> = <q, c> + sum_m T[m, code_m]. The query process skips importing faiss
 (~15 MB resident) and the SWIG call overhead; scores equal faiss's up to float rounding.
 """
+
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +19,7 @@ from .index import best_first
 def arrays_from_faiss(index) -> dict:
     import faiss
 
-    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))   # IndexIVFPQ (extract returns the base class)
+    ivf: Any = faiss.downcast_index(faiss.extract_index_ivf(index))  # IndexIVFPQ (extract returns the base class)
     if not getattr(ivf, "by_residual", True) or ivf.metric_type != faiss.METRIC_INNER_PRODUCT:
         raise ValueError("only inner-product IVF-PQ with residual encoding is exported")
     pq, invlists = ivf.pq, ivf.invlists
@@ -28,12 +31,17 @@ def arrays_from_faiss(index) -> dict:
     start = 0
     for i, n in enumerate(sizes):
         if n:
-            codes[start:start + n] = faiss.rev_swig_ptr(invlists.get_codes(i), int(n) * pq.code_size).reshape(n, -1)
-            ids[start:start + n] = faiss.rev_swig_ptr(invlists.get_ids(i), int(n))
+            codes[start : start + n] = faiss.rev_swig_ptr(invlists.get_codes(i), int(n) * pq.code_size).reshape(n, -1)
+            ids[start : start + n] = faiss.rev_swig_ptr(invlists.get_ids(i), int(n))
         start += n
-    return {"centroids": centroids.astype(np.float32), "codebooks": codebooks.astype(np.float32),
-            "offsets": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64), "codes": codes, "ids": ids,
-            "nbits": np.array(pq.nbits)}
+    return {
+        "centroids": centroids.astype(np.float32),
+        "codebooks": codebooks.astype(np.float32),
+        "offsets": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        "codes": codes,
+        "ids": ids,
+        "nbits": np.array(pq.nbits),
+    }
 
 
 class NumpyIVFPQ:
@@ -49,7 +57,7 @@ class NumpyIVFPQ:
         self.codes = np.ascontiguousarray(arrays["codes"], dtype=np.uint8)
         self._code_offsets = np.arange(m, dtype=np.uint16) * ksub
         self.nprobe = nprobe
-        self._ones = np.ones(m, np.float32)   # row sums as a mat-vec: 6x faster than .sum(axis=1) at m=32
+        self._ones = np.ones(m, np.float32)  # row sums as a mat-vec: 6x faster than .sum(axis=1) at m=32
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         m, ksub, dsub = self.codebooks.shape
@@ -62,13 +70,13 @@ class NumpyIVFPQ:
             starts, ends = self.offsets[lists], self.offsets[lists + 1]
             if not (ends - starts).sum():
                 continue
-            table = (self.codebooks @ query.reshape(m, dsub, 1)).reshape(-1)            # [m * 256]
+            table = (self.codebooks @ query.reshape(m, dsub, 1)).reshape(-1)  # [m * 256]
             # The probed lists' positions as one index array (a few vector ops, not a Python loop per list).
             sizes = ends - starts
             at = np.arange(sizes.sum()) + np.repeat(starts - (np.cumsum(sizes) - sizes), sizes)
-            codes = np.take(self.codes, at, axis=0) + self._code_offsets                # uint16 [rows, m]
+            codes = np.take(self.codes, at, axis=0) + self._code_offsets  # uint16 [rows, m]
             found = np.take(table, codes) @ self._ones + np.repeat(coarse[q, lists], sizes)
             rows = self.ids[at]
             best = best_first(found, k)
-            scores[q, :len(best)], ids[q, :len(best)] = found[best], rows[best]
+            scores[q, : len(best)], ids[q, : len(best)] = found[best], rows[best]
         return scores, ids

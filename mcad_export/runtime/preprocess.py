@@ -1,12 +1,17 @@
 """Image preprocessing exactly as the manifest describes it (torch-free; mirrors open_clip's
 Resize(shortest side, bicubic) -> CenterCrop -> ToTensor -> Normalize on PIL images)."""
+
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
 
-_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST,
-             "lanczos": Image.LANCZOS}
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
 
 
 def preprocess_image(image, spec: dict) -> np.ndarray:
@@ -32,7 +37,7 @@ def preprocess_image(image, spec: dict) -> np.ndarray:
         left, top = int(round((w - size) / 2.0)), int(round((h - size) / 2.0))
         if (w, h) != (size, size):
             image = image.crop((left, top, left + size, top + size))
-    x = np.asarray(image, dtype=np.float32) / 255.0
+    x: np.ndarray = np.asarray(image, dtype=np.float32) / 255.0
     x = (x - np.asarray(spec["mean"], np.float32)) / np.asarray(spec["std"], np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 

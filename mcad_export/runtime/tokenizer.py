@@ -5,6 +5,7 @@ tokenizer_config.json), the same files the Android core reads, so every consumer
 export tokenizes from one source of truth. Only numpy and regex are imported up front; ftfy when a
 text needs it (see _FTFY_IDENTITY).
 """
+
 from __future__ import annotations
 
 import html
@@ -19,7 +20,7 @@ import regex
 from ..contract import TOKENIZER_CONFIG, TOKENIZER_DIR, TOKENIZER_MERGES, TOKENIZER_VOCAB
 
 
-@lru_cache()
+@lru_cache
 def bytes_to_unicode() -> dict[int, str]:
     # GPT-2/CLIP reversible byte->printable-char table; printable bytes map to themselves.
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
@@ -38,7 +39,7 @@ def bytes_to_unicode() -> dict[int, str]:
 # characters ftfy deletes (\x0b is one). Checked against ftfy on 300,000 random strings
 # (tests/test_tokenizer.py repeats a sample). Most queries take this path, so ftfy (~7 MB resident,
 # tens of microseconds per call) is imported only when a query needs it.
-_FTFY_IDENTITY = frozenset(map(chr, range(0x20, 0x7f))) - {"&"} | set("\t\n\r\x0c")
+_FTFY_IDENTITY = frozenset(map(chr, range(0x20, 0x7F))) - {"&"} | set("\t\n\r\x0c")
 
 
 def clean_lower(text: str) -> str:
@@ -58,8 +59,16 @@ CLIP_SOT, CLIP_EOT = "<start_of_text>", "<end_of_text>"
 class Tokenizer:
     """Callable: list of str -> int32 array [N, context_length]."""
 
-    def __init__(self, encoder: dict[str, int], merges: list[tuple[str, str]], *, context_length: int,
-                 sot_token: str, eot_token: str, pad_token_id: int = 0):
+    def __init__(
+        self,
+        encoder: dict[str, int],
+        merges: list[tuple[str, str]],
+        *,
+        context_length: int,
+        sot_token: str,
+        eot_token: str,
+        pad_token_id: int = 0,
+    ):
         self.encoder = encoder
         # No merge table: a merge's result is itself a vocabulary entry, so a pair's rank is stored in two
         # flat arrays indexed by the id of `first + second` (rank, and where the pair splits it). open_clip's
@@ -72,7 +81,7 @@ class Tokenizer:
         for rank, (a, b) in enumerate(merges):
             token = encoder.get(a + b)
             if token is not None and (self._merge_rank[token] < 0 or self._merge_split[token] == len(a)):
-                self._merge_rank[token], self._merge_split[token] = rank, len(a)   # a repeated pair: last rank wins
+                self._merge_rank[token], self._merge_split[token] = rank, len(a)  # a repeated pair: last rank wins
             else:
                 self._other_merges[f"{a} {b}"] = rank
         self.context_length = int(context_length)
@@ -101,21 +110,32 @@ class Tokenizer:
             return WordPieceTokenizer.from_artifacts(directory)
         encoder = json.loads((folder / TOKENIZER_VOCAB).read_text(encoding="utf-8"))
         merges = read_merges(folder / TOKENIZER_MERGES)
-        return cls(encoder, merges, context_length=config["context_length"], sot_token=config["sot_token"],
-                   eot_token=config["eot_token"], pad_token_id=config.get("pad_token_id", 0))
+        return cls(
+            encoder,
+            merges,
+            context_length=config["context_length"],
+            sot_token=config["sot_token"],
+            eot_token=config["eot_token"],
+            pad_token_id=config.get("pad_token_id", 0),
+        )
 
     @classmethod
-    def from_clip_bpe_gz(cls, path, context_length: int) -> "Tokenizer":
+    def from_clip_bpe_gz(cls, path, context_length: int) -> Tokenizer:
         """open_clip's shipped vocabulary (bpe_simple_vocab_16e6.txt.gz), built as SimpleTokenizer builds it."""
         import gzip
 
         lines = gzip.open(path).read().decode("utf-8").split("\n")
-        merges = [tuple(m.split()) for m in lines[1: 49152 - 256 - 2 + 1]]
+        merges = [(a, b) for a, b in (m.split() for m in lines[1 : 49152 - 256 - 2 + 1])]
         byte_chars = list(bytes_to_unicode().values())
         vocab = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]
         vocab += [CLIP_SOT, CLIP_EOT]
-        return cls({t: i for i, t in enumerate(vocab)}, merges, context_length=context_length,
-                   sot_token=CLIP_SOT, eot_token=CLIP_EOT)
+        return cls(
+            {t: i for i, t in enumerate(vocab)},
+            merges,
+            context_length=context_length,
+            sot_token=CLIP_SOT,
+            eot_token=CLIP_EOT,
+        )
 
     def save(self, directory) -> None:
         """Writes the contract's tokenizer/ folder (read back by from_artifacts and the Android core)."""
@@ -124,20 +144,31 @@ class Tokenizer:
         (folder / TOKENIZER_VOCAB).write_text(json.dumps(self.encoder, ensure_ascii=False), encoding="utf-8")
         merges = [" ".join(pair) for pair in self.merges()]
         (folder / TOKENIZER_MERGES).write_text(
-            "#version: clip-bpe merges, rank = line order\n" + "\n".join(merges) + "\n", encoding="utf-8")
+            "#version: clip-bpe merges, rank = line order\n" + "\n".join(merges) + "\n", encoding="utf-8"
+        )
         decoder = {v: k for k, v in self.encoder.items()}
-        config = {"type": self.kind, "clean": "lower", "context_length": self.context_length,
-                  "sot_token": decoder[self.sot_token_id], "eot_token": decoder[self.eot_token_id],
-                  "sot_token_id": self.sot_token_id, "eot_token_id": self.eot_token_id,
-                  "pad_token_id": self.pad_token_id, "truncation": "keep_eot_last"}
+        config = {
+            "type": self.kind,
+            "clean": "lower",
+            "context_length": self.context_length,
+            "sot_token": decoder[self.sot_token_id],
+            "eot_token": decoder[self.eot_token_id],
+            "sot_token_id": self.sot_token_id,
+            "eot_token_id": self.eot_token_id,
+            "pad_token_id": self.pad_token_id,
+            "truncation": "keep_eot_last",
+        }
         (folder / TOKENIZER_CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
 
     def merges(self) -> list[tuple[str, str]]:
         """The merge pairs in rank order (what merges.txt lists)."""
         decoder = {v: k for k, v in self.encoder.items()}
-        ranked = [(rank, decoder[token][:self._merge_split[token]], decoder[token][self._merge_split[token]:])
-                  for token, rank in enumerate(self._merge_rank) if rank >= 0]
-        ranked += [(rank, *pair.split(" ")) for pair, rank in self._other_merges.items()]
+        ranked: list[tuple[int, str, str]] = [
+            (rank, decoder[token][: self._merge_split[token]], decoder[token][self._merge_split[token] :])
+            for token, rank in enumerate(self._merge_rank)
+            if rank >= 0
+        ]
+        ranked += [(rank, a, b) for pair, rank in self._other_merges.items() for a, b in [pair.split(" ")]]
         return [(a, b) for _, a, b in sorted(ranked)]
 
     def merge_rank(self, first: str, second: str) -> float:
@@ -172,7 +203,7 @@ class Tokenizer:
         return word
 
     def encode(self, text: str) -> list[int]:
-        ids = []
+        ids: list[int] = []
         for piece in self._pattern.findall(clean_lower(text)):
             mapped = "".join(self.byte_encoder[b] for b in piece.encode("utf-8"))
             ids.extend(self.encoder[t] for t in self.bpe(mapped))

@@ -11,6 +11,7 @@ compares it with `tokenizers` on tricky and random unicode text.
 Reads the contract's `tokenizer/` folder (vocab.txt, one token per line, id = line number;
 tokenizer_config.json with `type: wordpiece`), as the Android core does.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -26,8 +27,16 @@ from ..contract import TOKENIZER_CONFIG, TOKENIZER_DIR, TOKENIZER_UNICODE_CLASSE
 
 # The ideograph blocks tokenizers' BertNormalizer surrounds with spaces (normalizers/bert.rs, is_chinese_char);
 # note 0x2B920, not the 0x2B820 of Google's original Python BERT.
-_CJK = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
-        (0x2B920, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+_CJK = (
+    (0x4E00, 0x9FFF),
+    (0x3400, 0x4DBF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F),
+    (0x2B920, 0x2CEAF),
+    (0xF900, 0xFAFF),
+    (0x2F800, 0x2FA1F),
+)
 # Which code points tokenizers drops, reads as whitespace, splits off as punctuation or strips as accents,
 # measured on every code point (scripts/wordpiece_tables.py). Its Rust category tables predate Python's
 # unicodedata (and Java's), so categories are read from this table, never from the host's Unicode version.
@@ -56,7 +65,7 @@ class UnicodeClasses:
         return "".join(get(c, c) for c in text)
 
     @classmethod
-    def load(cls, path: Path = TABLES) -> "UnicodeClasses":
+    def load(cls, path: Path = TABLES) -> UnicodeClasses:
         return cls(json.loads(Path(path).read_text(encoding="utf-8")))
 
     def of(self, c: str) -> tuple[bool, ...]:
@@ -85,11 +94,22 @@ class WordPieceTokenizer:
 
     kind = "wordpiece"
 
-    def __init__(self, vocab: list[str], *, context_length: int, lowercase: bool = True,
-                 strip_accents: bool | None = None, tokenize_chinese_chars: bool = True, cls_token: str = "[CLS]",
-                 sep_token: str = "[SEP]", pad_token: str = "[PAD]", unk_token: str = "[UNK]",
-                 mask_token: str | None = "[MASK]", max_input_chars_per_word: int = 100,
-                 classes: UnicodeClasses | None = None):
+    def __init__(
+        self,
+        vocab: list[str],
+        *,
+        context_length: int,
+        lowercase: bool = True,
+        strip_accents: bool | None = None,
+        tokenize_chinese_chars: bool = True,
+        cls_token: str = "[CLS]",
+        sep_token: str = "[SEP]",
+        pad_token: str = "[PAD]",
+        unk_token: str = "[UNK]",
+        mask_token: str | None = "[MASK]",
+        max_input_chars_per_word: int = 100,
+        classes: UnicodeClasses | None = None,
+    ):
         self.vocab = vocab
         self.classes = classes or UnicodeClasses.load()
         self.encoder = {token: i for i, token in enumerate(vocab)}
@@ -108,11 +128,14 @@ class WordPieceTokenizer:
         self._cache: dict[str, list[int]] = {}
 
     @classmethod
-    def from_artifacts(cls, directory) -> "WordPieceTokenizer":
+    def from_artifacts(cls, directory) -> WordPieceTokenizer:
         folder = Path(directory) / TOKENIZER_DIR
         config = json.loads((folder / TOKENIZER_CONFIG).read_text(encoding="utf-8"))
-        return cls(read_vocab(folder / TOKENIZER_WORDPIECE_VOCAB), **_options(config),
-                   classes=UnicodeClasses.load(folder / TOKENIZER_UNICODE_CLASSES))
+        return cls(
+            read_vocab(folder / TOKENIZER_WORDPIECE_VOCAB),
+            **_options(config),
+            classes=UnicodeClasses.load(folder / TOKENIZER_UNICODE_CLASSES),
+        )
 
     def save(self, directory) -> None:
         """Writes the contract's tokenizer/ folder (read back by from_artifacts and the Android core)."""
@@ -120,13 +143,21 @@ class WordPieceTokenizer:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / TOKENIZER_WORDPIECE_VOCAB).write_text("".join(t + "\n" for t in self.vocab), encoding="utf-8")
         shutil.copyfile(TABLES, folder / TOKENIZER_UNICODE_CLASSES)
-        config = {"type": self.kind, "context_length": self.context_length, "lowercase": self.lowercase,
-                  "strip_accents": self.strip_accents, "tokenize_chinese_chars": self.tokenize_chinese_chars,
-                  "max_input_chars_per_word": self.max_input_chars_per_word,
-                  **{f"{k}_token": v for k, v in self.tokens.items()},
-                  "sot_token_id": self.sot_token_id, "eot_token_id": self.eot_token_id,
-                  "pad_token_id": self.pad_token_id, "unk_token_id": self.unk_token_id,
-                  "truncation": "keep_sep_last", "attention_mask": "1 up to and including [SEP], 0 on [PAD]"}
+        config = {
+            "type": self.kind,
+            "context_length": self.context_length,
+            "lowercase": self.lowercase,
+            "strip_accents": self.strip_accents,
+            "tokenize_chinese_chars": self.tokenize_chinese_chars,
+            "max_input_chars_per_word": self.max_input_chars_per_word,
+            **{f"{k}_token": v for k, v in self.tokens.items()},
+            "sot_token_id": self.sot_token_id,
+            "eot_token_id": self.eot_token_id,
+            "pad_token_id": self.pad_token_id,
+            "unk_token_id": self.unk_token_id,
+            "truncation": "keep_sep_last",
+            "attention_mask": "1 up to and including [SEP], 0 on [PAD]",
+        }
         (folder / TOKENIZER_CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
 
     def normalize(self, text: str) -> str:
@@ -152,7 +183,8 @@ class WordPieceTokenizer:
     def words(self, text: str) -> list[str]:
         """BertPreTokenizer: split on whitespace (removed), each punctuation character a word of its own."""
         of = self.classes.of
-        out, word = [], []
+        out: list[str] = []
+        word: list[str] = []
         for c in text:
             _, space, punct, _ = of(c)
             if space or punct:
@@ -193,7 +225,7 @@ class WordPieceTokenizer:
         """Token ids of `text` without [CLS]/[SEP]."""
         ids = []
         for n, segment in enumerate(self._specials.split(text)):
-            if n % 2:                      # a special token typed in the text (the split keeps the matches)
+            if n % 2:  # a special token typed in the text (the split keeps the matches)
                 ids.append(self.encoder[segment])
                 continue
             for word in self.words(self.normalize(segment)):
@@ -226,6 +258,7 @@ def read_vocab(path: Path) -> list[str]:
 def _options(config: dict) -> dict:
     keys = ("context_length", "lowercase", "strip_accents", "tokenize_chinese_chars", "max_input_chars_per_word")
     out = {k: config[k] for k in keys if k in config}
-    out.update({f"{k}_token": config[f"{k}_token"] for k in ("cls", "sep", "pad", "unk", "mask")
-                if f"{k}_token" in config})
+    out.update(
+        {f"{k}_token": config[f"{k}_token"] for k in ("cls", "sep", "pad", "unk", "mask") if f"{k}_token" in config}
+    )
     return out

@@ -4,11 +4,12 @@
 `load_student(None)` -> the embedded default. A new model family is one module that calls
 `register_loader("prefix")` and is imported at the bottom of this file.
 """
+
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..errors import InputError, UnknownStudentError
 from .base import Preprocess, Student
@@ -21,6 +22,7 @@ def register_loader(prefix: str):
     def decorate(fn):
         _LOADERS[prefix] = fn
         return fn
+
     return decorate
 
 
@@ -35,8 +37,10 @@ def load_student(spec: str | None = None, weights=None, *, random_init: bool = F
         close = difflib.get_close_matches(prefix, _LOADERS, n=1)
         hint = f" (did you mean {close[0]}:...?)" if close else ""
         raise UnknownStudentError(
-            f"unknown student {spec!r}{hint}; use one of: " + ", ".join(f"{p}:..." for p in loader_prefixes()
-                                                                       if p != DEFAULT_SPEC) + ", or omit --student")
+            f"unknown student {spec!r}{hint}; use one of: "
+            + ", ".join(f"{p}:..." for p in loader_prefixes() if p != DEFAULT_SPEC)
+            + ", or omit --student"
+        )
     if random_init:
         import torch
 

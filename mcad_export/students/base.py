@@ -1,4 +1,5 @@
 """What every student loader returns: two torch encoders plus what the contract needs to know."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,25 +14,32 @@ class Preprocess:
     image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    resize_mode: str = "shortest"        # resize shortest side to image_size, then centre-crop
+    resize_mode: str = "shortest"  # resize shortest side to image_size, then centre-crop
     interpolation: str = "bicubic"
 
     def to_manifest(self) -> dict:
-        return {"image_size": self.image_size, "resize_mode": self.resize_mode, "interpolation": self.interpolation,
-                "mean": [float(m) for m in self.mean], "std": [float(s) for s in self.std],
-                "channel_order": "RGB", "layout": "NCHW", "scale": "1/255 then (x - mean) / std"}
+        return {
+            "image_size": self.image_size,
+            "resize_mode": self.resize_mode,
+            "interpolation": self.interpolation,
+            "mean": [float(m) for m in self.mean],
+            "std": [float(s) for s in self.std],
+            "channel_order": "RGB",
+            "layout": "NCHW",
+            "scale": "1/255 then (x - mean) / std",
+        }
 
 
 @dataclass
 class Student:
-    id: str                               # e.g. "open_clip:ViT-B-32", "hf:/path", "embedded:mcad-scenes-student-v1"
+    id: str  # e.g. "open_clip:ViT-B-32", "hf:/path", "embedded:mcad-scenes-student-v1"
     family: str
-    image_encoder: object                 # torch.nn.Module: pixel_values -> L2-normalised [B, D]
-    text_encoder: object                  # torch.nn.Module: int32 input_ids [B, L] -> L2-normalised [B, D]
+    image_encoder: object  # torch.nn.Module: pixel_values -> L2-normalised [B, D]
+    text_encoder: object  # torch.nn.Module: int32 input_ids [B, L] -> L2-normalised [B, D]
     preprocess: Preprocess
     tokenizer: Tokenizer
     embed_dim: int
-    info: dict = field(default_factory=dict)   # weights path/sha256, random_init, notes for the manifest
+    info: dict = field(default_factory=dict)  # weights path/sha256, random_init, notes for the manifest
     # Which reproducible real inputs (data.samples.load_samples) evaluate and calibrate this student,
     # and how many make the evaluation set (parity now, the fidelity gate later).
     sample_kind: str = "varied"

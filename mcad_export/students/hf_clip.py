@@ -1,5 +1,6 @@
 """`hf:<DIR>` students: a Hugging Face CLIPModel or VisionTextDualEncoderModel folder (config.json + weights), no hub
 access. Dual-encoder folders (a vision tower + a BERT-family text tower) load in dual_encoder.py."""
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,9 @@ def load(arg: str, *, weights=None, random_init: bool = False) -> Student:
 
     folder = Path(arg)
     if not arg or not folder.is_dir():
-        raise InputError(f"hf student needs a local CLIPModel folder: --student hf:DIR ({arg or 'missing'} is not a folder)")
+        raise InputError(
+            f"hf student needs a local CLIPModel folder: --student hf:DIR ({arg or 'missing'} is not a folder)"
+        )
     if not (folder / "config.json").is_file():
         raise InputError(f"{folder} has no config.json; expected a Hugging Face CLIPModel folder (save_pretrained)")
     try:
@@ -48,16 +51,19 @@ def load(arg: str, *, weights=None, random_init: bool = False) -> Student:
 
         return load_hf_dual_encoder(folder, raw, weights=weights, random_init=random_init)
     if raw.get("model_type") != "clip":
-        raise UnsupportedStudentError(f"{folder} holds a {raw.get('model_type')!r} model, not a dual encoder; "
-                                      "supported: CLIPModel and VisionTextDualEncoderModel folders")
+        raise UnsupportedStudentError(
+            f"{folder} holds a {raw.get('model_type')!r} model, not a dual encoder; "
+            "supported: CLIPModel and VisionTextDualEncoderModel folders"
+        )
     try:
         config = CLIPConfig.from_pretrained(folder, local_files_only=True)
         config._attn_implementation = "eager"  # plain matmul-softmax attention traces to portable ONNX
         model = CLIPModel(config).float().eval()
     except Exception as e:  # noqa: BLE001 - transformers/huggingface_hub raise their own validation errors
         reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise InputError(f"{folder / 'config.json'} is not a valid CLIP config: building the model failed "
-                         f"({reason})") from None
+        raise InputError(
+            f"{folder / 'config.json'} is not a valid CLIP config: building the model failed ({reason})"
+        ) from None
     info = {"architecture": "transformers CLIPModel"}
     if random_init:
         info["random_init"] = True
@@ -72,9 +78,16 @@ def load(arg: str, *, weights=None, random_init: bool = False) -> Student:
     preprocess = hf_preprocess(folder, int(config.vision_config.image_size))
     with torch.no_grad():
         embed_dim = int(_encode_text(model, torch.from_numpy(tokenizer(["a"]).astype("int64"))).shape[-1])
-    return Student(id=f"hf:{folder.resolve().name}", family="hf", image_encoder=Tower(model, _encode_image),
-                   text_encoder=Tower(model, _encode_text), preprocess=preprocess, tokenizer=tokenizer,
-                   embed_dim=embed_dim, info=info)
+    return Student(
+        id=f"hf:{folder.resolve().name}",
+        family="hf",
+        image_encoder=Tower(model, _encode_image),
+        text_encoder=Tower(model, _encode_text),
+        preprocess=preprocess,
+        tokenizer=tokenizer,
+        embed_dim=embed_dim,
+        info=info,
+    )
 
 
 def _tokenizer(folder: Path, config) -> Tokenizer:
@@ -84,15 +97,18 @@ def _tokenizer(folder: Path, config) -> Tokenizer:
     vocab, merges = folder / "vocab.json", folder / "merges.txt"
     if vocab.is_file() and merges.is_file():
         encoder = json.loads(vocab.read_text(encoding="utf-8"))
-        return Tokenizer(encoder, read_merges(merges), context_length=context,
-                         sot_token="<|startoftext|>", eot_token="<|endoftext|>")
+        return Tokenizer(
+            encoder, read_merges(merges), context_length=context, sot_token="<|startoftext|>", eot_token="<|endoftext|>"
+        )
     if config.text_config.vocab_size == 49408:
         # CLIP checkpoints share OpenAI's BPE vocabulary, which open_clip ships offline.
         import open_clip
 
         return Tokenizer.from_clip_bpe_gz(open_clip.tokenizer.default_bpe(), context)
-    raise InputError(f"{folder} has no vocab.json/merges.txt and a non-CLIP vocabulary "
-                     f"({config.text_config.vocab_size} tokens); add the tokenizer files to the folder")
+    raise InputError(
+        f"{folder} has no vocab.json/merges.txt and a non-CLIP vocabulary "
+        f"({config.text_config.vocab_size} tokens); add the tokenizer files to the folder"
+    )
 
 
 def hf_preprocess(folder: Path, size: int) -> Preprocess:
@@ -103,6 +119,9 @@ def hf_preprocess(folder: Path, size: int) -> Preprocess:
     cfg = json.loads(path.read_text(encoding="utf-8"))
     crop = cfg.get("crop_size", size)
     crop = crop.get("height", size) if isinstance(crop, dict) else int(crop)
-    return Preprocess(image_size=int(crop), mean=tuple(cfg.get("image_mean", CLIP_MEAN)),
-                      std=tuple(cfg.get("image_std", CLIP_STD)),
-                      interpolation=_RESAMPLE.get(cfg.get("resample", 3), "bicubic"))
+    return Preprocess(
+        image_size=int(crop),
+        mean=tuple(cfg.get("image_mean", CLIP_MEAN)),
+        std=tuple(cfg.get("image_std", CLIP_STD)),
+        interpolation=_RESAMPLE.get(cfg.get("resample", 3), "bicubic"),
+    )

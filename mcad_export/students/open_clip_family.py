@@ -1,4 +1,5 @@
 """`open_clip:<ARCH>` and `open_clip:<config.json>` students with a local weights file."""
+
 from __future__ import annotations
 
 import difflib
@@ -28,8 +29,10 @@ def load(arg: str, *, weights=None, random_init: bool = False) -> Student:
     if not arg:
         raise InputError("open_clip student needs an architecture: --student open_clip:ViT-B-32 (or a config .json)")
     if weights is None and not random_init:
-        raise InputError(f"open_clip:{arg} needs --weights FILE (.pt/.pth/.safetensors); nothing is downloaded. "
-                         "Use --random-init for an untrained model (benchmarks only)")
+        raise InputError(
+            f"open_clip:{arg} needs --weights FILE (.pt/.pth/.safetensors); nothing is downloaded. "
+            "Use --random-init for an untrained model (benchmarks only)"
+        )
     model, preprocess, arch = build_model(arg)
     info = {"architecture": arch}
     if random_init:
@@ -73,10 +76,14 @@ def build_model(arg: str):
         except json.JSONDecodeError as e:
             raise InputError(f"{arg} is not valid JSON ({e.msg} at line {e.lineno})") from None
         model_cfg = config.get("model_cfg", config) if isinstance(config, dict) else config
-        if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("vision_cfg"), dict) \
-                or not isinstance(model_cfg.get("text_cfg"), dict):
-            raise InputError(f"{arg} is not an open_clip model config (a JSON object with vision_cfg and text_cfg "
-                             "objects)")
+        if (
+            not isinstance(model_cfg, dict)
+            or not isinstance(model_cfg.get("vision_cfg"), dict)
+            or not isinstance(model_cfg.get("text_cfg"), dict)
+        ):
+            raise InputError(
+                f"{arg} is not an open_clip model config (a JSON object with vision_cfg and text_cfg objects)"
+            )
         preprocess_cfg = config.get("preprocess_cfg", {})
         if not isinstance(preprocess_cfg, dict):
             raise InputError(f"{arg}: preprocess_cfg must be a JSON object")
@@ -87,8 +94,9 @@ def build_model(arg: str):
             raise
         except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, ZeroDivisionError, AssertionError) as e:
             reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-            raise InputError(f"{arg} is not a valid open_clip model config: building the model failed ({reason})") \
-                from None
+            raise InputError(
+                f"{arg} is not a valid open_clip model config: building the model failed ({reason})"
+            ) from None
         return model, pre_cfg, config_path.stem
     if arg not in open_clip.list_models():
         close = difflib.get_close_matches(arg, open_clip.list_models(), n=3, cutoff=0.5)
@@ -104,8 +112,17 @@ def _check_sizes(arg: str, model_cfg: dict) -> None:
     """Sizes that must be positive whole numbers, named in the message instead of failing deep inside torch."""
     sizes = [("embed_dim", model_cfg, "embed_dim")]
     for tower in ("vision_cfg", "text_cfg"):
-        for key in ("layers", "width", "heads", "patch_size", "image_size", "context_length", "vocab_size",
-                    "head_width", "mlp_ratio"):
+        for key in (
+            "layers",
+            "width",
+            "heads",
+            "patch_size",
+            "image_size",
+            "context_length",
+            "vocab_size",
+            "head_width",
+            "mlp_ratio",
+        ):
             if key in model_cfg[tower]:
                 sizes.append((f"{tower}.{key}", model_cfg[tower], key))
     for label, cfg, key in sizes:
@@ -115,8 +132,12 @@ def _check_sizes(arg: str, model_cfg: dict) -> None:
         whole = key != "mlp_ratio"
         if isinstance(value, list) and key in ("layers", "image_size") and value:
             value = value if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value) else 1
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not float(value).is_integer()) \
-                or value <= 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (whole and not float(value).is_integer())
+            or value <= 0
+        ):
             raise InputError(f"{arg}: {label} must be a positive {'whole ' if whole else ''}number, got {value!r}")
 
 
@@ -140,8 +161,11 @@ def _create_from_config(open_clip, model_cfg: dict, preprocess_cfg: dict):
 def _quiet_create(open_clip, name: str):
     # "No pretrained weights loaded ... initialized randomly" is expected: weights come from --weights.
     with quiet_root_logger():
-        return open_clip.create_model(name, pretrained=None, pretrained_image=False, pretrained_text=False,
-                                      device="cpu").float().eval()
+        return (
+            open_clip.create_model(name, pretrained=None, pretrained_image=False, pretrained_text=False, device="cpu")
+            .float()
+            .eval()
+        )
 
 
 def _reject_unsupported(name: str, model_cfg: dict) -> None:
@@ -149,7 +173,8 @@ def _reject_unsupported(name: str, model_cfg: dict) -> None:
     if text_cfg.get("hf_tokenizer_name") or text_cfg.get("hf_model_name"):
         raise UnsupportedStudentError(
             f"open_clip:{name} uses a Hugging Face text tower/tokenizer ({text_cfg.get('hf_tokenizer_name')}); "
-            "only CLIP-BPE text towers are supported so far")
+            "only CLIP-BPE text towers are supported so far"
+        )
     clean = text_cfg.get("tokenizer_kwargs", {}).get("clean", "lower")
     if clean != "lower":
         raise UnsupportedStudentError(f"open_clip:{name} uses tokenizer cleaning {clean!r}; only 'lower' is supported")
@@ -181,15 +206,24 @@ def finish(model, pre_cfg: dict, student_id: str, family: str, info: dict) -> St
     model.eval()
     size = pre_cfg.get("size", 224)
     size = size[0] if isinstance(size, (tuple, list)) else size
-    preprocess = Preprocess(image_size=int(size), mean=tuple(pre_cfg["mean"]), std=tuple(pre_cfg["std"]),
-                            resize_mode=pre_cfg.get("resize_mode", "shortest"),
-                            interpolation=pre_cfg.get("interpolation", "bicubic"))
+    preprocess = Preprocess(
+        image_size=int(size),
+        mean=tuple(pre_cfg["mean"]),
+        std=tuple(pre_cfg["std"]),
+        resize_mode=pre_cfg.get("resize_mode", "shortest"),
+        interpolation=pre_cfg.get("interpolation", "bicubic"),
+    )
     context_length = int(getattr(model, "context_length", 0) or model.text.context_length)
     tokenizer = Tokenizer.from_clip_bpe_gz(open_clip.tokenizer.default_bpe(), context_length)
     with torch.no_grad():
         embed_dim = int(model.encode_text(torch.from_numpy(tokenizer(["a"]).astype("int64"))).shape[-1])
     return Student(
-        id=student_id, family=family, image_encoder=Tower(model, _encode_image),
-        text_encoder=Tower(model, _encode_text), preprocess=preprocess, tokenizer=tokenizer,
-        embed_dim=embed_dim, info=info)
-
+        id=student_id,
+        family=family,
+        image_encoder=Tower(model, _encode_image),
+        text_encoder=Tower(model, _encode_text),
+        preprocess=preprocess,
+        tokenizer=tokenizer,
+        embed_dim=embed_dim,
+        info=info,
+    )

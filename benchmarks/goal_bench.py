@@ -4,8 +4,9 @@
     .venv/bin/python benchmarks/goal_bench.py                     # all three students below
     .venv/bin/python benchmarks/goal_bench.py --students clip_size_scenes
 
-Per student (exported, short-queried, quantized and verified once under --work, reused when present): one
-`mcad-export bench --threads 1 --sweep-sizes 0` with the defaults (100,000-image gallery, the fastest text
+Per student (exported, short-queried, quantized and verified once under --work, reused when present, through
+the typed API: `mcad_export.stages` with `mcad_export.options`): one bench at 1 thread without the sweep (as
+`mcad-export bench --threads 1 --sweep-sizes 0`) with the defaults (100,000-image gallery, the fastest text
 encoder that passes the fidelity gate, the PyTorch eager baseline in the same run), then one
 `--no-baseline` run per other text-encoder variant. Each row is judged against the goals: query p50 <= 8 ms,
 peak RSS <= 100 MB, >= 15x eager and text encoder within 1.5x of its roofline limit (causal CLIP-size
@@ -17,67 +18,77 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mcad_export import stages  # noqa: E402
+from mcad_export.errors import FidelityGateError  # noqa: E402
+from mcad_export.options import (  # noqa: E402
+    DEFAULT_GATE,
+    BenchOptions,
+    ExportOptions,
+    QuantizeOptions,
+    ShortQueryOptions,
+    StudentOptions,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path.home() / ".cache" / "mcad-export" / "clip-size-student"
-INTEGER = ["--precision", "dynamic", "--precision", "w8", "--precision", "w4"]
+INTEGER = QuantizeOptions(precisions=("dynamic", "w8", "w4"))
 STUDENTS = {
     "vit_b_32_random": {
-        "export": ["--student", "open_clip:ViT-B-32", "--random-init"],
+        "student": StudentOptions("open_clip:ViT-B-32", random_init=True),
         "quantize": INTEGER,
         "goal": "causal",
     },
     "clip_size_scenes": {
-        "export": [
-            "--student",
-            f"open_clip:{CACHE / 'open_clip_config.json'}",
-            "--weights",
-            str(CACHE / "student.safetensors"),
-        ],
+        "student": StudentOptions(f"open_clip:{CACHE / 'open_clip_config.json'}", CACHE / "student.safetensors"),
         "quantize": INTEGER,
         "goal": "causal",
     },
     # bidirectional: no short-query encoder, every query runs all 77 positions; w8/w4 are one-query-only wins
     "mobileclip2_s0_random": {
-        "export": ["--student", "open_clip:MobileCLIP2-S0", "--random-init"],
-        "quantize": ["--precision", "dynamic"],
+        "student": StudentOptions("open_clip:MobileCLIP2-S0", random_init=True),
+        "quantize": QuantizeOptions(precisions=("dynamic",)),
         "goal": "full_context",
     },
 }
 GOALS = {"query_p50_ms": 8.0, "peak_rss_mb": 100.0, "speedup": 15.0, "floor_ratio": 1.5, "full_context_ratio": 1.3}
 
 
-def cli(*args, ok=(0,)) -> None:
+def timed(label: str, fn, *args):
     started = time.time()
-    proc = subprocess.run(
-        [sys.executable, "-m", "mcad_export", *map(str, args)], cwd=REPO, text=True, capture_output=True
-    )
-    if proc.returncode not in ok:
-        sys.exit(f"mcad-export {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    print(f"  mcad-export {args[0]} ... {time.time() - started:.0f} s", flush=True)
+    value = fn(*args)
+    print(f"  {label} ... {time.time() - started:.0f} s", flush=True)
+    return value
 
 
 def prepare(name: str, out: Path) -> None:
     spec = STUDENTS[name]
     if not (out / "manifest.json").is_file():
-        cli("export", "--out", out, "--no-tflite", *spec["export"])
+        timed("export", stages.export, out, spec["student"], ExportOptions(tflite=False))
     manifest = json.loads((out / "manifest.json").read_text())
     if spec["goal"] == "causal" and not any(a.get("dynamic_length") for a in manifest["artifacts"]):
-        cli("short-query", out, "--buckets", "0")
+        timed("short-query", stages.short_query, out, ShortQueryOptions(buckets=(), required=True))
         manifest = json.loads((out / "manifest.json").read_text())
     if not any(a["precision"] != "fp32" for a in manifest["artifacts"]):
-        cli("quantize", out, *spec["quantize"])
+        timed("quantize", stages.quantize, out, spec["quantize"], DEFAULT_GATE)
     if not (out / "reports" / "fidelity.json").is_file():
-        cli("verify", out, ok=(0, 4))  # a variant that misses the gate is reported, and the bench skips it
+        try:
+            timed("verify", stages.verify, out, DEFAULT_GATE)
+        except FidelityGateError:
+            pass  # a variant that misses the gate is reported, and the bench skips it
 
 
-def bench(out: Path, *extra) -> dict:
-    cli("bench", out, "--threads", "1", "--sweep-sizes", "0", *extra, ok=(0, 6))
-    return json.loads((out / "reports" / "bench.json").read_text())
+SETTINGS = BenchOptions(threads=(1,), sweep_sizes=())
+
+
+def bench(out: Path, artifact: str | None = None, baseline: bool = True) -> dict:
+    return timed("bench", stages.bench, out, replace(SETTINGS, artifact=artifact, baseline=baseline))
 
 
 def row(report: dict, baseline_ms: float, goal: str) -> dict:
@@ -142,9 +153,7 @@ def main() -> int:
                 and a["path"] != rows[0]["text_encoder"]
                 and (a.get("dynamic_length") or not causal)
             ):
-                rows.append(
-                    row(bench(out, "--artifact", a["path"], "--no-baseline"), baseline_ms, STUDENTS[name]["goal"])
-                )
+                rows.append(row(bench(out, a["path"], baseline=False), baseline_ms, STUDENTS[name]["goal"]))
         fidelity = json.loads((out / "reports" / "fidelity.json").read_text())
         result = {
             "student": manifest["student"]["id"],

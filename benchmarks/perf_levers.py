@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 KEEP = (
     "query_latency_ms",
     "query_stages_p50_ms",
@@ -39,16 +39,21 @@ KEEP = (
 )
 
 
-def bench(directory: Path, *extra) -> dict:
-    cmd = [sys.executable, "-m", "mcad_export", "bench", str(directory), "--threads", "1", "--sweep-sizes", "0", *extra]
+def bench(directory: Path, artifact: str | None = None, index_kind: str | None = None) -> dict:
+    """One bench through the typed API (as `mcad-export bench DIR --threads 1 --sweep-sizes 0 ...`)."""
+    from mcad_export import stages
+    from mcad_export.options import BenchOptions
+
+    settings = BenchOptions(artifact=artifact, index_kind=index_kind, threads=(1,), sweep_sizes=())
     started = time.time()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    if proc.returncode not in (0, 6):
-        sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    report = json.loads((directory / "reports" / "bench.json").read_text())
+    report = stages.bench(directory, settings)
     out = {k: report.get(k) for k in KEEP}
     out["baseline"] = {k: v for k, v in (report["baseline"] or {}).items() if k != "query_latency_samples_ms"}
-    out["command"] = " ".join(["mcad-export", *cmd[3:]])
+    out["command"] = " ".join(
+        ["mcad-export bench", str(directory), "--threads 1 --sweep-sizes 0"]
+        + ([f"--artifact {artifact}"] if artifact else [])
+        + ([f"--index-kind {index_kind}"] if index_kind else [])
+    )
     out["wall_s"] = round(time.time() - started, 1)
     return out
 
@@ -87,12 +92,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     runs = {
-        "before": bench(args.dir, "--artifact", args.before, "--index-kind", "flat"),
-        "index": bench(args.dir, "--artifact", args.before),
+        "before": bench(args.dir, args.before, "flat"),
+        "index": bench(args.dir, args.before),
         "after": bench(args.dir),
     }
     if args.also:
-        runs["also"] = bench(args.dir, "--artifact", args.also)
+        runs["also"] = bench(args.dir, args.also)
     result = {"student": args.name, "rows": [row(k, v) for k, v in runs.items()], "runs": runs}
     out = REPO / "benchmarks" / "results" / f"perf_{args.name}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")

@@ -7,10 +7,23 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, render, stages
+from .contract import LOGS_DIR
+from .defaults import AIHUB_TIMEOUT_S, BUDGET_MB, BUDGET_MS, DEFAULT_OUT, INDEX_BATCH, NUM_CALIB, SIM_SAMPLES
 from .errors import McadError
-
-DEFAULT_OUT = "mcad-out"
+from .options import (
+    BenchOptions,
+    BundleOptions,
+    CompileOptions,
+    ExportOptions,
+    IndexOptions,
+    PipelineOptions,
+    QuantizeOptions,
+    ShortQueryOptions,
+    StudentOptions,
+)
+from .pipeline import Observer
+from .render import esc
 
 
 def _add_student_args(p: argparse.ArgumentParser) -> None:
@@ -59,7 +72,9 @@ def _add_quantize_args(p: argparse.ArgumentParser) -> None:
         "skipped and counted, as index does)",
     )
     p.add_argument("--calib-captions", type=Path, metavar="FILE", help="calibration captions, one per line")
-    p.add_argument("--num-calib", type=int, default=128, help="calibration samples per encoder (default 128)")
+    p.add_argument(
+        "--num-calib", type=int, default=NUM_CALIB, help=f"calibration samples per encoder (default {NUM_CALIB})"
+    )
     p.add_argument(
         "--allow-small-calibration",
         action="store_true",
@@ -74,19 +89,34 @@ def _add_quantize_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_gate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-r1-drop", type=float, default=0.5, help="max text->image R@1 drop, points (default 0.5)")
-    p.add_argument("--min-top10-overlap", type=float, default=0.95, help="min top-10 overlap with fp32 (default 0.95)")
-    p.add_argument("--min-cosine-mean", type=float, default=0.99, help="min mean cosine vs PyTorch fp32 (default 0.99)")
+    from .quantize.fidelity import DEFAULT_GATE as g
+
+    points = round(g.max_r1_drop * 100, 6)
+    p.add_argument(
+        "--max-r1-drop", type=float, default=points, help=f"max text->image R@1 drop, points (default {points})"
+    )
+    p.add_argument(
+        "--min-top10-overlap",
+        type=float,
+        default=g.min_top10_overlap,
+        help=f"min top-10 overlap with fp32 (default {g.min_top10_overlap})",
+    )
+    p.add_argument(
+        "--min-cosine-mean",
+        type=float,
+        default=g.min_cosine_mean,
+        help=f"min mean cosine vs PyTorch fp32 (default {g.min_cosine_mean})",
+    )
     p.add_argument(
         "--min-cosine-min",
         type=float,
-        default=0.98,
+        default=g.min_cosine_min,
         help="min per-sample cosine vs PyTorch fp32, applied to degenerate students only (default 0.98)",
     )
     p.add_argument(
         "--degenerate-pairwise-cosine",
         type=float,
-        default=0.8,
+        default=g.degenerate_pairwise_cosine,
         help="fp32 embeddings whose mean pairwise cosine reaches this are degenerate (untrained), as are "
         "fp32 rankings at chance (t2i R@10 <= 2x chance): ranking metrics are noise, so such a student "
         "is gated on cosine alone (default 0.8)",
@@ -99,7 +129,7 @@ def _add_index_kind(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--kind",
         choices=INDEX_KINDS,
-        default="flat",
+        default=IndexOptions.kind,
         help="flat (exact, numpy), sq8 (faiss 8-bit + exact re-rank) or ivfpq (large galleries; faiss "
         "IVF-PQ + exact re-rank); default flat",
     )
@@ -146,8 +176,15 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="index kind for the bench gallery (default: ivfpq from 50,000 images, else the kind of DIR/index)",
     )
-    p.add_argument("--budget-mb", type=float, default=100.0, help="peak RSS budget of the query process (default 100)")
-    p.add_argument("--budget-ms", type=float, default=8.0, help="p50 query latency budget (default 8)")
+    p.add_argument(
+        "--budget-mb",
+        type=float,
+        default=BUDGET_MB,
+        help=f"peak RSS budget of the query process (default {BUDGET_MB:g})",
+    )
+    p.add_argument(
+        "--budget-ms", type=float, default=BUDGET_MS, help=f"p50 query latency budget (default {BUDGET_MS:g})"
+    )
     p.add_argument("--enforce-budget", action="store_true", help="exit 6 when the budget is missed")
     p.add_argument(
         "--sweep-sizes",
@@ -166,8 +203,6 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_compile_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    from .compile import DEFAULT_SIM_SAMPLES
-
     p.add_argument(
         "--target",
         action="append",
@@ -184,8 +219,8 @@ def _add_compile_args(p: argparse.ArgumentParser, required: bool = True) -> None
     p.add_argument(
         "--sim-samples",
         type=int,
-        default=DEFAULT_SIM_SAMPLES,
-        help=f"held-out samples checked on the (slow) HTP simulator (default {DEFAULT_SIM_SAMPLES})",
+        default=SIM_SAMPLES,
+        help=f"held-out samples checked on the (slow) HTP simulator (default {SIM_SAMPLES})",
     )
     p.add_argument(
         "--aihub-runtime",
@@ -202,21 +237,11 @@ def _add_compile_args(p: argparse.ArgumentParser, required: bool = True) -> None
     p.add_argument(
         "--aihub-timeout",
         type=float,
-        default=3600,
+        default=AIHUB_TIMEOUT_S,
         metavar="S",
         help="aihub targets: give up waiting on one job after S seconds (it keeps running; a rerun "
         "resumes it; default 3600)",
     )
-
-
-def _e(value) -> str:
-    """User- and file-supplied text for rich output: markup escaped, control characters and non-UTF-8 bytes shown
-    as %XX (a file named `photo [1].jpg` or a query with `[/]` is printed, never interpreted)."""
-    from rich.markup import escape
-
-    from .runtime.index import encode_path
-
-    return escape(encode_path(str(value)))
 
 
 def gate_from(args):
@@ -261,6 +286,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="APP",
         help="bundle the result into this Android demo (e.g. android_demo), for the first --target or the CPU",
+    )
+    p.add_argument(
+        "--force",
+        nargs="?",
+        const="all",
+        action="append",
+        metavar="STAGE",
+        help="redo stages whose inputs are unchanged: all of them, or STAGE and every later one "
+        "(export, short-query, quantize, verify, compile, index, bench, report, bundle); repeatable",
+    )
+    p.add_argument(
+        "--verbose", action="store_true", help="stream the tools' own output instead of writing it to DIR/logs/"
     )
 
     p = sub.add_parser(
@@ -320,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, metavar="FOLDER", help="folder of images to index")
     _add_index_kind(p)
     p.add_argument("--artifact", metavar="PATH", help="image-encoder artifact (default: the fp32 ONNX file)")
-    p.add_argument("--batch", type=int, default=32, help="images per encoder call (default 32)")
+    p.add_argument("--batch", type=int, default=INDEX_BATCH, help=f"images per encoder call (default {INDEX_BATCH})")
 
     p = sub.add_parser(
         "search",
@@ -374,7 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("dir", type=Path, help="an export folder (with manifest.json)")
     _add_compile_args(p)
-    p.add_argument("--num-calib", type=int, default=128, help="calibration samples for the HTP QDQ model (default 128)")
+    p.add_argument(
+        "--num-calib",
+        type=int,
+        default=NUM_CALIB,
+        help=f"calibration samples for the HTP QDQ model (default {NUM_CALIB})",
+    )
     p.add_argument("--allow-small-calibration", action="store_true")
     _add_gate_args(p)
 
@@ -394,7 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="cpu (default: bench's choice), qnn:<SoC>, aihub:<SoC>, litert:mediatek:<SoC>, ... (compile it first)",
     )
     p.add_argument("--with-image-encoder", action="store_true", help="also bundle the image encoder")
-    p.add_argument("--budget-mb", type=float, default=100.0, help="resident budget for the bundle (default 100)")
+    p.add_argument(
+        "--budget-mb", type=float, default=BUDGET_MB, help=f"resident budget for the bundle (default {BUDGET_MB:g})"
+    )
     p.add_argument("--allow-over-budget", action="store_true")
 
     p = sub.add_parser(
@@ -446,173 +490,110 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from rich.console import Console
 
-    from .logs import silence_import_deprecations
+    from .logs import detached_stream, silence_import_deprecations
 
     silence_import_deprecations()
     args = build_parser().parse_args(argv)
-    err = Console(stderr=True, highlight=False)
+    # Our console writes to copies of stdout/stderr: `run` points fd 1 and 2 at each stage's log while it runs.
+    err = Console(file=detached_stream(sys.stderr), highlight=False)
+    console = Console(file=detached_stream(sys.stdout), highlight=False, width=None if sys.stdout.isatty() else 160)
     try:
         # Piped output (CI logs, files) gets a wide console so tables are never truncated.
-        return _dispatch(args, Console(highlight=False, width=None if sys.stdout.isatty() else 160))
+        return _dispatch(args, console)
     except McadError as e:
-        err.print(f"[bold red]error:[/] {_e(' '.join(str(e).split()))}", soft_wrap=True)
+        err.print(f"[bold red]error:[/] {esc(' '.join(str(e).split()))}", soft_wrap=True)
         return e.exit_code
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/]: nothing half-written was kept")
         return 130
 
 
-def _run(args, console) -> int:
-    from .pipeline import run
-
-    return run(args, console)
-
-
 def _dispatch(args, console) -> int:
-    # Each handler returns an exit code, or None for 0.
     handlers = {
-        "export": lambda: _summary(console, _export(args, console), args.out),
-        "run": lambda: _run(args, console),
-        "train-student": lambda: _train(args, console),
-        "quantize": lambda: _quantize(args, console),
-        "verify": lambda: _verify(args, console),
-        "index": lambda: _index(args, console),
-        "search": lambda: _search(args, console),
-        "bench": lambda: _bench(args, console),
-        "report": lambda: _report(args, console),
-        "targets": lambda: _targets(console),
-        "compile": lambda: _compile(args, console),
-        "bundle": lambda: _bundle(args, console),
-        "golden": lambda: _golden(args, console),
-        "short-query": lambda: _short_query(args, console),
+        "export": _export,
+        "run": _run,
+        "train-student": _train,
+        "quantize": _quantize,
+        "verify": _verify,
+        "index": _index,
+        "search": _search,
+        "bench": _bench,
+        "report": _report,
+        "targets": lambda args, console: render.targets(console),
+        "compile": _compile,
+        "bundle": _bundle,
+        "golden": _golden,
+        "short-query": _short_query,
     }
-    result = handlers[args.command]()
+    result = handlers[args.command](args, console)
     return result if isinstance(result, int) else 0
 
 
-def _export(args, console) -> dict:
-    from .export import ensure_writable, export_student
-    from .students import load_student
-
-    ensure_writable(args.out)  # fail before minutes of work, not after
-    with _status(console, "loading the student") as status:
-        student = load_student(args.student, args.weights, random_init=args.random_init)
-        return export_student(
-            student,
-            args.out,
-            verify=not args.no_verify,
-            samples=getattr(args, "samples", None),
-            tflite=args.tflite,
-            progress=status,
-        )
+# Options from arguments: the CLI's only job besides rendering (defaults live in options.py).
 
 
-def _quantize(args, console) -> list[dict]:
-    from .quantize import quantize_artifacts
-    from .quantize.onnx_recipes import DEFAULT_PRECISIONS
-
-    with _status(console, "quantizing") as status:
-        records = quantize_artifacts(
-            args.dir,
-            tuple(args.precision or DEFAULT_PRECISIONS),
-            calib_images=args.calib_images,
-            calib_captions=args.calib_captions,
-            num_calib=args.num_calib,
-            allow_small=args.allow_small_calibration,
-            auto=args.auto,
-            gate=gate_from(args),
-            progress=status,
-        )
-    from rich.table import Table
-
-    table = Table(title=f"quantized artifacts in {_e(args.dir)}")
-    from .manifest import total_bytes
-
-    for col in ("artifact", "size MB", "smaller", "kept float / int8", "tuning gate", "worst layer (SQNR dB)"):
-        table.add_column(col, no_wrap=col == "artifact")
-    for r in records:
-        worst = r["layer_damage_top"][0] if r["layer_damage_top"] else None
-        table.add_row(
-            _e(r["path"]),
-            f"{total_bytes(r) / 1e6:.2f}",
-            f"{r['size_ratio_vs_fp32']:.2f}x",
-            f"{len(r['recipe']['kept_float'])} / {len(r['recipe'].get('kept_int8', []))}",
-            "[green]pass[/]"
-            if r["tuning"]["passed"]
-            else ("[red]rejected[/]" if r["tuning"]["auto"] else "[yellow]miss, kept[/]"),
-            _e(f"{short_layer(worst['node'])} ({worst['sqnr_db']})") if worst else "-",
-        )
-    console.print(table)
-    for r in records:
-        if not r["tuning"]["passed"]:
-            last = r["tuning"]["steps"][-1]
-            worst = ", ".join(f"{short_layer(d['node'])} ({d['sqnr_db']} dB)" for d in r["layer_damage_top"][:3])
-            detail = f"{_e('; '.join(last['misses']))} after keeping {len(last['kept_float'])} layer(s) in float; " + (
-                f"worst layers: {_e(worst)}" if worst else "no per-layer data for this recipe"
-            )
-            if r["tuning"]["auto"]:
-                console.print(f"[yellow]rejected[/] {_e(r['path'])} (not kept): {detail}")
-            else:
-                console.print(
-                    f"[yellow]kept[/] {_e(r['path'])} although it misses the tuning gate (--no-auto): "
-                    f"{detail}; `mcad-export verify` judges it on the held-out set"
-                )
-    return records
+def student_options(args) -> StudentOptions:
+    return StudentOptions(spec=args.student, weights=args.weights, random_init=args.random_init)
 
 
-def short_layer(name: str) -> str:
-    """LiteRT scope names carry full module paths; keep the last two module names."""
-    parts = name.split(";")[0].split("/")[-2:]
-    return "/".join(p.rsplit(".", 1)[-1] for p in parts)
+def export_options(args) -> ExportOptions:
+    return ExportOptions(tflite=args.tflite, verify=not args.no_verify, samples=getattr(args, "samples", None))
 
 
-def _verify(args, console) -> list[dict]:
-    from .errors import FidelityGateError
-    from .quantize.verify import verify_artifacts
-
-    try:
-        with _status(console, "verifying") as status:
-            records = verify_artifacts(args.dir, gate_from(args), progress=status)
-    except FidelityGateError:
-        _fidelity_table(console, args.dir)
-        raise
-    _fidelity_table(console, args.dir)
-    return records
+def quantize_options(args) -> QuantizeOptions:
+    return QuantizeOptions(
+        precisions=tuple(args.precision) if args.precision else None,
+        calib_images=args.calib_images,
+        calib_captions=args.calib_captions,
+        num_calib=args.num_calib,
+        allow_small=args.allow_small_calibration,
+        auto=args.auto,
+    )
 
 
-def _fidelity_table(console, directory) -> None:
-    import json
+def compile_options(args) -> CompileOptions:
+    return CompileOptions(
+        targets=tuple(args.target or ()),
+        allow_cpu_fallback=args.allow_cpu_fallback,
+        sim_samples=args.sim_samples,
+        num_calib=args.num_calib,
+        allow_small=args.allow_small_calibration,
+        aihub_runtime=args.aihub_runtime,
+        aihub_quantize=args.aihub_quantize,
+        aihub_timeout_s=args.aihub_timeout,
+    )
 
-    from rich.table import Table
 
-    from .contract import FIDELITY_REPORT
+def bench_settings(args) -> BenchOptions:
+    """bench's Settings from `bench` or `run` arguments."""
+    return BenchOptions(
+        artifact=args.artifact if args.command == "bench" else None,
+        threads=args.threads,
+        gallery_size=args.gallery_size,
+        index_kind=args.index_kind,
+        budget_mb=args.budget_mb,
+        budget_ms=args.budget_ms,
+        sweep_sizes=tuple(s for s in args.sweep_sizes if s),
+        baseline=args.baseline,
+        quick=args.quick,
+    )
 
-    records = json.loads((Path(directory) / FIDELITY_REPORT).read_text())
-    table = Table(title=f"fidelity vs PyTorch fp32 ({_e(Path(directory) / FIDELITY_REPORT)})")
-    for col in ("artifact", "cos mean", "cos min", "t2i R@1", "fp32 R@1", "R@10", "top-10 overlap", "gate"):
-        table.add_column(col)
-    for r in records:
-        if r.get("passed") is None:
-            table.add_row(_e(r["artifact"]), *["-"] * 6, _e(r.get("skipped", "skipped")))
-            continue
-        table.add_row(
-            _e(r["artifact"]),
-            f"{r['cosine_mean']:.5f}",
-            f"{r['cosine_min']:.4f}",
-            f"{r['recall_at_1']:.3f}",
-            f"{r['recall_at_1_fp32']:.3f}",
-            f"{r['recall_at_10']:.3f}",
-            f"{r['top10_overlap']:.3f}",
-            "[green]pass[/]" if r["passed"] else "[red]MISS[/]",
-        )
-    degenerate = next((r for r in records if r.get("degenerate")), None)
-    if degenerate:
-        table.caption = (
-            f"degenerate student ({'; '.join(degenerate.get('degenerate_because', []))}; fp32 pairwise "
-            f"cosine {degenerate['pairwise_cosine_mean_fp32']}): R@1 and top-10 overlap are noise, "
-            "gated on cosine mean and min alone"
-        )
-    console.print(table)
+
+def pipeline_options(args) -> PipelineOptions:
+    return PipelineOptions(
+        out=args.out,
+        student=student_options(args),
+        export=export_options(args),
+        short_query=ShortQueryOptions(),
+        quantize=quantize_options(args),
+        gate=gate_from(args),
+        compile=compile_options(args),
+        index=IndexOptions(images=args.images, kind=args.kind),
+        bench=bench_settings(args),
+        enforce_budget=args.enforce_budget,
+        bundle=BundleOptions(app=args.app, target=args.target[0] if args.target else None),
+        force=tuple(args.force or ()),
+    )
 
 
 class _status:
@@ -630,11 +611,108 @@ class _status:
         return self._live.__exit__(*exc)
 
 
+class _ConsoleObserver(Observer):
+    """`run` on the console: a spinner per stage, one line when it ends, then the stage's own table."""
+
+    def __init__(self, console, out: Path):
+        self.console, self.out, self._started = console, Path(out), {}
+
+    def stage(self, name):
+        import time
+
+        self._started[name] = time.time()
+        self._spinner = _status(self.console, f"{name} ...")
+        return self._spinner
+
+    def index_progress(self, done, total):
+        self._spinner._live.update(f"index: embedding images {done:,}/{total:,}" if total else "index ...")
+
+    def _done(self, name, note=""):
+        import time
+
+        seconds = time.time() - self._started.get(name, time.time())
+        self.console.print(f"[green]done[/] {name} ({seconds:.0f} s){note}")
+
+    def finished(self, name, value):
+        self._done(name, f"; tool output in {esc(self.out / LOGS_DIR / (name + '.log'))}")
+        shown = {
+            "export": lambda: render.export_summary(self.console, value, self.out),
+            "short-query": lambda: render.short_query(self.console, value, self.out),
+            "quantize": lambda: render.quantized(self.console, value, self.out),
+            "verify": lambda: render.fidelity(self.console, self.out),
+            "compile": lambda: render.compiled(self.console, value, self.out),
+            "index": lambda: render.index(self.console, value, self.out),
+            "bench": lambda: render.bench(self.console, value, self.out),
+            "report": lambda: render.report(self.console, value),
+            "bundle": lambda: render.bundle(self.console, value),
+        }
+        shown[name]()
+
+    def skipped(self, name, why):
+        self.console.print(f"[dim]skipped[/] {name}: {why} (--force {name} redoes it)")
+
+    def failed(self, name, error, log):
+        from .errors import FidelityGateError
+        from .logs import tail
+
+        if isinstance(error, FidelityGateError):
+            render.fidelity(self.console, self.out)
+        lines = tail(log) if log else []
+        if lines:
+            self.console.print(f"[red]{name} failed[/]; last lines of its tool output ({esc(log)}):")
+            for line in lines:
+                self.console.print(f"  {esc(line)}", soft_wrap=True)
+
+
+def _run(args, console) -> int:
+    from .pipeline import run_pipeline
+
+    result = run_pipeline(pipeline_options(args), _ConsoleObserver(console, args.out), verbose=args.verbose)
+    card = result.manifest["student"].get("card", {}).get("student_fp32")
+    if card:
+        console.print(
+            f"student held-out recall (fp32, from its card): t2i R@1 {card['t2i_r1']:.3f}, R@10 {card['t2i_r10']:.3f}"
+        )
+    if result.skipped:
+        console.print(
+            f"unchanged since the last run, skipped: {', '.join(result.skipped)}; ran: "
+            f"{', '.join(result.ran) or 'nothing'} ({result.seconds:.0f} s)"
+        )
+    console.print(f"manifest: {args.out / 'manifest.json'}")
+    return 0
+
+
+def _export(args, console) -> dict:
+    with _status(console, "loading the student") as say:
+        manifest = stages.export(args.out, student_options(args), export_options(args), say)
+    render.export_summary(console, manifest, args.out)
+    return manifest
+
+
+def _quantize(args, console) -> list[dict]:
+    with _status(console, "quantizing") as say:
+        records = stages.quantize(args.dir, quantize_options(args), gate_from(args), say)
+    render.quantized(console, records, args.dir)
+    return records
+
+
+def _verify(args, console) -> list[dict]:
+    from .errors import FidelityGateError
+
+    try:
+        with _status(console, "verifying") as say:
+            records = stages.verify(args.dir, gate_from(args), say)
+    except FidelityGateError:
+        render.fidelity(console, args.dir)
+        raise
+    render.fidelity(console, args.dir)
+    return records
+
+
 def _index(args, console) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .runtime.gallery import build_gallery_index
-
+    options = IndexOptions(images=args.images, kind=args.kind, artifact=args.artifact, batch=args.batch)
     with Progress(
         TextColumn("embedding images"),
         BarColumn(),
@@ -644,21 +722,8 @@ def _index(args, console) -> dict:
         transient=True,
     ) as bar:
         task = bar.add_task("index", total=None)
-        meta = build_gallery_index(
-            args.dir,
-            args.images,
-            kind=args.kind,
-            artifact=getattr(args, "artifact", None) if args.command == "index" else None,
-            batch=getattr(args, "batch", 32),
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )
-    skipped = f", {meta['skipped']} unreadable file(s) skipped" if meta["skipped"] else ""
-    console.print(
-        f"index: {meta['count']:,} images ({meta['kind']}, {meta['dim']}-d) from {_e(meta['source'])} "
-        f"-> {_e(Path(args.dir) / 'index')}{skipped}"
-    )
-    for s in meta.get("skipped_files", [])[:5]:
-        console.print(f"  [yellow]skipped[/] {_e(s['path'])}: {_e(s['reason'])}")
+        meta = stages.index(args.dir, options, lambda done, total: bar.update(task, completed=done, total=total))
+    render.index(console, meta, args.dir)
     return meta
 
 
@@ -670,254 +735,67 @@ def _search(args, console) -> int:
         from .errors import InputError
 
         raise InputError(f"--threads must be a positive thread count, got {args.threads}")
-    search = TextSearch(args.dir, args.artifact, threads=args.threads)
-    hits, times = search.timed_search(args.text, args.k)
-    _render_search(console, args.text, search, hits, times)
+    searcher = TextSearch(args.dir, args.artifact, threads=args.threads)
+    hits, times = searcher.timed_search(args.text, args.k)
+    render.search(console, args.text, searcher, hits, times)
     return 0
-
-
-def _render_search(console, text: str, search, hits, times) -> None:
-    from rich.table import Table
-
-    shown = text if len(text) <= 80 else text[:77] + "..."
-    table = Table(
-        title=f"{_e(repr(shown))} ({_e(search.artifact['path'])}, {len(search.index):,} images, "
-        f"{times['total_ms']:.1f} ms)"
-    )
-    for col in ("rank", "score", "path"):
-        table.add_column(col, no_wrap=col == "path", overflow="fold" if col == "path" else "ellipsis")
-    for h in hits:
-        table.add_row(str(h.rank), f"{h.score:.4f}", _e(h.path))
-    console.print(table)
-
-
-def bench_settings(args):
-    """bench's Settings from `bench` or `run` arguments."""
-    from .bench import Settings
-
-    return Settings(
-        artifact=args.artifact if args.command == "bench" else None,
-        threads=args.threads,
-        gallery_size=args.gallery_size,
-        index_kind=args.index_kind,
-        budget_mb=args.budget_mb,
-        budget_ms=args.budget_ms,
-        sweep_sizes=tuple(s for s in args.sweep_sizes if s),
-        baseline=args.baseline,
-        quick=args.quick,
-    )
 
 
 def _bench(args, console) -> int:
-    from .bench import bench
     from .errors import BudgetMissError
+    from .pipeline import _budget_miss
 
-    with _status(console, "benchmarking") as status:
-        report = bench(args.dir, bench_settings(args), progress=status)
-    lat, budget = report["query_latency_ms"], report["budget"]
-    text = report["artifacts"]["text"]
-    console.print(
-        f"text encoder {_e(text['path'])} ({text['precision']}, {text['runtime']}; fidelity gate: "
-        f"{ {True: 'pass', False: 'MISS', None: 'not run'}[text['gate_passed']] })"
-    )
-    console.print(
-        f"query (tokenize + encoder + top-10 over {report['gallery_size']:,} images"
-        f"{', ' + format(report['gallery']['synthetic'], ',') + ' synthetic' if report['gallery']['synthetic'] else ''}"
-        f", {report['threads']} thread(s)): p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms, "
-        f"p99 {lat['p99']:.2f} ms; peak RSS {report['peak_rss_mb']:.1f} MB"
-    )
-    if report["baseline"]:
-        console.print(
-            f"baseline {_e(report['baseline']['name'])}: p50 {report['baseline']['query_latency_ms']['p50']:.2f} "
-            f"ms -> {report['speedup_vs_baseline']:.1f}x faster"
-        )
-    limit = report["physical_limit"]
-    text_limit = limit["text_encoder"]
-    console.print(
-        f"physical limit of the text encoder {limit['text_encoder_limit_ms']:.3f} ms, {text_limit['bound']}-"
-        f"bound: {text_limit['compute_ms']:.3f} ms compute at {text_limit['peak_gops']:.0f} "
-        f"{text_limit['peak_kind']} GOP/s, {text_limit['memory_ms']:.3f} ms to read "
-        f"{text_limit['bytes_per_query']['total'] / 1e6:.1f} MB at {limit['read_bandwidth_gbs']:.1f} GB/s; "
-        f"text-encoder efficiency {limit['text_encoder_efficiency']:.1%}"
-    )
-    verdict = "[green]PASS[/]" if budget["passed"] else "[red]MISS[/]"
-    console.print(
-        f"budget {budget['memory_mb']:g} MB / {budget['latency_ms']:g} ms: {verdict} "
-        f"({_e(Path(args.dir) / 'reports' / 'bench.json')})"
-    )
-    if args.enforce_budget and not budget["passed"]:
-        raise BudgetMissError(
-            f"budget missed: p50 {lat['p50']:.2f} ms (budget {budget['latency_ms']:g}), peak RSS "
-            f"{report['peak_rss_mb']:.1f} MB (budget {budget['memory_mb']:g})"
-        )
-    return 0
-
-
-def _targets(console) -> int:
-    from rich.table import Table
-
-    from .compile.targets import all_targets, describe
-
-    table = Table(title="compile targets (mcad-export compile DIR --target T)")
-    for col in ("target", "chip", "SoC", "HTP arch", "soc_model", "AI Hub device"):
-        table.add_column(col, no_wrap=col == "target")
-    for t in all_targets():
-        table.add_row(
-            t.id,
-            t.soc["name"],
-            t.soc["soc"],
-            f"v{t.soc['htp_arch']}" if "htp_arch" in t.soc else "-",
-            str(t.soc.get("soc_model", "-")),
-            t.soc.get("aihub_device", "-"),
-        )
-    console.print(table)
-    for backend in sorted({t.backend for t in all_targets()}):
-        console.print(f"  {backend}: {describe(backend)}")
+    with _status(console, "benchmarking") as say:
+        report = stages.bench(args.dir, bench_settings(args), say)
+    render.bench(console, report, args.dir)
+    if args.enforce_budget and not report["budget"]["passed"]:
+        raise BudgetMissError(_budget_miss(report))
     return 0
 
 
 def _compile(args, console) -> list[dict]:
-    from rich.table import Table
-
-    from .compile import compile_targets
     from .errors import FidelityGateError
 
     try:
-        with _status(console, "compiling") as status:
-            records = compile_targets(
-                args.dir,
-                args.target,
-                allow_cpu_fallback=args.allow_cpu_fallback,
-                sim_samples=args.sim_samples,
-                num_calib=args.num_calib,
-                allow_small_calibration=args.allow_small_calibration,
-                gate=gate_from(args),
-                progress=status,
-                backend_options={
-                    "aihub_runtime": args.aihub_runtime,
-                    "aihub_quantize": args.aihub_quantize,
-                    "aihub_timeout_s": args.aihub_timeout,
-                },
-            )
+        with _status(console, "compiling") as say:
+            records = stages.compile(args.dir, compile_options(args), gate_from(args), say)
     except FidelityGateError:
-        _fidelity_table(console, args.dir)
+        render.fidelity(console, args.dir)
         raise
-    table = Table(title=f"compiled artifacts in {_e(args.dir)}")
-    for col in ("artifact", "target", "size MB", "ops on NPU", "ops off NPU", "on-device ms"):
-        table.add_column(col, no_wrap=col == "artifact")
-    for r in records:
-        ops, device = r.get("ops", {}), r.get("device_profile", {})
-        table.add_row(
-            _e(r["path"]),
-            r["target"],
-            f"{r['size_bytes'] / 1e6:.2f}",
-            str(ops.get("htp", ops.get("npu", "-"))),
-            str(ops.get("cpu", "-")),
-            str(device.get("inference_ms", "-")),
-        )
-    console.print(table)
-    if records:
-        _fidelity_table(console, args.dir)
+    render.compiled(console, records, args.dir)
     return records
 
 
 def _bundle(args, console) -> dict:
-    from .bundle import bundle
-
-    with _status(console, "bundling") as status:
-        result = bundle(
-            args.dir,
-            args.app,
-            target=args.target_for_bundle,
-            with_image_encoder=getattr(args, "with_image_encoder", False),
-            budget_mb=getattr(args, "budget_mb", 100.0),
-            allow_over_budget=getattr(args, "allow_over_budget", False),
-            progress=status,
-        )
-    text = result["encoders"]["text"]
-    console.print(
-        f"bundle: {_e(result['assets'])} ({len(result['files'])} files, {result['written']} written): "
-        f"{_e(text['file'])} on {text['runtime']}/{text['accelerator']}, {result['index']['count']} images "
-        f"({result['thumbnails']['count']} thumbnails), "
-        f"resident estimate {result['budget']['resident_estimate_mb']} MB"
+    options = BundleOptions(
+        app=args.app,
+        target=args.target_for_bundle,
+        with_image_encoder=args.with_image_encoder,
+        budget_mb=args.budget_mb,
+        allow_over_budget=args.allow_over_budget,
     )
+    with _status(console, "bundling") as say:
+        result = stages.bundle(args.dir, options, say)
+    render.bundle(console, result)
     return result
 
 
-def _short_query(args, console, optional: bool = False) -> dict | None:
-    from .errors import ParityError, UnsupportedStudentError
-    from .export.short_query import export_short_query
-
-    try:
-        with _status(console, "short-query encoder") as status:
-            record = export_short_query(args.dir, buckets=_buckets(args), progress=status)
-    except (UnsupportedStudentError, ParityError) as e:
-        if not optional:
-            raise
-        console.print(f"short-query encoder: skipped ({_e(e)})")
-        return None
-    from .manifest import read_manifest
-
-    p = record["dynamic_length"]["parity"]
-    if not record["dynamic_length"]["cut_after_eot"]:
-        cut = read_manifest(args.dir)["text"]["short_query"]["cut_parity"]
-        console.print(
-            f"short-query encoder: {record['path']} fed every position (bidirectional text tower: cut after "
-            f"EOT it had min cosine {cut['cosine_min']:.4f}); min cosine {p['cosine_min']:.7f} vs the "
-            f"full-length model over {p['samples']} captions"
-        )
-        return record
-    console.print(
-        f"short-query encoder: {record['path']} (min cosine {p['cosine_min']:.7f} vs the full-length model "
-        f"over {p['samples']} captions, "
-        f"{p['mean_tokens']} of {p['context_length']} tokens on average)"
-    )
-    for b in read_manifest(args.dir)["text"].get("length_buckets", []):
-        console.print(
-            f"  {b['tokens']}-token bucket: {b['path']} (holds {b['parity']['covers']:.0%} of the captions; "
-            f"min cosine {b['parity']['cosine_min']:.7f} on those)"
-        )
+def _short_query(args, console) -> dict:
+    with _status(console, "short-query encoder") as say:
+        record = stages.short_query(args.dir, ShortQueryOptions(buckets=args.buckets, required=True), say)
+    render.short_query(console, record, args.dir)
     return record
 
 
-def _buckets(args) -> tuple[int, ...] | None:
-    chosen = getattr(args, "buckets", None)
-    return None if chosen is None else tuple(b for b in chosen if b > 0)
+def _report(args, console) -> None:
+    render.report(console, stages.report(args.dir))
 
 
 def _golden(args, console) -> None:
     from .bundle.golden import write_golden
 
     counts = write_golden(args.dir, args.out)
-    console.print(f"golden vectors in {_e(args.out)}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-
-
-def _report(args, console) -> None:
-    from .report import write_report
-
-    outputs = write_report(args.dir)
-    console.print("report: " + ", ".join(_e(p) for p in outputs.values()))
-
-
-def _summary(console, manifest: dict, out: Path) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"{_e(manifest['student']['id'])} -> {_e(out)}")
-    for col in ("artifact", "format", "precision", "size MB", "parity min cos", "status"):
-        table.add_column(col)
-    for a in manifest["artifacts"]:
-        p = a.get("parity", {})
-        table.add_row(
-            _e(a["path"]),
-            a["format"],
-            a["precision"],
-            f"{a['size_bytes'] / 1e6:.1f}",
-            f"{p['cosine_min']:.7f}" if p else "-",
-            "[green]ok[/]" if p.get("passed", True) else "[red]parity miss[/]",
-        )
-    console.print(table)
-    for failure in manifest["export"].get("parity_failures", []):
-        console.print(f"[yellow]warning:[/] {_e(failure)}")
+    console.print(f"golden vectors in {esc(args.out)}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
 
 
 def _train(args, console) -> int:
@@ -953,7 +831,7 @@ def _train(args, console) -> int:
         )
     r = card["heldout_recall"]["student_fp32"]
     console.print(
-        f"student written to {_e(out)}: held-out t2i R@1 {r['t2i_r1']:.3f}, R@10 {r['t2i_r10']:.3f} "
+        f"student written to {esc(out)}: held-out t2i R@1 {r['t2i_r1']:.3f}, R@10 {r['t2i_r10']:.3f} "
         f"({card['train_seconds']:.0f} s)"
     )
     return 0

@@ -68,6 +68,9 @@ REFERENCE_DIR = "reference"
 REFERENCE_EMBEDDINGS = "reference/eval_embeddings.npz"
 
 REPORTS_DIR = "reports"
+# `run`'s third-party tool output, one file per stage (logs/<stage>.log), and its resume record
+# (logs/pipeline.json: per finished stage the digest of its inputs and the files it wrote; resume.py).
+LOGS_DIR = "logs"
 FIDELITY_REPORT = "reports/fidelity.json"  # list of per-artifact gate records
 
 # Gallery index (runtime/index.py): index/index.json (format, kind flat|sq8|ivfpq, count, dim,

@@ -2,7 +2,7 @@
 
 ai-edge-quantizer and the LiteRT runtime have been seen to SIGABRT the whole process (e.g. on
 a -inf mask's ~1e36 quantization scale); nothing in this file's callers can catch that in-process.
-Usage from code: `run_isolated("tflite-embed", {...}, {"x": array})`.
+Usage from code: `run_isolated(fn, {...}, {"x": array})`, where `fn` is marked with `run_in_child`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ def raise_for_child(proc: subprocess.CompletedProcess, what: str) -> None:
         raise ToolCrashError(f"{what} failed: {tail[0][:300]}")
 
 
-def run_isolated(command: str, params: dict, arrays: dict, *, what: str, timeout: int = 1800) -> dict:
+def run_isolated(fn, params: dict, arrays: dict, *, what: str, timeout: int = 1800) -> dict:
+    if not getattr(fn, "_mcad_child", False):
+        raise TypeError(f"{fn!r} is not marked with isolated.run_in_child")
+    command = f"{fn.__module__}:{fn.__name__}"
     with tempfile.TemporaryDirectory() as tmp:
         np.savez(Path(tmp) / "in.npz", **arrays)
         (Path(tmp) / "params.json").write_text(json.dumps(params))
@@ -51,48 +54,22 @@ def run_isolated(command: str, params: dict, arrays: dict, *, what: str, timeout
             return {k: out[k] for k in out.files}
 
 
-def _tflite_embed(params, arrays):
-    from .runtime.encoders import tflite_embed
+def run_in_child(fn):
+    """Marks `fn(params, arrays) -> dict of arrays` as runnable by `run_isolated`. The stage that owns a
+    crash-prone step declares it next to its code; this module knows none of them."""
+    fn._mcad_child = True
+    return fn
 
-    return {"embeds": tflite_embed(params["model"], arrays["x"])}
-
-
-def _tflite_quantize(params, arrays):
-    from .quantize.tflite_recipes import quantize_tflite_in_process
-
-    quantize_tflite_in_process(params, arrays)
-    return {}
-
-
-def _qnn_compile(params, arrays):
-    from .compile.qnn import compile_context_in_process
-
-    return compile_context_in_process(params, arrays)
-
-
-def _qnn_simulate(params, arrays):
-    from .compile.qnn import simulate_in_process
-
-    return simulate_in_process(params, arrays)
-
-
-def _litert_aot(params, arrays):
-    from .compile.litert_npu import aot_compile_in_process
-
-    return aot_compile_in_process(params, arrays)
-
-
-COMMANDS = {
-    "tflite-embed": _tflite_embed,
-    "tflite-quantize": _tflite_quantize,
-    "qnn-compile": _qnn_compile,
-    "qnn-simulate": _qnn_simulate,
-    "litert-aot": _litert_aot,
-}
 
 if __name__ == "__main__":
-    command, folder = sys.argv[1], Path(sys.argv[2])
+    import importlib
+
+    target, folder = sys.argv[1], Path(sys.argv[2])
+    module, _, name = target.partition(":")
+    fn = getattr(importlib.import_module(module), name, None)
+    if not getattr(fn, "_mcad_child", False):
+        sys.exit(f"{target} is not a function marked with isolated.run_in_child")
     with np.load(folder / "in.npz") as data:
         inputs = {k: data[k] for k in data.files}
-    outputs = COMMANDS[command](json.loads((folder / "params.json").read_text()), inputs)
+    outputs = fn(json.loads((folder / "params.json").read_text()), inputs) or {}
     np.savez(folder / "out.npz", **outputs)

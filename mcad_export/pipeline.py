@@ -1,73 +1,285 @@
-"""`mcad-export run`: every stage in order: export, short-query, quantize, verify, [compile], index, bench, report,
-[bundle]."""
+"""The whole pipeline as one typed call: `run_pipeline(PipelineOptions(...)) -> PipelineResult`.
+
+Stages in order: export, short-query, quantize, verify, [compile], index, bench, report, [bundle]. Each stage's
+third-party output (litert-torch, absl, ONNX Runtime, child processes) goes to DIR/logs/<stage>.log; an
+`Observer` hears what happened (the CLI renders tables from it). A rerun on an unchanged folder skips the stages
+whose inputs did not change (resume.py); `options.force` redoes a stage and everything after it.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
-def preflight(args) -> None:
+from . import resume, stages
+from .contract import BENCH_REPORT, FIDELITY_REPORT, LOGS_DIR, MANIFEST
+from .options import PipelineOptions
+
+STAGES = ("export", "short-query", "quantize", "verify", "compile", "index", "bench", "report", "bundle")
+
+
+class Observer:
+    """How a run reports. The default says nothing; the CLI's draws progress and tables."""
+
+    def stage(self, name: str):
+        """A context manager around one stage, yielding its `say(message)` progress callback."""
+        return contextlib.nullcontext(lambda message: None)
+
+    def index_progress(self, done: int, total: int | None) -> None:
+        pass
+
+    def finished(self, name: str, result) -> None:
+        pass
+
+    def skipped(self, name: str, why: str) -> None:
+        pass
+
+    def failed(self, name: str, error: BaseException, log: Path | None) -> None:
+        pass
+
+
+@dataclass
+class PipelineResult:
+    out: Path
+    manifest: dict
+    short_query: dict | None = None
+    quantized: list[dict] = field(default_factory=list)
+    fidelity: list[dict] = field(default_factory=list)
+    compiled: list[dict] = field(default_factory=list)
+    index: dict | None = None
+    bench: dict | None = None
+    report: dict | None = None
+    bundle: dict | None = None
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def preflight(options: PipelineOptions) -> None:
     """Every option `run` will use, checked before the first stage (a typo must not cost minutes of export)."""
-    from pathlib import Path
-
-    from .cli import bench_settings
     from .errors import InputError
     from .export import ensure_writable
     from .quantize.calibration import check_calibration_options
     from .runtime.images import require_folder
 
-    ensure_writable(args.out)
-    if args.target:
+    ensure_writable(options.out)
+    if options.compile.targets:
         from .compile.targets import resolve
 
-        for spec in args.target:
+        for spec in options.compile.targets:
             resolve(spec)
-    if args.app is not None and not (Path(args.app) / "app" / "src" / "main").is_dir():
-        raise InputError(
-            f"--app {args.app} is not the Android demo (no app/src/main); use --app android_demo from the repo"
-        )
-    if args.images is not None:
-        require_folder(args.images)
-    check_calibration_options(args.calib_images, args.calib_captions, args.num_calib)
-    bench_settings(args).check_values()
-    if args.sim_samples < 1:
-        raise InputError(f"--sim-samples must be positive, got {args.sim_samples}")
+    app = options.bundle.app
+    if app is not None and not (Path(app) / "app" / "src" / "main").is_dir():
+        raise InputError(f"--app {app} is not the Android demo (no app/src/main); use --app android_demo from the repo")
+    if options.index.images is not None:
+        require_folder(options.index.images)
+    q = options.quantize
+    check_calibration_options(q.calib_images, q.calib_captions, q.num_calib)
+    options.bench.check_values()
+    if options.compile.sim_samples < 1:
+        raise InputError(f"--sim-samples must be positive, got {options.compile.sim_samples}")
+    unknown = [f for f in options.force if f != "all" and f not in STAGES]
+    if unknown:
+        raise InputError(f"--force {unknown[0]}: not a stage; use one of {', '.join(STAGES)} (or no name for all)")
 
 
-def run(args, console) -> int:
-    from .atomic import folder_lock
+def wanted_stages(options: PipelineOptions) -> list[str]:
+    skip = set()
+    if not options.compile.targets:
+        skip.add("compile")
+    if options.bundle.app is None:
+        skip.add("bundle")
+    return [s for s in STAGES if s not in skip]
 
-    preflight(args)
-    with folder_lock(args.out, "run"):
-        return _stages(args, console)
+
+def _stage_inputs(name: str, options: PipelineOptions):
+    """(options, files outside the folder) that decide a stage's output, for its digest."""
+    o = options
+    if name == "export":
+        spec = o.student.spec or ""
+        source = spec.partition(":")[2] if spec.partition(":")[0] in ("hf", "dual", "open_clip") else None
+        external = [resume.fingerprint(o.student.weights)]
+        if source and (source.endswith(".json") or Path(source).is_dir()):
+            external.append(resume.fingerprint(source))
+        if not spec or spec.startswith("embedded"):
+            from .students.embedded import ASSET_DIR
+
+            external.append(resume.fingerprint(ASSET_DIR))
+        return (o.student, o.export), external
+    if name == "short-query":
+        return o.short_query, []
+    if name == "quantize":
+        return (o.quantize, o.gate), [
+            resume.fingerprint(o.quantize.calib_images),
+            resume.fingerprint(o.quantize.calib_captions),
+        ]
+    if name == "verify":
+        return o.gate, []
+    if name == "compile":
+        return (o.compile, o.gate), []
+    if name == "index":
+        return o.index, [resume.fingerprint(o.index.images)]
+    if name == "bench":
+        return (o.bench, o.enforce_budget), []
+    if name == "bundle":
+        # Writes outside the folder: the app's assets are an input too (a deleted file must come back).
+        assets = Path(o.bundle.app) / "app" / "src" / "main" / "assets" if o.bundle.app else None
+        return o.bundle, [resume.fingerprint(assets)]
+    return None, []
 
 
-def _stages(args, console) -> int:
-    from .cli import _bench, _bundle, _compile, _export, _index, _quantize, _report, _short_query, _summary, _verify
+def _call(name: str, options: PipelineOptions, observer: Observer, say):
+    out, o = Path(options.out), options
+    if name == "export":
+        return stages.export(out, o.student, o.export, say)
+    if name == "short-query":
+        return stages.short_query(out, o.short_query, say)
+    if name == "quantize":
+        return stages.quantize(out, o.quantize, o.gate, say)
+    if name == "verify":
+        return stages.verify(out, o.gate, say)
+    if name == "compile":
+        return stages.compile(out, o.compile, o.gate, say)
+    if name == "index":
+        return stages.index(out, o.index, observer.index_progress)
+    if name == "bench":
+        return stages.bench(out, o.bench, say)
+    if name == "report":
+        return stages.report(out)
+    if name == "bundle":
+        return stages.bundle(out, o.bundle, say)
+    raise ValueError(name)
 
-    manifest = _export(args, console)
-    _summary(console, manifest, args.out)
-    args.dir = args.out
-    _short_query(args, console, optional=True)
-    _quantize(args, console)
-    _verify(args, console)
-    if args.target:
-        args.num_calib = getattr(args, "num_calib", 128)
-        _compile(args, console)
-    _index(args, console)
-    from .errors import BudgetMissError
 
+@contextlib.contextmanager
+def _stage_log(out: Path, name: str, verbose: bool):
+    """The stage's tool output goes to a temporary log, moved to DIR/logs/<name>.log afterwards (an export that
+    fails in a new folder leaves no folder behind, so its log stays in the temp dir and its path is shown)."""
+    from .logs import tool_output_to
+
+    fd, tmp = tempfile.mkstemp(prefix=f"mcad-{name}-", suffix=".log")
+    import os
+
+    os.close(fd)
+    final = out / LOGS_DIR / f"{name}.log"
+    state = {"path": Path(tmp)}
     try:
-        _bench(args, console)
-    except BudgetMissError:
-        _report(args, console)  # the report explains the miss
-        raise
-    _report(args, console)
-    if args.app:
-        args.target_for_bundle = args.target[0] if args.target else None
-        _bundle(args, console)
-    card = manifest["student"].get("card", {}).get("student_fp32")
-    if card:
-        console.print(
-            f"student held-out recall (fp32, from its card): t2i R@1 {card['t2i_r1']:.3f}, R@10 {card['t2i_r10']:.3f}"
+        with tool_output_to(tmp, enabled=not verbose):
+            yield state
+    finally:
+        if (out / MANIFEST).is_file():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+            state["path"] = final
+        if verbose:
+            Path(state["path"]).unlink(missing_ok=True)
+            state["path"] = None
+
+
+def run_pipeline(
+    options: PipelineOptions | None = None, observer: Observer | None = None, *, verbose: bool = False
+) -> PipelineResult:
+    from .atomic import folder_lock
+    from .errors import BudgetMissError
+    from .manifest import read_manifest
+
+    options = options or PipelineOptions()
+    observer = observer or Observer()
+    options.out = Path(options.out)
+    preflight(options)
+    started = time.time()
+    out = options.out
+    result = PipelineResult(out=out, manifest={})
+    with folder_lock(out, "run"):
+        state = resume.RunState(out)
+        now = resume.snapshot(out)
+        names = wanted_stages(options)
+        forced_from = next((n for n in names if "all" in options.force or n in options.force), None)
+        running, previous = False, None
+        for name in names:
+            stage_options, external = _stage_inputs(name, options)
+            stage_digest = resume.digest(name, stage_options, previous, external)
+            previous = stage_digest
+            if not running:
+                why = "forced (--force)" if name == forced_from else state.unchanged(name, stage_digest, now)
+                if why is None:
+                    result.skipped.append(name)
+                    observer.skipped(name, "unchanged since the last run")
+                    continue
+                running = True
+                state.forget_from(names[names.index(name) :])
+            before = resume.snapshot(out)
+            t0 = time.time()
+            error = None
+            with _stage_log(out, name, verbose) as log, observer.stage(name) as say:
+                try:
+                    value = _call(name, options, observer, say)
+                except stages.ShortQuerySkipped as e:
+                    value = {"skipped": str(e)}
+                except BaseException as e:  # noqa: BLE001 - reported with its log, then re-raised as it was
+                    error = e
+            if error is not None:
+                observer.failed(name, error, log["path"])
+                raise error
+            _store(result, name, value, out)
+            result.ran.append(name)
+            observer.finished(name, value)
+            state.finished(name, stage_digest, before, resume.snapshot(out), time.time() - t0)
+            if name == "bench" and options.enforce_budget and not value["budget"]["passed"]:
+                stages.report(out)
+                raise BudgetMissError(_budget_miss(value))
+        result.manifest = read_manifest(out)
+        for name in result.skipped:
+            _store(result, name, None, out)
+    result.seconds = round(time.time() - started, 1)
+    return result
+
+
+def _budget_miss(report: dict) -> str:
+    lat, budget = report["query_latency_ms"], report["budget"]
+    return (
+        f"budget missed: p50 {lat['p50']:.2f} ms (budget {budget['latency_ms']:g}), peak RSS "
+        f"{report['peak_rss_mb']:.1f} MB (budget {budget['memory_mb']:g})"
+    )
+
+
+def _store(result: PipelineResult, name: str, value, out: Path) -> None:
+    """A stage's result, or for a skipped stage what it left on disk."""
+
+    def read(rel):
+        path = out / rel
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    if name == "export":
+        result.manifest = value if value is not None else (read(MANIFEST) or {})
+    elif name == "short-query":
+        result.short_query = None if value is None or "skipped" in value else value
+    elif name == "quantize":
+        result.quantized = (
+            value
+            if value is not None
+            else [a for a in (read(MANIFEST) or {}).get("artifacts", []) if "recipe" in a and "target" not in a]
         )
-    console.print(f"manifest: {args.out / 'manifest.json'}")
-    return 0
+    elif name == "verify":
+        result.fidelity = value if value is not None else (read(FIDELITY_REPORT) or [])
+    elif name == "compile":
+        result.compiled = (
+            value if value is not None else [a for a in (read(MANIFEST) or {}).get("artifacts", []) if "target" in a]
+        )
+    elif name == "index":
+        from .contract import INDEX_META
+
+        result.index = value if value is not None else read(INDEX_META)
+    elif name == "bench":
+        result.bench = value if value is not None else read(BENCH_REPORT)
+    elif name == "report":
+        result.report = value
+    elif name == "bundle":
+        result.bundle = value
+
+
+__all__ = ["STAGES", "Observer", "PipelineResult", "preflight", "run_pipeline", "wanted_stages"]

@@ -137,6 +137,7 @@ def test_qnn_compile_runs_on_the_htp_simulator_and_passes_the_gate(scratch_expor
 
 def test_qnn_compile_reports_ops_left_for_the_cpu(tmp_path):
     """An op HTP has no kernel for (float Det) must show up as CPU fallback, never silently."""
+    from mcad_export.compile.qnn import compile_context_in_process
     from mcad_export.compile.targets import resolve
     from mcad_export.isolated import run_isolated
 
@@ -148,7 +149,7 @@ def test_qnn_compile_reports_ops_left_for_the_cpu(tmp_path):
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), tmp_path / "m.onnx")
     out = run_isolated(
-        "qnn-compile",
+        compile_context_in_process,
         {"qdq": str(tmp_path / "m.onnx"), "context": str(tmp_path / "ctx.onnx"), "soc": resolve("qnn:SM8650").soc},
         {},
         what="test compile",

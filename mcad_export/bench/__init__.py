@@ -8,137 +8,26 @@ Kept import-light on purpose: the probes import this package.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
-DEFAULT_GALLERY_SIZE = 100_000
-DEFAULT_SWEEP_SIZES = (1_000, 10_000, 100_000)
-GENERIC_QUERIES = (
-    "a red circle above a blue square",
-    "a photo of a dog playing on the beach",
-    "two people riding bicycles",
-    "a bowl of fruit on a wooden table",
-    "city skyline at night",
-    "a cat sleeping on a sofa",
-    "snowy mountains under a clear sky",
-    "a plate of pasta with tomato sauce",
+from .common import (
+    DEFAULT_GALLERY_SIZE,
+    DEFAULT_SWEEP_SIZES,
+    GENERIC_QUERIES,
+    Settings,
+    available_memory,
+    run_probe,
 )
 
-
-class Settings:
-    """What to measure; defaults are the CLI's."""
-
-    def __init__(
-        self,
-        *,
-        artifact=None,
-        threads=(1,),
-        gallery_size=DEFAULT_GALLERY_SIZE,
-        index_kind=None,
-        budget_mb=100.0,
-        budget_ms=8.0,
-        sweep_sizes=DEFAULT_SWEEP_SIZES,
-        sweep_kinds=("flat", "sq8", "ivfpq"),
-        baseline=True,
-        quick=False,
-    ):
-        self.artifact, self.threads, self.gallery_size = artifact, tuple(threads), gallery_size
-        self.index_kind, self.budget_mb, self.budget_ms = index_kind, budget_mb, budget_ms
-        self.sweep_sizes, self.sweep_kinds, self.baseline, self.quick = tuple(sweep_sizes), sweep_kinds, baseline, quick
-
-    def check_values(self) -> None:
-        """Nonsensical settings fail with one line (also `run`'s preflight, before the export exists)."""
-        from ..errors import InputError
-
-        def whole(value) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool)
-
-        if not whole(self.gallery_size) or self.gallery_size < 0:
-            raise InputError(
-                f"--gallery-size must be a number of images (0 = the real index as it is), got {self.gallery_size}"
-            )
-        if not self.threads or not all(whole(t) and t >= 1 for t in self.threads):
-            raise InputError(f"--threads must be positive thread counts, got {','.join(map(str, self.threads))}")
-        if not all(whole(n) and n >= 1 for n in self.sweep_sizes):
-            raise InputError(
-                f"--sweep-sizes must be positive gallery sizes (0 alone skips the sweep), got "
-                f"{','.join(map(str, self.sweep_sizes))}"
-            )
-        if not (self.budget_mb > 0 and self.budget_ms > 0):
-            raise InputError(
-                f"--budget-mb and --budget-ms must be positive, got {self.budget_mb:g} and {self.budget_ms:g}"
-            )
-
-    def check(self, root: Path) -> None:
-        """check_values, and a gallery this machine can build, before anything is built."""
-        from ..errors import InputError
-        from ..manifest import read_manifest
-
-        self.check_values()
-        dim = int(read_manifest(root)["embed_dim"])
-        largest = max([self.gallery_size, *self.sweep_sizes])
-        # The synthetic gallery, its build copy and the saved file's pages: ~3 float32 copies at the peak.
-        need = 3 * largest * dim * 4
-        available = available_memory()
-        if available is not None and need > available:
-            raise InputError(
-                f"a {largest:,}-image gallery of {dim}-d embeddings needs about {need / 2**30:.1f} GiB of "
-                f"memory to build, but {available / 2**30:.1f} GiB is available; choose a smaller "
-                "--gallery-size / --sweep-sizes"
-            )
-        disk = shutil.disk_usage(root).free
-        if largest * dim * 4 * 1.2 > disk:
-            raise InputError(
-                f"a {largest:,}-image gallery needs about {largest * dim * 4 * 1.2 / 2**30:.1f} GiB of disk "
-                f"under {root}, but {disk / 2**30:.1f} GiB is free; choose a smaller --gallery-size"
-            )
-
-    def measure(self, kind: str) -> dict:
-        """Sampling effort: `selection` is a quick ranking, `full` is for the reported numbers."""
-        if kind == "selection":
-            return {"warmup": 2, "min_repeats": 10, "min_seconds": 0.3, "max_seconds": 4}
-        if self.quick:
-            return {"warmup": 3, "min_repeats": 30, "min_seconds": 0.5, "max_seconds": 10}
-        return {"warmup": 10, "min_repeats": 200, "min_seconds": 3.0, "max_seconds": 30}
-
-
-def available_memory() -> int | None:
-    """MemAvailable in bytes (Linux), or None where the kernel does not say."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def run_probe(module: str, config: dict, threads: int, workdir: Path, timeout: int = 900) -> dict:
-    """One measurement in a fresh process with `threads` threads everywhere (BLAS, OpenMP, runtimes)."""
-    from ..isolated import raise_for_child
-
-    fd, name = tempfile.mkstemp(suffix=".json", dir=workdir)
-    with os.fdopen(fd, "w") as f:
-        json.dump(config, f)
-    path = Path(name)
-    env = dict(
-        os.environ,
-        OMP_NUM_THREADS=str(threads),
-        OPENBLAS_NUM_THREADS=str(threads),
-        MKL_NUM_THREADS=str(threads),
-        TF_CPP_MIN_LOG_LEVEL="3",
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", module, str(path)], capture_output=True, text=True, timeout=timeout, env=env
-    )
-    raise_for_child(proc, f"benchmark step {config.get('mode', module)}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+__all__ = [
+    "DEFAULT_GALLERY_SIZE",
+    "DEFAULT_SWEEP_SIZES",
+    "GENERIC_QUERIES",
+    "Settings",
+    "available_memory",
+    "bench",
+    "run_probe",
+]
 
 
 def bench(directory, settings: Settings | None = None, progress=None) -> dict:

@@ -17,7 +17,7 @@ from ..runtime.encoders import feed_options, ort_optimization
 from ..runtime.index import GalleryIndex, synthetic_gallery
 from ..runtime.search import HOST_RUNTIMES
 from ..runtime.tokenizer import Tokenizer
-from . import GENERIC_QUERIES, Settings, run_probe
+from .common import GENERIC_QUERIES, Settings, run_probe
 from .flops import matmul_flops
 from .roofline import index_scan_bytes, limit, weight_bytes_per_query
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..atomic import locks_folder, write_bytes_atomic, write_text_atomic
 from ..contract import FIDELITY_REPORT, INDEX_DIR, INDEX_EMBEDDINGS, INDEX_META, INDEX_PATHS, TOKENIZER_DIR
+from ..defaults import BUDGET_MB
 from ..errors import BudgetMissError, InputError
 from ..guard import file_digest, inside, is_safe_relpath, verified, verified_files
 from ..manifest import read_manifest
@@ -135,7 +136,7 @@ def bundle(
     *,
     target: str | None = None,
     with_image_encoder: bool = False,
-    budget_mb: float = 100.0,
+    budget_mb: float = BUDGET_MB,
     allow_over_budget: bool = False,
     thumb_size: int = 128,
     progress=None,

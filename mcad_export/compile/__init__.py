@@ -12,10 +12,11 @@ from pathlib import Path
 
 from ..atomic import locks_folder, replaced_directory, write_text_atomic
 from ..contract import COMPILED_DIR, MANIFEST
+from ..defaults import NUM_CALIB, SIM_SAMPLES
 from ..manifest import dump_manifest, file_record, read_manifest, tool_versions
 from .targets import Target, all_targets, resolve
 
-DEFAULT_SIM_SAMPLES = 100
+DEFAULT_SIM_SAMPLES = SIM_SAMPLES
 
 
 @locks_folder("compile")
@@ -25,7 +26,7 @@ def compile_targets(
     *,
     allow_cpu_fallback: bool = False,
     sim_samples: int = DEFAULT_SIM_SAMPLES,
-    num_calib: int = 128,
+    num_calib: int = NUM_CALIB,
     allow_small_calibration: bool = False,
     verify: bool = True,
     gate=None,

@@ -31,7 +31,7 @@ from ..contract import MANIFEST
 from ..errors import CompileError
 from ..guard import verified_artifact
 from ..manifest import dump_manifest
-from .targets import Target, register_backend, static_sources
+from .registry import Target, register_backend, static_sources
 
 RUNTIMES = ("tflite", "qnn_context_binary", "onnx")
 DEFAULT_RUNTIME = "tflite"

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from ..errors import CompileError
 from ..guard import verified_artifact
-from .targets import Target, register_backend
+from ..isolated import run_in_child, run_isolated
+from .registry import Target, register_backend
 
 SDK_PACKAGES = {"qualcomm": "ai-edge-litert-sdk-qualcomm", "mediatek": "ai-edge-litert-sdk-mediatek"}
 SDK_NAMES = {"qualcomm": "Qualcomm QNN SDK", "mediatek": "MediaTek NeuroPilot SDK"}
@@ -46,6 +47,7 @@ def sdk_status(vendor: str, soc: str) -> dict:
     return {"present": True, "path": str(path)}
 
 
+@run_in_child
 def aot_compile_in_process(params: dict, arrays: dict) -> dict:
     """Child-process side: one aot_compile call; returns per-output sizes and failure messages."""
     import numpy as np
@@ -82,7 +84,6 @@ def _root_cause(message: str) -> str:
 
 
 def _compile(root: Path, manifest: dict, target: Target, stage: Path, options: dict, say) -> list[dict]:
-    from ..isolated import run_isolated
 
     vendor = target.backend.split(":")[1]
     soc = target.soc.get("litert_soc", target.soc["soc"])
@@ -94,7 +95,7 @@ def _compile(root: Path, manifest: dict, target: Target, stage: Path, options: d
     for source in sources:
         say(f"{target.id}: LiteRT AOT compile of {source['path']}")
         out = run_isolated(
-            "litert-aot",
+            aot_compile_in_process,
             {"model": str(verified_artifact(root, source)), "out": str(stage), "vendor": vendor, "soc": soc},
             {},
             what=f"LiteRT AOT compile for {target.soc['name']}",

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..defaults import NUM_CALIB
 from ..errors import CompileError
 from ..guard import verified_artifact
-from .targets import Target, register_backend, static_sources
+from ..isolated import run_in_child, run_isolated
+from .registry import Target, register_backend, static_sources
 
 QNN_RUNTIME = "qnn-htp"
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -79,6 +81,7 @@ def quantize_for_htp(src: Path, dst: Path, names: list[str], calib: np.ndarray, 
         quantize(str(fused), str(dst), config)
 
 
+@run_in_child
 def compile_context_in_process(params: dict, arrays: dict) -> dict:
     """Child-process side: compile with CPU fallback off; only if HTP refuses a node, compile again with it on
     to learn which nodes would stay on the CPU (their op types go into the error or the manifest)."""
@@ -103,6 +106,7 @@ def compile_context_in_process(params: dict, arrays: dict) -> dict:
     }
 
 
+@run_in_child
 def simulate_in_process(params: dict, arrays: dict) -> dict:
     """Child-process side: run a compiled model on the x86 HTP simulator, one sample at a time (batch 1)."""
     session = qnn_session(params["model"], params["soc"], allow_cpu_fallback=params.get("allow_cpu_fallback", False))
@@ -123,7 +127,7 @@ def compile_qnn(root: Path, manifest: dict, target: Target, stage: Path, options
     calib = calibration_inputs(
         root,
         manifest,
-        num_calib=options.get("num_calib", 128),
+        num_calib=options.get("num_calib", NUM_CALIB),
         allow_small=options.get("allow_small_calibration", False),
     )
     records = []
@@ -152,7 +156,6 @@ def compile_qnn(root: Path, manifest: dict, target: Target, stage: Path, options
 def _compile_one(
     src: Path, fp32: dict, stem: str, calib: np.ndarray, target: Target, stage: Path, options: dict, say, **provenance
 ) -> dict:
-    from ..isolated import run_isolated
 
     encoder, names = fp32["encoder"], [i["name"] for i in fp32["inputs"]]
     qdq, context = stage / f"{stem}.w8a16.qdq.onnx", stage / f"{stem}.qnn_ctx.onnx"
@@ -160,7 +163,7 @@ def _compile_one(
     quantize_for_htp(src, qdq, names, calib, stage)
     say(f"{target.id}: compiling {stem} to an HTP context binary")
     out = run_isolated(
-        "qnn-compile",
+        compile_context_in_process,
         {"qdq": str(qdq), "context": str(context), "soc": target.soc},
         {},
         what=f"QNN HTP compile of {stem} for {target.soc['soc']}",

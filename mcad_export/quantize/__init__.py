@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..atomic import locks_folder, scratch_dir, staged_directory
 from ..contract import MANIFEST, ONNX_STEMS, TEXT_MASK_INPUT, TFLITE_DIR, length_bucket_onnx
+from ..defaults import NUM_CALIB
 from ..guard import verified_artifact
 from ..isolated import run_isolated
 from ..logs import quiet_root_logger
@@ -32,7 +33,7 @@ from .onnx_recipes import (
     name_all_nodes,
     quantize_onnx,
 )
-from .tflite_recipes import STATIC_OPS, TFLITE_RECIPES
+from .tflite_recipes import STATIC_OPS, TFLITE_RECIPES, quantize_tflite_in_process, tflite_embed_in_process
 
 # As large as the held-out evaluation set: a 0.5-point R@1 limit is 5 queries at 1,000 but only 2.5
 # at 500, and at 500 sampling noise alone rejected variants that pass on held-out.
@@ -55,7 +56,7 @@ def quantize_artifacts(
     *,
     calib_images=None,
     calib_captions=None,
-    num_calib: int = 128,
+    num_calib: int = NUM_CALIB,
     allow_small: bool = False,
     auto: bool = True,
     gate: Gate = DEFAULT_GATE,
@@ -176,8 +177,8 @@ def quantize_artifacts(
     return records
 
 
-def _tuning_step(encoder, embeds, tune_reference, gate: Gate, keep_float) -> dict:
-    result = score(encoder, embeds, tune_reference, gate)
+def _tuning_step(encoder, embeds, tune_reference, gate: Gate, keep_float, population=None) -> dict:
+    result = score(encoder, embeds, tune_reference, gate, population)
     misses = gate.misses(result)
     return {
         "kept_float": list(keep_float),
@@ -281,6 +282,7 @@ def _quantize_onnx(
     dst = stage / filename
     dst.parent.mkdir(parents=True, exist_ok=True)
     calib_array, tune_array = calib.for_encoder(encoder), tune.for_encoder(encoder)
+    population = tune_reference  # a bucket is tuned on a subset; degeneracy is judged on all of it
     if artifact.get("length_bucket"):
         calib_array, tune_array, tune_reference = _bucket_view(artifact, calib_array, tune_array, tune_reference)
 
@@ -294,7 +296,7 @@ def _quantize_onnx(
             )
         as_run = {**artifact, "recipe": recipe}  # tuned as the query path will run it (cut, optimization level)
         embeds = artifact_embed(dst, as_run, tune_array)
-        return recipe, _tuning_step(encoder, embeds, tune_reference, gate, keep_float)
+        return recipe, _tuning_step(encoder, embeds, tune_reference, gate, keep_float, population)
 
     recipe, step = attempt([])
     steps, damage = [step], []
@@ -344,7 +346,7 @@ def _quantize_tflite(artifact, source: Path, precision, stage, calib, tune, tune
         with tempfile.TemporaryDirectory() as tmp:
             details_file = Path(tmp) / "details.json"
             run_isolated(
-                "tflite-quantize",
+                quantize_tflite_in_process,
                 {
                     "model": str(source),
                     "out": str(dst),
@@ -359,7 +361,10 @@ def _quantize_tflite(artifact, source: Path, precision, stage, calib, tune, tune
             )
             details = json.loads(details_file.read_text())
         embeds = run_isolated(
-            "tflite-embed", {"model": str(dst)}, {"x": tune.for_encoder(encoder)}, what=f"LiteRT running {filename}"
+            tflite_embed_in_process,
+            {"model": str(dst)},
+            {"x": tune.for_encoder(encoder)},
+            what=f"LiteRT running {filename}",
         )["embeds"]
         recipe = {
             **details["recipe"],

@@ -9,6 +9,7 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from ..data.samples import load_samples
+from ..defaults import NUM_CALIB
 from ..errors import InputError
 from ..runtime import Tokenizer
 from ..runtime.encoders import real_length, text_feed
@@ -48,7 +49,7 @@ def evaluation_inputs(root: Path, manifest: dict) -> EncoderInputs:
     return sample_inputs(root, manifest, manifest["evaluation"]["split"])
 
 
-def check_calibration_options(images_dir=None, captions_file=None, num_calib: int = 128) -> None:
+def check_calibration_options(images_dir=None, captions_file=None, num_calib: int = NUM_CALIB) -> None:
     """The calibration options refused before any work (here and in `run`'s preflight)."""
     if isinstance(num_calib, bool) or not isinstance(num_calib, int) or num_calib < 1:
         raise InputError(f"--num-calib must be a positive number of samples, got {num_calib}")
@@ -61,7 +62,13 @@ def check_calibration_options(images_dir=None, captions_file=None, num_calib: in
 
 
 def calibration_inputs(
-    root: Path, manifest: dict, *, images_dir=None, captions_file=None, num_calib: int = 128, allow_small: bool = False
+    root: Path,
+    manifest: dict,
+    *,
+    images_dir=None,
+    captions_file=None,
+    num_calib: int = NUM_CALIB,
+    allow_small: bool = False,
 ) -> EncoderInputs:
     """User data when given (images preprocessed exactly as the manifest says), else the student's calib split."""
     check_calibration_options(images_dir, captions_file, num_calib)

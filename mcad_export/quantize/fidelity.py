@@ -94,8 +94,11 @@ def degeneracy(reference: dict, threshold: float, recall_fp32: dict) -> dict:
     }
 
 
-def score(encoder: str, embeds: np.ndarray, reference: dict, gate: Gate = DEFAULT_GATE) -> dict:
-    """Cosine vs the PyTorch reference and retrieval with this tower swapped in."""
+def score(encoder: str, embeds: np.ndarray, reference: dict, gate: Gate = DEFAULT_GATE, population=None) -> dict:
+    """Cosine vs the PyTorch reference and retrieval with this tower swapped in.
+
+    `population`: the whole held-out reference when `reference` is a subset of it (a length bucket sees only the
+    captions that fit): whether the student is degenerate is a property of the student, judged on all of it."""
     ref_img, ref_txt = reference["image_embeds"], reference["text_embeds"]
     embeds = embeds / np.linalg.norm(embeds, axis=1, keepdims=True).clip(1e-12)
     cos = (embeds * (ref_img if encoder == "image" else ref_txt)).sum(1)
@@ -115,5 +118,13 @@ def score(encoder: str, embeds: np.ndarray, reference: dict, gate: Gate = DEFAUL
         "i2t_recall_at_10": recall["i2t_r10"],
         "i2t_recall_at_1_fp32": recall_fp32["i2t_r1"],
         "top10_overlap": top_k_overlap(txt, img, ref_txt, ref_img),
-        **degeneracy(reference, gate.degenerate_pairwise_cosine, recall_fp32),
+        **(
+            degeneracy(reference, gate.degenerate_pairwise_cosine, recall_fp32)
+            if population is None
+            else degeneracy(
+                population,
+                gate.degenerate_pairwise_cosine,
+                recall_at(population["image_embeds"], population["text_embeds"]),
+            )
+        ),
     }

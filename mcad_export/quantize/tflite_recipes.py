@@ -12,6 +12,8 @@ import re
 
 import numpy as np
 
+from ..isolated import run_in_child
+
 MASK_THRESHOLD = -1e3
 # precision -> (ai-edge-quantizer kind, activation bits, weight bits)
 TFLITE_RECIPES = {
@@ -52,6 +54,14 @@ def mask_add_outputs(model_path: str) -> list[str]:
     return found
 
 
+@run_in_child
+def tflite_embed_in_process(params: dict, arrays: dict) -> dict:
+    from ..runtime.encoders import tflite_embed
+
+    return {"embeds": tflite_embed(params["model"], arrays["x"])}
+
+
+@run_in_child
 def quantize_tflite_in_process(params: dict, arrays: dict) -> None:
     """Child-process body: quantize params['model'] into params['out'], write damage JSON to params['damage']."""
     import json

@@ -29,16 +29,20 @@ def _onnxruntime(path, input_name, array, artifact):
 
 def _litert_isolated(path, input_name, array, artifact):
     # Quantized TFLite models have aborted the LiteRT runtime here; a crash must fail one record, not the run.
-    return run_isolated("tflite-embed", {"model": str(path)}, {"x": array}, what=f"LiteRT running {Path(path).name}")[
-        "embeds"
-    ]
+    from .tflite_recipes import tflite_embed_in_process
+
+    return run_isolated(
+        tflite_embed_in_process, {"model": str(path)}, {"x": array}, what=f"LiteRT running {Path(path).name}"
+    )["embeds"]
 
 
 def _qnn_htp_simulator(path, input_name, array, artifact):
     # The x86 HTP simulator computes what the phone's NPU will (same context binary); it is slow,
     # so compiled artifacts carry `verify_samples` and are checked on that many held-out samples.
+    from ..compile.qnn import simulate_in_process
+
     return run_isolated(
-        "qnn-simulate",
+        simulate_in_process,
         {"model": str(path), "soc": artifact["soc"]},
         {"x": array},
         what=f"the QNN HTP simulator running {Path(path).name}",
@@ -110,7 +114,7 @@ def verify_artifacts(out_dir, gate: Gate = DEFAULT_GATE, progress=None, only: se
         rows, inputs = gated_rows(artifact, evaluation.for_encoder(artifact["encoder"]))
         embeds = runner(verified_artifact(root, artifact), artifact["inputs"][0]["name"], inputs, artifact)
         # A subset is gated against the PyTorch reference of the same rows (recall over a gallery of those images).
-        result = score(artifact["encoder"], embeds, {k: v[rows] for k, v in reference.items()}, gate)
+        result = score(artifact["encoder"], embeds, {k: v[rows] for k, v in reference.items()}, gate, reference)
         misses = gate.misses(result)
         records.append(
             {

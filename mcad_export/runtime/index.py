@@ -24,6 +24,7 @@ import numpy as np
 
 from ..contract import INDEX_CODES, INDEX_EMBEDDINGS, INDEX_FORMAT, INDEX_IVFPQ, INDEX_META, INDEX_PATHS
 from ..errors import GalleryIndexError
+from .topk import best_first
 
 INDEX_KINDS = ("flat", "sq8", "ivfpq")
 
@@ -364,13 +365,6 @@ def _refuse_non_finite(scores: np.ndarray, rows: np.ndarray) -> None:
             f"gallery index row {int(bad[0])} is not finite (NaN or Inf; {len(bad)} such row(s) "
             "seen); rebuild the index with `mcad-export index`"
         )
-
-
-def best_first(scores: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the k highest entries of a 1-D score array, best first (one query's short list)."""
-    n = min(k, len(scores))
-    best = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
-    return best[np.argsort(-scores[best], kind="stable")]
 
 
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

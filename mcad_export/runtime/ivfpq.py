@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .index import best_first
+from .topk import best_first
 
 
 def arrays_from_faiss(index) -> dict:

@@ -2,32 +2,20 @@
 
 `load_student("open_clip:ViT-B-32", weights=...)`, `load_student("hf:/path/to/clip")`,
 `load_student(None)` -> the embedded default. A new model family is one module that calls
-`register_loader("prefix")` and is imported at the bottom of this file.
+`registry.register_loader("prefix")` and is imported at the bottom of this file.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import InputError, UnknownStudentError
 from .base import Preprocess, Student
+from .registry import LOADERS as _LOADERS
+from .registry import loader_prefixes, register_loader
 
-_LOADERS: dict[str, Callable[..., Student]] = {}
 DEFAULT_SPEC = "embedded"
-
-
-def register_loader(prefix: str):
-    def decorate(fn):
-        _LOADERS[prefix] = fn
-        return fn
-
-    return decorate
-
-
-def loader_prefixes() -> list[str]:
-    return sorted(_LOADERS)
 
 
 def load_student(spec: str | None = None, weights=None, *, random_init: bool = False) -> Student:

@@ -20,15 +20,14 @@ from pathlib import Path
 from torch import nn
 
 from ..errors import InputError, UnsupportedStudentError, WeightsMismatchError
-from . import register_loader
 from .base import Preprocess, Student
 from .bert_text import BertTextTower, build_text_model, read_json, resolve_text_folder, wordpiece_tokenizer
 from .checkpoint import apply_state_dict, read_state_dict, sha256_of
 from .encoders import Tower
+from .hf_folder import CLIP_MEAN, CLIP_STD
+from .registry import register_loader
 
 DEFAULT_CONTEXT = 64
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _TEXT_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -180,7 +179,7 @@ def load_hf_dual_encoder(folder: Path, raw: dict, *, weights=None, random_init: 
     """A Hugging Face VisionTextDualEncoderModel folder (hf_clip.load dispatches here on its model_type)."""
     from transformers import VisionTextDualEncoderConfig, VisionTextDualEncoderModel
 
-    from .hf_clip import WEIGHT_FILES, hf_preprocess
+    from .hf_folder import WEIGHT_FILES, hf_preprocess
 
     try:
         config = VisionTextDualEncoderConfig.from_pretrained(folder, local_files_only=True)

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 from ..errors import InputError, UnknownStudentError
-from . import register_loader
 from .base import Student
 from .checkpoint import apply_state_dict, read_state_dict, sha256_of
+from .registry import register_loader
 
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "default_student"
 CHECKPOINT = "student.safetensors"

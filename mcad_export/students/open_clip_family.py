@@ -10,10 +10,10 @@ from pathlib import Path
 from ..errors import InputError, UnknownStudentError, UnsupportedStudentError
 from ..logs import quiet_root_logger
 from ..runtime.tokenizer import Tokenizer
-from . import register_loader
 from .base import Preprocess, Student
 from .checkpoint import apply_state_dict, read_state_dict, sha256_of
 from .encoders import Tower
+from .registry import register_loader
 
 
 def _encode_image(model, pixels):

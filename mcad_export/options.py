@@ -1,0 +1,126 @@
+"""Typed options of every stage: the one place their defaults are written.
+
+The CLI builds these from its arguments (its defaults come from here), the pipeline (`pipeline.run_pipeline`)
+and the benchmarks take them directly. Thresholds are fractions everywhere in code; only the CLI's
+`--max-r1-drop` speaks recall points, and converts once (`Gate.from_points`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import defaults
+from .bench.common import DEFAULT_GALLERY_SIZE, DEFAULT_SWEEP_SIZES, Settings
+from .defaults import AIHUB_TIMEOUT_S, BUDGET_MB, BUDGET_MS, INDEX_BATCH, NUM_CALIB, SIM_SAMPLES
+from .quantize.fidelity import DEFAULT_GATE, Gate
+
+DEFAULT_OUT = Path(defaults.DEFAULT_OUT)
+
+# The bench stage's options are its Settings (bench/common.py), re-exported under the name the API uses.
+BenchOptions = Settings
+
+
+@dataclass(frozen=True)
+class StudentOptions:
+    spec: str | None = None  # None: the embedded default student
+    weights: Path | None = None
+    random_init: bool = False
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    tflite: bool = True
+    verify: bool = True  # False: keep files that miss parity (the miss is still reported)
+    samples: int | None = None  # None: the student's evaluation set
+
+
+@dataclass(frozen=True)
+class ShortQueryOptions:
+    buckets: tuple[int, ...] | None = None  # None: contract.LENGTH_BUCKETS; () for none
+    required: bool = False  # `run`: a student that cannot have one is skipped with a note
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    precisions: tuple[str, ...] | None = None  # None: onnx_recipes.DEFAULT_PRECISIONS
+    calib_images: Path | None = None
+    calib_captions: Path | None = None
+    num_calib: int = NUM_CALIB
+    allow_small: bool = False
+    auto: bool = True
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    targets: tuple[str, ...] = ()
+    allow_cpu_fallback: bool = False
+    sim_samples: int = SIM_SAMPLES
+    num_calib: int = NUM_CALIB
+    allow_small: bool = False
+    aihub_runtime: str = "tflite"
+    aihub_quantize: bool = False
+    aihub_timeout_s: float = AIHUB_TIMEOUT_S
+
+    def backend_options(self) -> dict:
+        return {
+            "aihub_runtime": self.aihub_runtime,
+            "aihub_quantize": self.aihub_quantize,
+            "aihub_timeout_s": self.aihub_timeout_s,
+        }
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    images: Path | None = None  # None: the student's held-out gallery
+    kind: str = "flat"
+    artifact: str | None = None  # None: the fp32 ONNX image encoder
+    batch: int = INDEX_BATCH
+
+
+@dataclass(frozen=True)
+class BundleOptions:
+    app: Path | None = None  # None: no bundle stage
+    target: str | None = None  # None: the CPU (bench's choice)
+    with_image_encoder: bool = False
+    budget_mb: float = BUDGET_MB
+    allow_over_budget: bool = False
+
+
+@dataclass
+class PipelineOptions:
+    out: Path = DEFAULT_OUT
+    student: StudentOptions = field(default_factory=StudentOptions)
+    export: ExportOptions = field(default_factory=ExportOptions)
+    short_query: ShortQueryOptions = field(default_factory=ShortQueryOptions)
+    quantize: QuantizeOptions = field(default_factory=QuantizeOptions)
+    gate: Gate = DEFAULT_GATE
+    compile: CompileOptions = field(default_factory=CompileOptions)
+    index: IndexOptions = field(default_factory=IndexOptions)
+    bench: Settings = field(default_factory=Settings)
+    enforce_budget: bool = False
+    bundle: BundleOptions = field(default_factory=BundleOptions)
+    # Stages to redo although their inputs are unchanged ("all", or a stage name: it and every later stage).
+    force: tuple[str, ...] = ()
+
+
+__all__ = [
+    "BUDGET_MB",
+    "BUDGET_MS",
+    "DEFAULT_GALLERY_SIZE",
+    "DEFAULT_GATE",
+    "DEFAULT_OUT",
+    "DEFAULT_SWEEP_SIZES",
+    "NUM_CALIB",
+    "SIM_SAMPLES",
+    "BenchOptions",
+    "BundleOptions",
+    "CompileOptions",
+    "ExportOptions",
+    "Gate",
+    "IndexOptions",
+    "PipelineOptions",
+    "QuantizeOptions",
+    "ShortQueryOptions",
+    "StudentOptions",
+]

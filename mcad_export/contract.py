@@ -5,6 +5,8 @@ Documented in ARCHITECTURE.md ("Artifact contract"). Change a name here and ther
 
 from __future__ import annotations
 
+from enum import Enum
+
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "mcad-export/1"
 
@@ -96,3 +98,36 @@ REPORT_JSON = "reports/report.json"
 # compile stage: compiled/<backend>-<SoC>/ per target (e.g. compiled/qnn-SM8650/text_encoder.qnn_ctx.onnx);
 # each file is a manifest artifact with `target` and `soc`.
 COMPILED_DIR = "compiled"
+
+
+# The values a manifest record may carry (JSON on disk is the string). read_manifest refuses others with one line,
+# so a record no stage knows how to treat can never be skipped silently.
+class Precision(str, Enum):
+    FP32 = "fp32"
+    W8A8 = "w8a8"
+    W8A16 = "w8a16"
+    DYNAMIC = "dynamic"
+    DYNTOK = "dyntok"
+    W8 = "w8"
+    W4 = "w4"
+    FP16 = "fp16"
+
+
+class Format(str, Enum):
+    ONNX = "onnx"
+    TFLITE = "tflite"
+    ONNX_QNN_CONTEXT = "onnx-qnn-context"  # compile qnn: an EPContext node embedding the HTP context binary
+    TFLITE_NPU = "tflite-npu"  # compile litert: LiteRT AOT-compiled for a vendor NPU
+    AIHUB_TFLITE = "aihub-tflite"  # compile aihub: what AI Hub compiled to (--aihub-runtime)
+    AIHUB_QNN_CONTEXT_BINARY = "aihub-qnn_context_binary"
+    AIHUB_ONNX = "aihub-onnx"
+
+
+class Runtime(str, Enum):
+    ONNXRUNTIME = "onnxruntime"
+    LITERT = "litert"
+    QNN_HTP = "qnn-htp"  # verified on the x86 HTP simulator
+
+
+# Device-only runtimes are named per toolchain: aihub-<runtime>, litert-npu-<vendor>.
+DEVICE_RUNTIME_PREFIXES = ("aihub-", "litert-npu-")

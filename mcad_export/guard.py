@@ -14,6 +14,7 @@ import re
 import stat
 from pathlib import Path
 
+from .contract import Format, Precision
 from .errors import InputError, TamperedFileError
 
 # Relative paths made of plain names: no leading '/', no '..', no empty or hidden components, no
@@ -55,6 +56,12 @@ def validate_manifest(manifest, source: Path) -> dict:
                 f"{source}: artifacts[{i}].encoder is {a.get('encoder')!r}, expected 'image' or 'text'; "
                 "re-export the folder"
             )
+        for key, enum in (("precision", Precision), ("format", Format)):
+            if a.get(key) not in {e.value for e in enum}:
+                raise InputError(
+                    f"{source}: artifacts[{i}].{key} is {a.get(key)!r}, which mcad-export does not know (one of "
+                    f"{', '.join(e.value for e in enum)}); re-export the folder"
+                )
         if a.get("external_data"):
             check_relpath((a["external_data"] or {}).get("path"), f"artifacts[{i}].external_data.path", source)
         for key, value in (a.get("files") or {}).items():

@@ -159,12 +159,15 @@ def _call(name: str, options: PipelineOptions, observer: Observer, say):
 def _stage_log(out: Path, name: str, verbose: bool):
     """The stage's tool output goes to a temporary log, moved to DIR/logs/<name>.log afterwards (an export that
     fails in a new folder leaves no folder behind, so its log stays in the temp dir and its path is shown)."""
+    import os
+
     from .logs import tool_output_to
 
     fd, tmp = tempfile.mkstemp(prefix=f"mcad-{name}-", suffix=".log")
-    import os
-
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # a log like any file we write, not mkstemp's private 0600
     final = out / LOGS_DIR / f"{name}.log"
     state = {"path": Path(tmp)}
     try:
@@ -271,9 +274,9 @@ def _store(result: PipelineResult, name: str, value, out: Path) -> None:
             value if value is not None else [a for a in (read(MANIFEST) or {}).get("artifacts", []) if "target" in a]
         )
     elif name == "index":
-        from .contract import INDEX_META
+        from .contract import INDEX_DIR, INDEX_META
 
-        result.index = value if value is not None else read(INDEX_META)
+        result.index = value if value is not None else read(f"{INDEX_DIR}/{INDEX_META}")
     elif name == "bench":
         result.bench = value if value is not None else read(BENCH_REPORT)
     elif name == "report":

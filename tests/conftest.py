@@ -8,7 +8,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 E2E_FIXTURES = {"embedded_run", "scratch_export"}
-SLOW_MODULES = {"test_retrain", "test_minilm_student", "test_export_dual", "test_export_hf"}
+SLOW_MODULES = {"test_retrain", "test_minilm_student", "test_export_dual", "test_export_hf", "test_pipeline"}
 QNN_MODULES = {"test_compile"}
 
 

@@ -277,7 +277,9 @@ def _encoder(
         "format": f"aihub-{runtime}",
         **({"length_bucket": {"tokens": tokens}} if tokens else {}),
         "runtime": f"aihub-{runtime}",
-        "precision": "int8-aihub" if quantize else "fp32-aihub",
+        # AI Hub's quantize job: int8 weights, int16 text / int8 image activations (see --aihub-quantize)
+        "precision": ("w8a16" if encoder == "text" else "w8a8") if quantize else "fp32",
+        **({"quantized_by": "aihub"} if quantize else {}),
         "target": target.id,
         "soc": target.soc,
         "inputs": [{**i, "shape": [1, *i["shape"][1:]]} for i in fp32["inputs"]],

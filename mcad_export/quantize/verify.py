@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import locks_folder, write_text_atomic
-from ..contract import FIDELITY_REPORT, MANIFEST, REPORTS_DIR
+from ..contract import DEVICE_RUNTIME_PREFIXES, FIDELITY_REPORT, MANIFEST, REPORTS_DIR, Runtime
 from ..errors import FidelityGateError, InputError
 from ..guard import reference_record, verified, verified_artifact
 from ..isolated import run_isolated
@@ -50,9 +50,13 @@ def _qnn_htp_simulator(path, input_name, array, artifact):
 
 
 # Runtime name in the manifest -> function(path, input name, array, artifact record) -> embeddings.
-RUNNERS = {"onnxruntime": _onnxruntime, "litert": _litert_isolated, "qnn-htp": _qnn_htp_simulator}
+RUNNERS = {
+    Runtime.ONNXRUNTIME.value: _onnxruntime,
+    Runtime.LITERT.value: _litert_isolated,
+    Runtime.QNN_HTP.value: _qnn_htp_simulator,
+}
 # Runtimes that exist only on a device (the compiled model cannot run on this host): recorded as skipped.
-DEVICE_ONLY_RUNTIMES = ("aihub-", "litert-npu-")
+DEVICE_ONLY_RUNTIMES = DEVICE_RUNTIME_PREFIXES
 # What fidelity.json calls the runtime a record was measured on, where that differs from the target's.
 MEASURED_ON = {"qnn-htp": "qnn-htp-sim"}
 

@@ -354,10 +354,35 @@ def build_parser() -> argparse.ArgumentParser:
         "Without --images: the embedded student's held-out gallery, written to DIR/gallery/.",
     )
     p.add_argument("dir", type=Path, help="an export folder (with manifest.json)")
-    p.add_argument("--images", type=Path, metavar="FOLDER", help="folder of images to index")
+    p.add_argument(
+        "--images",
+        metavar="PATH|GLOB|LIST",
+        help="a folder (searched recursively), a glob ('photos/**/*.jpg') or a list file (.txt/.lst: one path "
+        "per line, relative to the list); rows are in sorted path order",
+    )
     _add_index_kind(p)
     p.add_argument("--artifact", metavar="PATH", help="image-encoder artifact (default: the fp32 ONNX file)")
     p.add_argument("--batch", type=int, default=INDEX_BATCH, help=f"images per encoder call (default {INDEX_BATCH})")
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default=IndexOptions.engine,
+        help="local (default, this process) or ray (Ray Data actors; the `ray` extra)",
+    )
+    p.add_argument("--address", metavar="ADDR", help="ray: an existing cluster, e.g. ray://head:10001 or auto")
+    p.add_argument("--workers", type=int, default=IndexOptions.workers, help="ray: actors (default 1)")
+    p.add_argument(
+        "--cpus-per-worker",
+        type=int,
+        default=IndexOptions.cpus_per_worker,
+        help="ray: each actor's CPUs and ONNX Runtime threads (default 1)",
+    )
+    p.add_argument(
+        "--shard-size",
+        type=int,
+        default=IndexOptions.shard_size,
+        help="ray: images per shard, the unit written to DIR/index_shards/ and resumed (default 128)",
+    )
 
     p = sub.add_parser(
         "search",
@@ -712,7 +737,17 @@ def _verify(args, console) -> list[dict]:
 def _index(args, console) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    options = IndexOptions(images=args.images, kind=args.kind, artifact=args.artifact, batch=args.batch)
+    options = IndexOptions(
+        images=args.images,
+        kind=args.kind,
+        artifact=args.artifact,
+        batch=args.batch,
+        engine=args.engine,
+        address=args.address,
+        workers=args.workers,
+        cpus_per_worker=args.cpus_per_worker,
+        shard_size=args.shard_size,
+    )
     with Progress(
         TextColumn("embedding images"),
         BarColumn(),

@@ -82,6 +82,9 @@ FIDELITY_REPORT = "reports/fidelity.json"  # list of per-artifact gate records
 # row i = line i of paths.txt), index/codes.faiss (sq8/ivfpq only), index/ivfpq.npz (ivfpq only: coarse
 # centroids, PQ codebooks, inverted lists; what the query path searches without importing faiss).
 INDEX_DIR = "index"
+# `index --engine ray`: embedded shards of one job (runtime/gallery_ray.py), kept so a rerun computes only the
+# missing ones: index_shards/<job key>/shard-<i>.npz (rows float32 [n, D], names, skipped as JSON).
+INDEX_SHARDS_DIR = "index_shards"
 INDEX_META = "index.json"
 INDEX_PATHS = "paths.txt"
 INDEX_EMBEDDINGS = "embeddings.f32.npy"

@@ -76,6 +76,19 @@ class IndexOptions:
     kind: str = "flat"
     artifact: str | None = None  # None: the fp32 ONNX image encoder
     batch: int = INDEX_BATCH
+    engine: str = "local"  # or "ray" (runtime/gallery_ray.py)
+    address: str | None = None  # ray: an existing cluster (None: a local one started for the job)
+    workers: int = 1  # ray: actors, each with one ONNX Runtime session
+    cpus_per_worker: int = 1  # ray: each actor's CPU share = its intra_op_num_threads
+    shard_size: int = 128  # ray: images per shard (the unit written, retried and resumed)
+
+    def engine_options(self) -> dict:
+        return {
+            "address": self.address,
+            "workers": self.workers,
+            "cpus_per_worker": self.cpus_per_worker,
+            "shard_size": self.shard_size,
+        }
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,14 @@ def index(out: Path, options: IndexOptions, progress: Callable[[int, int | None]
     from .runtime.gallery import build_gallery_index
 
     return build_gallery_index(
-        out, options.images, kind=options.kind, artifact=options.artifact, batch=options.batch, progress=progress
+        out,
+        options.images,
+        kind=options.kind,
+        artifact=options.artifact,
+        batch=options.batch,
+        progress=progress,
+        engine=options.engine,
+        engine_options=options.engine_options(),
     )
 
 

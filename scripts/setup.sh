@@ -15,7 +15,7 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   # ("operator torchvision::nms does not exist"); this pair installs offline-friendly on x86-64 / py3.11.
   .venv/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
   # qai-hub 0.56 caps protobuf at 6.31.1; pinning it keeps the resolver from trying newer onnx/protobuf pairs.
-  .venv/bin/python -m pip install --quiet -e ".[dev,tflite,qnn,aihub,bert]" "torch==2.14.1" "torchvision==0.29.1" \
+  .venv/bin/python -m pip install --quiet -e ".[dev,tflite,qnn,aihub,bert,ray]" "torch==2.14.1" "torchvision==0.29.1" \
     "protobuf==6.31.1"
   echo "$want" > "$stamp"
 fi

@@ -38,6 +38,70 @@ def heldout_gallery(root: Path, manifest: dict) -> Path:
     return folder
 
 
+LIST_SUFFIXES = (".txt", ".lst", ".list")
+
+
+def image_sources(images) -> tuple[Path, list[Path]]:
+    """`--images` as (the folder stored names are relative to, the files in index order).
+
+    A folder (searched recursively), a glob pattern (`photos/**/*.jpg`; `**` recursive) or a list file (.txt,
+    .lst, .list: one path per line, relative to the list's folder; blank lines and `#` comments ignored). Rows
+    are in sorted path order for every form and every engine."""
+    import glob
+
+    from .images import IMAGE_SUFFIXES
+
+    text = str(images)
+    if any(c in text for c in "*?[") and not Path(text).exists():
+        files = sorted(
+            Path(p)
+            for p in glob.glob(text, recursive=True)
+            if Path(p).suffix.lower() in IMAGE_SUFFIXES and Path(p).is_file()
+        )
+        if not files:
+            raise GalleryIndexError(f"--images {text} matches no image files")
+    elif Path(text).is_file() and Path(text).suffix.lower() in LIST_SUFFIXES:
+        listing = Path(text)
+        try:
+            lines = listing.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"cannot read the image list {listing}: {e}") from None
+        wanted = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+        files = sorted({(listing.parent / w) if not Path(w).is_absolute() else Path(w) for w in wanted})
+        if not files:
+            raise GalleryIndexError(f"the image list {listing} names no files")
+    else:
+        folder = Path(text)
+        return folder, list_images(folder)
+    root = Path(os.path.commonpath([str(p.parent.resolve()) for p in files]))
+    return root, [p.resolve() for p in files]
+
+
+def embed_files(embed, files: list[Path], root: Path, spec: dict) -> tuple[np.ndarray, list[str], list[dict]]:
+    """One batch, as both engines run it: decode, preprocess as the manifest says, embed; unreadable files and
+    non-finite rows skipped with the reason. Returns (rows [n, D] float32, names relative to root, skipped)."""
+    pixels, names, skipped = [], [], []
+    for path in files:
+        try:
+            pixels.append(preprocess_image(read_image(path), spec))
+            names.append((path, Path(path).relative_to(root).as_posix()))
+        except UnreadableImage as e:
+            skipped.append({"path": str(path), "reason": str(e)})
+        except OSError as e:  # a listed file that is gone, or unreadable for permissions
+            skipped.append({"path": str(path), "reason": f"cannot be read: {e.strerror or e}"})
+    if not pixels:
+        return np.zeros((0, 0), np.float32), [], skipped
+    rows = embed(np.stack(pixels).astype(np.float32))
+    finite = np.isfinite(rows).all(axis=1)
+    for (path, _), ok in zip(names, finite):
+        if not ok:
+            skipped.append({"path": str(path), "reason": "the image encoder returned non-finite numbers"})
+    return rows[finite].astype(np.float32), [n for (_, n), ok in zip(names, finite) if ok], skipped
+
+
+ENGINES = ("local", "ray")
+
+
 @locks_folder("index")
 def build_gallery_index(
     directory,
@@ -47,45 +111,52 @@ def build_gallery_index(
     batch: int = 32,
     threads: int = 0,
     progress=None,
+    engine: str = "local",
+    engine_options: dict | None = None,
 ) -> dict:
     """Returns the index metadata (index.json) including `skipped` unreadable files.
 
     Images are embedded by the fp32 ONNX image encoder unless `artifact` names another: the gallery is
-    the reference every text encoder variant is ranked against, whatever `bench` deploys."""
+    the reference every text encoder variant is ranked against, whatever `bench` deploys. `engine` "ray"
+    embeds on a Ray cluster (runtime/gallery_ray.py; same rows, same order, same skip list)."""
     root = Path(directory)
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise InputError(f"--batch must be a positive number of images, got {batch}")
+    if engine not in ENGINES:
+        raise InputError(f"--engine {engine!r}: use one of {', '.join(ENGINES)}")
     manifest = read_manifest(root)
-    folder = Path(images) if images else heldout_gallery(root, manifest)
-    files = list_images(folder)
+    if images:
+        folder, files = image_sources(images)
+    else:
+        folder = heldout_gallery(root, manifest)
+        files = list_images(folder)
     if not files:
         raise GalleryIndexError(f"{folder} has no image files to index")
     encoder = select_artifact(manifest, artifact, encoder="image", default_deployed=False)
-    embed = open_encoder(verified_artifact(root, encoder), encoder["runtime"], threads, ort_optimization(encoder))
-    embeddings, kept, skipped = [], [], []
-    for start in range(0, len(files), batch):
-        pixels, names = [], []
-        for path in files[start : start + batch]:
-            try:
-                pixels.append(preprocess_image(read_image(path), manifest["image"]))
-                names.append((path, path.relative_to(folder).as_posix()))
-            except UnreadableImage as e:
-                skipped.append({"path": str(path), "reason": str(e)})
-        if pixels:
-            rows = embed(np.stack(pixels).astype(np.float32))
-            finite = np.isfinite(rows).all(axis=1)
-            for (path, _), ok in zip(names, finite):
-                if not ok:
-                    skipped.append({"path": str(path), "reason": "the image encoder returned non-finite numbers"})
-            embeddings.append(rows[finite])
-            kept += [name for (_, name), ok in zip(names, finite) if ok]
-        if progress:
-            progress(min(start + batch, len(files)), len(files))
+    model = verified_artifact(root, encoder)
+    engine_record = None
+    if engine == "ray":
+        from .gallery_ray import embed_on_ray
+
+        vectors, kept, skipped, engine_record = embed_on_ray(
+            root, model, encoder, files, folder, manifest["image"], batch, engine_options or {}, progress
+        )
+    else:
+        embed = open_encoder(model, encoder["runtime"], threads, ort_optimization(encoder))
+        parts, kept, skipped = [], [], []
+        for start in range(0, len(files), batch):
+            rows, names, bad = embed_files(embed, files[start : start + batch], folder, manifest["image"])
+            if names:
+                parts.append(rows)
+            kept += names
+            skipped += bad
+            if progress:
+                progress(min(start + batch, len(files)), len(files))
+        vectors = np.concatenate(parts) if parts else None
     if not kept:
         raise GalleryIndexError(
             f"none of the {len(files)} images in {folder} could be read (first: {skipped[0]['reason']})"
         )
-    vectors = np.concatenate(embeddings)
     index_dir = root / INDEX_DIR
     # Paths inside the export folder stay relative so the folder (and the app bundle) can move.
     folder_abs = folder.resolve()
@@ -98,6 +169,7 @@ def build_gallery_index(
         "scanned": len(files),
         "skipped": len(skipped),
         "skipped_files": skipped[:20],
+        **({"engine": engine_record} if engine_record else {"engine": {"name": "local"}}),
     }
     with replaced_directory(index_dir) as stage:
         index.save(stage, extra_meta=meta)

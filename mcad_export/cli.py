@@ -81,6 +81,12 @@ def _add_quantize_args(p: argparse.ArgumentParser) -> None:
         help="accept fewer samples than --num-calib (recorded in the manifest)",
     )
     p.add_argument(
+        "--with-buckets",
+        action="store_true",
+        help="also quantize the 16/32-token length buckets with the integer CPU recipes (dynamic, dyntok, w8, "
+        "w4), each gated on the captions that fit it",
+    )
+    p.add_argument(
         "--no-auto",
         dest="auto",
         action="store_false",
@@ -573,6 +579,7 @@ def quantize_options(args) -> QuantizeOptions:
         num_calib=args.num_calib,
         allow_small=args.allow_small_calibration,
         auto=args.auto,
+        buckets=args.with_buckets,
     )
 
 
@@ -659,7 +666,8 @@ class _ConsoleObserver(Observer):
         self.console.print(f"[green]done[/] {name} ({seconds:.0f} s){note}")
 
     def finished(self, name, value):
-        self._done(name, f"; tool output in {esc(self.out / LOGS_DIR / (name + '.log'))}")
+        log = self.out / LOGS_DIR / f"{name}.log"
+        self._done(name, f"; tool output in {esc(log)}" if log.is_file() else "")
         shown = {
             "export": lambda: render.export_summary(self.console, value, self.out),
             "short-query": lambda: render.short_query(self.console, value, self.out),

@@ -49,6 +49,7 @@ class QuantizeOptions:
     num_calib: int = NUM_CALIB
     allow_small: bool = False
     auto: bool = True
+    buckets: bool = False  # also the length buckets' integer CPU variants (for runtimes without dynamic shapes)
 
 
 @dataclass(frozen=True)

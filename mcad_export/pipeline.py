@@ -174,13 +174,14 @@ def _stage_log(out: Path, name: str, verbose: bool):
         with tool_output_to(tmp, enabled=not verbose):
             yield state
     finally:
-        if (out / MANIFEST).is_file():
+        if verbose or os.path.getsize(tmp) == 0:  # nothing to keep: no log file (an empty one says nothing)
+            Path(tmp).unlink(missing_ok=True)
+            final.unlink(missing_ok=True)  # an older run's log of this stage would misdescribe this one
+            state["path"] = None
+        elif (out / MANIFEST).is_file():
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)
             state["path"] = final
-        if verbose:
-            Path(state["path"]).unlink(missing_ok=True)
-            state["path"] = None
 
 
 def run_pipeline(

@@ -67,6 +67,7 @@ def quantize(out: Path, options: QuantizeOptions, gate: Gate, say: Say = _quiet)
         allow_small=options.allow_small,
         auto=options.auto,
         gate=gate,
+        buckets=options.buckets,
         progress=say,
     )
 

@@ -338,8 +338,8 @@ def _fuzz_texts(seed: int = 0, count: int = 40) -> list[str]:
 def test_fuzzed_queries_give_results_or_one_line(embedded_run, capsys):
     from rich.console import Console
 
-    from mcad_export.cli import _render_search
     from mcad_export.errors import McadError
+    from mcad_export.render import search as render_search
     from mcad_export.runtime.search import TextSearch
 
     search = TextSearch(embedded_run[0])
@@ -352,7 +352,7 @@ def test_fuzzed_queries_give_results_or_one_line(embedded_run, capsys):
                 continue
             assert len(hits) == min(k, len(search.index)) and all(np.isfinite(h.score) for h in hits)
             console = Console(file=StringIO(), width=160)
-            _render_search(console, text, search, hits, times)
+            render_search(console, text, search, hits, times)
             assert console.file.getvalue().count("\n") >= len(hits)
     for k in ("0", "-1"):
         _one_line_error(

@@ -148,9 +148,8 @@ def test_force_names_a_stage_or_fails_with_one_line(tmp_path):
 def test_tool_output_goes_to_stage_logs_not_the_console(embedded_run):
     out, proc = embedded_run
     logs = out / "logs"
-    assert {"export.log", "quantize.log", "verify.log", "bench.log", "pipeline.json"} <= {
-        p.name for p in logs.iterdir()
-    }
+    assert {"export.log", "pipeline.json"} <= {p.name for p in logs.iterdir()}
+    assert all(p.stat().st_size > 0 for p in logs.iterdir()), "a stage whose tools said nothing leaves no log"
     # litert-torch's progress lines (one per conversion step) are in the export stage's log, not between our tables.
     export_log = (logs / "export.log").read_text()
     assert export_log.count("LiteRT-Torch Convert") >= 4

@@ -76,6 +76,7 @@ def main() -> int:
                     "seconds": round(seconds, 2),
                     "images_per_s": round(count / seconds, 1),
                     "peak_rss_mb_per_worker": meta["engine"]["peak_rss_mb_per_worker"],
+                    "images_per_worker_busy_s": meta["engine"]["images_per_worker_busy_s"],
                     "shards": meta["engine"]["shards"],
                 }
             )
@@ -84,7 +85,7 @@ def main() -> int:
     # The scaling rate: what one 1-CPU actor embeds per second of work (start-up and scheduling excluded).
     per_worker = max(r["images_per_worker_busy_s"] for r in rows if r["engine"] == "ray")
     estimate = {
-        f"{nodes} nodes x {cores} workers": round(10_000_000 / (per_worker * nodes * cores) / 3600, 2)
+        f"{nodes} nodes x {cores} workers": round(10_000_000 / (per_worker * nodes * cores) / 60, 1)
         for nodes in (1, 10, 100)
         for cores in (16,)
     }
@@ -95,7 +96,7 @@ def main() -> int:
         "cluster_start_s": cluster_start_s,
         "runs": rows,
         "per_worker_images_per_s": per_worker,
-        "estimate_hours_for_10M_images": estimate,
+        "estimate_minutes_for_10M_images": estimate,
         "estimate_assumes": "the measured per-worker busy rate, one worker per core, linear scaling, images "
         "already on storage every node reads at that rate (decode + one 1-thread ORT session)",
     }

@@ -354,10 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "index",
         help="embed a folder of images into a gallery index (flat, sq8, ivfpq)",
-        description="Embeds every .jpg/.jpeg/.png/.bmp/.webp under --images (recursively; EXIF orientation "
+        description="Embeds every .jpg/.jpeg/.png/.bmp/.webp under --images (a folder, recursively; a glob; or a "
+        "list file), in sorted path order (EXIF orientation "
         "applied; unreadable, > 200 MP or non-finite images are skipped and counted) with "
         "the fp32 image encoder (or --artifact) and saves DIR/index/ (see ARCHITECTURE.md). "
-        "Without --images: the embedded student's held-out gallery, written to DIR/gallery/.",
+        "Without --images: the embedded student's held-out gallery, written to DIR/gallery/. --engine ray "
+        "embeds on a Ray cluster (Ray Data actors; shards in DIR/index_shards/, a rerun computes only the "
+        "missing ones); the workers must reach the image paths.",
     )
     p.add_argument("dir", type=Path, help="an export folder (with manifest.json)")
     p.add_argument(

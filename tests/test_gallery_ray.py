@@ -28,7 +28,8 @@ def cluster():
 
 
 def _mixed_images(export, tmp_path):
-    """A list file: 300 of the held-out scenes plus odd sizes and colour modes and two unreadable files."""
+    """A list file: 300 of the held-out scenes plus odd sizes and colour modes, two unreadable files and one too
+    large to decode."""
     extra = tmp_path / "extra"
     extra.mkdir()
     rng = np.random.default_rng(0)
@@ -43,6 +44,7 @@ def _mixed_images(export, tmp_path):
             image = Image.fromarray(rng.integers(0, 255, (*size[::-1], *tail), dtype=np.uint8), mode)
         image.save(extra / f"mode_{i}_{mode.replace(';', '')}.png")
     (extra / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    Image.new("1", (20000, 20000)).save(extra / "bomb.png")  # 400 M pixels declared: too large, skipped
     (extra / "empty.jpg").write_bytes(b"")
     scenes = sorted((export / "gallery").glob("*.png"))[:300]
     listing = tmp_path / "images.txt"
@@ -63,7 +65,8 @@ def test_ray_engine_gives_the_local_engine_rows_order_and_skips(scratch_export, 
     listing = _mixed_images(scratch_export, tmp_path)
     local = build_gallery_index(scratch_export, listing)
     local_meta, local_rows, local_paths = _index(scratch_export)
-    assert local["count"] == 305 and local["skipped"] == 2 and len(local_paths) == 305
+    assert local["count"] == 305 and local["skipped"] == 3 and len(local_paths) == 305
+    assert any("too large" in f["reason"] for f in local_meta["skipped_files"])
 
     on_ray = build_gallery_index(scratch_export, listing, engine="ray", engine_options={"workers": 2, "shard_size": 40})
     meta, rows, paths = _index(scratch_export)

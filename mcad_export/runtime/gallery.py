@@ -16,10 +16,10 @@ from ..contract import GALLERY_DIR, INDEX_DIR
 from ..errors import GalleryIndexError, InputError
 from ..guard import verified_artifact
 from ..manifest import read_manifest
+from .embedding import embed_files
 from .encoders import open_encoder, ort_optimization
-from .images import UnreadableImage, list_images, read_image
+from .images import list_images
 from .index import GalleryIndex
-from .preprocess import preprocess_image
 from .search import select_artifact
 
 
@@ -75,28 +75,6 @@ def image_sources(images) -> tuple[Path, list[Path]]:
         return folder, list_images(folder)
     root = Path(os.path.commonpath([str(p.parent.resolve()) for p in files]))
     return root, [p.resolve() for p in files]
-
-
-def embed_files(embed, files: list[Path], root: Path, spec: dict) -> tuple[np.ndarray, list[str], list[dict]]:
-    """One batch, as both engines run it: decode, preprocess as the manifest says, embed; unreadable files and
-    non-finite rows skipped with the reason. Returns (rows [n, D] float32, names relative to root, skipped)."""
-    pixels, names, skipped = [], [], []
-    for path in files:
-        try:
-            pixels.append(preprocess_image(read_image(path), spec))
-            names.append((path, Path(path).relative_to(root).as_posix()))
-        except UnreadableImage as e:
-            skipped.append({"path": str(path), "reason": str(e)})
-        except OSError as e:  # a listed file that is gone, or unreadable for permissions
-            skipped.append({"path": str(path), "reason": f"cannot be read: {e.strerror or e}"})
-    if not pixels:
-        return np.zeros((0, 0), np.float32), [], skipped
-    rows = embed(np.stack(pixels).astype(np.float32))
-    finite = np.isfinite(rows).all(axis=1)
-    for (path, _), ok in zip(names, finite):
-        if not ok:
-            skipped.append({"path": str(path), "reason": "the image encoder returned non-finite numbers"})
-    return rows[finite].astype(np.float32), [n for (_, n), ok in zip(names, finite) if ok], skipped
 
 
 ENGINES = ("local", "ray")

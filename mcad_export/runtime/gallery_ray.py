@@ -61,7 +61,7 @@ class ShardEmbedder:
     def __call__(self, batch: dict) -> dict:
         import time
 
-        from .gallery import embed_files
+        from .embedding import embed_files
 
         out: dict[str, list] = {
             "shard": [],

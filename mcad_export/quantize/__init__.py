@@ -293,10 +293,29 @@ def _quantize_onnx(
     # A masked tower's short-query encoder has no mask input: it is calibrated, like it runs, on real tokens only.
     cut = bool(artifact.get("dynamic_length")) and len(input_names) == 1 and masked
 
+    kind = RECIPES[precision]["kind"]
+    prepared, peaks = None, None
+    if kind in ("dynamic", "weight_only", "per_token"):
+        import onnx
+
+        from .weight_prep import gemm_to_matmul
+
+        prepared = onnx.load(str(named))
+        gemm_to_matmul(prepared)
+        if kind == "per_token":  # the float model's activations: probed once, smoothed from by every attempt
+            from .smoothing import linear_peaks
+
+            peaks = linear_peaks(prepared, ArrayReader(input_names, calib_array, cut=cut))
+
     def attempt(keep_float):
         with quiet_root_logger():
             recipe = quantize_onnx(
-                named, dst, precision, ArrayReader(input_names, calib_array, cut=cut), tuple(keep_float)
+                named,
+                dst,
+                precision,
+                ArrayReader(input_names, calib_array, cut=cut),
+                tuple(keep_float),
+                activation_peaks=peaks,
             )
         as_run = {**artifact, "recipe": recipe}  # tuned as the query path will run it (cut, optimization level)
         embeds = artifact_embed(dst, as_run, tune_array)
@@ -304,27 +323,20 @@ def _quantize_onnx(
 
     recipe, step = attempt([])
     steps, damage = [step], []
-    kind = RECIPES[precision]["kind"]
     if kind == "static":
         say(f"localising quantization error in {_stem(artifact)}.{precision}")
         damage = node_damage(
             named, dst, input_names, calib_array[:DAMAGE_SAMPLES], tuple(RECIPES[precision]["op_types"]), cut=cut
         )
-    elif kind in ("dynamic", "weight_only", "per_token"):
-        import onnx
+    elif prepared is not None:
+        from .weight_prep import weight_damage
 
-        from .weight_prep import gemm_to_matmul, weight_damage
-
-        prepared = onnx.load(str(named))
-        gemm_to_matmul(prepared)
         if kind == "per_token":  # activation error dominates: simulate each smoothed layer on real inputs
             from .per_token import per_token_damage
             from .smoothing import smooth_linears
 
             protected = tuple(mask_consumers(prepared))
-            smooth_linears(
-                prepared, ArrayReader(input_names, calib_array, cut=cut), RECIPES[precision]["smooth_alpha"], protected
-            )
+            smooth_linears(prepared, None, RECIPES[precision]["smooth_alpha"], protected, peaks=peaks)
             damage = per_token_damage(
                 prepared, ArrayReader(input_names, calib_array[:DAMAGE_SAMPLES], cut=cut), protected
             )

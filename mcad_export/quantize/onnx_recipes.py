@@ -146,7 +146,13 @@ def applies_to(precision: str, encoder: str) -> bool:
 
 
 def _integer_linears(
-    model: onnx.ModelProto, dst: Path, recipe: dict, excluded: list[str], keep_higher: tuple[str, ...], reader=None
+    model: onnx.ModelProto,
+    dst: Path,
+    recipe: dict,
+    excluded: list[str],
+    keep_higher: tuple[str, ...],
+    reader=None,
+    activation_peaks=None,
 ) -> dict:
     """dynamic / weight_only: Gemm rewritten to MatMul so the quantizer reaches every Linear, the token table
     int8, then ONNX Runtime's quantizer; weights >= 4 KiB saved as page-aligned external data (dst + '.data'), which
@@ -160,7 +166,7 @@ def _integer_linears(
         from .per_token import quantize_per_token
         from .smoothing import smooth_linears
 
-        smoothing = smooth_linears(model, reader, recipe["smooth_alpha"], tuple(excluded))
+        smoothing = smooth_linears(model, reader, recipe["smooth_alpha"], tuple(excluded), peaks=activation_peaks)
     table = int8_token_table(model) if recipe.get("token_table") == "int8" else None
     with quiet_root_logger():
         if recipe["kind"] == "per_token":
@@ -227,7 +233,9 @@ def external_data_name(dst: Path) -> str:
     return f"{Path(dst).name}.data"
 
 
-def quantize_onnx(named: Path, dst: Path, precision: str, reader=None, exclude: tuple[str, ...] = ()) -> dict:
+def quantize_onnx(
+    named: Path, dst: Path, precision: str, reader=None, exclude: tuple[str, ...] = (), activation_peaks=None
+) -> dict:
     """Quantizes a `name_all_nodes` copy into `dst`; returns the recipe record for the manifest."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -241,7 +249,7 @@ def quantize_onnx(named: Path, dst: Path, precision: str, reader=None, exclude: 
         onnx.save(convert_float_to_float16(model, keep_io_types=True, node_block_list=excluded), str(dst))
         recipe["ort_graph_optimization"] = fp16_optimization_level(dst)
     elif recipe["kind"] in ("dynamic", "weight_only", "per_token"):
-        recipe.update(_integer_linears(model, dst, recipe, excluded, tuple(exclude), reader))
+        recipe.update(_integer_linears(model, dst, recipe, excluded, tuple(exclude), reader, activation_peaks))
     else:
         types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8, "uint16": QuantType.QUInt16}
         quantize_static(

@@ -113,6 +113,12 @@ def per_token_damage(model: onnx.ModelProto, reader, exclude: tuple[str, ...] = 
 
     inits = {init.name: init for init in model.graph.initializer}
     readers = {x: [n for n in nodes if n.name not in exclude] for x, nodes in linear_inputs(model).items()}
+    # Each weight as float64 and as its restored int8 codes, once (the samples below reuse them).
+    weights = {}
+    for node in (n for nodes in readers.values() for n in nodes):
+        weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
+        codes, col_scale = _weights(weight)
+        weights[node.name] = (weight, (codes.astype(np.float64) - ZERO_POINT) * col_scale)
     exact: dict[str, list] = {}
     restored: dict[str, list] = {}
     for values in probed_activations(model, reader, [x for x, nodes in readers.items() if nodes]):
@@ -120,12 +126,9 @@ def per_token_damage(model: onnx.ModelProto, reader, exclude: tuple[str, ...] = 
             flat = value.reshape(-1, value.shape[-1]).astype(np.float64)
             q, row_scale = _rows(flat)
             for node in readers[x]:
-                weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
-                codes, col_scale = _weights(weight)
+                weight, dequantized = weights[node.name]
                 exact.setdefault(node.name, []).append(flat @ weight)
-                restored.setdefault(node.name, []).append(
-                    (q @ (codes.astype(np.float64) - ZERO_POINT)) * row_scale * col_scale
-                )
+                restored.setdefault(node.name, []).append((q @ dequantized) * row_scale)
     ranked = [
         {
             "node": name,

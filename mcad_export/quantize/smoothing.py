@@ -72,12 +72,22 @@ def activation_channel_max(model: onnx.ModelProto, reader, tensors: list[str]) -
     return peaks
 
 
-def smooth_linears(model: onnx.ModelProto, reader, alpha: float = DEFAULT_ALPHA, skip: tuple[str, ...] = ()) -> dict:
+def linear_peaks(model: onnx.ModelProto, reader) -> dict[str, np.ndarray]:
+    """Max |x| per channel of every Linear input of the float model (what smoothing scales from)."""
+    return activation_channel_max(model, reader, list(linear_inputs(model)))
+
+
+def smooth_linears(
+    model: onnx.ModelProto, reader, alpha: float = DEFAULT_ALPHA, skip: tuple[str, ...] = (), peaks=None
+) -> dict:
     """Smooths every Linear's input in place (MatMul form: run weight_prep.gemm_to_matmul first); returns a
-    record. `skip`: node names left as they are (mask consumers, layers kept in float)."""
+    record. `skip`: node names left as they are (mask consumers, layers kept in float). `peaks`: the float
+    model's `linear_peaks`, when the caller smooths the same model more than once (auto mixed precision);
+    else they are probed from `reader`."""
     readers = {tensor: [n for n in nodes if n.name not in skip] for tensor, nodes in linear_inputs(model).items()}
     readers = {tensor: nodes for tensor, nodes in readers.items() if nodes}
-    peaks = activation_channel_max(model, reader, list(readers))
+    if peaks is None:
+        peaks = activation_channel_max(model, reader, list(readers))
     inits = {init.name: init for init in model.graph.initializer}
     smoothed, largest, ratios = 0, 1.0, []
     for tensor, nodes in readers.items():

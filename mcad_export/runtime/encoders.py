@@ -74,7 +74,8 @@ def ort_optimization(artifact: dict) -> str:
 
 
 def onnx_session(path, threads: int = 0, optimization: str = "all", log_level: int = 3):
-    """`optimization`: "all" (default) or "basic", as `ort_optimization(artifact)` says."""
+    """`optimization`: "all" (default) or "basic", as `ort_optimization(artifact)` says. `path` may also be the
+    model's bytes (a Ray actor gets them from the object store)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -84,7 +85,8 @@ def onnx_session(path, threads: int = 0, optimization: str = "all", log_level: i
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
     }[optimization]
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def onnx_embed(path, array: np.ndarray, batch: int = 50, threads: int = 0, optimization: str = "all") -> np.ndarray:

@@ -4,7 +4,7 @@ The file list (index order, gallery.image_sources) is cut into shards of `shard_
 shard list (paths only: workers open the images themselves, so they must reach them), and `map_batches` runs a
 fixed pool of actors, each holding one ONNX Runtime session of the image encoder with `intra_op_num_threads`
 set to its CPU share; an actor decodes, preprocesses and embeds each shard with the very function the local
-engine uses (gallery.embed_files), so rows, order and the skip list are the local engine's. The driver writes
+engine uses (runtime/embedding.embed_files), so rows, order and the skip list are the local engine's. The driver writes
 each shard to DIR/index_shards/<job>/shard-<i>.npz atomically as it streams in; a rerun of the same job (same
 files, encoder and preprocessing) computes only the shards that are missing. An actor that dies is restarted
 and its shard retried by Ray. Ray is imported only here (the `ray` extra).
@@ -38,24 +38,13 @@ class ShardEmbedder:
     """A Ray Data actor: one ONNX Runtime session, reused for every shard the pool hands it."""
 
     def __init__(self, model, threads: int, spec: dict, root: str, batch: int, optimization: str):
-        import onnxruntime as ort
         import ray
 
-        from .encoders import text_feed
+        from .encoders import open_encoder
 
         if isinstance(model, ray.ObjectRef):
             model = ray.get(model)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        options.graph_optimization_level = {
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        }[optimization]
-        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        names, output = [i.name for i in session.get_inputs()], session.get_outputs()[0].name
-        self.embed = lambda x: session.run([output], text_feed(names, x))[0]
+        self.embed = open_encoder(model, "onnxruntime", threads, optimization)
         self.spec, self.root, self.batch = spec, Path(root), batch
 
     def __call__(self, batch: dict) -> dict:
@@ -156,8 +145,8 @@ def embed_on_ray(
     key = job_key(files, encoder["sha256"], spec, shard_size)
     shard_dir = root / INDEX_SHARDS_DIR / key
     shard_dir.mkdir(parents=True, exist_ok=True)
-    reused = [i for i in range(len(shards)) if _shard_path(shard_dir, i).is_file()]
-    todo = [i for i in range(len(shards)) if i not in set(reused)]
+    reused = {i for i in range(len(shards)) if _shard_path(shard_dir, i).is_file()}
+    todo = [i for i in range(len(shards)) if i not in reused]
     done_images = sum(len(shards[i]) for i in reused)
     if progress:
         progress(done_images, len(files))

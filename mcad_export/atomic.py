@@ -30,6 +30,11 @@ _STAGE_LOCK = ".owner"
 # -- staging folders ------------------------------------------------------------------------------------
 
 
+def publish_mode(path) -> None:
+    """The permissions any file we write gets (0666 less the umask): mkdtemp/mkstemp create private ones."""
+    os.chmod(path, 0o666 & ~_UMASK)
+
+
 def clean_stale_stages(area: Path, orphan_age_s: float = 60.0) -> int:
     """Removes staging folders under `area` whose owner died (their flock is free); returns how many."""
     import time
@@ -124,7 +129,7 @@ def staged_directory(target: Path):
                     dst.mkdir(parents=True, exist_ok=True)
                 else:
                     dst.parent.mkdir(parents=True, exist_ok=True)
-                    os.chmod(src, 0o666 & ~_UMASK)  # mkdtemp/mkstemp create private files; publish normally
+                    publish_mode(src)
                     os.replace(src, dst)
     except BaseException:
         if created:

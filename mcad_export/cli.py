@@ -640,7 +640,10 @@ class _status:
     def __enter__(self):
         self._live = self.console.status(self.text)
         self._live.__enter__()
-        return lambda message: self._live.update(message)
+        return self.update
+
+    def update(self, message: str) -> None:
+        self._live.update(message)
 
     def __exit__(self, *exc):
         return self._live.__exit__(*exc)
@@ -660,7 +663,7 @@ class _ConsoleObserver(Observer):
         return self._spinner
 
     def index_progress(self, done, total):
-        self._spinner._live.update(f"index: embedding images {done:,}/{total:,}" if total else "index ...")
+        self._spinner.update(f"index: embedding images {done:,}/{total:,}" if total else "index ...")
 
     def _done(self, name, note=""):
         import time

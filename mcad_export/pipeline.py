@@ -161,13 +161,12 @@ def _stage_log(out: Path, name: str, verbose: bool):
     fails in a new folder leaves no folder behind, so its log stays in the temp dir and its path is shown)."""
     import os
 
+    from .atomic import publish_mode
     from .logs import tool_output_to
 
     fd, tmp = tempfile.mkstemp(prefix=f"mcad-{name}-", suffix=".log")
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # a log like any file we write, not mkstemp's private 0600
+    publish_mode(tmp)
     final = out / LOGS_DIR / f"{name}.log"
     state = {"path": Path(tmp)}
     try:
@@ -200,7 +199,7 @@ def run_pipeline(
     result = PipelineResult(out=out, manifest={})
     with folder_lock(out, "run"):
         state = resume.RunState(out)
-        now = resume.snapshot(out)
+        now = resume.snapshot(out)  # the folder as it is; after each stage, as that stage left it
         names = wanted_stages(options)
         forced_from = next((n for n in names if "all" in options.force or n in options.force), None)
         running, previous = False, None
@@ -216,7 +215,7 @@ def run_pipeline(
                     continue
                 running = True
                 state.forget_from(names[names.index(name) :])
-            before = resume.snapshot(out)
+            before = now
             t0 = time.time()
             error = None
             with _stage_log(out, name, verbose) as log, observer.stage(name) as say:
@@ -232,13 +231,15 @@ def run_pipeline(
             _store(result, name, value, out)
             result.ran.append(name)
             observer.finished(name, value)
-            state.finished(name, stage_digest, before, resume.snapshot(out), time.time() - t0)
+            now = resume.snapshot(out)
+            state.finished(name, stage_digest, before, now, time.time() - t0)
             if name == "bench" and options.enforce_budget and not value["budget"]["passed"]:
                 stages.report(out)
                 raise BudgetMissError(_budget_miss(value))
         result.manifest = read_manifest(out)
         for name in result.skipped:
-            _store(result, name, None, out)
+            if name != "export":  # its result is the manifest just read
+                _store(result, name, None, out)
     result.seconds = round(time.time() - started, 1)
     return result
 
@@ -252,28 +253,27 @@ def _budget_miss(report: dict) -> str:
 
 
 def _store(result: PipelineResult, name: str, value, out: Path) -> None:
-    """A stage's result, or for a skipped stage what it left on disk."""
+    """A stage's result, or for a skipped stage (`value` None, called after the final manifest is read) what it
+    left on disk."""
 
     def read(rel):
         path = out / rel
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
     if name == "export":
-        result.manifest = value if value is not None else (read(MANIFEST) or {})
+        result.manifest = value
     elif name == "short-query":
         result.short_query = None if value is None or "skipped" in value else value
     elif name == "quantize":
         result.quantized = (
             value
             if value is not None
-            else [a for a in (read(MANIFEST) or {}).get("artifacts", []) if "recipe" in a and "target" not in a]
+            else [a for a in result.manifest["artifacts"] if "recipe" in a and "target" not in a]
         )
     elif name == "verify":
         result.fidelity = value if value is not None else (read(FIDELITY_REPORT) or [])
     elif name == "compile":
-        result.compiled = (
-            value if value is not None else [a for a in (read(MANIFEST) or {}).get("artifacts", []) if "target" in a]
-        )
+        result.compiled = value if value is not None else [a for a in result.manifest["artifacts"] if "target" in a]
     elif name == "index":
         from .contract import INDEX_DIR, INDEX_META
 

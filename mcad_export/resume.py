@@ -64,8 +64,6 @@ def digest(stage: str, options, previous: str | None, external=()) -> str:
             return [plain(v) for v in value]
         if isinstance(value, Path):
             return str(value)
-        if hasattr(value, "__dict__") and not isinstance(value, type):
-            return plain(vars(value))
         return value
 
     blob = json.dumps([FORMAT, __version__, stage, plain(options), previous, plain(list(external))], sort_keys=True)

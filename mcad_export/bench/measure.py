@@ -373,15 +373,13 @@ def run_bench(root: Path, settings: Settings, work: Path, say) -> dict:
     return report
 
 
-# Precisions whose matmuls run on integer kernels (MatMulInteger, MatMulNBits at accuracy level 4, QDQ int8).
-INTEGER_PRECISIONS = ("dynamic", "dyntok", "w8", "w4", "w8a8")
-
-
 def artifact_roofline(
     root: Path, manifest: dict, ranked: dict, flops: dict, tokens: float, gemm: dict, bandwidth: dict
 ) -> dict:
     """The floor of one text artifact at the query's tokens, and its measured efficiency against it."""
     artifact = next(a for a in manifest["artifacts"] if a["path"] == ranked["artifact"])
+    from ..quantize.onnx_recipes import INTEGER_PRECISIONS
+
     integer = artifact["precision"] in INTEGER_PRECISIONS
     peak = gemm["peak_int8_gops"] if integer else gemm["peak_gflops"]
     # A fixed-length encoder computes every position of its input whatever the query's length: its floor is the

@@ -23,6 +23,7 @@ MASK_THRESHOLD = -1e3
 
 RECIPES = {
     "w8a8": {
+        "integer_kernels": True,
         "kind": "static",
         "activations": "uint8",
         "weights": "int8",
@@ -41,6 +42,7 @@ RECIPES = {
     # Every Linear (Gemm rewritten to MatMul, weight_prep) as MatMulInteger with per-output-channel int8 weights;
     # activations quantized to uint8 per call; the token table int8 per row.
     "dynamic": {
+        "integer_kernels": True,
         "kind": "dynamic",
         "activations": "float32 (dynamic uint8 per call)",
         "weights": "int8",
@@ -54,6 +56,7 @@ RECIPES = {
     # streaming kernel measured on this CPU (benchmarks/README.md, "text_kernels.py"). Text towers only: an
     # image tower is compute-bound (many patches), where weight-only storage buys nothing.
     "w8": {
+        "integer_kernels": True,
         "kind": "weight_only",
         "bits": 8,
         "block_size": 128,
@@ -67,6 +70,7 @@ RECIPES = {
     # Opt-in (--precision w4): on the embedded student (width 96) int4 costs ~1 R@1 point held-out even with
     # the most damaged layer kept int8, so a default run would fail its own gate.
     "w4": {
+        "integer_kernels": True,
         "kind": "weight_only",
         "bits": 4,
         "block_size": 32,
@@ -82,6 +86,7 @@ RECIPES = {
     # both matmul operands uint8 (quantize/per_token.py says why each step); text towers. The dynamic recipe for
     # trained BERT-family towers, whose outliers sit on the [CLS] token where one scale per tensor fails.
     "dyntok": {
+        "integer_kernels": True,
         "kind": "per_token",
         "activations": "uint8 per token (dynamic)",
         "weights": "int8 per channel",
@@ -95,6 +100,9 @@ RECIPES = {
     "fp16": {"kind": "fp16", "activations": "float16", "weights": "float16", "io": "float32"},
 }
 PRECISIONS = tuple(RECIPES)
+# Whose matmuls run on integer kernels (MatMulInteger, MatMulNBits at accuracy level 4, QDQ int8): the roofline
+# judges them against the int8 GEMM peak.
+INTEGER_PRECISIONS = tuple(p for p in PRECISIONS if RECIPES[p].get("integer_kernels"))
 DEFAULT_PRECISIONS = tuple(p for p in PRECISIONS if not RECIPES[p].get("opt_in"))
 
 

@@ -109,6 +109,7 @@ class Precision(str, Enum):
     FP32 = "fp32"
     W8A8 = "w8a8"
     W8A16 = "w8a16"
+    W16A16 = "w16a16"  # compile qnn only: int16 Linear weights where int8 misses the gate (compile/htp_recipe.py)
     DYNAMIC = "dynamic"
     DYNTOK = "dyntok"
     W8 = "w8"

@@ -87,9 +87,11 @@ def test_no_import_cycle_inside_the_package():
 
 
 def test_every_recipe_and_runner_is_a_contract_value():
+    from mcad_export.compile.htp_recipe import WEIGHT_STEPS
     from mcad_export.contract import Precision, Runtime
 
-    assert set(PRECISIONS) | {"fp32"} == {p.value for p in Precision}
+    # quantize's recipes, fp32, and the precisions only the QNN compile writes (its weight steps)
+    assert set(PRECISIONS) | {"fp32"} | {p for _, p in WEIGHT_STEPS} == {p.value for p in Precision}
     assert set(RUNNERS) == {r.value for r in Runtime}
 
 

@@ -49,7 +49,8 @@ def compile_targets(
         manifest = read_manifest(root)
         folder = root / COMPILED_DIR / target.folder
         with replaced_directory(folder) as stage:  # a failed first compile leaves no empty compiled/ behind
-            records = target.compile_fn()(root, manifest, target, stage, options, say)
+            # The gate goes to the backend (the QNN one tunes its weight precision against it), not into the manifest.
+            records = target.compile_fn()(root, manifest, target, stage, {**options, "gate": gate}, say)
         for record in records:
             record["files"] = {
                 k: file_record(root, f"{COMPILED_DIR}/{target.folder}/{v}") for k, v in record["files"].items()

@@ -1,8 +1,9 @@
 """`qnn:<SoC>`: offline Snapdragon HTP compile with onnxruntime-qnn (no device, no cloud).
 
 Per encoder: a static batch-1 copy of the fp32 ONNX -> onnxruntime's QNN preprocessing (GELU and
-LayerNorm fusions HTP has kernels for) -> QDQ with 16-bit activations and 8-bit weights (w8a16,
-what HTP runs well and what kept the causal mask exact enough here) -> an ONNX model whose single
+LayerNorm fusions HTP has kernels for) -> QDQ with 16-bit activations and 8-bit weights
+(w8a16, what HTP runs well and what kept the causal mask exact enough here; per output channel, then int16
+weights, where the tuning split misses the gate: htp_recipe.py) -> an ONNX model whose single
 EPContext node embeds the HTP context binary for that SoC. Nodes HTP cannot take would run on the
 phone's CPU: that fails the compile unless allowed, and the count is recorded either way. The
 QNN EP runs in a child process (isolated.py): a native abort fails one step, not the pipeline.
@@ -11,6 +12,7 @@ QNN EP runs in a child process (isolated.py): a native abort fails one step, not
 from __future__ import annotations
 
 import collections
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -63,22 +65,31 @@ def static_batch_one(src: Path, dst: Path) -> None:
     onnx.save(model, str(dst))
 
 
-def quantize_for_htp(src: Path, dst: Path, names: list[str], calib: np.ndarray, work: Path) -> None:
+def quantize_for_htp(
+    src: Path, dst: Path, names: list[str], calib: np.ndarray, work: Path, weights: str = "uint8 per tensor"
+) -> None:
     from onnxruntime.quantization import QuantType, quantize
     from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
 
     from ..logs import quiet_root_logger
     from ..quantize.calibration import ArrayReader
+    from .htp_recipe import linear_weight_overrides
 
-    static, fused = work / f"{dst.stem}.static.onnx", work / f"{dst.stem}.fused.onnx"
-    static_batch_one(src, static)
-    if not qnn_preprocess_model(static, fused, fuse_layernorm=True):
-        fused = static  # nothing to fuse
-    with quiet_root_logger():  # the quantizer logs generic pre-processing advice at WARNING on every call
-        config = get_qnn_qdq_config(
-            str(fused), ArrayReader(names, calib), activation_type=QuantType.QUInt16, weight_type=QuantType.QUInt8
-        )
-        quantize(str(fused), str(dst), config)
+    # The intermediate copies live beside dst only while it is made (they are the fp32 model's size each).
+    with tempfile.TemporaryDirectory(dir=work, prefix=".htp-") as scratch:
+        static, fused = Path(scratch) / "static.onnx", Path(scratch) / "fused.onnx"
+        static_batch_one(src, static)
+        if not qnn_preprocess_model(static, fused, fuse_layernorm=True):
+            fused = static  # nothing to fuse
+        with quiet_root_logger():  # the quantizer logs generic pre-processing advice at WARNING on every call
+            config = get_qnn_qdq_config(
+                str(fused),
+                ArrayReader(names, calib),
+                activation_type=QuantType.QUInt16,
+                weight_type=QuantType.QUInt8,  # what no override names: the token table, LayerNorm scales
+                init_overrides=linear_weight_overrides(fused, weights),
+            )
+            quantize(str(fused), str(dst), config)
 
 
 @run_in_child
@@ -121,7 +132,10 @@ def simulate_in_process(params: dict, arrays: dict) -> dict:
     "qnn", ("qualcomm",), "offline HTP context binary via onnxruntime-qnn; accuracy on the x86 HTP simulator"
 )
 def compile_qnn(root: Path, manifest: dict, target: Target, stage: Path, options: dict, say) -> list[dict]:
-    from ..quantize.calibration import calibration_inputs
+    from ..quantize import TUNE_SPLIT
+    from ..quantize.calibration import calibration_inputs, sample_inputs
+    from ..quantize.fidelity import DEFAULT_GATE
+    from ..runtime.encoders import onnx_embed, real_lengths
 
     _require_qnn()
     calib = calibration_inputs(
@@ -130,16 +144,30 @@ def compile_qnn(root: Path, manifest: dict, target: Target, stage: Path, options
         num_calib=options.get("num_calib", NUM_CALIB),
         allow_small=options.get("allow_small_calibration", False),
     )
+    # The tuning split and its fp32 ONNX embeddings, as `quantize` tunes against: the weight precision is chosen
+    # here, before minutes on the simulator.
+    tune = sample_inputs(root, manifest, TUNE_SPLIT)
+    sources = static_sources(manifest)  # HTP graphs are static
+    tune_reference = {
+        f"{a['encoder']}_embeds": onnx_embed(verified_artifact(root, a), tune.for_encoder(a["encoder"]))
+        for a, _, tokens in sources
+        if not tokens
+    }
     records = []
-    for source, stem, tokens in static_sources(manifest):  # HTP graphs are static
-        x = calib.for_encoder(source["encoder"])
-        # A length bucket is calibrated on the same captions cut to its length (what it is fed: ids padded after EOT).
-        x = np.ascontiguousarray(x[:, :tokens]) if tokens else x
+    for source, stem, tokens in sources:
+        x, tune_x, reference = calib.for_encoder(source["encoder"]), tune.for_encoder(source["encoder"]), tune_reference
+        if tokens:
+            # A length bucket is calibrated and tuned on the captions cut to its length (what it is fed: ids padded
+            # after EOT); it is tuned on those that fit it, as verify gates it.
+            x = np.ascontiguousarray(x[:, :tokens])
+            fits = real_lengths(tune_x) <= tokens
+            tune_x, reference = tune_x[fits][:, :tokens], {k: v[fits] for k, v in tune_reference.items()}
         record = _compile_one(
             verified_artifact(root, source),
             source,
             stem,
-            x,
+            (x, tune_x, reference, tune_reference),
+            options.get("gate") or DEFAULT_GATE,
             target,
             stage,
             options,
@@ -147,6 +175,7 @@ def compile_qnn(root: Path, manifest: dict, target: Target, stage: Path, options
             source=source["path"],
             calibration=calib.source,
         )
+        record["tuning"]["set"] = f"{tune.source}" + (f", {len(tune_x)} that fit {tokens} tokens" if tokens else "")
         if tokens:
             record["length_bucket"] = {"tokens": tokens, "covers": source["parity"]["covers"]}
         records.append(record)
@@ -154,13 +183,23 @@ def compile_qnn(root: Path, manifest: dict, target: Target, stage: Path, options
 
 
 def _compile_one(
-    src: Path, fp32: dict, stem: str, calib: np.ndarray, target: Target, stage: Path, options: dict, say, **provenance
+    src: Path, fp32: dict, stem: str, data: tuple, gate, target: Target, stage: Path, options: dict, say, **provenance
 ) -> dict:
+    from .htp_recipe import WEIGHT_STEPS, qdq_embed, tuning_step, weights_description
 
+    calib, tune_x, reference, population = data
     encoder, names = fp32["encoder"], [i["name"] for i in fp32["inputs"]]
-    qdq, context = stage / f"{stem}.w8a16.qdq.onnx", stage / f"{stem}.qnn_ctx.onnx"
-    say(f"{target.id}: quantizing {stem} for HTP (w8a16)")
-    quantize_for_htp(src, qdq, names, calib, stage)
+    context = stage / f"{stem}.qnn_ctx.onnx"
+    steps = []
+    for weights, precision in WEIGHT_STEPS:
+        qdq = stage / f"{stem}.{precision}.qdq.onnx"
+        say(f"{target.id}: quantizing {stem} for HTP ({precision}, weights {weights})")
+        quantize_for_htp(src, qdq, names, calib, stage, weights)
+        steps.append(tuning_step(encoder, weights, qdq_embed(qdq, tune_x), reference, gate, population))
+        if steps[-1]["passed"] or (weights, precision) == WEIGHT_STEPS[-1]:
+            break
+        say(f"{target.id}: {stem} {precision} misses the gate on the tuning split ({'; '.join(steps[-1]['misses'])})")
+        qdq.unlink()
     say(f"{target.id}: compiling {stem} to an HTP context binary")
     out = run_isolated(
         compile_context_in_process,
@@ -182,7 +221,7 @@ def _compile_one(
         "encoder": encoder,
         "format": "onnx-qnn-context",
         "runtime": QNN_RUNTIME,
-        "precision": "w8a16",
+        "precision": precision,
         "target": target.id,
         "soc": target.soc,
         "inputs": [{**i, "shape": [1, *i["shape"][1:]]} for i in fp32["inputs"]],
@@ -199,10 +238,12 @@ def _compile_one(
         "recipe": {
             "tool": "onnxruntime.quantization get_qnn_qdq_config + QNN EP context",
             "activations": "uint16",
-            "weights": "uint8",
+            "weights": weights_description(weights),
             "preprocess": "qnn_preprocess_model(fuse_layernorm=True)",
             "provider_options": qnn_provider_options(target.soc),
         },
+        # Each weight step tried on the tuning split (CPU execution provider on the QDQ model vs fp32 ONNX).
+        "tuning": {"passed": steps[-1]["passed"], "steps": steps},
     }
 
 

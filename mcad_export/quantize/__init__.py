@@ -181,7 +181,7 @@ def quantize_artifacts(
     return records
 
 
-def _tuning_step(encoder, embeds, tune_reference, gate: Gate, keep_float, population=None) -> dict:
+def tuning_step(encoder, embeds, tune_reference, gate: Gate, keep_float, population=None) -> dict:
     result = score(encoder, embeds, tune_reference, gate, population)
     misses = gate.misses(result)
     return {
@@ -319,7 +319,7 @@ def _quantize_onnx(
             )
         as_run = {**artifact, "recipe": recipe}  # tuned as the query path will run it (cut, optimization level)
         embeds = artifact_embed(dst, as_run, tune_array)
-        return recipe, _tuning_step(encoder, embeds, tune_reference, gate, keep_float, population)
+        return recipe, tuning_step(encoder, embeds, tune_reference, gate, keep_float, population)
 
     recipe, step = attempt([])
     steps, damage = [step], []
@@ -393,7 +393,7 @@ def _quantize_tflite(artifact, source: Path, precision, stage, calib, tune, tune
             {"node": d["tensor"], "op_type": "tensor", "sqnr_db": d["snr_db"], "worst_tensor": d["tensor"]}
             for d in details["layer_damage_top"]
         ]
-        return recipe, _tuning_step(encoder, embeds, tune_reference, gate, keep_float), damage
+        return recipe, tuning_step(encoder, embeds, tune_reference, gate, keep_float), damage
 
     recipe, step, damage = attempt([], want_damage=True)
     steps = [step]

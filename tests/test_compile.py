@@ -83,6 +83,8 @@ def test_qnn_compile_runs_on_the_htp_simulator_and_passes_the_gate(scratch_expor
     ]
     for a in compiled:
         assert a["runtime"] == "qnn-htp" and a["precision"] == "w8a16" and a["soc"]["soc_model"] == 57
+        # The default weights passed the tuning split, so no other weight step was tried.
+        assert [(s["weights"], s["passed"]) for s in a["tuning"]["steps"]] == [("uint8 per tensor", True)]
         assert a["ops"]["cpu"] == 0 and a["ops"]["htp"] == a["ops"]["compute"] > 50 and a["ops"]["contexts"] == 1
         tokens = (a.get("length_bucket") or {}).get("tokens")
         if tokens:
@@ -90,6 +92,10 @@ def test_qnn_compile_runs_on_the_htp_simulator_and_passes_the_gate(scratch_expor
         graph = onnx.load(str(scratch_export / a["path"])).graph
         assert [n.op_type for n in graph.node] == ["EPContext"]  # the whole encoder is one HTP binary
         assert (scratch_export / a["path"]).stat().st_size == a["size_bytes"] > 100_000
+    # The folder holds what the records list (context model and its QDQ source), no intermediate copies.
+    assert sorted(p.name for p in (scratch_export / "compiled" / "qnn-SM8650").iterdir()) == sorted(
+        Path(f["path"]).name for a in compiled for f in a["files"].values()
+    )
     records = {r["artifact"]: r for r in json.loads((scratch_export / FIDELITY_REPORT).read_text())}
     reference = np.load(scratch_export / "reference" / "eval_embeddings.npz")
     from mcad_export.quantize.calibration import evaluation_inputs

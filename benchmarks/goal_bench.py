@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import replace
@@ -58,6 +59,15 @@ STUDENTS = {
     },
 }
 GOALS = {"query_p50_ms": 8.0, "peak_rss_mb": 100.0, "speedup": 15.0, "floor_ratio": 1.5, "full_context_ratio": 1.3}
+
+
+def host() -> dict:
+    """The CPU the numbers were measured on: peaks and the int8 kernels ONNX Runtime picks differ per host."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+    return {"cpu": model, "cores": os.cpu_count(), "int8_features": [f for f in wanted if f in flags]}
 
 
 def timed(label: str, fn, *args):
@@ -131,6 +141,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--students", default=",".join(STUDENTS), help="comma-separated: " + ", ".join(STUDENTS))
     parser.add_argument("--work", type=Path, default=REPO / "build" / "goal")
+    parser.add_argument("--tag", default="", help="suffix of the result file (goal_<student><tag>.json), e.g. _epyc")
     args = parser.parse_args()
     for name in args.students.split(","):
         started = time.time()
@@ -157,6 +168,7 @@ def main() -> int:
         fidelity = json.loads((out / "reports" / "fidelity.json").read_text())
         result = {
             "student": manifest["student"]["id"],
+            "host": host(),
             "random_init": manifest["student"].get("random_init", False),
             "gallery_size": default["gallery_size"],
             "threads": 1,
@@ -168,7 +180,7 @@ def main() -> int:
             "fidelity": fidelity,
             "seconds": round(time.time() - started, 1),
         }
-        path = REPO / "benchmarks" / "results" / f"goal_{name}.json"
+        path = REPO / "benchmarks" / "results" / f"goal_{name}{args.tag}.json"
         path.write_text(json.dumps(result, indent=1) + "\n")
         for r in rows:
             print(

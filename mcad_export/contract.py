@@ -105,6 +105,11 @@ COMPILED_DIR = "compiled"
 
 # The values a manifest record may carry (JSON on disk is the string). read_manifest refuses others with one line,
 # so a record no stage knows how to treat can never be skipped silently.
+class Encoder(str, Enum):
+    IMAGE = "image"
+    TEXT = "text"
+
+
 class Precision(str, Enum):
     FP32 = "fp32"
     W8A8 = "w8a8"

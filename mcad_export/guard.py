@@ -14,8 +14,8 @@ import re
 import stat
 from pathlib import Path
 
-from .contract import Format, Precision
 from .errors import InputError, TamperedFileError
+from .records import ArtifactRecord
 
 # Relative paths made of plain names: no leading '/', no '..', no empty or hidden components, no
 # backslashes or control characters. Everything mcad-export writes fits; nothing else is accepted.
@@ -51,17 +51,8 @@ def validate_manifest(manifest, source: Path) -> dict:
                 f"{source}: artifacts[{i}].name {name!r} is not a plain file name (no '/', no '..'); "
                 "re-export the folder"
             )
-        if a.get("encoder") not in ("image", "text"):
-            raise InputError(
-                f"{source}: artifacts[{i}].encoder is {a.get('encoder')!r}, expected 'image' or 'text'; "
-                "re-export the folder"
-            )
-        for key, enum in (("precision", Precision), ("format", Format)):
-            if a.get(key) not in {e.value for e in enum}:
-                raise InputError(
-                    f"{source}: artifacts[{i}].{key} is {a.get(key)!r}, which mcad-export does not know (one of "
-                    f"{', '.join(e.value for e in enum)}); re-export the folder"
-                )
+        # The record's schema and enums (records.py): unknown fields or values are refused, never carried along.
+        ArtifactRecord.parse(a, f"{source}: artifacts[{i}]", "re-export the folder")
         if a.get("external_data"):
             check_relpath((a["external_data"] or {}).get("path"), f"artifacts[{i}].external_data.path", source)
         for key, value in (a.get("files") or {}).items():

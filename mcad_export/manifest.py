@@ -49,7 +49,15 @@ def read_manifest(directory) -> dict:
 
 
 def dump_manifest(manifest: dict) -> str:
-    return json.dumps(manifest, indent=2, sort_keys=False) + "\n"
+    """manifest.json's text; every artifact goes through ArtifactRecord, so no stage writes a field or value the
+    schema lacks (the key order each stage wrote is kept)."""
+    from .records import ArtifactRecord
+
+    artifacts = [
+        ArtifactRecord.parse(a, f"manifest.json: artifacts[{i}]", "a bug: please report it").to_json()
+        for i, a in enumerate(manifest.get("artifacts") or [])
+    ]
+    return json.dumps({**manifest, "artifacts": artifacts} if "artifacts" in manifest else manifest, indent=2) + "\n"
 
 
 def tool_versions(*names: str) -> dict:

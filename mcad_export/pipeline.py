@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import resume, stages
-from .contract import BENCH_REPORT, FIDELITY_REPORT, LOGS_DIR, MANIFEST
+from .contract import LOGS_DIR, MANIFEST
 from .options import PipelineOptions
+from .records import read_bench, read_fidelity
 
 STAGES = ("export", "short-query", "quantize", "verify", "compile", "index", "bench", "report", "bundle")
 
@@ -271,7 +272,7 @@ def _store(result: PipelineResult, name: str, value, out: Path) -> None:
             else [a for a in result.manifest["artifacts"] if "recipe" in a and "target" not in a]
         )
     elif name == "verify":
-        result.fidelity = value if value is not None else (read(FIDELITY_REPORT) or [])
+        result.fidelity = value if value is not None else read_fidelity(result.out)
     elif name == "compile":
         result.compiled = value if value is not None else [a for a in result.manifest["artifacts"] if "target" in a]
     elif name == "index":
@@ -279,7 +280,7 @@ def _store(result: PipelineResult, name: str, value, out: Path) -> None:
 
         result.index = value if value is not None else read(f"{INDEX_DIR}/{INDEX_META}")
     elif name == "bench":
-        result.bench = value if value is not None else read(BENCH_REPORT)
+        result.bench = value if value is not None else read_bench(result.out)
     elif name == "report":
         result.report = value
     elif name == "bundle":

@@ -3,7 +3,6 @@ and `run`'s observer print it through these, so a subcommand and the same stage 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -112,11 +111,12 @@ def fidelity(console, directory) -> None:
     from rich.table import Table
 
     from .contract import FIDELITY_REPORT
+    from .records import read_fidelity
 
     path = Path(directory) / FIDELITY_REPORT
-    if not path.is_file():
+    records = read_fidelity(Path(directory))
+    if not records:
         return
-    records = json.loads(path.read_text())
     table = Table(title=f"fidelity vs PyTorch fp32 ({esc(path)})")
     for col in ("artifact", "cos mean", "cos min", "t2i R@1", "fp32 R@1", "R@10", "top-10 overlap", "gate"):
         table.add_column(col)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -10,9 +9,10 @@ import numpy as np
 
 from ..atomic import write_text_atomic
 from ..compile.aihub import device_profile_checks
-from ..contract import BENCH_REPORT, FIDELITY_REPORT, INDEX_DIR, INDEX_EMBEDDINGS, INDEX_META, MANIFEST, REPORTS_DIR
+from ..contract import BENCH_REPORT, INDEX_DIR, INDEX_EMBEDDINGS, INDEX_META, MANIFEST, REPORTS_DIR
 from ..guard import reference_record, verified, verified_artifact
 from ..manifest import dump_manifest, read_manifest, tool_versions, total_bytes
+from ..records import bench_json, read_fidelity
 from ..runtime.encoders import feed_options, ort_optimization
 from ..runtime.index import GalleryIndex, synthetic_gallery
 from ..runtime.search import HOST_RUNTIMES
@@ -34,10 +34,7 @@ def query_texts(manifest: dict, count: int = 64) -> list[str]:
 
 
 def gate_status(root: Path) -> dict[str, bool | None]:
-    path = root / FIDELITY_REPORT
-    if not path.is_file():
-        return {}
-    return {r["artifact"]: r.get("passed") for r in json.loads(path.read_text())}
+    return {r["artifact"]: r.get("passed") for r in read_fidelity(root)}
 
 
 def sample_inputs(root: Path, manifest: dict, work: Path, queries: list[str]) -> dict[str, str]:
@@ -364,7 +361,7 @@ def run_bench(root: Path, settings: Settings, work: Path, say) -> dict:
         "seconds": round(time.time() - started, 1),
     }
     (root / REPORTS_DIR).mkdir(exist_ok=True)
-    write_text_atomic(root / BENCH_REPORT, json.dumps(report, indent=1) + "\n")
+    write_text_atomic(root / BENCH_REPORT, bench_json(report, root))
     manifest["deployment"] = {
         "text_encoder": text["path"],
         "image_encoder": image["path"],

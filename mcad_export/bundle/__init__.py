@@ -16,11 +16,12 @@ import json
 from pathlib import Path
 
 from ..atomic import locks_folder, write_bytes_atomic, write_text_atomic
-from ..contract import FIDELITY_REPORT, INDEX_DIR, INDEX_EMBEDDINGS, INDEX_META, INDEX_PATHS, TOKENIZER_DIR
+from ..contract import INDEX_DIR, INDEX_EMBEDDINGS, INDEX_META, INDEX_PATHS, TOKENIZER_DIR
 from ..defaults import BUDGET_MB
 from ..errors import BudgetMissError, InputError
 from ..guard import file_digest, inside, is_safe_relpath, verified, verified_files
 from ..manifest import read_manifest
+from ..records import read_fidelity
 from ..runtime.encoders import feed_options
 from ..runtime.index import GalleryIndex
 from ..runtime.search import check_index_matches
@@ -123,9 +124,7 @@ def length_buckets(manifest: dict, root: Path, chosen: dict) -> list[dict]:
 
 
 def _require_gate_pass(root: Path, artifact: dict) -> None:
-    gate = root / FIDELITY_REPORT
-    records = json.loads(gate.read_text()) if gate.is_file() else []
-    if any(r["artifact"] == artifact["path"] and r.get("passed") is False for r in records):
+    if any(r["artifact"] == artifact["path"] and r.get("passed") is False for r in read_fidelity(root)):
         raise InputError(f"{artifact['path']} failed the fidelity gate; bundle a passing artifact or another target")
 
 

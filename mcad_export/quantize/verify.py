@@ -6,17 +6,17 @@ at export. Writes reports/fidelity.json, then fails if any artifact misses the g
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from ..atomic import locks_folder, write_text_atomic
-from ..contract import DEVICE_RUNTIME_PREFIXES, FIDELITY_REPORT, MANIFEST, REPORTS_DIR, Runtime
-from ..errors import FidelityGateError, InputError
+from ..contract import FIDELITY_REPORT, REPORTS_DIR, Runtime
+from ..errors import FidelityGateError
 from ..guard import reference_record, verified, verified_artifact
 from ..isolated import run_isolated
 from ..manifest import read_manifest
+from ..records import MEASURED_ON_SIMULATOR, fidelity_json, read_fidelity
 from ..runtime.encoders import artifact_embed, real_lengths
 from .calibration import evaluation_inputs
 from .fidelity import DEFAULT_GATE, Gate, score
@@ -55,10 +55,8 @@ RUNNERS = {
     Runtime.LITERT.value: _litert_isolated,
     Runtime.QNN_HTP.value: _qnn_htp_simulator,
 }
-# Runtimes that exist only on a device (the compiled model cannot run on this host): recorded as skipped.
-DEVICE_ONLY_RUNTIMES = DEVICE_RUNTIME_PREFIXES
 # What fidelity.json calls the runtime a record was measured on, where that differs from the target's.
-MEASURED_ON = {"qnn-htp": "qnn-htp-sim"}
+MEASURED_ON = {Runtime.QNN_HTP.value: MEASURED_ON_SIMULATOR}
 
 
 def gated_rows(artifact: dict, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -85,18 +83,6 @@ def verify_artifacts(out_dir, gate: Gate = DEFAULT_GATE, progress=None, only: se
     evaluation = evaluation_inputs(root, manifest)
     reference = dict(np.load(verified(root, reference_record(manifest), "reference embeddings")))
     meaningful = manifest["evaluation"].get("recall_meaningful", False)
-    unknown = [
-        a
-        for a in manifest["artifacts"]
-        if a.get("runtime") not in RUNNERS and not str(a.get("runtime")).startswith(DEVICE_ONLY_RUNTIMES)
-    ]
-    if unknown:
-        # A record no runner knows would otherwise be skipped silently and look verified.
-        raise InputError(
-            f"{root / MANIFEST}: {unknown[0]['path']} has runtime {unknown[0].get('runtime')!r}, which "
-            f"mcad-export does not know (one of {', '.join(RUNNERS)}, "
-            f"{', '.join(p + '*' for p in DEVICE_ONLY_RUNTIMES)}); re-export or fix the manifest"
-        )
     records, failures = [], []
     for artifact in manifest["artifacts"]:
         if only is not None and artifact["path"] not in only:
@@ -133,10 +119,9 @@ def verify_artifacts(out_dir, gate: Gate = DEFAULT_GATE, progress=None, only: se
         )
         failures += [f"{artifact['path']}: {m}" for m in misses]
     (root / REPORTS_DIR).mkdir(exist_ok=True)
-    if only is not None and (root / FIDELITY_REPORT).is_file():
-        kept = [r for r in json.loads((root / FIDELITY_REPORT).read_text()) if r["artifact"] not in only]
-        records = kept + records
-    write_text_atomic(root / FIDELITY_REPORT, json.dumps(records, indent=2) + "\n")
+    if only is not None:
+        records = [r for r in read_fidelity(root) if r["artifact"] not in only] + records
+    write_text_atomic(root / FIDELITY_REPORT, fidelity_json(records, root))
     if failures:
         raise FidelityGateError("fidelity gate failed: " + "; ".join(failures))
     return records

@@ -11,19 +11,19 @@ from pathlib import Path
 
 from ..atomic import locks_folder, write_text_atomic
 from ..compile.aihub import device_profile_checks
-from ..contract import BENCH_REPORT, FIDELITY_REPORT, REPORT_HTML, REPORT_JSON, REPORT_MD, REPORTS_DIR
+from ..contract import BENCH_REPORT, REPORT_HTML, REPORT_JSON, REPORT_MD, REPORTS_DIR
 from ..errors import InputError
 from ..manifest import read_manifest, tool_versions, total_bytes
+from ..records import read_bench, read_fidelity
 
 
 def collect(directory) -> dict:
     root = Path(directory)
     manifest = read_manifest(root)
-    bench_path, fidelity_path = root / BENCH_REPORT, root / FIDELITY_REPORT
-    if not bench_path.is_file():
+    bench = read_bench(root)
+    if bench is None:
         raise InputError(f"{root} has no {BENCH_REPORT}; run `mcad-export bench {root}` first")
-    bench = json.loads(bench_path.read_text())
-    fidelity = json.loads(fidelity_path.read_text()) if fidelity_path.is_file() else []
+    fidelity = read_fidelity(root)
     budget = bench["budget"]
     # Device profiles are read live from the manifest: a compile after the bench still counts.
     device = device_profile_checks(manifest, budget["latency_ms"], budget["memory_mb"])

@@ -39,6 +39,7 @@ def _known(enum: type[Enum]) -> str:
 @dataclass(kw_only=True)
 class Record:
     ENUMS: ClassVar[dict[str, type[Enum]]] = {}
+    OTHER_RUNTIMES: ClassVar[tuple[str, ...]] = ()  # runtime names besides Runtime and the device-only ones
     _order: list[str] = field(default_factory=list, repr=False, compare=False)
 
     @classmethod
@@ -64,6 +65,8 @@ class Record:
 
     @classmethod
     def _typed(cls, key: str, value: Any, where: str, fix: str) -> Any:
+        if key == "runtime":
+            return _runtime(value, where, fix, cls.OTHER_RUNTIMES)
         enum = cls.ENUMS.get(key)
         if enum is None:
             return value
@@ -141,18 +144,13 @@ class ArtifactRecord(Record):
     partition_stats: str = ABSENT
     sdk: dict = ABSENT
 
-    @classmethod
-    def _typed(cls, key: str, value: Any, where: str, fix: str) -> Any:
-        if key == "runtime":
-            return _runtime(value, where, fix)
-        return super()._typed(key, value, where, fix)
-
 
 @dataclass(kw_only=True)
 class FidelityRecord(Record):
     """One artifact's entry in reports/fidelity.json: the gate's numbers, or why it was skipped."""
 
     ENUMS: ClassVar[dict[str, type[Enum]]] = {"encoder": Encoder, "precision": Precision}
+    OTHER_RUNTIMES: ClassVar[tuple[str, ...]] = (MEASURED_ON_SIMULATOR,)
 
     artifact: str
     name: str
@@ -184,12 +182,6 @@ class FidelityRecord(Record):
     recall_meaningful: bool = ABSENT
     gate: dict = ABSENT
     misses: list = ABSENT
-
-    @classmethod
-    def _typed(cls, key: str, value: Any, where: str, fix: str) -> Any:
-        if key == "runtime":
-            return _runtime(value, where, fix, also=(MEASURED_ON_SIMULATOR,))
-        return super()._typed(key, value, where, fix)
 
 
 @dataclass(kw_only=True)

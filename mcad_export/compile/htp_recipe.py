@@ -58,20 +58,6 @@ def weights_description(weights: str) -> str:
     return "uint8 per tensor (all)"
 
 
-def qdq_embed(model_path: Path, array: np.ndarray) -> np.ndarray:
-    """A static batch-1 QDQ model's embeddings on the CPU execution provider, one sample at a time."""
-    import onnxruntime as ort
-
-    from ..runtime.encoders import text_feed
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 0
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-    return np.concatenate([session.run(None, text_feed(names, array[i : i + 1]))[0] for i in range(len(array))])
-
-
 def tuning_step(encoder: str, weights: str, embeds: np.ndarray, reference: dict, gate, population: dict) -> dict:
     """One weight step's record: quantize's tuning step (the same gate numbers), named by its weights."""
     from ..quantize import tuning_step as gate_step

@@ -12,6 +12,7 @@ QNN EP runs in a child process (isolated.py): a native abort fails one step, not
 from __future__ import annotations
 
 import collections
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -65,31 +66,35 @@ def static_batch_one(src: Path, dst: Path) -> None:
     onnx.save(model, str(dst))
 
 
-def quantize_for_htp(
-    src: Path, dst: Path, names: list[str], calib: np.ndarray, work: Path, weights: str = "uint8 per tensor"
-) -> None:
+@contextlib.contextmanager
+def htp_graph(src: Path, work: Path):
+    """A static batch-1 copy of `src` with onnxruntime's QNN fusions, which every weight step quantizes; it lives in
+    a scratch folder inside `work` only while it is used (each copy is the fp32 model's size)."""
+    from onnxruntime.quantization.execution_providers.qnn import qnn_preprocess_model
+
+    with tempfile.TemporaryDirectory(dir=work, prefix=".htp-") as scratch:
+        static, fused = Path(scratch) / "static.onnx", Path(scratch) / "fused.onnx"
+        static_batch_one(src, static)
+        yield fused if qnn_preprocess_model(static, fused, fuse_layernorm=True) else static  # else nothing to fuse
+
+
+def quantize_for_htp(graph: Path, dst: Path, names: list[str], calib: np.ndarray, weights: str) -> None:
     from onnxruntime.quantization import QuantType, quantize
-    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
+    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
 
     from ..logs import quiet_root_logger
     from ..quantize.calibration import ArrayReader
     from .htp_recipe import linear_weight_overrides
 
-    # The intermediate copies live beside dst only while it is made (they are the fp32 model's size each).
-    with tempfile.TemporaryDirectory(dir=work, prefix=".htp-") as scratch:
-        static, fused = Path(scratch) / "static.onnx", Path(scratch) / "fused.onnx"
-        static_batch_one(src, static)
-        if not qnn_preprocess_model(static, fused, fuse_layernorm=True):
-            fused = static  # nothing to fuse
-        with quiet_root_logger():  # the quantizer logs generic pre-processing advice at WARNING on every call
-            config = get_qnn_qdq_config(
-                str(fused),
-                ArrayReader(names, calib),
-                activation_type=QuantType.QUInt16,
-                weight_type=QuantType.QUInt8,  # what no override names: the token table, LayerNorm scales
-                init_overrides=linear_weight_overrides(fused, weights),
-            )
-            quantize(str(fused), str(dst), config)
+    with quiet_root_logger():  # the quantizer logs generic pre-processing advice at WARNING on every call
+        config = get_qnn_qdq_config(
+            str(graph),
+            ArrayReader(names, calib),
+            activation_type=QuantType.QUInt16,
+            weight_type=QuantType.QUInt8,  # what no override names: the token table, LayerNorm scales
+            init_overrides=linear_weight_overrides(graph, weights),
+        )
+        quantize(str(graph), str(dst), config)
 
 
 @run_in_child
@@ -185,21 +190,25 @@ def compile_qnn(root: Path, manifest: dict, target: Target, stage: Path, options
 def _compile_one(
     src: Path, fp32: dict, stem: str, data: tuple, gate, target: Target, stage: Path, options: dict, say, **provenance
 ) -> dict:
-    from .htp_recipe import WEIGHT_STEPS, qdq_embed, tuning_step, weights_description
+    from ..runtime.encoders import onnx_embed
+    from .htp_recipe import WEIGHT_STEPS, tuning_step, weights_description
 
     calib, tune_x, reference, population = data
     encoder, names = fp32["encoder"], [i["name"] for i in fp32["inputs"]]
     context = stage / f"{stem}.qnn_ctx.onnx"
     steps = []
-    for weights, precision in WEIGHT_STEPS:
-        qdq = stage / f"{stem}.{precision}.qdq.onnx"
-        say(f"{target.id}: quantizing {stem} for HTP ({precision}, weights {weights})")
-        quantize_for_htp(src, qdq, names, calib, stage, weights)
-        steps.append(tuning_step(encoder, weights, qdq_embed(qdq, tune_x), reference, gate, population))
-        if steps[-1]["passed"] or (weights, precision) == WEIGHT_STEPS[-1]:
-            break
-        say(f"{target.id}: {stem} {precision} misses the gate on the tuning split ({'; '.join(steps[-1]['misses'])})")
-        qdq.unlink()
+    with htp_graph(src, stage) as graph:
+        for weights, precision in WEIGHT_STEPS:
+            qdq = stage / f"{stem}.{precision}.qdq.onnx"
+            say(f"{target.id}: quantizing {stem} for HTP ({precision}, weights {weights})")
+            quantize_for_htp(graph, qdq, names, calib, weights)
+            # The CPU execution provider on the QDQ model computes what the simulator does (htp_recipe.py).
+            steps.append(tuning_step(encoder, weights, onnx_embed(qdq, tune_x), reference, gate, population))
+            if steps[-1]["passed"] or (weights, precision) == WEIGHT_STEPS[-1]:
+                break
+            misses = "; ".join(steps[-1]["misses"])
+            say(f"{target.id}: {stem} {precision} misses the gate on the tuning split ({misses})")
+            qdq.unlink()
     say(f"{target.id}: compiling {stem} to an HTP context binary")
     out = run_isolated(
         compile_context_in_process,

@@ -52,11 +52,13 @@ STUDENTS = {
         "goal": "causal",
     },
     # bidirectional: every query runs all 77 positions (the one-query graph fed every position); w8/w4 win only
-    # at a few tokens, and dyntok is timed to show what per-token quantization costs at 77
+    # at a few tokens, and dyntok is timed to show what per-token quantization costs at 77. With TFLite twins:
+    # the one-query graph's static TFLite twin runs on XNNPACK.
     "mobileclip2_s0_random": {
         "student": StudentOptions("open_clip:MobileCLIP2-S0", random_init=True),
         "quantize": QuantizeOptions(precisions=("dynamic", "dyntok")),
         "goal": "full_context",
+        "tflite": True,
     },
 }
 GOALS = {"query_p50_ms": 8.0, "peak_rss_mb": 100.0, "speedup": 15.0, "floor_ratio": 1.5, "full_context_ratio": 1.3}
@@ -81,7 +83,7 @@ def timed(label: str, fn, *args):
 def prepare(name: str, out: Path) -> None:
     spec = STUDENTS[name]
     if not (out / "manifest.json").is_file():
-        timed("export", stages.export, out, spec["student"], ExportOptions(tflite=False))
+        timed("export", stages.export, out, spec["student"], ExportOptions(tflite=spec.get("tflite", False)))
     manifest = json.loads((out / "manifest.json").read_text())
     # Causal towers: the encoder cut after EOT. Bidirectional ones: the same one-query graph fed every position
     # (no Reshape around each Linear; the last block's query, output projection and MLP on the pooled row only).
@@ -145,6 +147,9 @@ def main() -> int:
     parser.add_argument("--students", default=",".join(STUDENTS), help="comma-separated: " + ", ".join(STUDENTS))
     parser.add_argument("--work", type=Path, default=REPO / "build" / "goal")
     parser.add_argument("--tag", default="", help="suffix of the result file (goal_<student><tag>.json), e.g. _epyc")
+    parser.add_argument(
+        "--prepare-only", action="store_true", help="export, quantize and verify only (no timing: may share the CPU)"
+    )
     args = parser.parse_args()
     for name in args.students.split(","):
         started = time.time()
@@ -153,6 +158,8 @@ def main() -> int:
         if name == "clip_size_scenes" and not (CACHE / "card.json").is_file():
             sys.exit(f"{CACHE} has no trained student: run benchmarks/train_clip_size_student.py first")
         prepare(name, out)
+        if args.prepare_only:
+            continue
         default = bench(out)
         baseline_ms = default["baseline"]["query_latency_ms"]["p50"]
         rows = [row(default, baseline_ms, STUDENTS[name]["goal"])]
@@ -163,7 +170,7 @@ def main() -> int:
         for a in manifest["artifacts"]:
             if (
                 a["encoder"] == "text"
-                and a["runtime"] == "onnxruntime"
+                and a["runtime"] in ("onnxruntime", "litert")
                 and a["path"] != rows[0]["text_encoder"]
                 and (a.get("dynamic_length") or not causal)
             ):

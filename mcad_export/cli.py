@@ -349,6 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
         "naming artifact, metric and numbers when any artifact misses the gate.",
     )
     p.add_argument("dir", type=Path, help="an export folder (with manifest.json)")
+    p.add_argument(
+        "--artifact",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help="gate only this artifact (manifest path or name; repeatable); the other records in "
+        "reports/fidelity.json are kept",
+    )
     _add_gate_args(p)
 
     p = sub.add_parser(
@@ -740,7 +748,7 @@ def _verify(args, console) -> list[dict]:
 
     try:
         with _status(console, "verifying") as say:
-            records = stages.verify(args.dir, gate_from(args), say)
+            records = stages.verify(args.dir, gate_from(args), say, only=args.artifact)
     except FidelityGateError:
         render.fidelity(console, args.dir)
         raise

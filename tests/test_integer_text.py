@@ -40,6 +40,11 @@ def _float_linears(model):
     ]
 
 
+def _only(paths) -> list[str]:
+    """`verify --artifact` for each path: the variants a test just made, not the whole export again."""
+    return [arg for path in sorted(paths) for arg in ("--artifact", path)]
+
+
 def _ids(out, texts):
     return Tokenizer.from_artifacts(out)(texts)
 
@@ -118,7 +123,7 @@ def test_int4_recipe_through_the_gate_with_layers_kept_int8(scratch_export):
         }
         assert sorted(n.removesuffix("_Q8") for n, b in bits.items() if b == 8) == sorted(recipe["kept_int8"])
         assert sum(b == 4 for b in bits.values()) >= 20 and not _float_linears(model)
-    proc = run_cli("verify", scratch_export)
+    proc = run_cli("verify", scratch_export, *_only(paths & set(artifacts)))
     records = {r["artifact"]: r for r in json.loads((scratch_export / "reports" / "fidelity.json").read_text())}
     for path in paths & set(artifacts):
         record = records[path]
@@ -295,7 +300,7 @@ def test_per_token_recipe_through_the_gate(scratch_export):
         assert integer + len(_float_linears(model)) == len(_float_linears(fp32))
         assert {r["node"] for r in recipe["linear_layers"]["float"]} == set(_float_linears(model))
         assert recipe["smoothing"]["alpha"] == 0.65 and recipe["smoothing"]["linear_layers"] >= 1
-    proc = run_cli("verify", scratch_export)
+    proc = run_cli("verify", scratch_export, *_only(paths & set(artifacts)))
     records = {r["artifact"]: r for r in json.loads((scratch_export / "reports" / "fidelity.json").read_text())}
     for path in paths & set(artifacts):
         record = records[path]
@@ -308,10 +313,16 @@ def test_length_buckets_get_integer_variants_gated_on_the_captions_that_fit(scra
     out = scratch_export
     proc = run_cli("quantize", out, "--precision", "dynamic", "--with-buckets")
     assert proc.returncode == 0, proc.stderr
-    proc = run_cli("verify", out)
+    before = {r["artifact"]: r for r in json.loads((out / "reports" / "fidelity.json").read_text())}
+    buckets = [f"buckets/text_encoder.len{tokens}.dynamic.onnx" for tokens in (16, 32)]
+    proc = run_cli("verify", out, *_only(buckets))
     manifest = json.loads((out / "manifest.json").read_text())
     artifacts = {a["path"]: a for a in manifest["artifacts"]}
     records = {r["artifact"]: r for r in json.loads((out / "reports" / "fidelity.json").read_text())}
+    # `--artifact` gates only the named variants; every other record stays as the full verify wrote it.
+    assert set(records) == set(before) | set(buckets) and all(
+        records[p] == before[p] for p in set(before) - set(buckets)
+    )
     fp32 = {b["tokens"]: b for b in manifest["text"]["length_buckets"]}
     for tokens in (16, 32):
         for precision in ("dynamic",):
@@ -337,3 +348,14 @@ def test_length_buckets_get_integer_variants_gated_on_the_captions_that_fit(scra
     assert proc.returncode == (0 if all(r.get("passed") is not False for r in records.values()) else 4)
     # A bucket never becomes the whole query path.
     assert not manifest["deployment"]["text_encoder"].startswith("buckets/")
+
+
+def test_verify_artifact_gates_only_the_named_ones(embedded_run):
+    out, _ = embedded_run
+    before = (out / "reports" / "fidelity.json").read_bytes()
+    proc = run_cli("verify", out, "--artifact", "text_encoder.w9.onnx")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert (
+        proc.stderr.startswith("error: --artifact text_encoder.w9.onnx: not in") and "text_encoder.onnx" in proc.stderr
+    )
+    assert (out / "reports" / "fidelity.json").read_bytes() == before

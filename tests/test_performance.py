@@ -26,6 +26,10 @@ def test_short_query_encoder_is_exact_and_used(embedded_run):
     assert (out / dyn["path"]).stat().st_size < 200_000
     quantized = [a for a in manifest["artifacts"] if a.get("source") == "text_encoder.dyn.onnx"]
     assert {a["precision"] for a in quantized} >= {"w8a8", "dynamic"} and all(a["dynamic_length"] for a in quantized)
+    # A causal student's one-query encoder is cut after EOT: a static TFLite twin would compute all 77 positions.
+    assert "tflite" not in manifest["text"]["short_query"] and not any(
+        a["path"].startswith("tflite/text_encoder.dyn") for a in manifest["artifacts"]
+    )
 
     # Independently of the toolkit's runner: real tokens only vs the full-length contract model, same numbers.
     tok = Tokenizer.from_artifacts(out)
@@ -77,6 +81,47 @@ def test_bidirectional_text_tower_is_never_cut(tmp_path, tiny_open_clip_config):
     )
     cut = open_encoder(out / dyn["path"], "onnxruntime", dynamic_length=True)(ids)
     assert float((cut[0] * full[0]).sum()) < 0.9999
+
+
+def test_bidirectional_tower_gets_a_static_tflite_one_query_encoder(tmp_path, tiny_open_clip_config):
+    """Fed every position anyway, the one-query forward converts to a static TFLite twin (XNNPACK's CPU path);
+    only the dynamic-range recipe is made of it, and it goes through the gate like every artifact."""
+    from mcad_export.runtime.encoders import feed_options
+
+    cfg = json.loads(tiny_open_clip_config.read_text())
+    cfg["text_cfg"]["no_causal_mask"] = True
+    config = tmp_path / "tiny-bidirectional.json"
+    config.write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    proc = run_cli("export", "--student", f"open_clip:{config}", "--random-init", "--out", out, "--samples", 16)
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("short-query", out)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["text"]["short_query"]["tflite"] == {"shipped": True, "artifact": "tflite/text_encoder.dyn.tflite"}
+    twin = next(a for a in manifest["artifacts"] if a["path"] == "tflite/text_encoder.dyn.tflite")
+    assert (
+        twin["runtime"] == "litert" and twin["inputs"][0]["shape"] == [1, 77] and "axis" not in twin["dynamic_length"]
+    )
+    assert twin["dynamic_length"]["parity"]["cosine_min"] >= 0.9999 and not twin["dynamic_length"]["cut_after_eot"]
+    ids = Tokenizer.from_artifacts(out)(["a red circle", "two people riding bicycles on a sunny day"])
+    full = onnx_session(out / "text_encoder.onnx").run(None, {"input_ids": ids})[0]
+    np.testing.assert_allclose(open_encoder(out / twin["path"], "litert", **feed_options(twin))(ids), full, atol=1e-5)
+
+    proc = run_cli("quantize", out, "--precision", "dynamic", "--precision", "w8a8")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    derived = {a["path"]: a for a in manifest["artifacts"] if a.get("source") == twin["path"]}
+    rejected = {r["path"] for r in manifest["quantization"]["rejected"]}
+    # dynamic-range only: static recipes are NPU formats, which the full-context twin gets
+    assert set(derived) == {"tflite/text_encoder.dyn.dynamic.tflite"}
+    assert "tflite/text_encoder.w8a8.tflite" in {a["path"] for a in manifest["artifacts"]} | rejected
+    for path, artifact in derived.items():
+        assert artifact["name"] == "text_encoder.dyn.tflite.dynamic" and artifact["dynamic_length"]
+        proc = run_cli("verify", out, "--artifact", path)
+        record = next(r for r in json.loads((out / "reports" / "fidelity.json").read_text()) if r["artifact"] == path)
+        assert record["runtime"] == "litert" and record["cosine_mean"] > 0.99 and record["samples"] == 16
+        assert proc.returncode == (0 if record["passed"] else 4)
 
 
 def test_ivfpq_reranks_with_pread_and_paths_stay_compact(tmp_path):

@@ -173,7 +173,20 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
                 "parity": parity,
             },
         }
-        manifest["artifacts"] = [a for a in manifest["artifacts"] if a["path"] != contract.SHORT_QUERY_ONNX] + [record]
+        manifest["artifacts"] = [
+            a
+            for a in manifest["artifacts"]
+            if a["path"] not in (contract.SHORT_QUERY_ONNX, contract.SHORT_QUERY_TFLITE)
+        ] + [record]
+        twin = next(
+            (a for a in manifest["artifacts"] if a["path"] == f"{contract.TFLITE_DIR}/text_encoder.tflite"), None
+        )
+        if not cut and twin is not None and not student.text_masked:
+            # The export made TFLite twins, and this one-query forward is fed every position: its TFLite twin is
+            # static and exact, and XNNPACK runs it faster than ONNX Runtime at 77 positions (benchmarks/README).
+            twin_record, outcome = _export_tflite_one_query(module, stage, ids, reference, twin, record, say)
+            manifest["artifacts"] += [twin_record] if twin_record else []
+            manifest["text"]["short_query"]["tflite"] = outcome
         previous = {b["path"] for b in manifest["text"].get("length_buckets", [])}
         wanted = (
             sorted(
@@ -254,6 +267,43 @@ def _export_bucket(
     }
 
 
+def _export_tflite_one_query(module, stage: Path, ids, reference, twin: dict, record: dict, say):
+    """(record or None, outcome): tflite/text_encoder.dyn.tflite, the one-query forward at a static [1, context],
+    proved at full length. A secondary artifact: when it cannot be made, the ONNX one still ships and the
+    manifest says why (text.short_query.tflite)."""
+    from ..manifest import file_record
+    from ..runtime.encoders import tflite_embed
+    from . import tflite_export
+    from .parity import compare
+
+    say("converting the one-query text encoder to TFLite (static: a bidirectional tower sees every position)")
+    path = stage / contract.SHORT_QUERY_TFLITE
+    try:
+        tflite_export.export_tflite(module, torch.from_numpy(ids[:1]), path, contract.TEXT_INPUT, contract.TEXT_OUTPUT)
+    except Exception as error:  # litert-torch's lowering errors have no common type; the message is the record
+        path.unlink(missing_ok=True)
+        return None, {"shipped": False, "why": f"litert-torch: {type(error).__name__}: {str(error)[:300]}"}
+    say("checking the TFLite one-query encoder at full length")
+    parity = {
+        **compare(reference, tflite_embed(path, ids)),
+        "mean_tokens": float(ids.shape[1]),
+        "context_length": int(ids.shape[1]),
+        "against": "PyTorch fp32 at full length (reference embeddings)",
+    }
+    if not parity["passed"]:
+        path.unlink()
+        return None, {"shipped": False, "why": f"parity min cosine {parity['cosine_min']:.6f}", "parity": parity}
+    static = {k: v for k, v in record["dynamic_length"].items() if k != "axis"}  # static: every position fed
+    artifact = {
+        **{k: twin[k] for k in ("encoder", "format", "runtime", "precision", "inputs", "outputs", "signature")},
+        "name": "text_encoder.dyn.tflite",
+        **file_record(stage, contract.SHORT_QUERY_TFLITE),
+        "converter": twin.get("converter", "litert-torch"),
+        "dynamic_length": {**static, "parity": parity},
+    }
+    return artifact, {"shipped": True, "artifact": contract.SHORT_QUERY_TFLITE}
+
+
 def _drop_stale_short_query(root: Path, manifest: dict) -> None:
     """Writes the manifest without short-query artifacts (and their quantized variants) or buckets, then deletes
     their files: an earlier run's encoder must not outlive a failed check."""
@@ -278,7 +328,8 @@ def _remove_own(root: Path, relpath: str) -> None:
 
     own = re.compile(
         rf"^({re.escape(contract.LENGTH_BUCKET_DIR)}/text_encoder\.len[0-9]+(\.[a-z0-9]+)?\.onnx(\.data)?|"
-        r"text_encoder\.dyn(\.[a-z0-9]+)?\.onnx(\.data)?)$"
+        r"text_encoder\.dyn(\.[a-z0-9]+)?\.onnx(\.data)?|"
+        rf"{re.escape(contract.TFLITE_DIR)}/text_encoder\.dyn(\.[a-z0-9]+)?\.tflite)$"
     )
     if own.match(relpath):
         (root / relpath).unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from ..atomic import locks_folder, scratch_dir, staged_directory
-from ..contract import MANIFEST, ONNX_STEMS, TEXT_MASK_INPUT, TFLITE_DIR, length_bucket_onnx
+from ..contract import MANIFEST, ONNX_STEMS, TEXT_MASK_INPUT, TFLITE_DIR, TFLITE_STEMS, length_bucket_onnx
 from ..defaults import NUM_CALIB
 from ..guard import verified_artifact
 from ..isolated import run_isolated
@@ -84,9 +84,7 @@ def quantize_artifacts(
     tflite = [
         a
         for a in manifest["artifacts"]
-        if a["format"] == "tflite"
-        and a["precision"] == "fp32"
-        and a["path"] == f"{TFLITE_DIR}/{a['encoder']}_encoder.tflite"
+        if a["format"] == "tflite" and a["precision"] == "fp32" and a["path"] in TFLITE_STEMS and "target" not in a
     ]
     # Opt-in: the CPU query path never runs a bucket, and a bucket is gated on the captions that fit it (52% of
     # the held-out set for 16 tokens), where one caption is 0.2 R@1 points: all-MiniLM's len16 w8 passed its
@@ -128,7 +126,10 @@ def quantize_artifacts(
                     )
                 )
         for artifact in tflite:
-            for precision in [p for p in precisions if p in TFLITE_RECIPES]:
+            # The one-query TFLite twin is the CPU (XNNPACK) path: dynamic-range only (static recipes are NPU
+            # formats, and the full-context twin already gets them).
+            wanted = [p for p in precisions if p in TFLITE_RECIPES]
+            for precision in [p for p in wanted if p == "dynamic" or not artifact.get("dynamic_length")]:
                 say(f"quantizing {_stem(artifact)} to {precision} (ai-edge-quantizer, isolated)")
                 records.append(
                     _quantize_tflite(
@@ -201,7 +202,9 @@ def _stem(artifact) -> str:
     """What a variant's file is derived from: the contract's stem, never the manifest's `name` or `path`."""
     if artifact.get("length_bucket"):
         return length_bucket_onnx(artifact["length_bucket"]["tokens"]).removesuffix(".onnx")
-    return ONNX_STEMS.get(artifact["path"]) or f"{artifact['encoder']}_encoder.{artifact['format']}"
+    if artifact["path"] in TFLITE_STEMS:
+        return f"{TFLITE_STEMS[artifact['path']]}.tflite"
+    return ONNX_STEMS[artifact["path"]]
 
 
 def _bucket_sources(manifest: dict) -> list[dict]:
@@ -353,7 +356,7 @@ def _quantize_onnx(
 
 def _quantize_tflite(artifact, source: Path, precision, stage, calib, tune, tune_reference, auto, gate, say) -> dict:
     encoder = artifact["encoder"]
-    filename = f"{TFLITE_DIR}/{encoder}_encoder.{precision}.tflite"
+    filename = f"{TFLITE_DIR}/{TFLITE_STEMS[artifact['path']]}.{precision}.tflite"
     dst = stage / filename
     dst.parent.mkdir(parents=True, exist_ok=True)
     label = f"{_stem(artifact)}.{precision}"

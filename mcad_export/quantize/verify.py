@@ -12,7 +12,7 @@ import numpy as np
 
 from ..atomic import locks_folder, write_text_atomic
 from ..contract import FIDELITY_REPORT, REPORTS_DIR, Runtime
-from ..errors import FidelityGateError
+from ..errors import FidelityGateError, InputError
 from ..guard import reference_record, verified, verified_artifact
 from ..isolated import run_isolated
 from ..manifest import read_manifest
@@ -72,6 +72,21 @@ def gated_rows(artifact: dict, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarr
     rows = rows[: artifact.get("verify_samples") or len(rows)]
     picked = inputs[rows]
     return rows, np.ascontiguousarray(picked[:, :tokens]) if tokens else picked
+
+
+def resolve_artifacts(out_dir, wanted) -> set[str]:
+    """Manifest paths of the artifacts named by path or name; an unknown one fails with the choices."""
+    artifacts = read_manifest(Path(out_dir))["artifacts"]
+    paths = set()
+    for name in wanted:
+        match = next((a["path"] for a in artifacts if name in (a["path"], a["name"])), None)
+        if match is None:
+            raise InputError(
+                f"--artifact {name}: not in {out_dir}/manifest.json; choose one of: "
+                + ", ".join(a["path"] for a in artifacts)
+            )
+        paths.add(match)
+    return paths
 
 
 @locks_folder("verify")

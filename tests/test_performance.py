@@ -51,8 +51,10 @@ def test_short_query_encoder_is_exact_and_used(embedded_run):
     assert bench["artifacts"]["text"]["path"] == ranking[0]["artifact"]
 
 
-def test_bidirectional_text_tower_is_never_cut(tmp_path, tiny_open_clip_config):
-    """No causal mask: cutting after EOT changes the embedding, so the one-query encoder ships fed whole."""
+def test_bidirectional_text_tower_is_never_cut_and_gets_a_static_tflite_twin(tmp_path, tiny_open_clip_config):
+    """No causal mask: cutting after EOT changes the embedding, so the one-query encoder ships fed whole. Fed every
+    position anyway, it converts to a static TFLite twin (XNNPACK's CPU path); only the dynamic-range recipe is made
+    of that, and it goes through the gate like every artifact."""
     from mcad_export.runtime.encoders import feed_options
 
     cfg = json.loads(tiny_open_clip_config.read_text())
@@ -60,9 +62,7 @@ def test_bidirectional_text_tower_is_never_cut(tmp_path, tiny_open_clip_config):
     config = tmp_path / "tiny-bidirectional.json"
     config.write_text(json.dumps(cfg))
     out = tmp_path / "out"
-    proc = run_cli(
-        "export", "--student", f"open_clip:{config}", "--random-init", "--no-tflite", "--out", out, "--samples", 16
-    )
+    proc = run_cli("export", "--student", f"open_clip:{config}", "--random-init", "--out", out, "--samples", 16)
     assert proc.returncode == 0, proc.stderr
     proc = run_cli("short-query", out)
     assert proc.returncode == 0 and "fed every position" in proc.stdout, proc.stderr
@@ -82,30 +82,12 @@ def test_bidirectional_text_tower_is_never_cut(tmp_path, tiny_open_clip_config):
     cut = open_encoder(out / dyn["path"], "onnxruntime", dynamic_length=True)(ids)
     assert float((cut[0] * full[0]).sum()) < 0.9999
 
-
-def test_bidirectional_tower_gets_a_static_tflite_one_query_encoder(tmp_path, tiny_open_clip_config):
-    """Fed every position anyway, the one-query forward converts to a static TFLite twin (XNNPACK's CPU path);
-    only the dynamic-range recipe is made of it, and it goes through the gate like every artifact."""
-    from mcad_export.runtime.encoders import feed_options
-
-    cfg = json.loads(tiny_open_clip_config.read_text())
-    cfg["text_cfg"]["no_causal_mask"] = True
-    config = tmp_path / "tiny-bidirectional.json"
-    config.write_text(json.dumps(cfg))
-    out = tmp_path / "out"
-    proc = run_cli("export", "--student", f"open_clip:{config}", "--random-init", "--out", out, "--samples", 16)
-    assert proc.returncode == 0, proc.stderr
-    proc = run_cli("short-query", out)
-    assert proc.returncode == 0, proc.stderr
-    manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["text"]["short_query"]["tflite"] == {"shipped": True, "artifact": "tflite/text_encoder.dyn.tflite"}
     twin = next(a for a in manifest["artifacts"] if a["path"] == "tflite/text_encoder.dyn.tflite")
     assert (
         twin["runtime"] == "litert" and twin["inputs"][0]["shape"] == [1, 77] and "axis" not in twin["dynamic_length"]
     )
     assert twin["dynamic_length"]["parity"]["cosine_min"] >= 0.9999 and not twin["dynamic_length"]["cut_after_eot"]
-    ids = Tokenizer.from_artifacts(out)(["a red circle", "two people riding bicycles on a sunny day"])
-    full = onnx_session(out / "text_encoder.onnx").run(None, {"input_ids": ids})[0]
     np.testing.assert_allclose(open_encoder(out / twin["path"], "litert", **feed_options(twin))(ids), full, atol=1e-5)
 
     proc = run_cli("quantize", out, "--precision", "dynamic", "--precision", "w8a8")

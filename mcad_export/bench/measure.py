@@ -230,9 +230,7 @@ def run_bench(root: Path, settings: Settings, work: Path, say) -> dict:
     )
     index_bytes = index_scan_bytes(gallery["kind"], gallery["gallery_size"], manifest["embed_dim"], gallery["params"])
     rooflines = {
-        r["artifact"]: artifact_roofline(root, manifest, r, flops, tokens, gemm, bandwidth)
-        for r in text_ranking
-        if r["runtime"] == "onnxruntime"
+        r["artifact"]: artifact_roofline(root, manifest, r, flops, tokens, gemm, bandwidth) for r in text_ranking
     }
     chosen = rooflines.get(text["path"]) or artifact_roofline(
         root, manifest, {"artifact": text["path"], "precision": text["precision"]}, flops, tokens, gemm, bandwidth
@@ -384,10 +382,12 @@ def artifact_roofline(
     # work at full context; only the one-query (dynamic-length) encoders can do the query's tokens alone.
     at = tokens if artifact.get("dynamic_length") else flops["context_length"]
     work = flops["at_tokens"] if artifact.get("dynamic_length") else flops["full"]
+    # ONNX graphs say which initializers are lookup tables; a TFLite file is counted whole (an upper bound: its
+    # token table is read only at the query's rows).
     bytes_read = (
         weight_bytes_per_query(root / artifact["path"], at)
         if artifact["format"] == "onnx"
-        else {"weights": total_bytes(artifact), "table_rows": 0, "total": total_bytes(artifact)}
+        else {"weights": total_bytes(artifact), "table_rows": 0, "total": total_bytes(artifact), "whole_file": True}
     )
     out = {
         "artifact": artifact["path"],

@@ -236,7 +236,8 @@ def render_html(data: dict) -> str:
                     [
                         _e(r["artifact"]),
                         r["precision"],
-                        f"{r['bytes_per_query']['total'] / 1e6:.2f}",
+                        f"{r['bytes_per_query']['total'] / 1e6:.2f}"
+                        + (" (whole file)" if r["bytes_per_query"].get("whole_file") else ""),
                         f"{r['compute_ms']:.3f}",
                         f"{r['memory_ms']:.3f}",
                         f"{r['limit_ms']:.3f}",

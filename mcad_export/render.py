@@ -45,12 +45,20 @@ def short_query(console, record: dict, directory: Path) -> None:
         return
     p = record["dynamic_length"]["parity"]
     if not record["dynamic_length"]["cut_after_eot"]:
-        cut = read_manifest(directory)["text"]["short_query"]["cut_parity"]
+        short = read_manifest(directory)["text"]["short_query"]
+        cut = short["cut_parity"]
         console.print(
             f"short-query encoder: {record['path']} fed every position (bidirectional text tower: cut after "
             f"EOT it had min cosine {cut['cosine_min']:.4f}); min cosine {p['cosine_min']:.7f} vs the "
             f"full-length model over {p['samples']} captions"
         )
+        twin = short.get("tflite")
+        if twin:
+            console.print(
+                f"  static TFLite twin: {twin['artifact']}"
+                if twin["shipped"]
+                else f"  no static TFLite twin: {esc(twin['why'])}"
+            )
         return
     console.print(
         f"short-query encoder: {record['path']} (min cosine {p['cosine_min']:.7f} vs the full-length model "

@@ -28,7 +28,7 @@ def test_short_query_encoder_is_exact_and_used(embedded_run):
     assert {a["precision"] for a in quantized} >= {"w8a8", "dynamic"} and all(a["dynamic_length"] for a in quantized)
     # A causal student's one-query encoder is cut after EOT: a static TFLite twin would compute all 77 positions.
     assert "tflite" not in manifest["text"]["short_query"] and not any(
-        a["path"].startswith("tflite/text_encoder.dyn") for a in manifest["artifacts"]
+        a["path"].startswith("tflite/text_encoder.dyn.") for a in manifest["artifacts"]
     )
 
     # Independently of the toolkit's runner: real tokens only vs the full-length contract model, same numbers.
@@ -66,6 +66,7 @@ def test_bidirectional_text_tower_is_never_cut_and_gets_a_static_tflite_twin(tmp
     assert proc.returncode == 0, proc.stderr
     proc = run_cli("short-query", out)
     assert proc.returncode == 0 and "fed every position" in proc.stdout, proc.stderr
+    assert "static TFLite twin: tflite/text_encoder.dyn.tflite" in proc.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     short = manifest["text"]["short_query"]
     assert short["shipped"] and not short["exact"] and not short["cut_after_eot"]

@@ -10,7 +10,7 @@ The short-query text forward (export/text_forward.QueryText, what `short-query` 
   its failure recorded; then one static file per token length, and one file holding every length as a
   signature (litert-torch shares the weights between signatures).
 Each model is timed in a fresh process (batch 1, one thread, median of 40 after 5 warm-ups) that also reports
-its peak RSS, at every length in TOKENS; cosine vs PyTorch fp32 at each length.
+its peak RSS, at every length asked for (TOKENS by default); cosine vs PyTorch fp32 at each length.
 
 Kernel rates: the tower's Linear layers alone (12 x [4 x 512->512, 512->2048, 2048->512], 37.7 M int8 weights,
 more than this CPU's L3, chained with distinct weights as in the tower) as one ONNX graph of
@@ -211,10 +211,9 @@ def main() -> int:
     parser.add_argument("--weights", default=None)
     parser.add_argument("--random-init", action="store_true")
     parser.add_argument("--name", required=True)
-    parser.add_argument("--tokens", default="8,16,24", help="query lengths, e.g. 77 (bidirectional)")
+    parser.add_argument("--tokens", default=",".join(map(str, TOKENS)), help="query lengths, e.g. 77 (bidirectional)")
     args = parser.parse_args()
-    global TOKENS
-    TOKENS = tuple(int(t) for t in args.tokens.split(","))
+    tokens = tuple(int(t) for t in args.tokens.split(","))
     torch.manual_seed(0)
     student = load_student(args.student, weights=args.weights, random_init=args.random_init)
     make_export_safe(student.text_encoder)  # the rewrites export and short-query apply (plain attention)
@@ -222,12 +221,12 @@ def main() -> int:
     assert module.restated, "an open_clip text tower of standard blocks is expected"
     vocab_top = int(module.tower.token_embedding.weight.shape[0])
     with torch.no_grad():
-        reference = {t: module(torch.from_numpy(query_ids(t, vocab_top))).numpy().ravel() for t in TOKENS}
+        reference = {t: module(torch.from_numpy(query_ids(t, vocab_top))).numpy().ravel() for t in tokens}
     rows, notes = [], {}
     with tempfile.TemporaryDirectory() as tmp, quiet_root_logger():
         work = Path(tmp)
         try:
-            litert_convert(module, TOKENS, work / "dynamic_axis.tflite", dynamic=True)
+            litert_convert(module, tokens, work / "dynamic_axis.tflite", dynamic=True)
             notes["dynamic_token_axis"] = "converted"
         except Exception as error:  # what litert-torch says, kept as the measurement
             notes["dynamic_token_axis"] = (
@@ -236,7 +235,7 @@ def main() -> int:
         print(notes, flush=True)
         started = time.time()
         models = {}
-        for t in TOKENS:
+        for t in tokens:
             litert_convert(module, (t,), work / f"len{t}.tflite")
             litert_dynamic_range(work / f"len{t}.tflite", work / f"len{t}.dynamic.tflite")
             models[f"LiteRT XNNPACK dynamic-range int8, static {t}-token file"] = {
@@ -245,21 +244,21 @@ def main() -> int:
                 "tokens": [t],
                 "signatures": {str(t): f"len{t}"},
             }
-        if len(TOKENS) > 1:
-            litert_convert(module, TOKENS, work / "multi.tflite")
+        if len(tokens) > 1:
+            litert_convert(module, tokens, work / "multi.tflite")
             litert_dynamic_range(work / "multi.tflite", work / "multi.dynamic.tflite")
             models["LiteRT XNNPACK dynamic-range int8, one file, a signature per length"] = {
                 "kind": "litert",
                 "path": str(work / "multi.dynamic.tflite"),
-                "tokens": list(TOKENS),
-                "signatures": {str(t): f"len{t}" for t in TOKENS},
+                "tokens": list(tokens),
+                "signatures": {str(t): f"len{t}" for t in tokens},
             }
         notes["litert_convert_and_quantize_s"] = round(time.time() - started, 1)
-        onnx_path = onnx_dynamic(module, torch.from_numpy(query_ids(TOKENS[0], vocab_top)), work)
+        onnx_path = onnx_dynamic(module, torch.from_numpy(query_ids(tokens[0], vocab_top)), work)
         models["ONNX Runtime MatMulInteger per channel (`dynamic`), dynamic token axis"] = {
             "kind": "onnx",
             "path": str(onnx_path),
-            "tokens": list(TOKENS),
+            "tokens": list(tokens),
         }
         for kernel, config in models.items():
             measured = measure({**config, "vocab_top": vocab_top})
@@ -277,14 +276,14 @@ def main() -> int:
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
-        kernels = kernel_rates(work)
+        kernels = kernel_rates(work, tokens)
     result = {
         "student": student.id,
         "random_init": args.random_init,
         "host": {"machine": platform.machine(), "cpu": _cpu_name()},
         "threads": 1,
         "batch": 1,
-        "tokens": list(TOKENS),
+        "tokens": list(tokens),
         "notes": notes,
         "rows": rows,
         "linear_layers_alone": kernels,
@@ -295,7 +294,7 @@ def main() -> int:
     return 0
 
 
-def kernel_rates(work: Path) -> dict:
+def kernel_rates(work: Path, tokens: tuple[int, ...]) -> dict:
     """The tower's Linear layers alone per kernel: p50 ms and GOP/s at each length, against the matmul floor at
     the bench's own square-GEMM int8 peak (measured here, in a fresh process, as `bench` measures it)."""
     from mcad_export.bench.common import run_probe
@@ -305,12 +304,12 @@ def kernel_rates(work: Path) -> dict:
     onnx_linear_chain(chain, work / "chain.onnx")
     configs = {
         "ONNX Runtime DynamicQuantizeMatMul": [
-            {"kind": "onnx", "path": str(work / "chain.onnx"), "tokens": list(TOKENS)}
+            {"kind": "onnx", "path": str(work / "chain.onnx"), "tokens": list(tokens)}
         ]
     }
     configs["LiteRT XNNPACK dynamic-range int8 (static file per length)"] = []
-    for t in TOKENS:
-        litert_convert(chain, (t,), work / f"chain{t}.tflite", example=lambda tokens, _: chain_input(tokens))
+    for t in tokens:
+        litert_convert(chain, (t,), work / f"chain{t}.tflite", example=lambda n, _: chain_input(n))
         litert_dynamic_range(work / f"chain{t}.tflite", work / f"chain{t}.dynamic.tflite")
         configs["LiteRT XNNPACK dynamic-range int8 (static file per length)"].append(
             {

@@ -54,13 +54,14 @@ TEXT_OUTPUT = "text_embeds"  # float32 [batch, D], L2-normalised
 # TFLite twins live in tflite/{image,text}_encoder.tflite: same input/output names (signature
 # "serving_default"), static batch 1.
 TFLITE_DIR = "tflite"
+TEXT_ENCODER_TFLITE = f"{TFLITE_DIR}/text_encoder.tflite"
 # A bidirectional text tower's one-query forward is fed every position anyway, so its TFLite twin is static
 # [1, context] (litert-torch cannot convert a dynamic token axis): the CPU (XNNPACK) path of such students.
 SHORT_QUERY_TFLITE = f"{TFLITE_DIR}/text_encoder.dyn.tflite"
 # As ONNX_STEMS, for the fp32 TFLite files quantize derives variants from (tflite/<stem>.<precision>.tflite).
 TFLITE_STEMS = {
     f"{TFLITE_DIR}/image_encoder.tflite": "image_encoder",
-    f"{TFLITE_DIR}/text_encoder.tflite": "text_encoder",
+    TEXT_ENCODER_TFLITE: "text_encoder",
     SHORT_QUERY_TFLITE: "text_encoder.dyn",
 }
 

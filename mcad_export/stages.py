@@ -74,9 +74,9 @@ def quantize(out: Path, options: QuantizeOptions, gate: Gate, say: Say = _quiet)
 
 def verify(out: Path, gate: Gate, say: Say = _quiet, only: list[str] | None = None) -> list[dict]:
     """Gates every artifact, or with `only` (manifest paths or names) just those."""
-    from .quantize.verify import resolve_artifacts, verify_artifacts
+    from .quantize.verify import verify_artifacts
 
-    return verify_artifacts(out, gate, progress=say, only=resolve_artifacts(out, only) if only else None)
+    return verify_artifacts(out, gate, progress=say, only=only or None)
 
 
 def compile(out: Path, options: CompileOptions, gate: Gate, say: Say = _quiet) -> list[dict]:  # noqa: A001

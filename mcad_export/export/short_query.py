@@ -127,12 +127,7 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
             embeds = np.concatenate(
                 [session.run(None, {contract.TEXT_INPUT: ids[i : i + 1]})[0] for i in range(len(ids))]
             )
-            parity = {
-                **compare(reference, embeds),
-                "mean_tokens": float(ids.shape[1]),
-                "context_length": int(ids.shape[1]),
-                "against": "PyTorch fp32 at full length (reference embeddings)",
-            }
+            parity = _full_length_parity(reference, embeds, ids)
             if not parity["passed"]:
                 raise ParityError(
                     f"the one-query text encoder disagrees with the full-length model at full length: "
@@ -178,9 +173,7 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
             for a in manifest["artifacts"]
             if a["path"] not in (contract.SHORT_QUERY_ONNX, contract.SHORT_QUERY_TFLITE)
         ] + [record]
-        twin = next(
-            (a for a in manifest["artifacts"] if a["path"] == f"{contract.TFLITE_DIR}/text_encoder.tflite"), None
-        )
+        twin = next((a for a in manifest["artifacts"] if a["path"] == contract.TEXT_ENCODER_TFLITE), None)
         if not cut and twin is not None and not student.text_masked:
             # The export made TFLite twins, and this one-query forward is fed every position: its TFLite twin is
             # static and exact, and XNNPACK runs it faster than ONNX Runtime at 77 positions (benchmarks/README).
@@ -267,6 +260,18 @@ def _export_bucket(
     }
 
 
+def _full_length_parity(reference, embeds, ids) -> dict:
+    """Parity of a one-query encoder fed every position of every held-out caption (a bidirectional tower's)."""
+    from .parity import compare
+
+    return {
+        **compare(reference, embeds),
+        "mean_tokens": float(ids.shape[1]),
+        "context_length": int(ids.shape[1]),
+        "against": "PyTorch fp32 at full length (reference embeddings)",
+    }
+
+
 def _export_tflite_one_query(module, stage: Path, ids, reference, twin: dict, record: dict, say):
     """(record or None, outcome): tflite/text_encoder.dyn.tflite, the one-query forward at a static [1, context],
     proved at full length. A secondary artifact: when it cannot be made, the ONNX one still ships and the
@@ -274,7 +279,6 @@ def _export_tflite_one_query(module, stage: Path, ids, reference, twin: dict, re
     from ..manifest import file_record
     from ..runtime.encoders import tflite_embed
     from . import tflite_export
-    from .parity import compare
 
     say("converting the one-query text encoder to TFLite (static: a bidirectional tower sees every position)")
     path = stage / contract.SHORT_QUERY_TFLITE
@@ -284,12 +288,7 @@ def _export_tflite_one_query(module, stage: Path, ids, reference, twin: dict, re
         path.unlink(missing_ok=True)
         return None, {"shipped": False, "why": f"litert-torch: {type(error).__name__}: {str(error)[:300]}"}
     say("checking the TFLite one-query encoder at full length")
-    parity = {
-        **compare(reference, tflite_embed(path, ids)),
-        "mean_tokens": float(ids.shape[1]),
-        "context_length": int(ids.shape[1]),
-        "against": "PyTorch fp32 at full length (reference embeddings)",
-    }
+    parity = _full_length_parity(reference, tflite_embed(path, ids), ids)
     if not parity["passed"]:
         path.unlink()
         return None, {"shipped": False, "why": f"parity min cosine {parity['cosine_min']:.6f}", "parity": parity}

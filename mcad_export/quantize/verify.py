@@ -74,15 +74,14 @@ def gated_rows(artifact: dict, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return rows, np.ascontiguousarray(picked[:, :tokens]) if tokens else picked
 
 
-def resolve_artifacts(out_dir, wanted) -> set[str]:
+def _resolve(artifacts: list[dict], wanted, root: Path) -> set[str]:
     """Manifest paths of the artifacts named by path or name; an unknown one fails with the choices."""
-    artifacts = read_manifest(Path(out_dir))["artifacts"]
     paths = set()
     for name in wanted:
         match = next((a["path"] for a in artifacts if name in (a["path"], a["name"])), None)
         if match is None:
             raise InputError(
-                f"--artifact {name}: not in {out_dir}/manifest.json; choose one of: "
+                f"--artifact {name}: not in {root}/manifest.json; choose one of: "
                 + ", ".join(a["path"] for a in artifacts)
             )
         paths.add(match)
@@ -90,11 +89,13 @@ def resolve_artifacts(out_dir, wanted) -> set[str]:
 
 
 @locks_folder("verify")
-def verify_artifacts(out_dir, gate: Gate = DEFAULT_GATE, progress=None, only: set[str] | None = None) -> list[dict]:
-    """Gates every artifact, or with `only` just those paths (their records replace older ones in fidelity.json)."""
+def verify_artifacts(out_dir, gate: Gate = DEFAULT_GATE, progress=None, only=None) -> list[dict]:
+    """Gates every artifact, or with `only` (manifest paths or names) just those: their records replace older ones
+    in fidelity.json."""
     say = progress or (lambda message: None)
     root = Path(out_dir)
     manifest = read_manifest(root)
+    only = None if only is None else _resolve(manifest["artifacts"], only, root)
     evaluation = evaluation_inputs(root, manifest)
     reference = dict(np.load(verified(root, reference_record(manifest), "reference embeddings")))
     meaningful = manifest["evaluation"].get("recall_meaningful", False)

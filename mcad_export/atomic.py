@@ -17,14 +17,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from . import confined
+from .contract import LOCK_FILE, STAGING_DIR
 from .errors import FolderBusyError, OutputDirError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-STAGING_DIR = ".mcad-staging"
-LOCK_FILE = ".mcad-lock"
 _STAGE_LOCK = ".owner"
+__all__ = ["LOCK_FILE", "STAGING_DIR", "folder_lock", "staged_directory", "replaced_directory", "scratch_dir"]
 
 
 # -- staging folders ------------------------------------------------------------------------------------
@@ -36,39 +37,40 @@ def publish_mode(path) -> None:
 
 
 def clean_stale_stages(area: Path, orphan_age_s: float = 60.0) -> int:
-    """Removes staging folders under `area` whose owner died (their flock is free); returns how many."""
+    """Removes staging folders under `area` (a checked real folder) whose owner died (their flock is free).
+
+    Only real folders are looked at; a link or file planted among them is never followed or removed."""
     import time
 
     removed = 0
-    if not area.is_dir():
-        return 0
-    for stage in area.iterdir():
+    for entry in os.scandir(area):
+        if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
+            continue
+        stage = Path(entry.path)
         try:
-            fd = os.open(stage / _STAGE_LOCK, os.O_RDWR)
+            fd = os.open(stage / _STAGE_LOCK, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
             # No owner file: debris of a crash between creating a stage and locking it (or one being born
             # right now, hence the age).
             with contextlib.suppress(OSError):
-                if stage.is_dir() and time.time() - stage.stat().st_mtime > orphan_age_s:
-                    shutil.rmtree(stage, ignore_errors=True)
-                    removed += 1
+                if time.time() - entry.stat(follow_symlinks=False).st_mtime > orphan_age_s:
+                    removed += confined.remove_tree(area, entry.name)
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
             continue  # a live process owns it
-        shutil.rmtree(stage, ignore_errors=True)
+        removed += confined.remove_tree(area, entry.name)
         os.close(fd)
-        removed += 1
     return removed
 
 
 @contextlib.contextmanager
 def scratch_dir(area: Path):
     """A private folder inside `area`/.mcad-staging, locked while in use and removed afterwards."""
-    base = Path(area) / STAGING_DIR
-    base.mkdir(parents=True, exist_ok=True)
+    Path(area).mkdir(parents=True, exist_ok=True)
+    base = confined.real_dir(area, STAGING_DIR, create=True)
     clean_stale_stages(base)
     stage = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=base))
     fd = os.open(stage / _STAGE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
@@ -93,7 +95,9 @@ def _check_collisions(stage: Path, target: Path, entries: list[Path]) -> None:
     """Before anything is moved: a user's file where a folder goes (or the reverse) refuses the publish."""
     for src in entries:
         dst = target / src.relative_to(stage)
-        if not (dst.exists() or dst.is_symlink()):
+        if os.path.islink(dst):
+            confined.real_dir(target, src.relative_to(stage))  # names the link in one line
+        if not dst.exists():
             continue
         if src.is_dir() and not dst.is_dir():
             raise OutputDirError(
@@ -124,13 +128,12 @@ def staged_directory(target: Path):
             entries = _publishable(stage)
             _check_collisions(stage, target, entries)
             for src in entries:
-                dst = target / src.relative_to(stage)
+                rel = src.relative_to(stage)
                 if src.is_dir():
-                    dst.mkdir(parents=True, exist_ok=True)
+                    confined.real_dir(target, rel, create=True)
                 else:
-                    dst.parent.mkdir(parents=True, exist_ok=True)
                     publish_mode(src)
-                    os.replace(src, dst)
+                    confined.publish(target, src, rel)
     except BaseException:
         if created:
             _remove_if_only_ours(target)
@@ -144,32 +147,26 @@ def _remove_if_only_ours(folder: Path) -> None:
             shutil.rmtree(folder)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
+def write_text_atomic(path: Path, text: str, *, root) -> None:
+    """All-or-nothing write of `path` inside `root`, through confined.write_at (no link is ever written through)."""
+    confined.write_at(path, text, root=root)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp files are private; publish like any other file
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+def write_bytes_atomic(path: Path, data: bytes, *, root) -> None:
+    confined.write_at(path, data, root=root)
 
 
 @contextlib.contextmanager
-def replaced_directory(target: Path):
-    """Yields an empty staging folder that replaces `target` as a whole on success (a rebuilt
+def replaced_directory(target: Path, *, root):
+    """Yields an empty staging folder that replaces `target` (inside `root`) as a whole on success (a rebuilt
     index must not keep files of the previous one); on any exception `target` is untouched and a
     parent folder made only for it is removed again."""
-    target = Path(target)
+    target, root = Path(target), Path(root)
     made_parent = not target.parent.exists()
-    target.parent.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    confined.real_dir(root, target.parent.relative_to(root), create=True)
+    if os.path.lexists(target):
+        confined.real_dir(root, target.relative_to(root))  # a link where the folder goes is refused, not replaced
     try:
         with scratch_dir(target.parent) as scratch:
             stage = scratch / target.name
@@ -214,7 +211,7 @@ def folder_lock(folder: Path, stage: str):
     lock_path = folder / LOCK_FILE
     while True:
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+            fd = confined.open_lock(folder)
         except OSError as e:
             raise OutputDirError(f"cannot write to {folder} ({e.strerror}); choose another folder") from None
         try:
@@ -238,6 +235,7 @@ def folder_lock(folder: Path, stage: str):
     _held[key] = [fd, 1]
     ok = False
     try:
+        confined.audit(folder)  # a link planted at a name we own is named before the stage touches anything
         yield
         ok = True
     finally:

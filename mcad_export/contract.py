@@ -112,6 +112,35 @@ REPORT_JSON = "reports/report.json"
 # each file is a manifest artifact with `target` and `soc`.
 COMPILED_DIR = "compiled"
 
+# Every stage stages its files in <out>/.mcad-staging/<pid>-*/ and holds <out>/.mcad-lock while it writes
+# (atomic.py); both live inside the export so nothing a stage does lands beside it.
+STAGING_DIR = ".mcad-staging"
+LOCK_FILE = ".mcad-lock"
+
+# What mcad-export owns in an export's root: confined.audit refuses a link (or a hard-linked file) at any of these
+# names, or anywhere below an owned folder, before a stage or a search starts. tests/test_confined.py checks that
+# every path this module names is covered.
+OWNED_FOLDERS = frozenset(
+    {
+        TOKENIZER_DIR,
+        REFERENCE_DIR,
+        REPORTS_DIR,
+        LOGS_DIR,
+        INDEX_DIR,
+        INDEX_SHARDS_DIR,
+        GALLERY_DIR,
+        TFLITE_DIR,
+        LENGTH_BUCKET_DIR,
+        COMPILED_DIR,
+        STAGING_DIR,
+    }
+)
+OWNED_FILES = frozenset(
+    {MANIFEST, LOCK_FILE, IMAGE_ENCODER_ONNX, TEXT_ENCODER_ONNX, SHORT_QUERY_ONNX, SHORT_QUERY_DATA}
+)
+# Quantized variants are named <stem>.<precision>.onnx[.data] from ONNX_STEMS.
+OWNED_PREFIXES = tuple(sorted({f"{stem.split('.')[0]}." for stem in ONNX_STEMS.values()}))
+
 
 # The values a manifest record may carry (JSON on disk is the string). read_manifest refuses others with one line,
 # so a record no stage knows how to treat can never be skipped silently.

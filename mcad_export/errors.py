@@ -45,6 +45,10 @@ class TamperedFileError(InputError):
     """A file whose bytes no longer match the sha256 its manifest or index records."""
 
 
+class UnsafeFolderError(InputError):
+    """A link, hard link or foreign entry at a name mcad-export owns in an export or app folder (confined.py)."""
+
+
 class FolderBusyError(InputError):
     """Another mcad-export stage holds the export folder's write lock."""
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 from pathlib import Path
 
-from .errors import InputError, TamperedFileError
+from . import confined
+from .errors import InputError, TamperedFileError, UnsafeFolderError
 from .records import ArtifactRecord
 
 # Relative paths made of plain names: no leading '/', no '..', no empty or hidden components, no
@@ -76,20 +76,18 @@ _FIX = "rebuild it (re-export, or rerun the stage that wrote it)"
 
 
 def inside(root: Path, relpath: str, what: str = "file", fix: str = _FIX) -> Path:
-    """`root/relpath`, refused when it (or a symlink on the way) leaves the export folder or is no regular file."""
+    """`root/relpath`, refused when a link lies on the way (mcad-export never makes one, so a link can only lead
+    outside what it wrote) or it is no regular file (confined.checked_file)."""
     root = Path(root)
     if not is_safe_relpath(relpath):
         raise InputError(f"refusing {what} {relpath!r}: not a plain relative path inside {root}")
     path = root / relpath
-    resolved = path.resolve()
-    if not resolved.is_relative_to(root.resolve()):
-        raise InputError(f"refusing {what} {relpath!r}: it resolves to {resolved}, outside {root}")
     try:
-        mode = os.stat(resolved).st_mode
-    except FileNotFoundError:
+        confined.checked_file(root, relpath)
+    except (FileNotFoundError, NotADirectoryError):
         raise InputError(f"{path} is missing: {what} {relpath!r} is listed but not there; {fix}") from None
-    if not stat.S_ISREG(mode):
-        raise InputError(f"refusing {what} {path}: not a regular file")
+    except UnsafeFolderError as e:
+        raise UnsafeFolderError(f"refusing {what}: {e}") from None
     return path
 
 
@@ -166,7 +164,8 @@ def file_digest(path: Path, chunk: int = 1 << 20) -> str:
     st = os.stat(path)
     key, fingerprint = _key(st)
     cached = _memory.get(key) or _load_cache().get(key)
-    if cached and cached[:3] == fingerprint:
+    # The cache is a hint: an entry of any other shape (a corrupt or foreign file) is ignored, never fatal.
+    if isinstance(cached, list) and len(cached) == 4 and cached[:3] == fingerprint and isinstance(cached[3], str):
         return cached[3]
     value = sha256_of(path, chunk)
     if _key(os.stat(path))[1] == fingerprint:  # unchanged while hashing

@@ -26,19 +26,35 @@ def total_bytes(artifact: dict) -> int:
     return artifact["size_bytes"] + (artifact.get("external_data") or {}).get("size_bytes", 0)
 
 
-def read_manifest(directory) -> dict:
-    path = Path(directory) / MANIFEST
-    if not path.is_file():
-        raise InputError(f"{directory} has no {MANIFEST}; run `mcad-export export --out {directory}` first")
+# A real manifest is a few hundred KB (ViT-B-32 with every variant: 160 KB); anything far larger is not one.
+MAX_MANIFEST_BYTES = 16 << 20
+
+
+def read_json_bounded(path: Path, limit: int, fix: str):
+    """JSON from a file in an untrusted folder: size bounded before parsing, nesting too deep refused in one line."""
+    size = path.stat().st_size
+    if size > limit:
+        raise InputError(f"{path} is {size / 2**20:.1f} MB, more than the {limit >> 20} MB any such file has; {fix}")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         where = f" ({e.msg} at line {e.lineno})" if isinstance(e, json.JSONDecodeError) else " (not UTF-8 text)"
-        raise InputError(
-            f"{path} is not valid JSON{where}; re-export with `mcad-export export --out {directory}`"
-        ) from None
+        raise InputError(f"{path} is not valid JSON{where}; {fix}") from None
+    except RecursionError:
+        raise InputError(f"{path} nests too deeply to be a file mcad-export wrote; {fix}") from None
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror}") from None
+
+
+def read_manifest(directory) -> dict:
+    from . import confined
+
+    path = Path(directory) / MANIFEST
+    confined.audit(directory)  # no link or hard link at a name the contract owns, before anything is read
+    if not path.is_file():
+        raise InputError(f"{directory} has no {MANIFEST}; run `mcad-export export --out {directory}` first")
+    confined.checked_file(directory, MANIFEST)
+    manifest = read_json_bounded(path, MAX_MANIFEST_BYTES, f"re-export with `mcad-export export --out {directory}`")
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise InputError(

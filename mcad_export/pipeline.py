@@ -17,10 +17,9 @@ from pathlib import Path
 
 from . import resume, stages
 from .contract import LOGS_DIR, MANIFEST
+from .defaults import STAGES  # noqa: E402  (the order of `run`; options.py checks --force names against it)
 from .options import PipelineOptions
 from .records import read_bench, read_fidelity
-
-STAGES = ("export", "short-query", "quantize", "verify", "compile", "index", "bench", "report", "bundle")
 
 
 class Observer:
@@ -162,6 +161,7 @@ def _stage_log(out: Path, name: str, verbose: bool):
     fails in a new folder leaves no folder behind, so its log stays in the temp dir and its path is shown)."""
     import os
 
+    from . import confined
     from .atomic import publish_mode
     from .logs import tool_output_to
 
@@ -176,11 +176,12 @@ def _stage_log(out: Path, name: str, verbose: bool):
     finally:
         if verbose or os.path.getsize(tmp) == 0:  # nothing to keep: no log file (an empty one says nothing)
             Path(tmp).unlink(missing_ok=True)
-            final.unlink(missing_ok=True)  # an older run's log of this stage would misdescribe this one
+            # an older run's log of this stage would misdescribe this one
+            confined.remove_contract_file(out, final.relative_to(out))
             state["path"] = None
         elif (out / MANIFEST).is_file():
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)
+            confined.write_bytes(out, final.relative_to(out), Path(tmp).read_bytes())
+            Path(tmp).unlink(missing_ok=True)
             state["path"] = final
 
 

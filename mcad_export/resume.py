@@ -109,7 +109,8 @@ class RunState:
     def _write(self) -> None:
         from .atomic import write_text_atomic
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(
-            self.path, json.dumps({"format": FORMAT, "stages": self.stages, "files": self.files}, indent=1) + "\n"
+            self.path,
+            json.dumps({"format": FORMAT, "stages": self.stages, "files": self.files}, indent=1) + "\n",
+            root=self.root,
         )

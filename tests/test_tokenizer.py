@@ -43,7 +43,7 @@ def pair(tmp_path_factory):
     ours = Tokenizer.from_clip_bpe_gz(default_bpe(), 77)
     folder = tmp_path_factory.mktemp("tok")
     ours.save(folder)
-    return reference, Tokenizer.from_artifacts(folder)
+    return reference, Tokenizer.from_folder(folder / "tokenizer")
 
 
 def test_tricky_strings_identical(pair):
@@ -159,4 +159,4 @@ def test_merge_ranks_without_a_merge_table_match_open_clip_bpe(tmp_path):
         assert tok.bpe(word) == _reference_bpe(ranks, word), word
     # merges.txt round trip: save() writes the pairs back in rank order.
     tok.save(tmp_path)
-    assert Tokenizer.from_artifacts(tmp_path).merges() == sorted(ranks, key=ranks.get)
+    assert Tokenizer.from_folder(tmp_path / "tokenizer").merges() == sorted(ranks, key=ranks.get)

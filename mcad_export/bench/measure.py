@@ -9,7 +9,7 @@ import numpy as np
 
 from ..atomic import write_text_atomic
 from ..compile.aihub import device_profile_checks
-from ..contract import BENCH_REPORT, INDEX_DIR, INDEX_EMBEDDINGS, INDEX_META, MANIFEST, REPORTS_DIR
+from ..contract import BENCH_REPORT, INDEX_DIR, INDEX_EMBEDDINGS, INDEX_META, MANIFEST
 from ..guard import reference_record, verified, verified_artifact
 from ..manifest import dump_manifest, read_manifest, tool_versions, total_bytes
 from ..records import bench_json, read_fidelity
@@ -358,14 +358,13 @@ def run_bench(root: Path, settings: Settings, work: Path, say) -> dict:
         "tools": tool_versions("onnxruntime", "ai-edge-litert", "faiss-cpu", "numpy", "torch", "open_clip_torch"),
         "seconds": round(time.time() - started, 1),
     }
-    (root / REPORTS_DIR).mkdir(exist_ok=True)
-    write_text_atomic(root / BENCH_REPORT, bench_json(report, root))
+    write_text_atomic(root / BENCH_REPORT, bench_json(report, root), root=root)
     manifest["deployment"] = {
         "text_encoder": text["path"],
         "image_encoder": image["path"],
         "chosen_by": f"mcad-export bench ({report['artifacts']['text']['chosen_by']})",
     }
-    write_text_atomic(root / MANIFEST, dump_manifest(manifest))
+    write_text_atomic(root / MANIFEST, dump_manifest(manifest), root=root)
     return report
 
 

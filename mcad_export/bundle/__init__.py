@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
-from ..atomic import locks_folder, write_bytes_atomic, write_text_atomic
+from .. import confined
+from ..atomic import locks_folder
 from ..contract import INDEX_DIR, INDEX_EMBEDDINGS, INDEX_META, INDEX_PATHS, TOKENIZER_DIR
 from ..defaults import BUDGET_MB
 from ..errors import BudgetMissError, InputError
@@ -146,7 +148,10 @@ def bundle(
         raise InputError(f"{app} is not the Android demo (no app/src/main); use --app android_demo from the repo")
     manifest = read_manifest(root)
     assets = app / ASSETS
-    previous = _previous_files(assets)
+    if os.path.lexists(assets):
+        confined.real_dir(app, ASSETS)  # every folder on the way a real one, no link
+        confined.audit_tree(assets)  # mcad-export owns assets/mcad whole: no link or hard link below it
+    previous = _previous_files(app)
 
     files: dict[str, bytes | Path] = {}
     encoders = {}
@@ -210,12 +215,15 @@ def bundle(
             f"{budget_mb:g} MB budget; use a smaller index kind or precision, or --allow-over-budget"
         )
 
+    # A file is overwritten only while it holds what the last bundle recorded (or already what this one writes).
     foreign = [
-        n for n in files if (assets / n).exists() and n not in previous and _digest(assets / n) != _digest(files[n])
+        n
+        for n in files
+        if os.path.lexists(assets / n) and _digest(assets / n) not in (previous.get(n), _digest(files[n]))
     ]
     if foreign:
         raise InputError(
-            f"{assets / foreign[0]} exists and was not written by mcad-export; move it away "
+            f"{assets / foreign[0]} exists and was not written by mcad-export (or was changed since); move it away "
             f"({len(foreign)} such file(s)); nothing was changed"
         )
     written = 0
@@ -225,12 +233,12 @@ def bundle(
         digest = _digest(data)
         dest = assets / name
         if not (dest.is_file() and _digest(dest) == digest):
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            write_bytes_atomic(dest, data)
+            confined.write_bytes(app, ASSETS / name, data)
             written += 1
         records.append({"path": name, "sha256": digest, "size_bytes": len(data)})
-    for stale in sorted(set(previous) - set(files)):  # only files an earlier bundle wrote
-        (assets / stale).unlink(missing_ok=True)
+    # Only files an earlier bundle wrote, and only while their bytes are still the ones it recorded.
+    for stale in sorted(set(previous) - set(files)):
+        confined.remove_file(app, ASSETS / stale, previous[stale])
 
     document = {
         "format": BUNDLE_FORMAT,
@@ -254,7 +262,7 @@ def bundle(
     }
     text = json.dumps(document, indent=1, sort_keys=True) + "\n"
     if not ((assets / BUNDLE_MANIFEST).is_file() and (assets / BUNDLE_MANIFEST).read_text() == text):
-        write_text_atomic(assets / BUNDLE_MANIFEST, text)
+        confined.write_text(app, ASSETS / BUNDLE_MANIFEST, text)
         written += 1
     say(f"bundle: {len(records)} files in {assets} ({written} written, {len(records) + 1 - written} unchanged)")
     return {**document, "assets": str(assets), "written": written}
@@ -265,12 +273,14 @@ def _suffix(path: str) -> str:
     return name[name.index(".") :] if "." in name else ""
 
 
-def _previous_files(assets: Path) -> list[str]:
-    path = assets / BUNDLE_MANIFEST
-    if not path.is_file():
-        return []
+def _previous_files(app: Path) -> dict[str, str]:
+    """What the last bundle wrote (bundle.json's files): name -> the sha256 it recorded."""
+    path = app / ASSETS / BUNDLE_MANIFEST
+    if not os.path.lexists(path):
+        return {}
     try:
-        return [safe_name(f["path"]) for f in json.loads(path.read_text())["files"]]
+        data = json.loads(confined.checked_file(app, ASSETS / BUNDLE_MANIFEST).read_text())
+        return {safe_name(f["path"]): str(f["sha256"]) for f in data["files"]}
     except (ValueError, KeyError, TypeError) as e:
         raise InputError(f"{path} is not a bundle manifest mcad-export wrote ({e}); move it away") from None
 

@@ -139,7 +139,7 @@ def write_wordpiece_golden(tokenizer, out, *, random_cases: int = 300) -> dict:
     ]
     ids = tokenizer(texts)
     masks = attention_mask(ids)
-    with replaced_directory(Path(out)) as stage:
+    with replaced_directory(Path(out), root=Path(out).parent) as stage:
         tokenizer.save(stage)
         cases = [
             {"text": t, "normalized": tokenizer.normalize(t), "ids": row.tolist(), "mask": m.tolist()}
@@ -207,7 +207,7 @@ def write_golden(directory, out, *, index_rows: int = 300, queries: int = 24, k:
     from ..bench import GENERIC_QUERIES
 
     texts = list(dict.fromkeys([*CORPUS, *GENERIC_QUERIES]))
-    with replaced_directory(Path(out)) as stage:
+    with replaced_directory(Path(out), root=Path(out).parent) as stage:
         (stage / TOKENIZER_DIR).mkdir()
         for f in (root / TOKENIZER_DIR).iterdir():
             if f.stat().st_size > 100_000:

@@ -48,7 +48,7 @@ def compile_targets(
         started = time.time()
         manifest = read_manifest(root)
         folder = root / COMPILED_DIR / target.folder
-        with replaced_directory(folder) as stage:  # a failed first compile leaves no empty compiled/ behind
+        with replaced_directory(folder, root=root) as stage:  # a failed first compile leaves no empty compiled/ behind
             # The gate goes to the backend (the QNN one tunes its weight precision against it), not into the manifest.
             records = target.compile_fn()(root, manifest, target, stage, {**options, "gate": gate}, say)
         for record in records:
@@ -64,7 +64,7 @@ def compile_targets(
             "options": options,
             "tools": tool_versions("onnxruntime", "onnxruntime-qnn", "ai-edge-litert", "qai-hub"),
         }
-        write_text_atomic(root / MANIFEST, dump_manifest(manifest))
+        write_text_atomic(root / MANIFEST, dump_manifest(manifest), root=root)
         compiled += records
     if verify and compiled:
         from ..quantize.fidelity import DEFAULT_GATE

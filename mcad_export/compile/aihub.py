@@ -113,11 +113,11 @@ class JobLedger:
 
     def put(self, step: str, value) -> None:
         self.entry[step] = value
-        write_text_atomic(self.root / MANIFEST, dump_manifest(self.manifest))
+        write_text_atomic(self.root / MANIFEST, dump_manifest(self.manifest), root=self.root)
 
     def drop(self, step: str) -> None:
         self.entry.pop(step, None)
-        write_text_atomic(self.root / MANIFEST, dump_manifest(self.manifest))
+        write_text_atomic(self.root / MANIFEST, dump_manifest(self.manifest), root=self.root)
 
 
 def wait_for(job, what: str, ledger: JobLedger, step: str, options: dict, say):

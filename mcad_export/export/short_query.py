@@ -307,7 +307,7 @@ def _drop_stale_short_query(root: Path, manifest: dict) -> None:
     """Writes the manifest without short-query artifacts (and their quantized variants) or buckets, then deletes
     their files: an earlier run's encoder must not outlive a failed check."""
     from ..atomic import write_text_atomic
-    from ..manifest import artifact_files, dump_manifest
+    from ..manifest import dump_manifest
 
     def derived(a):  # the short-query encoder, its variants, and the quantized buckets (compiled ones stay)
         return a.get("dynamic_length") or (a.get("length_bucket") and "target" not in a)
@@ -315,14 +315,16 @@ def _drop_stale_short_query(root: Path, manifest: dict) -> None:
     stale = [a for a in manifest["artifacts"] if derived(a)]
     manifest["artifacts"] = [a for a in manifest["artifacts"] if not derived(a)]
     stale_buckets = manifest["text"].pop("length_buckets", [])
-    write_text_atomic(root / contract.MANIFEST, dump_manifest(manifest))
-    for name in [n for a in stale for n in artifact_files(a)] + [b["path"] for b in stale_buckets]:
-        if name:
-            _remove_own(root, name)
+    write_text_atomic(root / contract.MANIFEST, dump_manifest(manifest), root=root)
+    records = [r for a in stale for r in [a, *([a["external_data"]] if a.get("external_data") else [])]]
+    for record in records + stale_buckets:
+        if isinstance(record, dict) and record.get("path"):
+            _remove_own(root, record["path"], record.get("sha256"))
 
 
-def _remove_own(root: Path, relpath: str) -> None:
-    """Deletes a file this stage once wrote, named as the contract names it; any other manifest string is left be."""
+def _remove_own(root: Path, relpath: str, sha256: str | None) -> None:
+    """Deletes a file this stage once wrote, named as the contract names it and still holding the bytes its record
+    lists; any other manifest string, or a file changed since, is left be."""
     import re
 
     own = re.compile(
@@ -331,4 +333,6 @@ def _remove_own(root: Path, relpath: str) -> None:
         rf"{re.escape(contract.TFLITE_DIR)}/text_encoder\.dyn(\.[a-z0-9]+)?\.tflite)$"
     )
     if own.match(relpath):
-        (root / relpath).unlink(missing_ok=True)
+        from .. import confined
+
+        confined.remove_file(root, relpath, sha256)

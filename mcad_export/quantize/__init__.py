@@ -13,6 +13,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from .. import confined
 from ..atomic import locks_folder, scratch_dir, staged_directory
 from ..contract import MANIFEST, ONNX_STEMS, TEXT_MASK_INPUT, TFLITE_DIR, TFLITE_STEMS, length_bucket_onnx
 from ..defaults import NUM_CALIB
@@ -99,6 +100,13 @@ def quantize_artifacts(
     }
     masked = TEXT_MASK_INPUT in manifest["text"].get("inputs", [])
     records = []
+    # The digests this folder recorded for its files before this run: a stale copy is deleted only while it still
+    # holds the bytes mcad-export wrote (confined.remove_file).
+    recorded = {
+        f["path"]: f.get("sha256")
+        for a in manifest["artifacts"]
+        for f in [a, *([a["external_data"]] if a.get("external_data") else [])]
+    }
     # Scratch models go inside the export too: a killed quantize leaves nothing elsewhere (the next stage cleans).
     with staged_directory(root) as stage, scratch_dir(root) as work:
         for artifact in fp32:
@@ -178,7 +186,7 @@ def quantize_artifacts(
         (stage / MANIFEST).write_text(dump_manifest(manifest), encoding="utf-8")
     for r in rejected:  # a stale accepted copy from an earlier run must not linger unreferenced
         for name in artifact_files(r):
-            (root / name).unlink(missing_ok=True)
+            confined.remove_file(root, name, recorded.get(name))
     return records
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import locks_folder, write_text_atomic
-from ..contract import FIDELITY_REPORT, REPORTS_DIR, Runtime
+from ..contract import FIDELITY_REPORT, Runtime
 from ..errors import FidelityGateError, InputError
 from ..guard import reference_record, verified, verified_artifact
 from ..isolated import run_isolated
@@ -134,10 +134,9 @@ def verify_artifacts(out_dir, gate: Gate = DEFAULT_GATE, progress=None, only=Non
             }
         )
         failures += [f"{artifact['path']}: {m}" for m in misses]
-    (root / REPORTS_DIR).mkdir(exist_ok=True)
     if only is not None:
         records = [r for r in read_fidelity(root) if r["artifact"] not in only] + records
-    write_text_atomic(root / FIDELITY_REPORT, fidelity_json(records, root))
+    write_text_atomic(root / FIDELITY_REPORT, fidelity_json(records, root), root=root)
     if failures:
         raise FidelityGateError("fidelity gate failed: " + "; ".join(failures))
     return records

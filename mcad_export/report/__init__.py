@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..atomic import locks_folder, write_text_atomic
 from ..compile.aihub import device_profile_checks
-from ..contract import BENCH_REPORT, REPORT_HTML, REPORT_JSON, REPORT_MD, REPORTS_DIR
+from ..contract import BENCH_REPORT, REPORT_HTML, REPORT_JSON, REPORT_MD
 from ..errors import InputError
 from ..manifest import read_manifest, tool_versions, total_bytes
 from ..records import read_bench, read_fidelity
@@ -109,9 +109,8 @@ def write_report(directory) -> dict[str, Path]:
 
     root = Path(directory)
     data = collect(root)
-    (root / REPORTS_DIR).mkdir(exist_ok=True)
     outputs = {"html": root / REPORT_HTML, "md": root / REPORT_MD, "json": root / REPORT_JSON}
-    write_text_atomic(outputs["json"], json.dumps(data, indent=1) + "\n")
-    write_text_atomic(outputs["md"], render_markdown(data))
-    write_text_atomic(outputs["html"], render_html(data))
+    write_text_atomic(outputs["json"], json.dumps(data, indent=1) + "\n", root=root)
+    write_text_atomic(outputs["md"], render_markdown(data), root=root)
+    write_text_atomic(outputs["html"], render_html(data), root=root)
     return outputs

@@ -33,7 +33,7 @@ def heldout_gallery(root: Path, manifest: dict) -> Path:
     folder = root / GALLERY_DIR
     existing = len(list_images(folder)) if folder.is_dir() else 0
     if existing != evaluation["count"]:
-        with replaced_directory(folder) as stage:
+        with replaced_directory(folder, root=root) as stage:
             write_gallery(evaluation["split"], evaluation["count"], stage)
     return folder
 
@@ -149,6 +149,6 @@ def build_gallery_index(
         "skipped_files": skipped[:20],
         **({"engine": engine_record} if engine_record else {"engine": {"name": "local"}}),
     }
-    with replaced_directory(index_dir) as stage:
+    with replaced_directory(index_dir, root=root) as stage:
         index.save(stage, extra_meta=meta)
     return GalleryIndex.read_meta(index_dir)

@@ -30,8 +30,64 @@ def job_key(files: list[Path], encoder_sha256: str, spec: dict, shard_size: int)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _shard_path(folder: Path, i: int) -> Path:
-    return folder / f"shard-{i:05d}.npz"
+def _shard_name(i: int) -> str:
+    return f"shard-{i:05d}.npz"
+
+
+SHARD_DIGESTS = "digests.json"  # shard file name -> sha256, written as each shard is saved
+
+
+def _reusable(root: Path, rel: Path, digests: dict, count: int) -> set[int]:
+    """Shards a rerun may reuse: a regular file in the job folder whose bytes match the digest recorded when it
+    was saved (a shard edited, replaced or linked since is computed again)."""
+    from .. import confined
+    from ..guard import sha256_of
+
+    ok = set()
+    for i in range(count):
+        try:
+            path = confined.checked_file(root, rel / _shard_name(i), single_link=True)
+        except (OSError, InputError):
+            continue
+        if isinstance(digests.get(_shard_name(i)), str) and sha256_of(path) == digests[_shard_name(i)]:
+            ok.add(i)
+    return ok
+
+
+def _read_digests(root: Path, rel: Path) -> dict:
+    from .. import confined
+
+    try:
+        data = json.loads(confined.checked_file(root, rel / SHARD_DIGESTS, single_link=True).read_text("utf-8"))
+    except (OSError, ValueError, InputError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _load_shard(path: Path, files: list[Path], folder: Path) -> tuple[np.ndarray | None, list[str], list]:
+    """A shard's rows, names and skips, refused unless they describe exactly this shard's files."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            rows, names, skipped = data["rows"], [str(n) for n in data["names"]], json.loads(str(data["skipped"]))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{path} is not a shard mcad-export wrote ({e}); delete it and rerun `index`") from None
+    expected = {Path(f).relative_to(folder).as_posix() for f in files}
+    skipped_paths = (
+        [s.get("path") for s in skipped]
+        if isinstance(skipped, list) and all(isinstance(s, dict) for s in skipped)
+        else None
+    )
+    fits = (
+        rows.dtype == np.float32
+        and rows.ndim == 2
+        and len(rows) == len(names)
+        and set(names) <= expected
+        and skipped_paths is not None
+        and len(names) + len(skipped_paths) == len(files)
+    )
+    if not fits:
+        raise InputError(f"{path} does not describe its shard's images; delete it and rerun `index`")
+    return (rows if len(names) else None), names, skipped
 
 
 class ShardEmbedder:
@@ -143,9 +199,12 @@ def embed_on_ray(
         raise InputError(f"{encoder['path']} keeps its weights in a separate file; index on Ray with the fp32 encoder")
     shards = [files[i : i + shard_size] for i in range(0, len(files), shard_size)]
     key = job_key(files, encoder["sha256"], spec, shard_size)
-    shard_dir = root / INDEX_SHARDS_DIR / key
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    reused = {i for i in range(len(shards)) if _shard_path(shard_dir, i).is_file()}
+    from .. import confined
+
+    rel = Path(INDEX_SHARDS_DIR) / key
+    confined.real_dir(root, rel, create=True)
+    digests = _read_digests(root, rel)
+    reused = _reusable(root, rel, digests, len(shards))
     todo = [i for i in range(len(shards)) if i not in reused]
     done_images = sum(len(shards[i]) for i in reused)
     if progress:
@@ -183,14 +242,19 @@ def embed_on_ray(
                 i = int(row["shard"])
                 dim = int(row["dim"])
                 rows = np.frombuffer(row["rows"], np.float32).reshape(-1, dim) if dim else np.zeros((0, 0), np.float32)
-                tmp = shard_dir / f".shard-{i:05d}.{os.getpid()}.npz"
+                import io
+
+                buffer = io.BytesIO()
                 np.savez(
-                    tmp,
+                    buffer,
                     rows=rows,
                     names=np.array(json.loads(row["names"]), dtype=str),
                     skipped=np.array(row["skipped"]),
                 )
-                os.replace(tmp, _shard_path(shard_dir, i))
+                data = buffer.getvalue()
+                confined.write_bytes(root, rel / _shard_name(i), data)
+                digests[_shard_name(i)] = hashlib.sha256(data).hexdigest()
+                confined.write_text(root, rel / SHARD_DIGESTS, json.dumps(digests, indent=1, sort_keys=True))
                 workers_seen[int(row["pid"])] = max(workers_seen.get(int(row["pid"]), 0.0), float(row["rss"]))
                 done_images += len(shards[i])
                 busy_s += float(row["seconds"])
@@ -202,11 +266,14 @@ def embed_on_ray(
                 ray.shutdown()
     parts, kept, skipped = [], [], []
     for i in range(len(shards)):
-        with np.load(_shard_path(shard_dir, i)) as data:
-            if len(data["names"]):
-                parts.append(data["rows"])
-            kept += [str(n) for n in data["names"]]
-            skipped += json.loads(str(data["skipped"]))
+        path = confined.checked_file(root, rel / _shard_name(i), single_link=True)
+        if hashlib.sha256(path.read_bytes()).hexdigest() != digests.get(_shard_name(i)):
+            raise InputError(f"{path} changed while the index was built; rerun `index`")
+        shard_rows, names, bad = _load_shard(path, shards[i], folder)
+        if shard_rows is not None:
+            parts.append(shard_rows)
+        kept += names
+        skipped += bad
     record = {
         "name": "ray",
         "address": options.get("address") or "local (started for this job)",

@@ -18,6 +18,8 @@ import numpy as np
 import regex
 
 from ..contract import TOKENIZER_CONFIG, TOKENIZER_DIR, TOKENIZER_MERGES, TOKENIZER_VOCAB
+from ..errors import InputError
+from .tokenizer_files import MAX_CONTEXT, check_vocab, config_int, config_token, need, read_json_file, tokenizer_files
 
 
 @lru_cache
@@ -53,6 +55,8 @@ def clean_lower(text: str) -> str:
 
 
 _NOT_A_MERGE = float("inf")
+
+
 CLIP_SOT, CLIP_EOT = "<start_of_text>", "<end_of_text>"
 
 
@@ -101,23 +105,37 @@ class Tokenizer:
 
     @classmethod
     def from_artifacts(cls, directory):
-        """The export's tokenizer, of the kind its tokenizer_config.json names (CLIP BPE or WordPiece)."""
-        folder = Path(directory) / TOKENIZER_DIR
-        config = json.loads((folder / TOKENIZER_CONFIG).read_text(encoding="utf-8"))
+        """The export's tokenizer, of the kind its tokenizer_config.json names (CLIP BPE or WordPiece). Every file
+        read is one the manifest lists, inside the export, no link, matching its sha256 (tokenizer_files)."""
+        return cls.from_files(tokenizer_files(directory), Path(directory) / TOKENIZER_DIR)
+
+    @classmethod
+    def from_folder(cls, folder):
+        """A tokenizer/ folder of your own (no manifest to check it against): tests, tools, Tokenizer.save output."""
+        folder = Path(folder)
+        return cls.from_files({p.name: p for p in folder.iterdir() if p.is_file()}, folder)
+
+    @classmethod
+    def from_files(cls, files: dict[str, Path], where: Path):
+        config = read_json_file(need(files, TOKENIZER_CONFIG, where), dict, "a JSON object")
         if config.get("type") == "wordpiece":
             from .wordpiece import WordPieceTokenizer
 
-            return WordPieceTokenizer.from_artifacts(directory)
-        encoder = json.loads((folder / TOKENIZER_VOCAB).read_text(encoding="utf-8"))
-        merges = read_merges(folder / TOKENIZER_MERGES)
-        return cls(
-            encoder,
-            merges,
-            context_length=config["context_length"],
-            sot_token=config["sot_token"],
-            eot_token=config["eot_token"],
-            pad_token_id=config.get("pad_token_id", 0),
-        )
+            return WordPieceTokenizer.from_files(files, config, where)
+        encoder = read_json_file(need(files, TOKENIZER_VOCAB, where), dict, "a JSON object of token -> id")
+        check_vocab(encoder, where / TOKENIZER_VOCAB)
+        merges = read_merges(need(files, TOKENIZER_MERGES, where))
+        try:
+            return cls(
+                encoder,
+                merges,
+                context_length=config_int(config, "context_length", where, 2, MAX_CONTEXT),
+                sot_token=config_token(config, "sot_token", encoder, where),
+                eot_token=config_token(config, "eot_token", encoder, where),
+                pad_token_id=config_int(config, "pad_token_id", where, 0, len(encoder) - 1, default=0),
+            )
+        except UnicodeDecodeError:
+            raise InputError(f"{where / TOKENIZER_MERGES} is not UTF-8 text; re-export the folder") from None
 
     @classmethod
     def from_clip_bpe_gz(cls, path, context_length: int) -> Tokenizer:

@@ -24,6 +24,8 @@ import numpy as np
 import regex
 
 from ..contract import TOKENIZER_CONFIG, TOKENIZER_DIR, TOKENIZER_UNICODE_CLASSES, TOKENIZER_WORDPIECE_VOCAB
+from ..errors import InputError
+from .tokenizer_files import config_int, config_token, need, read_json_file, tokenizer_files
 
 # The ideograph blocks tokenizers' BertNormalizer surrounds with spaces (normalizers/bert.rs, is_chinese_char);
 # note 0x2B920, not the 0x2B820 of Google's original Python BERT.
@@ -129,13 +131,41 @@ class WordPieceTokenizer:
 
     @classmethod
     def from_artifacts(cls, directory) -> WordPieceTokenizer:
-        folder = Path(directory) / TOKENIZER_DIR
-        config = json.loads((folder / TOKENIZER_CONFIG).read_text(encoding="utf-8"))
-        return cls(
-            read_vocab(folder / TOKENIZER_WORDPIECE_VOCAB),
-            **_options(config),
-            classes=UnicodeClasses.load(folder / TOKENIZER_UNICODE_CLASSES),
-        )
+        files, where = tokenizer_files(directory), Path(directory) / TOKENIZER_DIR
+        config = read_json_file(need(files, TOKENIZER_CONFIG, where), dict, "a JSON object")
+        if config.get("type") != "wordpiece":
+            raise InputError(f"{directory}'s tokenizer is {config.get('type')!r}, not WordPiece")
+        return cls.from_files(files, config, where)
+
+    @classmethod
+    def from_files(cls, files: dict, config: dict, where: Path) -> WordPieceTokenizer:
+        """Tokenizer.from_files for `type: wordpiece`: vocab.txt and the Unicode table, both required."""
+        vocab_path = need(files, TOKENIZER_WORDPIECE_VOCAB, where)
+        try:
+            vocab = read_vocab(vocab_path)
+        except UnicodeDecodeError:
+            raise InputError(f"{vocab_path} is not UTF-8 text; re-export the folder") from None
+        if len(set(vocab)) != len(vocab) or not vocab:
+            raise InputError(f"{vocab_path} is empty or lists a token twice; re-export the folder")
+        table = read_json_file(need(files, TOKENIZER_UNICODE_CLASSES, where), dict, "a Unicode class table")
+        try:
+            classes = UnicodeClasses(table)
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{where / TOKENIZER_UNICODE_CLASSES} is not a Unicode class table; re-export") from None
+        options = _options(config)
+        options["context_length"] = config_int(config, "context_length", where, 3, 4096)
+        for key in ("cls", "sep", "pad", "unk"):
+            if f"{key}_token" in options:
+                options[f"{key}_token"] = config_token(config, f"{key}_token", set(vocab), where)
+        for key in ("lowercase", "strip_accents", "tokenize_chinese_chars"):
+            if key in options and not isinstance(options[key], bool | None):
+                raise InputError(f"{where / TOKENIZER_CONFIG}: {key} is not true/false; re-export the folder")
+        if "max_input_chars_per_word" in options:
+            options["max_input_chars_per_word"] = config_int(config, "max_input_chars_per_word", where, 1, 10_000)
+        try:
+            return cls(vocab, **options, classes=classes)
+        except KeyError as e:
+            raise InputError(f"{where / TOKENIZER_CONFIG}: special token {e} is not in vocab.txt; re-export") from None
 
     def save(self, directory) -> None:
         """Writes the contract's tokenizer/ folder (read back by from_artifacts and the Android core)."""

@@ -79,17 +79,52 @@ def build_text_model(config, *, what: str):
     return AutoModel.from_config(config, add_pooling_layer=True).float().eval()
 
 
+def wordpiece_vocab(folder: Path) -> tuple[list[str], Path, dict]:
+    """The folder's WordPiece vocabulary (tokens by id), the file it came from, and tokenizer.json's BERT
+    normalizer settings ({} without one). transformers 5 saves tokenizer.json without vocab.txt; when both exist
+    they must agree token for token."""
+    vocab_txt, tokenizer_json = folder / "vocab.txt", folder / "tokenizer.json"
+    from_txt = read_vocab(vocab_txt) if vocab_txt.is_file() else None
+    from_json, normalizer = None, {}
+    if tokenizer_json.is_file():
+        data = read_json(tokenizer_json, "the fast tokenizer")
+        model = data.get("model") if isinstance(data.get("model"), dict) else {}
+        normalizer = data.get("normalizer") if isinstance(data.get("normalizer"), dict) else {}
+        table = model.get("vocab")
+        if model.get("type") == "WordPiece" and isinstance(table, dict):
+            ids = sorted(table.values()) if all(type(i) is int for i in table.values()) else None
+            if ids != list(range(len(table))):
+                raise InputError(f"{tokenizer_json}: its WordPiece vocab does not number tokens 0..n-1 once each")
+            from_json = sorted(table, key=table.__getitem__)
+    if from_txt is None and from_json is None:
+        raise InputError(
+            f"{folder} has neither vocab.txt nor a WordPiece tokenizer.json: a BERT-family text tower needs its "
+            "WordPiece vocabulary"
+        )
+    if from_txt is not None and from_json is not None and from_txt != from_json:
+        at = next(
+            (i for i, (a, b) in enumerate(zip(from_txt, from_json)) if a != b), min(len(from_txt), len(from_json))
+        )
+        raise InputError(
+            f"{folder}: vocab.txt and tokenizer.json disagree (first at id {at}); keep the pair the model was saved with"
+        )
+    return (from_txt, vocab_txt, normalizer) if from_txt is not None else (from_json, tokenizer_json, normalizer)  # type: ignore[return-value]
+
+
 def wordpiece_tokenizer(folder: Path, context_length: int, vocab_size: int) -> WordPieceTokenizer:
     """The folder's WordPiece tokenizer (vocab.txt + tokenizer_config.json), checked against the embedding table."""
-    vocab_path = folder / "vocab.txt"
-    if not vocab_path.is_file():
-        raise InputError(f"{folder} has no vocab.txt: a BERT-family text tower needs its WordPiece vocabulary")
-    vocab = read_vocab(vocab_path)
+    vocab, vocab_path, normalizer = wordpiece_vocab(folder)
     config = (
         read_json(folder / "tokenizer_config.json", "the tokenizer's settings")
         if (folder / "tokenizer_config.json").is_file()
         else {}
     )
+    # transformers 5 saves the normalizer's settings only in tokenizer.json
+    for key, setting in (("do_lower_case", "lowercase"), ("strip_accents", "strip_accents")):
+        if key not in config and setting in normalizer:
+            config[key] = normalizer[setting]
+    if "tokenize_chinese_chars" not in config and "handle_chinese_chars" in normalizer:
+        config["tokenize_chinese_chars"] = normalizer["handle_chinese_chars"]
     if len(vocab) != vocab_size:
         raise InputError(
             f"{vocab_path} has {len(vocab)} tokens but the text tower's embedding table has "

@@ -185,6 +185,31 @@ def replaced_directory(target: Path, *, root):
 
 # -- one writer per folder ------------------------------------------------------------------------------
 
+
+def ensure_writable(out_dir: Path) -> None:
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputDirError(f"output path exists and is not a directory: {out_dir}")
+    parent = out_dir if out_dir.exists() else _existing_parent(out_dir)
+    try:
+        read_only = bool(os.statvfs(parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only:
+        raise OutputDirError(f"cannot write to {parent}: it is on a read-only filesystem; choose another folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputDirError(f"cannot write to {parent} (permission denied); choose another folder")
+
+
+def _existing_parent(path: Path) -> Path:
+    for p in [path, *path.absolute().parents]:
+        if p.exists():
+            if not p.is_dir():
+                raise OutputDirError(f"{p} is a file, so {path} cannot be created; choose another folder")
+            return p
+    return Path("/")
+
+
 _held: dict[str, list] = {}  # resolved folder -> [fd, depth]: stages of one `run` nest
 
 
@@ -194,6 +219,7 @@ def folder_lock(folder: Path, stage: str):
 
     A second process refuses at once with one line naming the holder; nested stages of one process pass."""
     folder = Path(folder)
+    ensure_writable(folder)  # a read-only or unwritable folder is named before anything else is tried
     created = not folder.exists()
     if created:
         try:

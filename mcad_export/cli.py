@@ -541,13 +541,69 @@ def main(argv=None) -> int:
     console = Console(file=detached_stream(sys.stdout), highlight=False, width=None if sys.stdout.isatty() else 160)
     try:
         # Piped output (CI logs, files) gets a wide console so tables are never truncated.
-        return _dispatch(args, console)
+        with _third_party_warnings_hidden(args), _writer_lock(args):
+            return _dispatch(args, console)
     except McadError as e:
         err.print(f"[bold red]error:[/] {esc(' '.join(str(e).split()))}", soft_wrap=True)
         return e.exit_code
+    except OSError as e:
+        # A full disk or quota while a stage writes: staging is removed on the way out, so nothing half-written
+        # is left; say so in one line instead of a traceback.
+        import errno
+
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        err.print(
+            f"[bold red]error:[/] {esc(e.strerror or str(e))}{esc(where)}: free space (or choose another folder) and "
+            "rerun; nothing half-written was kept",
+            soft_wrap=True,
+        )
+        return 2
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/]: nothing half-written was kept")
         return 130
+
+
+# Commands that write into a folder, and the argument naming it: the folder's lock is taken before any heavy
+# import (torch takes seconds), so a second writer is refused at once. The stage's own lock then nests.
+WRITERS = {
+    "export": "out",
+    "run": "out",
+    "quantize": "dir",
+    "verify": "dir",
+    "index": "dir",
+    "bench": "dir",
+    "report": "dir",
+    "compile": "dir",
+    "bundle": "dir",
+    "short-query": "dir",
+}
+
+
+def _writer_lock(args):
+    import contextlib
+
+    from .atomic import folder_lock
+
+    name = WRITERS.get(args.command)
+    folder = getattr(args, name, None) if name else None
+    return folder_lock(Path(folder), args.command) if folder is not None else contextlib.nullcontext()
+
+
+def _third_party_warnings_hidden(args):
+    """Python warnings of torch, PIL, numpy, faiss, Ray ... say nothing about the user's model and break the
+    one-`error:`-line rule: the CLI hides them unless the user asked for them (PYTHONWARNINGS, or --verbose)."""
+    import contextlib
+    import os
+    import warnings
+
+    if os.environ.get("PYTHONWARNINGS") or getattr(args, "verbose", False):
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    return stack
 
 
 def _dispatch(args, console) -> int:
@@ -697,6 +753,9 @@ class _ConsoleObserver(Observer):
 
     def skipped(self, name, why):
         self.console.print(f"[dim]skipped[/] {name}: {why} (--force {name} redoes it)")
+
+    def rerun(self, name, why):
+        self.console.print(f"[dim]redo[/] {name} and every later stage: {esc(why)}")
 
     def failed(self, name, error, log):
         from .errors import FidelityGateError

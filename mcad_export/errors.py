@@ -89,3 +89,16 @@ class FidelityGateError(McadError):
     """An artifact retrieves measurably worse than PyTorch fp32. Always fails the command."""
 
     exit_code = 4
+
+
+def first_line(error, limit: int = 200) -> str:
+    """A third-party error (or text) as one short line for an `error:` message: its first non-empty line,
+    whitespace collapsed, cut at a word boundary with an ellipsis rather than mid-word."""
+    text = error if isinstance(error, str) else str(error)
+    line = next((" ".join(x.split()) for x in text.splitlines() if x.strip()), "")
+    if not line:
+        return text if isinstance(error, str) else type(error).__name__
+    if len(line) <= limit:
+        return line
+    cut = line[: limit - 1]
+    return (cut[: cut.rfind(" ")] if " " in cut[limit // 2 :] else cut).rstrip(" ,;:") + "…"

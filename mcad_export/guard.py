@@ -127,6 +127,27 @@ def reference_record(manifest: dict) -> dict:
     return next((f for f in manifest.get("files") or [] if f.get("path") == path), {"path": path})
 
 
+def reference_embeddings(root: Path, manifest: dict) -> dict:
+    """The reference embeddings (digest-checked), refused in one line unless both arrays are finite float32
+    [evaluation count, embed_dim] (a hostile npz: object arrays, cut rows, another width)."""
+    import numpy as np
+
+    path = verified(root, reference_record(manifest), "reference embeddings")
+    fix = "re-export the folder"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in ("image_embeds", "text_embeds") if k in data.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise InputError(f"{path} is not a reference npz mcad-export wrote ({e}); {fix}") from None
+    rows, dim = (manifest.get("evaluation") or {}).get("count"), manifest.get("embed_dim")
+    for key in ("image_embeds", "text_embeds"):
+        a = arrays.get(key)
+        if a is None or a.dtype != np.float32 or a.ndim != 2 or a.shape != (rows, dim) or not np.isfinite(a).all():
+            found = "missing" if a is None else f"{a.dtype} {a.shape}"
+            raise InputError(f"{path}: {key} is {found}, not finite float32 [{rows}, {dim}]; {fix}")
+    return arrays
+
+
 # -- digest cache ---------------------------------------------------------------------------------------
 # Hashing a 250 MB encoder on every `search` costs ~0.2 s. A digest is reused while the file's device,
 # inode, size, mtime and ctime are all unchanged; ctime cannot be set back by a user, so any write (or

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import McadError
+from .errors import McadError, first_line
 
 
 class ToolCrashError(McadError):
@@ -31,7 +31,7 @@ def raise_for_child(proc: subprocess.CompletedProcess, what: str) -> None:
         raise ToolCrashError(f"{what} crashed the process ({name}); the step ran isolated, nothing was written")
     if proc.returncode != 0:
         tail = [line for line in proc.stderr.strip().splitlines() if line.strip()][-1:] or ["no message"]
-        raise ToolCrashError(f"{what} failed: {tail[0][:300]}")
+        raise ToolCrashError(f"{what} failed: {first_line(tail[0], 300)}")
 
 
 def run_isolated(fn, params: dict, arrays: dict, *, what: str, timeout: int = 1800) -> dict:

@@ -38,6 +38,9 @@ class Observer:
     def skipped(self, name: str, why: str) -> None:
         pass
 
+    def rerun(self, name: str, why: str) -> None:
+        """The first stage a resumed run redoes, and why (the later ones follow from it)."""
+
     def failed(self, name: str, error: BaseException, log: Path | None) -> None:
         pass
 
@@ -61,8 +64,8 @@ class PipelineResult:
 
 def preflight(options: PipelineOptions) -> None:
     """Every option `run` will use, checked before the first stage (a typo must not cost minutes of export)."""
+    from .atomic import ensure_writable
     from .errors import InputError
-    from .export import ensure_writable
     from .quantize.calibration import check_calibration_options
     from .runtime.images import require_folder
 
@@ -201,7 +204,9 @@ def run_pipeline(
     result = PipelineResult(out=out, manifest={})
     with folder_lock(out, "run"):
         state = resume.RunState(out)
-        now = resume.snapshot(out)  # the folder as it is; after each stage, as that stage left it
+        if state.problem:
+            observer.rerun(STAGES[0], f"{state.problem}; every stage runs")
+        now = resume.snapshot(out, state.files)  # the folder as it is; after each stage, as that stage left it
         names = wanted_stages(options)
         forced_from = next((n for n in names if "all" in options.force or n in options.force), None)
         running, previous = False, None
@@ -216,6 +221,8 @@ def run_pipeline(
                     observer.skipped(name, "unchanged since the last run")
                     continue
                 running = True
+                if why != "not finished before" and not state.problem:
+                    observer.rerun(name, why)
                 state.forget_from(names[names.index(name) :])
             before = now
             t0 = time.time()
@@ -233,7 +240,7 @@ def run_pipeline(
             _store(result, name, value, out)
             result.ran.append(name)
             observer.finished(name, value)
-            now = resume.snapshot(out)
+            now = resume.snapshot(out, now)
             state.finished(name, stage_digest, before, now, time.time() - t0)
             if name == "bench" and options.enforce_budget and not value["budget"]["passed"]:
                 stages.report(out)

@@ -19,15 +19,22 @@ from . import __version__
 from .contract import LOGS_DIR
 
 STATE_FILE = "pipeline.json"
-FORMAT = 1
+FORMAT = 2  # 2: files carry ctime, inode and sha256
 # Scratch, lock and log files change every run and are no stage's output.
 _IGNORED_TOP = {LOGS_DIR}
 
 
-def snapshot(root: Path) -> dict[str, list[int]]:
-    """relpath -> [size, mtime_ns] of every file under `root` (dot-files and logs/ excluded)."""
-    out: dict[str, list[int]] = {}
+def snapshot(root: Path, known: dict | None = None, digests: bool = True) -> dict[str, list]:
+    """relpath -> [size, mtime_ns, ctime_ns, inode, sha256] of every file under `root` (dot-files and logs/
+    excluded; sha256 only with `digests`).
+
+    Whether a file changed is judged by its size and sha256 (RunState.unchanged): mtime can be set back
+    (`touch -r` after an edit), so it only decides whether a file must be hashed again. A file whose size, mtime,
+    ctime and inode equal its record in `known` keeps that record's digest (ctime cannot be set back by a
+    user); any other is hashed, so a copied folder is hashed once and then skips what is unchanged."""
+    out: dict[str, list] = {}
     root = Path(root)
+    known = known or {}
     if not root.is_dir():
         return out
     for folder, dirs, files in os.walk(root):
@@ -36,9 +43,24 @@ def snapshot(root: Path) -> dict[str, list[int]]:
         for name in files:
             if name.startswith("."):
                 continue
-            st = os.stat(Path(folder) / name)
-            out[(rel / name).as_posix()] = [st.st_size, st.st_mtime_ns]
+            path = Path(folder) / name
+            st = os.lstat(path)
+            key = (rel / name).as_posix()
+            record: list = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+            if digests:
+                previous = known.get(key)
+                same = isinstance(previous, list) and len(previous) == 5 and previous[:4] == record
+                record.append(previous[4] if same else _sha256(path) if os.path.isfile(path) else "")
+            out[key] = record
     return out
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def fingerprint(path) -> list:
@@ -50,7 +72,7 @@ def fingerprint(path) -> list:
         st = p.stat()
         return [str(p.resolve()), st.st_size, st.st_mtime_ns]
     if p.is_dir():
-        return [str(p.resolve()), sorted(snapshot(p).items())]
+        return [str(p.resolve()), sorted((k, v[:2]) for k, v in snapshot(p, digests=False).items())]
     return [str(p), "missing"]
 
 
@@ -70,19 +92,59 @@ def digest(stage: str, options, previous: str | None, external=()) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def _content(record) -> tuple | None:
+    """What a snapshot record says of a file's bytes: size and sha256."""
+    return (record[0], record[4]) if isinstance(record, list) and len(record) == 5 else None
+
+
+def _malformed(data) -> str | None:
+    """What is wrong with a pipeline.json (None: it has the shape `finished` writes)."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        return f"format is not {FORMAT}"
+    stages, files = data.get("stages"), data.get("files")
+    if not isinstance(stages, dict) or not isinstance(files, dict):
+        return "stages and files must be objects"
+    for name, record in stages.items():
+        if not (
+            isinstance(record, dict)
+            and isinstance(record.get("digest"), str)
+            and isinstance(record.get("owns"), list)
+            and all(isinstance(f, str) for f in record["owns"])
+        ):
+            return f"stage {name!r} has no digest and list of owned files"
+    if not all(
+        isinstance(v, list) and len(v) == 5 and all(type(x) is int for x in v[:4]) and isinstance(v[4], str)
+        for v in files.values()
+    ):
+        return "a file's record is not [size, mtime, ctime, inode, sha256]"
+    return None
+
+
 class RunState:
     """The record of finished stages of one folder."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
         self.path = self.root / LOGS_DIR / STATE_FILE
+        self.stages: dict[str, dict] = {}
+        self.files: dict[str, list[int]] = {}
+        self.problem: str | None = None  # why the record was set aside (every stage then runs, and says so)
+        if not os.path.lexists(self.path):
+            return
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            ok = data.get("format") == FORMAT and isinstance(data.get("stages"), dict)
-        except (OSError, ValueError, AttributeError):
-            ok, data = False, {}
-        self.stages: dict[str, dict] = data.get("stages", {}) if ok else {}
-        self.files: dict[str, list[int]] = data.get("files", {}) if ok else {}
+            from . import confined
+            from .manifest import read_json_bounded
+
+            confined.checked_file(self.root, Path(LOGS_DIR) / STATE_FILE)
+            data = read_json_bounded(self.path, 64 << 20, "")
+        except (OSError, ValueError) as e:
+            self.problem = f"{LOGS_DIR}/{STATE_FILE} cannot be read ({' '.join(str(e).split())[:120]})"
+            return
+        problem = _malformed(data)
+        if problem:
+            self.problem = f"{LOGS_DIR}/{STATE_FILE} is not a record mcad-export wrote ({problem})"
+            return
+        self.stages, self.files = data["stages"], data["files"]
 
     def unchanged(self, stage: str, stage_digest: str, now: dict[str, list[int]]) -> str | None:
         """None when the stage can be skipped, else why it must run."""
@@ -91,7 +153,7 @@ class RunState:
             return "not finished before"
         if record["digest"] != stage_digest:
             return "its inputs or options changed"
-        changed = [f for f in record["owns"] if now.get(f) != self.files.get(f)]
+        changed = [f for f in record["owns"] if _content(now.get(f)) != _content(self.files.get(f))]
         if changed:
             return f"{changed[0]} changed since"
         return None

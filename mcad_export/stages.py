@@ -26,7 +26,8 @@ def _quiet(message: str) -> None:
 
 
 def export(out: Path, student: StudentOptions, options: ExportOptions, say: Say = _quiet) -> dict:
-    from .export import ensure_writable, export_student
+    from .atomic import ensure_writable
+    from .export import export_student
     from .students import load_student
 
     ensure_writable(out)  # fail before minutes of work, not after

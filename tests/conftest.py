@@ -85,3 +85,49 @@ def scratch_export(embedded_run, tmp_path):
     out = tmp_path / "export"
     shutil.copytree(embedded_run[0], out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_open_clip_config):
+    """A finished `run` of a tiny random-init student (export ... report, dynamic INT8, a 12-image index), its
+    images folder; plus a stand-in shard, gallery image and compiled file so every owned folder exists. Tests copy it."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from mcad_export import contract
+    from mcad_export.options import (
+        BenchOptions,
+        ExportOptions,
+        IndexOptions,
+        PipelineOptions,
+        QuantizeOptions,
+        StudentOptions,
+    )
+    from mcad_export.pipeline import run_pipeline
+
+    base = tmp_path_factory.mktemp("tiny-run")
+    images = base / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(images / f"{i:02d}.png")
+    out = base / "run"
+    run_pipeline(
+        PipelineOptions(
+            out=out,
+            student=StudentOptions(f"open_clip:{tiny_open_clip_config}", random_init=True),
+            export=ExportOptions(tflite=False),
+            quantize=QuantizeOptions(precisions=("dynamic",)),
+            index=IndexOptions(images=images),
+            bench=BenchOptions(threads=(1,), gallery_size=0, sweep_sizes=(), baseline=False, quick=True),
+        )
+    )
+    (out / contract.INDEX_SHARDS_DIR / "job").mkdir(parents=True)
+    (out / contract.INDEX_SHARDS_DIR / "job" / "shard-00000.npz").write_bytes(b"shard")
+    (out / contract.GALLERY_DIR).mkdir(exist_ok=True)
+    shutil.copy(images / "00.png", out / contract.GALLERY_DIR / "heldout_00000.png")
+    (out / contract.COMPILED_DIR / "qnn-SM8650").mkdir(parents=True)
+    (out / contract.COMPILED_DIR / "qnn-SM8650" / "text_encoder.qnn_ctx.onnx").write_bytes(b"ctx")
+    return out, images

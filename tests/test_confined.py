@@ -9,9 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from mcad_export import confined, contract
 from mcad_export.cli import main
@@ -52,45 +50,6 @@ def test_every_contract_path_is_owned():
         assert (
             top in contract.OWNED_FOLDERS or top in contract.OWNED_FILES or top.startswith(contract.OWNED_PREFIXES)
         ), f"{name} = {rel!r}: add it to contract.OWNED_*"
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, tiny_open_clip_config):
-    """A finished tiny run (export ... report), its images, and a Ray-less index."""
-    from mcad_export.options import (
-        BenchOptions,
-        ExportOptions,
-        IndexOptions,
-        PipelineOptions,
-        QuantizeOptions,
-        StudentOptions,
-    )
-    from mcad_export.pipeline import run_pipeline
-
-    base = tmp_path_factory.mktemp("confined")
-    images = base / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(12):
-        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(images / f"{i:02d}.png")
-    out = base / "run"
-    run_pipeline(
-        PipelineOptions(
-            out=out,
-            student=StudentOptions(f"open_clip:{tiny_open_clip_config}", random_init=True),
-            export=ExportOptions(tflite=False),
-            quantize=QuantizeOptions(precisions=("dynamic",)),
-            index=IndexOptions(images=images),
-            bench=BenchOptions(threads=(1,), gallery_size=0, sweep_sizes=(), baseline=False, quick=True),
-        )
-    )
-    (out / contract.INDEX_SHARDS_DIR / "job").mkdir(parents=True)
-    (out / contract.INDEX_SHARDS_DIR / "job" / "shard-00000.npz").write_bytes(b"shard")
-    (out / contract.GALLERY_DIR).mkdir(exist_ok=True)
-    shutil.copy(images / "00.png", out / contract.GALLERY_DIR / "heldout_00000.png")
-    (out / contract.COMPILED_DIR / "qnn-SM8650").mkdir(parents=True)
-    (out / contract.COMPILED_DIR / "qnn-SM8650" / "text_encoder.qnn_ctx.onnx").write_bytes(b"ctx")
-    return out, images
 
 
 def _state(folder: Path) -> dict:
@@ -162,9 +121,9 @@ def _run(capsys, args) -> tuple[int, str]:
 
 @pytest.mark.parametrize("rel,kind,folder", list(_cases()))
 def test_a_link_at_an_owned_name_is_refused_by_every_stage(
-    finished, tmp_path, capsys, rel, kind, folder, tiny_open_clip_config
+    tiny_run, tmp_path, capsys, rel, kind, folder, tiny_open_clip_config
 ):
-    run, images = finished
+    run, images = tiny_run
     x = tmp_path / "x"
     shutil.copytree(run, x, symlinks=True)
     outside = tmp_path / "outside"
@@ -220,9 +179,9 @@ def contract_assets() -> Path:
     ids=["staging", "lock", "reports", "logs", "index"],
 )
 def test_without_the_audit_the_write_primitives_still_refuse_links(
-    finished, tmp_path, capsys, monkeypatch, rel, args, tiny_open_clip_config
+    tiny_run, tmp_path, capsys, monkeypatch, rel, args, tiny_open_clip_config
 ):
-    run, images = finished
+    run, images = tiny_run
     x = tmp_path / "x"
     shutil.copytree(run, x, symlinks=True)
     outside = tmp_path / "outside"
@@ -247,10 +206,10 @@ def test_a_hard_linked_lock_is_never_truncated(tmp_path):
     assert victim.read_text() == "precious"
 
 
-def test_bundle_deletes_only_files_it_wrote_with_their_recorded_bytes(finished, tmp_path, capsys):
+def test_bundle_deletes_only_files_it_wrote_with_their_recorded_bytes(tiny_run, tmp_path, capsys):
     from mcad_export.bundle import ASSETS, BUNDLE_MANIFEST
 
-    run, _ = finished
+    run, _ = tiny_run
     x = tmp_path / "x"
     shutil.copytree(run, x)
     app = tmp_path / "app"
@@ -276,10 +235,10 @@ def test_bundle_deletes_only_files_it_wrote_with_their_recorded_bytes(finished, 
     assert (assets / "notes.txt").read_text() == "mine" and (assets / "thumbs" / "999999.jpg").exists()
 
 
-def test_bundle_refuses_a_link_in_the_app_assets(finished, tmp_path, capsys):
+def test_bundle_refuses_a_link_in_the_app_assets(tiny_run, tmp_path, capsys):
     from mcad_export.bundle import ASSETS
 
-    run, _ = finished
+    run, _ = tiny_run
     x = tmp_path / "x"
     shutil.copytree(run, x)
     app = tmp_path / "app"

@@ -10,7 +10,7 @@ import numpy as np
 from ..atomic import write_text_atomic
 from ..compile.aihub import device_profile_checks
 from ..contract import BENCH_REPORT, INDEX_DIR, INDEX_EMBEDDINGS, INDEX_META, MANIFEST
-from ..guard import reference_record, verified, verified_artifact
+from ..guard import reference_embeddings, verified_artifact
 from ..manifest import dump_manifest, read_manifest, tool_versions, total_bytes
 from ..records import bench_json, read_fidelity
 from ..runtime.encoders import feed_options, ort_optimization
@@ -100,7 +100,7 @@ def bench_gallery(root: Path, manifest: dict, size: int, kind: str | None, work:
         real = GalleryIndex.load(real_index)
         real_vectors, real_kind, source = np.asarray(real.embeddings), real.kind, "index/"
     else:
-        real_vectors = np.load(verified(root, reference_record(manifest), "reference embeddings"))["image_embeds"]
+        real_vectors = reference_embeddings(root, manifest)["image_embeds"]
         real_kind, source = "flat", "reference image embeddings"
     size = size or len(real_vectors)
     # Default: what a deployment of this size should use. A flat scan of 100k x D floats costs ~4.5 ms and

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..atomic import write_text_atomic
 from ..contract import MANIFEST
-from ..errors import CompileError
+from ..errors import CompileError, first_line
 from ..guard import verified_artifact
 from ..manifest import dump_manifest
 from .registry import Target, register_backend, static_sources
@@ -57,7 +57,7 @@ def client_config():
     try:
         readable = path.is_file() and bool(parser.read(path, encoding="utf-8"))
     except (configparser.Error, UnicodeDecodeError) as e:
-        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        first = first_line(e, 120)
         raise CompileError(
             f"{path} is not a valid AI Hub client.ini ({first}); rewrite it with "
             "`qai-hub configure --api_token <TOKEN>`"

@@ -7,15 +7,14 @@ only after the contract and parity checks pass, so a failed export leaves nothin
 from __future__ import annotations
 
 import datetime as _dt
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .. import contract
-from ..atomic import locks_folder, staged_directory
+from ..atomic import ensure_writable, locks_folder, staged_directory
 from ..data.samples import load_samples
-from ..errors import OutputDirError, ParityError
+from ..errors import ParityError
 from ..manifest import dump_manifest, file_record, tool_versions
 from ..runtime.encoders import TFLITE_SIGNATURE, onnx_embed, tflite_embed
 from ..runtime.preprocess import preprocess_batch
@@ -25,30 +24,6 @@ from .rewrites import make_export_safe
 
 _BATCH = 32
 EVAL_SPLIT = "heldout"
-
-
-def ensure_writable(out_dir: Path) -> None:
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputDirError(f"output path exists and is not a directory: {out_dir}")
-    parent = out_dir if out_dir.exists() else _existing_parent(out_dir)
-    try:
-        read_only = bool(os.statvfs(parent).f_flag & os.ST_RDONLY)
-    except OSError:
-        read_only = False
-    if read_only:
-        raise OutputDirError(f"cannot write to {parent}: it is on a read-only filesystem; choose another --out")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputDirError(f"cannot write to {parent} (permission denied); choose another --out")
-
-
-def _existing_parent(path: Path) -> Path:
-    for p in [path, *path.absolute().parents]:
-        if p.exists():
-            if not p.is_dir():
-                raise OutputDirError(f"{p} is a file, so {path} cannot be created; choose another --out")
-            return p
-    return Path("/")
 
 
 def _tflite_artifact(

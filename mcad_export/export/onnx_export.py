@@ -7,7 +7,7 @@ from pathlib import Path
 
 import onnx
 
-from ..errors import ExportError, ShapeMismatchError
+from ..errors import ExportError, ShapeMismatchError, first_line
 
 # Legacy TorchScript exporter at opset 17: faster, and friendlier to every later tool than the
 # dynamo exporter (ORT quant_pre_process shape inference and onnx2tf fail on dynamo graphs).
@@ -52,7 +52,7 @@ def simplify(path: Path) -> dict:
             raise RuntimeError("onnxsim could not validate the simplified model")
         tool = f"onnxsim {onnxsim.__version__.lstrip('v')}"
     except Exception as e:  # noqa: BLE001 - any onnxsim failure falls back to onnxslim, recorded below
-        errors.append(f"onnxsim: {str(e).splitlines()[0][:160] if str(e) else type(e).__name__}")
+        errors.append(f"onnxsim: {first_line(e, 160)}")
         import onnxslim
 
         simplified = onnxslim.slim(model)

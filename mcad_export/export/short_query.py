@@ -40,7 +40,7 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
 
     from ..atomic import staged_directory
     from ..errors import ParityError
-    from ..guard import reference_record, verified
+    from ..guard import reference_embeddings
     from ..manifest import dump_manifest, file_record, read_manifest
     from ..quantize.calibration import evaluation_inputs
     from ..runtime.encoders import onnx_session, real_lengths
@@ -58,7 +58,7 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
     module, bucket_module, bucket_names, exact = _forwards(student)
     ids = evaluation_inputs(root, manifest).for_encoder("text")
     lengths = real_lengths(ids).tolist()
-    reference = np.load(verified(root, reference_record(manifest), "reference embeddings"))["text_embeds"]
+    reference = reference_embeddings(root, manifest)["text_embeds"]
     # At full length the re-statement must be the exported model itself; this separates "the student is
     # bidirectional" from "these are not the weights that were exported" (or a re-statement bug).
     with torch.no_grad():
@@ -276,6 +276,7 @@ def _export_tflite_one_query(module, stage: Path, ids, reference, twin: dict, re
     """(record or None, outcome): tflite/text_encoder.dyn.tflite, the one-query forward at a static [1, context],
     proved at full length. A secondary artifact: when it cannot be made, the ONNX one still ships and the
     manifest says why (text.short_query.tflite)."""
+    from ..errors import first_line
     from ..manifest import file_record
     from ..runtime.encoders import tflite_embed
     from . import tflite_export
@@ -286,7 +287,7 @@ def _export_tflite_one_query(module, stage: Path, ids, reference, twin: dict, re
         tflite_export.export_tflite(module, torch.from_numpy(ids[:1]), path, contract.TEXT_INPUT, contract.TEXT_OUTPUT)
     except Exception as error:  # litert-torch's lowering errors have no common type; the message is the record
         path.unlink(missing_ok=True)
-        return None, {"shipped": False, "why": f"litert-torch: {type(error).__name__}: {str(error)[:300]}"}
+        return None, {"shipped": False, "why": f"litert-torch: {type(error).__name__}: {first_line(error, 300)}"}
     say("checking the TFLite one-query encoder at full length")
     parity = _full_length_parity(reference, tflite_embed(path, ids), ids)
     if not parity["passed"]:

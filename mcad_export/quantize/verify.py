@@ -13,7 +13,7 @@ import numpy as np
 from ..atomic import locks_folder, write_text_atomic
 from ..contract import FIDELITY_REPORT, Runtime
 from ..errors import FidelityGateError, InputError
-from ..guard import reference_record, verified, verified_artifact
+from ..guard import reference_embeddings, verified_artifact
 from ..isolated import run_isolated
 from ..manifest import read_manifest
 from ..records import MEASURED_ON_SIMULATOR, fidelity_json, read_fidelity
@@ -97,7 +97,7 @@ def verify_artifacts(out_dir, gate: Gate = DEFAULT_GATE, progress=None, only=Non
     manifest = read_manifest(root)
     only = None if only is None else _resolve(manifest["artifacts"], only, root)
     evaluation = evaluation_inputs(root, manifest)
-    reference = dict(np.load(verified(root, reference_record(manifest), "reference embeddings")))
+    reference = reference_embeddings(root, manifest)
     meaningful = manifest["evaluation"].get("recall_meaningful", False)
     records, failures = [], []
     for artifact in manifest["artifacts"]:

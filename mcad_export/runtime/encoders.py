@@ -86,12 +86,49 @@ def onnx_session(path, threads: int = 0, optimization: str = "all", log_level: i
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
     }[optimization]
     source = path if isinstance(path, bytes) else str(path)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # ORT's pybind errors (Fail, InvalidGraph, InvalidProtobuf ...) share no public base
+        from ..errors import InputError, first_line
+
+        what = "the model" if isinstance(path, bytes) else str(path)
+        first = first_line(e, 300)
+        raise InputError(f"ONNX Runtime cannot load {what} ({first}); re-export or restore the file") from None
 
 
-def onnx_embed(path, array: np.ndarray, batch: int = 50, threads: int = 0, optimization: str = "all") -> np.ndarray:
-    """Embeddings in batches; the inputs are the session's own (a masked text encoder's mask derived from the ids)."""
+_ORT_TYPES = {"int32": "tensor(int32)", "int64": "tensor(int64)", "float32": "tensor(float)"}
+
+
+def check_io(session, artifact: dict, path) -> None:
+    """The loaded graph's inputs and outputs are the ones its artifact record lists (names, dtypes, rank): a model
+    swapped under a re-signed manifest is refused in one line before anything is fed to it."""
+    from ..errors import InputError
+
+    def spec(items):
+        return [(i.name, i.type, len(i.shape)) for i in items]
+
+    def listed(items):
+        return [(i["name"], _ORT_TYPES.get(i["dtype"], i["dtype"]), len(i["shape"])) for i in items]
+
+    for kind, have, want in (
+        ("inputs", spec(session.get_inputs()), listed(artifact.get("inputs") or [])),
+        ("outputs", spec(session.get_outputs())[:1], listed(artifact.get("outputs") or [])[:1]),
+    ):
+        if have != want:
+            raise InputError(
+                f"{path}: the graph's {kind} {have} are not the {want} its manifest record lists; "
+                "this is not the model the export wrote: re-export the folder"
+            )
+
+
+def onnx_embed(
+    path, array: np.ndarray, batch: int = 50, threads: int = 0, optimization: str = "all", expected: dict | None = None
+) -> np.ndarray:
+    """Embeddings in batches; the inputs are the session's own (a masked text encoder's mask derived from the ids).
+    `expected`: the artifact record the graph must match (check_io)."""
     session = onnx_session(path, threads, optimization)
+    if expected is not None:
+        check_io(session, expected, path)
     if session.get_inputs()[0].shape[0] == 1:  # static batch 1 (the short-query encoder)
         batch = 1
     names = [i.name for i in session.get_inputs()]
@@ -104,9 +141,11 @@ def artifact_embed(path, artifact: dict, array: np.ndarray, threads: int = 0) ->
     """An ONNX artifact's embeddings as the query path computes them: a short-query encoder one query at a time,
     cut after EOT as its record says (a masked tower's is fed only real tokens), others in batches."""
     if artifact.get("dynamic_length"):
-        run = open_encoder(path, "onnxruntime", threads, ort_optimization(artifact), **feed_options(artifact))
+        run = open_encoder(
+            path, "onnxruntime", threads, ort_optimization(artifact), **feed_options(artifact), expected=artifact
+        )
         return run(array).astype(np.float32)
-    return onnx_embed(path, array, threads=threads, optimization=ort_optimization(artifact))
+    return onnx_embed(path, array, threads=threads, optimization=ort_optimization(artifact), expected=artifact)
 
 
 def tflite_embed(path, array: np.ndarray) -> np.ndarray:
@@ -121,16 +160,20 @@ def open_encoder(
     optimization: str = "all",
     dynamic_length: bool = False,
     cut_after_eot: bool = True,
+    expected: dict | None = None,
 ):
     """One loaded encoder as a callable: a batch array -> float32 embeddings [batch, D].
 
     `runtime` is the artifact's manifest runtime (onnxruntime | litert). LiteRT encoders have a
     static batch of 1, so a batch runs row by row. `dynamic_length` (the short-query text encoder,
     manifest `dynamic_length`, see feed_options): one row at a time, cut after its EOT (the row's largest id)
-    so only real tokens are computed, or whole when `cut_after_eot` is false.
+    so only real tokens are computed, or whole when `cut_after_eot` is false. `expected`: the artifact record the
+    graph's inputs and outputs must match (check_io).
     """
     if runtime == "onnxruntime":
         session = onnx_session(path, threads, optimization)
+        if expected is not None:
+            check_io(session, expected, path)
         names, outputs = [i.name for i in session.get_inputs()], [session.get_outputs()[0].name]
         if dynamic_length:  # batch 1: one query
             cut = real_length if cut_after_eot else len

@@ -120,7 +120,7 @@ def build_gallery_index(
             root, model, encoder, files, folder, manifest["image"], batch, engine_options or {}, progress
         )
     else:
-        embed = open_encoder(model, encoder["runtime"], threads, ort_optimization(encoder))
+        embed = open_encoder(model, encoder["runtime"], threads, ort_optimization(encoder), expected=encoder)
         parts, kept, skipped = [], [], []
         for start in range(0, len(files), batch):
             rows, names, bad = embed_files(embed, files[start : start + batch], folder, manifest["image"])

@@ -8,12 +8,14 @@ that way raises UnreadableImage with a reason; callers skip and count it, never 
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # Larger than any camera frame (a 200 MP sensor is 16,320 x 12,240); a PNG header claiming more is a
@@ -37,13 +39,22 @@ def require_folder(folder: Path, option: str = "--images") -> Path:
 
 def list_images(folder: Path, option: str = "--images") -> list[Path]:
     folder = require_folder(folder, option)
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    # Anything named like an image is listed, a FIFO or a folder named x.png too: read_image skips it with the
+    # reason, so it is reported, never silently left out (and never opened: a FIFO would block the read).
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def read_image(path: Path):
     """An upright 8-bit RGB PIL image, or UnreadableImage saying why not."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise UnreadableImage(f"cannot be read: {e.strerror or e}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a special file"
+        raise UnreadableImage(f"not a regular file ({kind})")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -57,9 +68,9 @@ def read_image(path: Path):
     except UnreadableImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise UnreadableImage(f"too large (decompression bomb guard): {e}"[:200]) from None
+        raise UnreadableImage(f"too large (decompression bomb guard): {first_line(e)}") from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError, MemoryError) as e:
-        raise UnreadableImage(f"{type(e).__name__}: {e}"[:200]) from None
+        raise UnreadableImage(f"{type(e).__name__}: {first_line(e)}") from None
 
 
 def to_rgb8(im):

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..contract import INDEX_CODES, INDEX_EMBEDDINGS, INDEX_FORMAT, INDEX_IVFPQ, INDEX_META, INDEX_PATHS
-from ..errors import GalleryIndexError
+from ..errors import GalleryIndexError, first_line
 from .topk import best_first
 
 INDEX_KINDS = ("flat", "sq8", "ivfpq")
@@ -168,9 +168,11 @@ class GalleryIndex:
             raise GalleryIndexError(
                 f"{folder} holds no gallery index ({INDEX_META} missing); run `mcad-export index` first"
             )
+        if meta_path.stat().st_size > 16 << 20:
+            raise GalleryIndexError(f"{meta_path} is far larger than an index description; rebuild the index")
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             raise GalleryIndexError(f"{meta_path} is not valid JSON; rebuild it with `mcad-export index`") from None
         if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
             found = meta.get("format") if isinstance(meta, dict) else None
@@ -213,25 +215,52 @@ class GalleryIndex:
             raise GalleryIndexError(
                 f"{folder / INDEX_EMBEDDINGS} is not a .npy array ({e}); rebuild the index"
             ) from None
-        if embeddings.dtype != np.float32 or embeddings.ndim != 2 or len(embeddings) != meta["count"]:
+        if (
+            embeddings.dtype != np.float32
+            or embeddings.ndim != 2
+            or len(embeddings) != meta["count"]
+            or meta.get("dim") != embeddings.shape[1]
+        ):
             raise GalleryIndexError(
                 f"{folder / INDEX_EMBEDDINGS} holds {embeddings.dtype} {embeddings.shape} but "
-                f"{INDEX_META} says {meta['count']} float32 rows; rebuild it with "
+                f"{INDEX_META} says {meta['count']} float32 rows of {meta.get('dim')!r}; rebuild it with "
                 "`mcad-export index`"
             )
         paths = LazyPaths(folder / INDEX_PATHS, meta["count"])
         codes: Any = None  # faiss (SWIG, untyped) or NumpyIVFPQ
         if meta["kind"] == "ivfpq" and (folder / INDEX_IVFPQ).is_file():
-            from .ivfpq import NumpyIVFPQ
+            from .ivfpq import NumpyIVFPQ, check_arrays
 
-            with np.load(folder / INDEX_IVFPQ) as arrays:
-                codes = NumpyIVFPQ(arrays, meta["params"]["nprobe"])
+            fix = "rebuild it with `mcad-export index`"
+            try:
+                with np.load(folder / INDEX_IVFPQ, allow_pickle=False) as data:
+                    arrays = {k: data[k] for k in data.files}
+            except (OSError, ValueError, EOFError) as e:
+                raise GalleryIndexError(
+                    f"{folder / INDEX_IVFPQ} is not an index mcad-export wrote ({e}); {fix}"
+                ) from None
+            problem = check_arrays(arrays, embeddings.shape[1], meta["count"])
+            nprobe = (meta.get("params") or {}).get("nprobe")
+            if problem is None and not (type(nprobe) is int and nprobe >= 1):
+                problem = f"params.nprobe is {nprobe!r}"
+            if problem:
+                raise GalleryIndexError(f"{folder / INDEX_IVFPQ}: {problem}; {fix}")
+            codes = NumpyIVFPQ(arrays, int(nprobe or 1))
         elif meta["kind"] in ("sq8", "ivfpq"):
             import faiss
 
             # Read, not mapped: the codes are small (100k x 128-d IVF-PQ: 4.8 MB) and faiss searched the mapped
             # IVF-PQ 6x slower here (625 vs 106 us per query at nprobe 25).
-            codes = faiss.read_index(str(folder / INDEX_CODES))
+            try:
+                codes = faiss.read_index(str(folder / INDEX_CODES))
+            except RuntimeError as e:  # faiss reports a malformed file as RuntimeError (its C++ exception)
+                first = first_line(e)
+                raise GalleryIndexError(f"{folder / INDEX_CODES} is not a faiss index ({first}); rebuild it") from None
+            if codes.ntotal != meta["count"] or codes.d != embeddings.shape[1]:
+                raise GalleryIndexError(
+                    f"{folder / INDEX_CODES} holds {codes.ntotal} x {codes.d}, not the index's "
+                    f"{meta['count']} x {embeddings.shape[1]}; rebuild it with `mcad-export index`"
+                )
             if meta["kind"] == "ivfpq":
                 faiss.extract_index_ivf(codes).nprobe = meta["params"]["nprobe"]
         root = meta.get("root", "")

@@ -44,6 +44,28 @@ def arrays_from_faiss(index) -> dict:
     }
 
 
+def check_arrays(arrays, dim: int, count: int) -> str | None:
+    """What makes ivfpq.npz unusable for an index of `count` rows of `dim` (None: nothing). Shapes, dtypes and
+    ranges are checked before anything is sized from them, so a hostile file cannot ask for a huge allocation."""
+    need = {"centroids", "codebooks", "offsets", "codes", "ids", "nbits"}
+    if not need <= set(arrays):
+        return f"it lacks {sorted(need - set(arrays))}"
+    c, b, o, codes, ids, nbits = (arrays[k] for k in ("centroids", "codebooks", "offsets", "codes", "ids", "nbits"))
+    if nbits.shape != () or nbits.dtype.kind not in "iu" or int(nbits) != 8:
+        return "only 8-bit PQ codes are supported"
+    if c.dtype != np.float32 or c.ndim != 2 or c.shape[1] != dim or not 1 <= len(c) <= count:
+        return f"centroids are {c.dtype} {c.shape}, not float32 [lists <= {count}, {dim}]"
+    if b.dtype != np.float32 or b.ndim != 3 or b.shape[1] != 256 or b.shape[0] * b.shape[2] != dim:
+        return f"codebooks are {b.dtype} {b.shape}, not float32 [m, 256, {dim} / m]"
+    if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape != (count, b.shape[0]):
+        return f"codes are {codes.dtype} {codes.shape}, not uint8 [{count}, {b.shape[0]}]"
+    if ids.dtype.kind not in "iu" or ids.shape != (count,) or (count and not (0 <= ids.min() and ids.max() < count)):
+        return f"ids are not {count} row numbers from 0 to {count - 1}"
+    if o.dtype.kind not in "iu" or o.shape != (len(c) + 1,) or o[0] != 0 or o[-1] != count or (np.diff(o) < 0).any():
+        return f"list offsets are not {len(c) + 1} non-decreasing positions from 0 to {count}"
+    return None
+
+
 class NumpyIVFPQ:
     def __init__(self, arrays, nprobe: int):
         if int(arrays["nbits"]) != 8:

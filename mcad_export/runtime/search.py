@@ -61,7 +61,9 @@ def select_artifact(
 
 def check_query(text, k: int) -> None:
     """A query the user can be answered for: some visible text and 1 <= k."""
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
+        raise InputError(f'the query must be text (a str), not {type(text).__name__}; e.g. "a red circle"')
+    if not text.strip():
         raise InputError('the query is empty; give some words to search for, e.g. "a red circle"')
     try:
         text.encode("utf-8")
@@ -111,6 +113,7 @@ class TextSearch:
             threads,
             ort_optimization(self.artifact),
             **feed_options(self.artifact),
+            expected=self.artifact,
         )
         query = self.encode(self.tokenizer("a first query allocates the runtime's buffers"))
         on_stage("model")

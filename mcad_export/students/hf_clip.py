@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import CheckpointError, InputError, UnsupportedStudentError
+from ..errors import CheckpointError, InputError, UnsupportedStudentError, first_line
 from ..runtime.tokenizer import Tokenizer
 from .base import Student
 from .checkpoint import apply_state_dict, read_state_dict, sha256_of
@@ -56,7 +56,7 @@ def load(arg: str, *, weights=None, random_init: bool = False) -> Student:
         config._attn_implementation = "eager"  # plain matmul-softmax attention traces to portable ONNX
         model = CLIPModel(config).float().eval()
     except Exception as e:  # noqa: BLE001 - transformers/huggingface_hub raise their own validation errors
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        reason = first_line(e, 160)
         raise InputError(
             f"{folder / 'config.json'} is not a valid CLIP config: building the model failed ({reason})"
         ) from None

@@ -7,7 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from ..errors import InputError, UnknownStudentError, UnsupportedStudentError
+from ..errors import InputError, UnknownStudentError, UnsupportedStudentError, first_line
 from ..logs import quiet_root_logger
 from ..runtime.tokenizer import Tokenizer
 from .base import Preprocess, Student
@@ -93,7 +93,7 @@ def build_model(arg: str):
         except (InputError, UnsupportedStudentError):
             raise
         except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, ZeroDivisionError, AssertionError) as e:
-            reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            reason = first_line(e, 160)
             raise InputError(
                 f"{arg} is not a valid open_clip model config: building the model failed ({reason})"
             ) from None

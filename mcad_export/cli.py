@@ -120,6 +120,20 @@ def _add_gate_args(p: argparse.ArgumentParser) -> None:
         help="min per-sample cosine vs PyTorch fp32, applied to degenerate students only (default 0.98)",
     )
     p.add_argument(
+        "--min-cosine-floor",
+        type=float,
+        default=g.min_cosine_floor,
+        help=f"min per-sample cosine vs PyTorch fp32 for trained students: no sample may be destroyed "
+        f"(default {g.min_cosine_floor})",
+    )
+    p.add_argument(
+        "--r1-alpha",
+        type=float,
+        default=g.r1_alpha,
+        help="an R@1 drop over --max-r1-drop fails only when the captions it loses outnumber those it gains beyond "
+        f"chance: one-sided exact McNemar test at this level (default {g.r1_alpha})",
+    )
+    p.add_argument(
         "--degenerate-pairwise-cosine",
         type=float,
         default=g.degenerate_pairwise_cosine,
@@ -259,6 +273,8 @@ def gate_from(args):
         min_cosine_mean=args.min_cosine_mean,
         min_cosine_min=args.min_cosine_min,
         degenerate_pairwise_cosine=args.degenerate_pairwise_cosine,
+        min_cosine_floor=args.min_cosine_floor,
+        r1_alpha=args.r1_alpha,
     )
 
 
@@ -482,6 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget-mb", type=float, default=BUDGET_MB, help=f"resident budget for the bundle (default {BUDGET_MB:g})"
     )
     p.add_argument("--allow-over-budget", action="store_true")
+    p.add_argument(
+        "--allow-ungated",
+        action="store_true",
+        help="ship a device-only artifact (AI Hub, LiteRT NPU) the fidelity gate could not run on this machine; "
+        "bundle.json records that its gate never ran (artifacts that failed the gate are never shipped)",
+    )
 
     p = sub.add_parser(
         "short-query",
@@ -889,6 +911,7 @@ def _bundle(args, console) -> dict:
         with_image_encoder=args.with_image_encoder,
         budget_mb=args.budget_mb,
         allow_over_budget=args.allow_over_budget,
+        allow_ungated=args.allow_ungated,
     )
     with _status(console, "bundling") as say:
         result = stages.bundle(args.dir, options, say)

@@ -49,7 +49,11 @@ def text_inputs(masked: bool) -> tuple[str, ...]:
     return (TEXT_INPUT, TEXT_MASK_INPUT) if masked else (TEXT_INPUT,)
 
 
-TEXT_OUTPUT = "text_embeds"  # float32 [batch, D], L2-normalised
+TEXT_OUTPUT = "text_embeds"
+# The additive attention mask inside every exported text graph (causal towers' mask, BERT-family padding): exp(-1e4)
+# underflows to exactly 0 in fp32 and fits fp16 (NPUs), unlike -inf or finfo.min, which break int8 calibrators.
+# export/rewrites.py, students/bert_text.py and export/text_forward.py all use this one value.
+FINITE_MASK_VALUE = -1e4  # float32 [batch, D], L2-normalised
 
 # TFLite twins live in tflite/{image,text}_encoder.tflite: same input/output names (signature
 # "serving_default"), static batch 1.

@@ -34,6 +34,18 @@ def raise_for_child(proc: subprocess.CompletedProcess, what: str) -> None:
         raise ToolCrashError(f"{what} failed: {first_line(tail[0], 300)}")
 
 
+def run_child(command: list, what: str, timeout: int, env: dict) -> subprocess.CompletedProcess:
+    """A child process whose time-out or failure is one ToolCrashError line (never a TimeoutExpired traceback)."""
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise ToolCrashError(
+            f"{what} did not finish within {timeout} s and was stopped; the step ran isolated, nothing was written"
+        ) from None
+    raise_for_child(proc, what)
+    return proc
+
+
 def run_isolated(fn, params: dict, arrays: dict, *, what: str, timeout: int = 1800) -> dict:
     if not getattr(fn, "_mcad_child", False):
         raise TypeError(f"{fn!r} is not marked with isolated.run_in_child")
@@ -42,14 +54,7 @@ def run_isolated(fn, params: dict, arrays: dict, *, what: str, timeout: int = 18
         np.savez(Path(tmp) / "in.npz", **arrays)
         (Path(tmp) / "params.json").write_text(json.dumps(params))
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-        proc = subprocess.run(
-            [sys.executable, "-m", "mcad_export.isolated", command, tmp],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-        )
-        raise_for_child(proc, what)
+        run_child([sys.executable, "-m", "mcad_export.isolated", command, tmp], what, timeout, env)
         with np.load(Path(tmp) / "out.npz") as out:
             return {k: out[k] for k in out.files}
 

@@ -1,21 +1,41 @@
-"""Retrieval metrics shared by training, export checks and (later) the fidelity gate. numpy only."""
+"""Retrieval metrics over paired embeddings (caption i belongs to image i), honest about ties.
+
+A tie between the true item and another is not a hit for the model: the true item is placed uniformly at random
+among everything that scores exactly as high, and recall is the *expected* hit rate under that tie-break (computed
+exactly, no random numbers, so a rerun gives the same value). A constant or all-zero encoder ties everything and
+scores chance (k / N); a model that ranks the true item strictly first scores a hit.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 
-def recall_at(image_embeds: np.ndarray, text_embeds: np.ndarray, ks=(1, 5, 10)) -> dict:
-    """Text->image and image->text recall where caption i belongs to image i.
-
-    Ties count against the model (a strictly higher score outranks), so a constant encoder scores 0.
-    """
-    sims = text_embeds @ image_embeds.T
+def _ranks(sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per query (row): how many other items score strictly above, and how many exactly tie, the true one."""
     diag = np.diag(sims)[:, None]
-    rank_t2i = (sims > diag).sum(1)  # images scoring above the true one, per caption
-    rank_i2t = (sims.T > diag).sum(1)  # captions scoring above the true one, per image
+    above = (sims > diag).sum(1)
+    ties = (sims == diag).sum(1) - 1  # the true item itself is not a tie
+    return above, ties
+
+
+def hit_probability(sims: np.ndarray, k: int) -> np.ndarray:
+    """P(the true item is in the top k) per query, ties broken uniformly at random (exact expectation)."""
+    above, ties = _ranks(sims)
+    return np.clip((k - above) / (ties + 1), 0.0, 1.0)
+
+
+def recall_at(image_embeds: np.ndarray, text_embeds: np.ndarray, ks=(1, 5, 10)) -> dict:
+    """Text->image and image->text recall where caption i belongs to image i (ties as the module says)."""
+    sims = text_embeds @ image_embeds.T
     out = {}
     for k in ks:
-        out[f"t2i_r{k}"] = float((rank_t2i < k).mean())
-        out[f"i2t_r{k}"] = float((rank_i2t < k).mean())
+        out[f"t2i_r{k}"] = float(hit_probability(sims, k).mean())
+        out[f"i2t_r{k}"] = float(hit_probability(sims.T, k).mean())
     return out
+
+
+def t2i_hits_at_1(image_embeds: np.ndarray, text_embeds: np.ndarray) -> np.ndarray:
+    """Per caption: its image ranked strictly first (a tie is a miss). The paired R@1 test's outcomes."""
+    above, ties = _ranks(text_embeds @ image_embeds.T)
+    return (above == 0) & (ties == 0)

@@ -181,6 +181,9 @@ class BundleOptions(_Checked):
     with_image_encoder: bool = False
     budget_mb: float = BUDGET_MB
     allow_over_budget: bool = False
+    # Device-only artifacts (AI Hub, LiteRT NPU) have no host runner for the gate: shipped only when allowed, and
+    # bundle.json says the gate never ran on them (deployable.py).
+    allow_ungated: bool = False
 
 
 @dataclass

@@ -133,5 +133,6 @@ def bundle(out: Path, options: BundleOptions, say: Say = _quiet) -> dict:
         with_image_encoder=options.with_image_encoder,
         budget_mb=options.budget_mb,
         allow_over_budget=options.allow_over_budget,
+        allow_ungated=options.allow_ungated,
         progress=say,
     )

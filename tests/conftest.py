@@ -1,3 +1,4 @@
+import contextlib
 import os
 import subprocess
 import sys
@@ -12,8 +13,24 @@ SLOW_MODULES = {"test_retrain", "test_minilm_student", "test_export_dual", "test
 QNN_MODULES = {"test_compile"}
 
 
+# Every registry dispatch of this session, CLI children included, is logged here (mcad_export/usage.py) and the
+# registry-coverage tests (tests/test_registries.py), ordered last, check each registered entry was really called.
+if "MCAD_REGISTRY_LOG" not in os.environ:
+    import tempfile
+
+    os.environ["MCAD_REGISTRY_LOG"] = os.path.join(tempfile.mkdtemp(prefix="mcad-registry-"), "calls.log")
+COVERAGE_TESTS = (
+    "test_every_student_loader",
+    "test_every_compile_backend",
+    "test_every_precision",
+    "test_every_verify",
+)
+
+
 def pytest_collection_modifyitems(items):
-    """Markers from what each test uses, so a new test is sorted into its lane without anyone remembering to."""
+    """Markers from what each test uses, so a new test is sorted into its lane without anyone remembering to; the
+    registry-coverage tests go last, after every test that calls a registry."""
+    items.sort(key=lambda item: item.name.startswith(COVERAGE_TESTS))
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1]
         if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
@@ -34,6 +51,29 @@ def _source(item) -> str:
         return inspect.getsource(item.function).lower()
     except (OSError, TypeError, AttributeError):
         return item.name.lower()
+
+
+IN_CI = bool(os.environ.get("CI"))
+
+
+def unavailable(reason: str):
+    """A test that needs what this machine lacks (root, mount): skipped on a developer's machine, but a failure in
+    CI, which runs as root and must run every test (a skip there would let the test pass vacuously)."""
+    (pytest.fail if IN_CI else pytest.skip)(reason)
+
+
+@contextlib.contextmanager
+def tmpfs(path, options: str):
+    """A tmpfs mounted at `path` for the block (root only; see `unavailable`)."""
+    if os.geteuid() != 0:
+        unavailable("mounting a tmpfs needs root")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    if proc.returncode != 0:
+        unavailable(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=False)
 
 
 def run_cli(*args, cwd=None, timeout=900, env=None):

@@ -3,6 +3,8 @@
 import json
 import os
 import pickle
+import subprocess
+import sys
 
 import open_clip
 import pytest
@@ -10,7 +12,7 @@ import torch
 
 from mcad_export.cli import main
 
-from .conftest import run_cli
+from .conftest import REPO, run_cli
 
 
 class _RunsCode:
@@ -137,12 +139,31 @@ def test_output_under_a_file(capsys, tmp_path, tiny):
     assert code != 0 and len(err.splitlines()) == 1 and "is a file" in err
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
-def test_unwritable_output_dir(capsys, tmp_path, tiny):
+def test_unwritable_output_dir(tmp_path, tiny):
+    # Root ignores directory permissions through CAP_DAC_OVERRIDE: as root (CI) the command runs with that
+    # capability (and CAP_DAC_READ_SEARCH) dropped from its bounding set, so the folder's mode applies to it too.
+    def without_dac_override():
+        if os.geteuid() == 0:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+                if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+                    raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
-    code = main(["export", "--out", str(locked / "out"), "--student", tiny, "--random-init"])
-    assert code != 0 and "permission denied" in capsys.readouterr().err
+    args = ["export", "--out", locked / "out", "--student", tiny, "--random-init"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "mcad_export", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        preexec_fn=without_dac_override,
+        timeout=300,
+    )
+    assert proc.returncode == 2 and "permission denied" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (locked / "out").exists()
 
 
 def test_cli_process_exit_code_and_single_line(tmp_path):

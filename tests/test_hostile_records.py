@@ -18,7 +18,7 @@ from mcad_export import contract
 from mcad_export.cli import main
 from mcad_export.errors import GalleryIndexError, InputError
 
-from .conftest import REPO
+from .conftest import REPO, tmpfs
 
 
 def _cli(capsys, *args):
@@ -58,14 +58,10 @@ def _resign(x: Path, rel: str) -> None:
 # -- 8: a full disk -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"), reason="mounting a tmpfs needs root")
 def test_a_full_disk_is_one_line_and_leaves_nothing(capsys, tmp_path, tiny_open_clip_config):
     mount = tmp_path / "small"
     mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
-    if proc.returncode != 0:
-        pytest.fail(f"cannot mount a 256 KB tmpfs to fill: {proc.stderr.decode().strip()}")
-    try:
+    with tmpfs(mount, "size=256k"):
         code, _, err = _cli(
             capsys,
             "export",
@@ -80,8 +76,6 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(capsys, tmp_path, tiny_open_
         )
         _one_line(code, err, "No space left on device", "nothing half-written was kept")
         assert list(mount.iterdir()) == []
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
 
 
 # -- 9: a foreign ONNX under a re-signed manifest --------------------------------------------------------------

@@ -110,9 +110,15 @@ def test_int4_recipe_through_the_gate_with_layers_kept_int8(scratch_export):
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((scratch_export / "manifest.json").read_text())
     artifacts = {a["path"]: a for a in manifest["artifacts"]}
-    rejected = {r["path"] for r in manifest["quantization"]["rejected"]}
+    rejected = {r["path"]: r for r in manifest["quantization"]["rejected"]}
     paths = {"text_encoder.w4.onnx", "text_encoder.dyn.w4.onnx"}
-    assert paths <= set(artifacts) | rejected and not any(p.startswith("image_encoder.w4") for p in artifacts)
+    assert paths <= set(artifacts) | set(rejected) and not any(p.startswith("image_encoder.w4") for p in artifacts)
+    # A rejected variant is asserted too (the test must not pass vacuously when every variant is rejected): auto
+    # mixed precision tried every step, each with tuning numbers, and the last one says what it missed.
+    for path in paths & set(rejected):
+        steps = rejected[path]["steps"]
+        assert len(steps) >= 2 and all(0 < s["cosine_mean"] <= 1 for s in steps), steps
+        assert rejected[path]["last_step"]["misses"] and not (scratch_export / path).exists()
     for path in paths & set(artifacts):
         recipe = artifacts[path]["recipe"]
         model = onnx.load(str(scratch_export / path), load_external_data=False)
@@ -288,9 +294,15 @@ def test_per_token_recipe_through_the_gate(scratch_export):
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((scratch_export / "manifest.json").read_text())
     artifacts = {a["path"]: a for a in manifest["artifacts"]}
-    rejected = {r["path"] for r in manifest["quantization"]["rejected"]}
+    rejected = {r["path"]: r for r in manifest["quantization"]["rejected"]}
     paths = {"text_encoder.dyntok.onnx", "text_encoder.dyn.dyntok.onnx"}
-    assert paths <= set(artifacts) | rejected and not any(p.startswith("image_encoder.dyntok") for p in artifacts)
+    assert paths <= set(artifacts) | set(rejected) and not any(p.startswith("image_encoder.dyntok") for p in artifacts)
+    # A rejected variant is asserted too (the test must not pass vacuously when every variant is rejected): auto
+    # mixed precision tried every step, each with tuning numbers, and the last one says what it missed.
+    for path in paths & set(rejected):
+        steps = rejected[path]["steps"]
+        assert len(steps) >= 2 and all(0 < s["cosine_mean"] <= 1 for s in steps), steps
+        assert rejected[path]["last_step"]["misses"] and not (scratch_export / path).exists()
     for path in paths & set(artifacts):
         recipe = artifacts[path]["recipe"]
         model = onnx.load(str(scratch_export / path))

@@ -74,7 +74,7 @@ def test_export_short_query_and_int8_keep_the_cards_retrieval(minilm_export):
     for name in variants:
         r = records[name]
         assert r["passed"] and r["cosine_mean"] >= 0.99 and r["top10_overlap"] >= 0.95, r
-        assert fp32["recall_at_1"] - r["recall_at_1"] <= 0.005, r
+        assert fp32["recall_at_1"] - r["recall_at_1"] <= 0.005 or not r["r1_paired"]["significant"], r
     # Dynamic INT8 activations break on MiniLM's outlier channels (per-tensor scales): the gate must catch it, and
     # the record must say which layers lose most (each block's FFN output projection, ~29 dB).
     manifest = json.loads((out / "manifest.json").read_text())

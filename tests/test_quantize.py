@@ -46,7 +46,10 @@ def test_run_quantizes_and_every_artifact_passes_the_gate(embedded_run):
         for precision in ("w8a8", "w8a16", "dynamic", "fp16") + (("w8",) if encoder == "text_encoder" else ()):
             record = by_path[f"{encoder}.{precision}.onnx"]
             assert record["passed"], record
-            assert record["recall_at_1_fp32"] - record["recall_at_1"] <= 0.005
+            # a drop over 0.5 points passes only inside the noise (the paired test finds no significant loss)
+            drop = record["recall_at_1_fp32"] - record["recall_at_1"]
+            assert drop <= 0.005 or not record["r1_paired"]["significant"], record
+            assert record["cosine_min"] >= 0.9 and record["sha256"] == _artifacts(out)[record["artifact"]]["sha256"]
             assert record["top10_overlap"] >= 0.95 and record["cosine_mean"] >= 0.99
     artifacts = _artifacts(out)
     # ~4x smaller: int8 weights everywhere it was kept quantized.

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -116,7 +115,7 @@ def available_memory() -> int | None:
 
 def run_probe(module: str, config: dict, threads: int, workdir: Path, timeout: int = 900) -> dict:
     """One measurement in a fresh process with `threads` threads everywhere (BLAS, OpenMP, runtimes)."""
-    from ..isolated import raise_for_child
+    from ..isolated import ToolCrashError, run_child
 
     fd, name = tempfile.mkstemp(suffix=".json", dir=workdir)
     with os.fdopen(fd, "w") as f:
@@ -129,8 +128,9 @@ def run_probe(module: str, config: dict, threads: int, workdir: Path, timeout: i
         MKL_NUM_THREADS=str(threads),
         TF_CPP_MIN_LOG_LEVEL="3",
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", module, str(path)], capture_output=True, text=True, timeout=timeout, env=env
-    )
-    raise_for_child(proc, f"benchmark step {config.get('mode', module)}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    what = f"benchmark step {config.get('mode', module)}"
+    proc = run_child([sys.executable, "-m", module, str(path)], what, timeout, env)
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise ToolCrashError(f"{what} printed no result (its last line is not JSON)") from None

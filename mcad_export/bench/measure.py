@@ -10,9 +10,11 @@ import numpy as np
 from ..atomic import write_text_atomic
 from ..compile.aihub import device_profile_checks
 from ..contract import BENCH_REPORT, INDEX_DIR, INDEX_EMBEDDINGS, INDEX_META, MANIFEST
+from ..deployable import verdict
+from ..errors import InputError
 from ..guard import reference_embeddings, verified_artifact
 from ..manifest import dump_manifest, read_manifest, tool_versions, total_bytes
-from ..records import bench_json, read_fidelity
+from ..records import bench_json
 from ..runtime.encoders import feed_options, ort_optimization
 from ..runtime.index import GalleryIndex, synthetic_gallery
 from ..runtime.search import HOST_RUNTIMES
@@ -33,8 +35,11 @@ def query_texts(manifest: dict, count: int = 64) -> list[str]:
     return list(GENERIC_QUERIES)
 
 
-def gate_status(root: Path) -> dict[str, bool | None]:
-    return {r["artifact"]: r.get("passed") for r in read_fidelity(root)}
+def gate_status(root: Path) -> dict[str, dict]:
+    """artifact path -> its latest fidelity record (deployable.verdict decides what may deploy)."""
+    from ..deployable import latest_records
+
+    return latest_records(root)
 
 
 def sample_inputs(root: Path, manifest: dict, work: Path, queries: list[str]) -> dict[str, str]:
@@ -81,11 +86,19 @@ def choose(root, manifest, encoder, wanted, gates, inputs, settings, work, say) 
                 "precision": a["precision"],
                 "runtime": a["runtime"],
                 "p50_ms": round(stats["p50"], 3),
-                "gate_passed": gates.get(a["path"]),
+                "gate_passed": verdict(a, gates)[0],
                 "size_bytes": total_bytes(a),
             }
         )
-    eligible = [r for r in ranking if r["gate_passed"] is not False] or ranking
+    # Only what the gate passed, on a runtime that ran the file, on these bytes (deployable.py); no fallback.
+    eligible = [r for r in ranking if r["gate_passed"]]
+    if not eligible:
+        why = {a["path"]: verdict(a, gates)[1] for a in candidates}
+        raise InputError(
+            f"no {encoder} encoder may deploy: "
+            + "; ".join(f"{path}: {reason}" for path, reason in why.items())
+            + " (only artifacts that passed the fidelity gate deploy)"
+        )
     best = min(eligible, key=lambda r: r["p50_ms"])
     return next(a for a in candidates if a["path"] == best["artifact"]), sorted(ranking, key=lambda r: r["p50_ms"])
 
@@ -298,15 +311,15 @@ def run_bench(root: Path, settings: Settings, work: Path, say) -> dict:
                 "precision": text["precision"],
                 "runtime": text["runtime"],
                 "size_bytes": total_bytes(text),
-                "gate_passed": gates.get(text["path"]),
-                "chosen_by": "--artifact" if settings.artifact else "fastest not failing the gate",
+                "gate_passed": verdict(text, gates)[0],
+                "chosen_by": "--artifact" if settings.artifact else "fastest that passed the fidelity gate",
             },
             "image": {
                 "path": image["path"],
                 "precision": image["precision"],
                 "runtime": image["runtime"],
                 "size_bytes": total_bytes(image),
-                "gate_passed": gates.get(image["path"]),
+                "gate_passed": verdict(image, gates)[0],
             },
             "text_ranking": text_ranking,
             "image_ranking": image_ranking,

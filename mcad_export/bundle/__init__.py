@@ -20,10 +20,10 @@ from .. import confined
 from ..atomic import locks_folder
 from ..contract import INDEX_DIR, INDEX_EMBEDDINGS, INDEX_META, INDEX_PATHS, TOKENIZER_DIR
 from ..defaults import BUDGET_MB
+from ..deployable import latest_records, require, verdict
 from ..errors import BudgetMissError, InputError
 from ..guard import file_digest, inside, is_safe_relpath, verified, verified_files
 from ..manifest import read_manifest
-from ..records import read_fidelity
 from ..runtime.encoders import feed_options
 from ..runtime.index import GalleryIndex
 from ..runtime.search import check_index_matches
@@ -73,7 +73,8 @@ def _checked(root: Path, record: dict) -> Path:
 
 
 def choose_encoder(manifest: dict, root: Path, target: str | None, encoder: str) -> dict:
-    """The artifact the app runs for this target; it must not have failed the fidelity gate."""
+    """The artifact the app runs for this target: bench's choice (its `deployment`), else the first of w8a8 / fp32
+    ONNX the gate passed. Whether it may deploy is deployable.require's to say (bundle calls it)."""
     artifacts = [a for a in manifest["artifacts"] if a["encoder"] == encoder]
     if target in (None, "cpu"):
         chosen_path = (manifest.get("deployment") or {}).get(f"{encoder}_encoder")
@@ -82,11 +83,16 @@ def choose_encoder(manifest: dict, root: Path, target: str | None, encoder: str)
             for a in artifacts
             if a["format"] in ("onnx", "tflite") and "target" not in a and not a.get("length_bucket")
         ]
+        records = latest_records(root)
+        passing = [a for a in pool if verdict(a, records)[0]]
         chosen = (
             next((a for a in pool if a["path"] == chosen_path), None)
-            or next((a for a in pool if a["format"] == "onnx" and a["precision"] == "w8a8"), None)
-            or next(a for a in pool if a["format"] == "onnx" and a["precision"] == "fp32")
+            or next((a for a in passing if a["format"] == "onnx" and a["precision"] == "w8a8"), None)
+            or next((a for a in passing if a["format"] == "onnx" and a["precision"] == "fp32"), None)
+            or next((a for a in pool if a["format"] == "onnx" and a["precision"] == "fp32"), None)
         )
+        if chosen is None:
+            raise InputError(f"{root} has no {encoder} encoder for the CPU; re-export the folder")
     else:
         from ..compile.targets import resolve
 
@@ -104,7 +110,6 @@ def choose_encoder(manifest: dict, root: Path, target: str | None, encoder: str)
                 f"the demo app cannot load {chosen['format']} ({chosen['path']}); compile with "
                 "--aihub-runtime tflite or onnx"
             )
-    _require_gate_pass(root, chosen)
     return chosen
 
 
@@ -120,14 +125,7 @@ def length_buckets(manifest: dict, root: Path, chosen: dict) -> list[dict]:
         ),
         key=lambda a: a["length_bucket"]["tokens"],
     )
-    for bucket in buckets:
-        _require_gate_pass(root, bucket)
     return buckets
-
-
-def _require_gate_pass(root: Path, artifact: dict) -> None:
-    if any(r["artifact"] == artifact["path"] and r.get("passed") is False for r in read_fidelity(root)):
-        raise InputError(f"{artifact['path']} failed the fidelity gate; bundle a passing artifact or another target")
 
 
 @locks_folder("bundle")
@@ -140,6 +138,7 @@ def bundle(
     budget_mb: float = BUDGET_MB,
     allow_over_budget: bool = False,
     thumb_size: int = 128,
+    allow_ungated: bool = False,
     progress=None,
 ) -> dict:
     say = progress or (lambda message: None)
@@ -157,6 +156,7 @@ def bundle(
     encoders = {}
     for encoder in ("text", "image") if with_image_encoder else ("text",):
         artifact = choose_encoder(manifest, root, target, encoder)
+        gate = require(root, artifact, allow_ungated=allow_ungated)
         name = safe_name(f"models/{encoder}_encoder{_suffix(artifact['path'])}")
         files[name] = _checked(root, artifact)
         if artifact.get("external_data"):  # ORT finds weights by the file name stored in the model
@@ -173,6 +173,7 @@ def bundle(
             "why": why,
             "inputs": artifact["inputs"],
             "outputs": artifact["outputs"],
+            "gate": gate,
             # the short-query encoder of a causal student: feed ids up to and including EOT
             "dynamic_length": feed_options(artifact)["cut_after_eot"],
         }
@@ -180,11 +181,12 @@ def bundle(
             # Static NPU graphs: the app runs a query on the shortest bucket holding it up to EOT, else on `file`.
             encoders[encoder]["length_buckets"] = []
             for bucket in length_buckets(manifest, root, artifact):
+                bucket_gate = require(root, bucket, allow_ungated=allow_ungated)
                 tokens = bucket["length_bucket"]["tokens"]
                 bucket_name = safe_name(f"models/text_encoder.len{tokens}{_suffix(artifact['path'])}")
                 files[bucket_name] = _checked(root, bucket)
                 encoders[encoder]["length_buckets"].append(
-                    {"tokens": tokens, "file": bucket_name, "source": bucket["path"]}
+                    {"tokens": tokens, "file": bucket_name, "source": bucket["path"], "gate": bucket_gate}
                 )
     for f in verified_files(root, manifest, TOKENIZER_DIR):
         files[safe_name(f"tokenizer/{f.name}")] = f.resolve()
@@ -298,7 +300,7 @@ def _thumbnails(root: Path, index, size: int, say) -> dict[str, bytes]:
     out, missing = {}, 0
     for row in range(len(index)):
         try:
-            im = read_image(Path(index.path_of(row)))
+            im = read_image(Path(index.path_of(row)), draft_to=2 * size)
             im.thumbnail((size, size))
             buf = io.BytesIO()
             im.save(buf, "JPEG", quality=85, optimize=True)

@@ -37,6 +37,9 @@ class Target:
         return self.id.replace(":", "-")
 
     def compile_fn(self) -> Callable:
+        from ..usage import note
+
+        note("backend", self.backend)
         return _BACKENDS[self.backend][1]
 
 

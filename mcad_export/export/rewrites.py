@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# exp(-1e4) underflows to exactly 0 in fp32 and fits fp16 (NPUs), unlike -inf or finfo.min.
-FINITE_MASK_VALUE = -1e4
+from ..contract import FINITE_MASK_VALUE
 
 
 class PlainMultiheadAttention(nn.Module):

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..contract import FINITE_MASK_VALUE
 from ..errors import UnsupportedStudentError
 from .rewrites import PlainMultiheadAttention
 
@@ -104,7 +105,9 @@ class QueryText(nn.Module):
         self.attention = nn.ModuleList([_QueryAttention(b.attn) for b in blocks] if self.restated else [])
         # Finite (rewrites.py) and sliced per input; a buffer so the traced graph slices a constant.
         mask = getattr(self.tower, "attn_mask", None)
-        self.register_buffer("mask", None if mask is None else mask.detach().clamp(min=-1e4).float(), persistent=False)
+        self.register_buffer(
+            "mask", None if mask is None else mask.detach().clamp(min=FINITE_MASK_VALUE).float(), persistent=False
+        )
 
     def pooled_row(self, ids):
         if self.pool == "argmax":

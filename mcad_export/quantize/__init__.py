@@ -22,6 +22,7 @@ from ..isolated import run_isolated
 from ..logs import quiet_root_logger
 from ..manifest import artifact_files, dump_manifest, file_record, read_manifest, total_bytes
 from ..runtime.encoders import artifact_embed, onnx_embed, real_lengths
+from ..usage import note
 from .calibration import ArrayReader, calibration_inputs, sample_inputs
 from .fidelity import DEFAULT_GATE, Gate, score
 from .layer_damage import node_damage
@@ -156,6 +157,8 @@ def quantize_artifacts(
         # With auto, a variant that misses the gate even after mixed precision is not shipped: its file is
         # dropped and the manifest says which layers keep it from passing. Without auto the user asked for
         # the plain model, so it is kept and `verify` judges it.
+        for r in records:  # each variant was judged by the gate on the tuning split (registry coverage, usage.py)
+            note("gated", f"{r['format']}:{r['precision']}")
         rejected = [r for r in records if auto and not r["tuning"]["passed"]]
         for r in rejected:
             for name in artifact_files(r):
@@ -200,6 +203,7 @@ def tuning_step(encoder, embeds, tune_reference, gate: Gate, keep_float, populat
         "recall_at_1_fp32": result["recall_at_1_fp32"],
         "top10_overlap": round(result["top10_overlap"], 4),
         "cosine_min": round(result["cosine_min"], 6),
+        "r1_paired_p": result["r1_paired"]["p_value"],
         "degenerate": result["degenerate"],
         "passed": not misses,
         "misses": misses,

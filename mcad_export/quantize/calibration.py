@@ -78,7 +78,7 @@ def calibration_inputs(
         images = []
         for path in list_images(folder, "--calib-images"):
             try:
-                images.append(read_image(path))
+                images.append(read_image(path, draft_to=2 * manifest["image"]["image_size"]))
             except UnreadableImage:
                 skipped += 1  # unreadable files are counted, never fatal (the index's policy: runtime/images.py)
             if len(images) == num_calib:

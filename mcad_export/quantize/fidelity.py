@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..metrics import recall_at
+from ..metrics import recall_at, t2i_hits_at_1
 
 # fp32 R@10 at or below this many times chance (10 / pairs): the reference itself cannot rank
 CHANCE_FACTOR = 2.0
@@ -31,6 +31,12 @@ class Gate:
     min_cosine_mean: float = 0.99
     min_cosine_min: float = 0.98  # degenerate students only (see module docstring)
     degenerate_pairwise_cosine: float = 0.8
+    # Trained students: no sample may be destroyed. The embedded student's passing INT8 variants reach >= 0.987 per
+    # sample; a caption an artifact breaks falls far below.
+    min_cosine_floor: float = 0.9
+    # An R@1 drop is damage only when the queries it loses outnumber those it gains beyond chance: one-sided exact
+    # McNemar test on the captions whose hit flips (see r1_paired_test).
+    r1_alpha: float = 0.05
 
     def misses(self, record: dict) -> list[str]:
         if record.get("degenerate"):
@@ -46,10 +52,24 @@ class Gate:
             return out
         out = []
         drop = record["recall_at_1_fp32"] - record["recall_at_1"]
-        if drop > self.max_r1_drop + 1e-9:
+        paired = record.get("r1_paired") or {}
+        # Records without the paired test (written before it existed) are judged on the drop alone.
+        significant = paired.get("p_value", 0.0) < self.r1_alpha
+        if drop > self.max_r1_drop + 1e-9 and significant:
             out.append(
                 f"R@1 {record['recall_at_1']:.3f} vs fp32 {record['recall_at_1_fp32']:.3f} "
-                f"(drop {100 * drop:.1f} points > {100 * self.max_r1_drop:.1f})"
+                f"(drop {100 * drop:.1f} points > {100 * self.max_r1_drop:.1f}"
+                + (
+                    f"; {paired['lost']} captions lost vs {paired['gained']} gained, paired p = "
+                    f"{paired['p_value']:.3g} < {self.r1_alpha}"
+                    if paired
+                    else ""
+                )
+                + ")"
+            )
+        if record["cosine_min"] < self.min_cosine_floor:
+            out.append(
+                f"min cosine {record['cosine_min']:.4f} < {self.min_cosine_floor} (a sample the artifact destroys)"
             )
         if record["top10_overlap"] < self.min_top10_overlap:
             out.append(f"top-10 overlap {record['top10_overlap']:.3f} < {self.min_top10_overlap}")
@@ -59,6 +79,32 @@ class Gate:
 
 
 DEFAULT_GATE = Gate()
+
+
+def r1_paired_test(hits_fp32: np.ndarray, hits: np.ndarray, alpha: float) -> dict:
+    """Exact one-sided McNemar test on the captions whose R@1 hit differs between fp32 and the artifact.
+
+    Under "no damage" a flip is as likely to lose a caption as to gain one, so `lost` ~ Binomial(lost + gained, 1/2);
+    p_value = P(X >= lost). Deterministic (no resampling): the same embeddings give the same verdict.
+    `min_detectable_drop`: the smallest R@1 drop this sample can call damage (every flip a loss: 2^-n < alpha)."""
+    import math
+
+    lost = int((hits_fp32 & ~hits).sum())
+    gained = int((~hits_fp32 & hits).sum())
+    n = lost + gained
+    tail = sum(math.comb(n, i) for i in range(lost, n + 1))
+    p_value = tail / 2**n if n else 1.0
+    needed = math.ceil(math.log2(1 / alpha)) if alpha > 0 else n + 1
+    samples = max(len(hits), 1)
+    return {
+        "lost": lost,
+        "gained": gained,
+        "p_value": float(f"{p_value:.6g}"),
+        "alpha": alpha,
+        "significant": bool(p_value < alpha),
+        "samples": len(hits),
+        "min_detectable_drop": round(needed / samples, 6),
+    }
 
 
 def top_k_overlap(queries_a, gallery_a, queries_b, gallery_b, k: int = 10) -> float:
@@ -104,9 +150,12 @@ def score(encoder: str, embeds: np.ndarray, reference: dict, gate: Gate = DEFAUL
     cos = (embeds * (ref_img if encoder == "image" else ref_txt)).sum(1)
     img, txt = (embeds, ref_txt) if encoder == "image" else (ref_img, embeds)
     recall, recall_fp32 = recall_at(img, txt), recall_at(ref_img, ref_txt)
+    paired = r1_paired_test(t2i_hits_at_1(ref_img, ref_txt), t2i_hits_at_1(img, txt), gate.r1_alpha)
     return {
         "cosine_mean": float(cos.mean()),
         "cosine_min": float(cos.min()),
+        "cosine_p1": float(np.percentile(cos, 1)),
+        "r1_paired": paired,
         "recall_at_1": recall["t2i_r1"],
         "recall_at_5": recall["t2i_r5"],
         "recall_at_10": recall["t2i_r10"],

@@ -18,6 +18,7 @@ from ..isolated import run_isolated
 from ..manifest import read_manifest
 from ..records import MEASURED_ON_SIMULATOR, fidelity_json, read_fidelity
 from ..runtime.encoders import artifact_embed, real_lengths
+from ..usage import note
 from .calibration import evaluation_inputs
 from .fidelity import DEFAULT_GATE, Gate, score
 
@@ -111,6 +112,7 @@ def verify_artifacts(out_dir, gate: Gate = DEFAULT_GATE, progress=None, only=Non
             "runtime": MEASURED_ON.get(artifact["runtime"], artifact["runtime"]),
             "precision": artifact["precision"],
             "size_bytes": artifact["size_bytes"],
+            "sha256": artifact["sha256"],
             **({"target": artifact["target"]} if "target" in artifact else {}),
         }
         if runner is None:
@@ -119,6 +121,8 @@ def verify_artifacts(out_dir, gate: Gate = DEFAULT_GATE, progress=None, only=Non
         say(f"verifying {artifact['path']} on {artifact['runtime']}")
         rows, inputs = gated_rows(artifact, evaluation.for_encoder(artifact["encoder"]))
         embeds = runner(verified_artifact(root, artifact), artifact["inputs"][0]["name"], inputs, artifact)
+        note("runner", artifact["runtime"])
+        note("gated", f"{artifact['format']}:{artifact['precision']}")
         # A subset is gated against the PyTorch reference of the same rows (recall over a gallery of those images).
         result = score(artifact["encoder"], embeds, {k: v[rows] for k, v in reference.items()}, gate, reference)
         misses = gate.misses(result)

@@ -17,7 +17,8 @@ def embed_files(embed, files: list[Path], root: Path, spec: dict) -> tuple[np.nd
     pixels, names, skipped = [], [], []
     for path in files:
         try:
-            pixels.append(preprocess_image(read_image(path), spec))
+            # Decoded at >= 2x the model's input side: a 200 MP JPEG need not be decoded whole to be resized to S.
+            pixels.append(preprocess_image(read_image(path, draft_to=2 * spec["image_size"]), spec))
             names.append((path, Path(path).relative_to(root).as_posix()))
         except UnreadableImage as e:
             skipped.append({"path": str(path), "reason": str(e)})

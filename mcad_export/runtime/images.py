@@ -44,9 +44,17 @@ def list_images(folder: Path, option: str = "--images") -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def read_image(path: Path):
-    """An upright 8-bit RGB PIL image, or UnreadableImage saying why not."""
+def read_image(path: Path, draft_to: int | None = None):
+    """An upright 8-bit RGB PIL image, or UnreadableImage saying why not.
+
+    `draft_to`: the caller needs at most this many pixels on the shorter side, so a JPEG is decoded reduced in the
+    DCT domain (1/2, 1/4 or 1/8 scale, never below `draft_to` on either side): a 200 MP phone photo decodes at
+    about 1/8 of its 600 MB instead of whole. Other formats decode whole."""
     from PIL import Image, ImageOps, UnidentifiedImageError
+
+    # Pillow's own bomb guard warns above 89.5 MP and refuses above 179 MP, below the phone photos MAX_PIXELS
+    # admits (108 and 200 MP sensors); MAX_PIXELS, checked from the header below, is the one limit.
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
     try:
         mode = os.stat(path).st_mode
@@ -62,6 +70,8 @@ def read_image(path: Path):
                 w, h = im.size
                 if w * h > MAX_PIXELS:
                     raise UnreadableImage(f"too large: {w} x {h} pixels (limit {MAX_PIXELS:,})")
+                if draft_to and im.format == "JPEG":
+                    im.draft("RGB", (draft_to, draft_to))
                 im.load()
                 upright = ImageOps.exif_transpose(im)
                 return to_rgb8(upright)

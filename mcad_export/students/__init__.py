@@ -29,6 +29,9 @@ def load_student(spec: str | None = None, weights=None, *, random_init: bool = F
             + ", ".join(f"{p}:..." for p in loader_prefixes() if p != DEFAULT_SPEC)
             + ", or omit --student"
         )
+    from ..usage import note
+
+    note("loader", prefix)
     if random_init:
         import torch
 

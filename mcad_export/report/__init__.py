@@ -45,6 +45,7 @@ def collect(directory) -> dict:
         "verdict": verdict,
         "bench": bench,
         "fidelity": fidelity,
+        "gate_sensitivity": gate_sensitivity(fidelity),
         "recall_meaningful": manifest["evaluation"].get("recall_meaningful", False),
         "artifacts": [
             {
@@ -68,6 +69,19 @@ def _device_line(check: dict) -> str:
     return (
         f"; {check['encoder']} encoder on {check['device']} ({check['target']}): {check['inference_ms']} ms, "
         f"peak {check['peak_memory_mb']} MB, {npu}{'' if check['passed'] else ' - MISS'}"
+    )
+
+
+def gate_sensitivity(fidelity: list[dict]) -> str | None:
+    """How large an R@1 drop this sample can call damage (the paired test's smallest detectable drop)."""
+    paired = next((r["r1_paired"] for r in fidelity if r.get("r1_paired") and not r.get("degenerate")), None)
+    if paired is None:
+        return None
+    return (
+        f"With {paired['samples']:,} held-out captions, the paired R@1 test (exact McNemar on the captions whose hit "
+        f"flips, alpha {paired['alpha']:g}) can call a drop of {100 * paired['min_detectable_drop']:.1f} points or "
+        "more damage when every flip is a loss; a smaller drop, or one the gained captions balance, is within this "
+        "sample's noise. Each artifact must also keep every sample's cosine above the floor."
     )
 
 

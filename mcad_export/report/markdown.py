@@ -7,6 +7,12 @@ def _row(cells) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def flips(record: dict) -> str:
+    """The paired R@1 test's flips of one gate record, for a table cell."""
+    paired = record.get("r1_paired")
+    return f"{paired['lost']} / {paired['gained']} (p {paired['p_value']:.2g})" if paired else "-"
+
+
 def _table(header, rows) -> list[str]:
     return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows), ""]
 
@@ -77,14 +83,18 @@ def render_markdown(data: dict) -> str:
                 "gate is cosine mean and min vs fp32.",
                 "",
             ]
+        if data.get("gate_sensitivity"):
+            out += [data["gate_sensitivity"], ""]
         out += _table(
-            ["artifact", "cos mean", "t2i R@1", "fp32 R@1", "top-10 overlap", "gate"],
+            ["artifact", "cos mean", "cos min", "t2i R@1", "fp32 R@1", "R@1 lost / gained", "top-10 overlap", "gate"],
             [
                 [
                     r["artifact"],
                     f"{r['cosine_mean']:.5f}",
+                    f"{r['cosine_min']:.4f}",
                     f"{r['recall_at_1']:.3f}",
                     f"{r['recall_at_1_fp32']:.3f}",
+                    flips(r),
                     f"{r['top10_overlap']:.3f}",
                     "pass" if r["passed"] else "MISS",
                 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 
 from . import svg
+from .markdown import flips
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1000px;color:#1f2328;padding:0 16px}
@@ -254,14 +255,28 @@ def render_html(data: dict) -> str:
         parts.append(
             '<p class="note">Recall is not meaningful for this student (random init or unknown domain); cosine is.</p>'
         )
+    if data.get("gate_sensitivity"):
+        parts.append(f'<p class="note">{_e(data["gate_sensitivity"])}</p>')
     parts.append(
         _table(
-            ["artifact", "cos mean", "cos min", "t2i R@1", "fp32 R@1", "R@10", "top-10 overlap", "gate"],
+            [
+                "artifact",
+                "cos mean",
+                "cos min",
+                "t2i R@1",
+                "fp32 R@1",
+                "R@1 lost / gained",
+                "R@10",
+                "top-10 overlap",
+                "gate",
+            ],
             [
                 [
                     _e(r["artifact"]),
                     *(f"{r[k]:.4f}" for k in ("cosine_mean", "cosine_min")),
-                    *(f"{r[k]:.3f}" for k in ("recall_at_1", "recall_at_1_fp32", "recall_at_10", "top10_overlap")),
+                    *(f"{r[k]:.3f}" for k in ("recall_at_1", "recall_at_1_fp32")),
+                    _e(flips(r)),
+                    *(f"{r[k]:.3f}" for k in ("recall_at_10", "top10_overlap")),
                     _mark(r["passed"]),
                 ]
                 for r in data["fidelity"]

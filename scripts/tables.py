@@ -1,0 +1,100 @@
+"""README's measured tables, rendered from the committed result files (benchmarks/results/*.json).
+
+    .venv/bin/python scripts/tables.py          # rewrite every table between its markers
+    .venv/bin/python scripts/tables.py --check  # exit 1 naming each table that differs from its file
+
+A table lives between `<!-- table:NAME -->` and `<!-- /table -->` in a Markdown file; NAME is a key of TABLES,
+which names the result file and the function that renders it. tests/test_tables.py runs the check, so a
+published number can only change together with the file it comes from.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+DOCUMENTS = [REPO / "README.md", REPO / "benchmarks" / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+MARKER = re.compile(r"(<!-- table:(?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+
+
+def _gate_rows(data: dict, fmt: str) -> list[dict]:
+    records = [r for r in data["records"] if (r["artifact"].startswith("tflite/")) == (fmt == "tflite")]
+    return sorted(records, key=lambda r: (r["encoder"] != "image", r["precision"] != "fp32", r["artifact"]))
+
+
+def _flips(record: dict) -> str:
+    paired = record.get("r1_paired")
+    if not paired or (paired["lost"] == 0 and paired["gained"] == 0):
+        return "-"
+    return f"{paired['lost']} / {paired['gained']} (p {paired['p_value']:.2g})"
+
+
+def gate_table(data: dict, fmt: str) -> str:
+    lines = [
+        "| artifact | size MB | smaller | cos mean | cos min | t2i R@1 | R@5 | R@10 | top-10 overlap "
+        "| R@1 lost / gained | gate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in _gate_rows(data, fmt):
+        lines.append(
+            f"| `{r['artifact']}` | {r['size_bytes'] / 1e6:.2f} | {r['size_ratio_vs_fp32']:.2f}x | "
+            f"{r['cosine_mean']:.5f} | {r['cosine_min']:.4f} | {r['recall_at_1']:.3f} | {r['recall_at_5']:.3f} | "
+            f"{r['recall_at_10']:.3f} | {r['top10_overlap']:.3f} | {_flips(r)} | "
+            f"{'pass' if r['passed'] else 'fail'} |"
+        )
+    for r in data["rejected"]:
+        if (r["artifact"].startswith("tflite/")) != (fmt == "tflite"):
+            continue
+        step = r["last_step"]
+        lines.append(
+            f"| `{r['artifact']}` | - | - | {step['cosine_mean']:.4f}* | {step['cosine_min']:.4f}* | "
+            f"{step['recall_at_1']:.3f}* | - | - | {step['top10_overlap']:.3f}* | - | rejected |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# name -> (result file, renderer)
+TABLES = {
+    "embedded-onnx-gate": ("embedded_gate.json", lambda d: gate_table(d, "onnx")),
+    "embedded-tflite-gate": ("embedded_gate.json", lambda d: gate_table(d, "tflite")),
+}
+
+
+def render(name: str) -> str:
+    file, renderer = TABLES[name]
+    return renderer(json.loads((RESULTS / file).read_text(encoding="utf-8")))
+
+
+def sync(check: bool) -> list[str]:
+    """Rewrites (or, with check, compares) every marked table; returns '<document>: <table>' for each that differed."""
+    differing = []
+    for document in DOCUMENTS:
+        if not document.is_file():
+            continue
+        text = document.read_text(encoding="utf-8")
+
+        def replace(match, document=document):
+            name = match["name"]
+            if name not in TABLES:
+                raise SystemExit(f"{document}: unknown table {name!r}; add it to scripts/tables.py TABLES")
+            body = render(name)
+            if body != match["body"]:
+                differing.append(f"{document.relative_to(REPO)}: {name}")
+            return match.group(1) + body + match.group(4)
+
+        new = MARKER.sub(replace, text)
+        if not check and new != text:
+            document.write_text(new, encoding="utf-8")
+    return differing
+
+
+if __name__ == "__main__":
+    check = "--check" in sys.argv[1:]
+    changed = sync(check)
+    for line in changed:
+        print(("differs from its file: " if check else "rewrote: ") + line)
+    sys.exit(1 if check and changed else 0)

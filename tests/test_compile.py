@@ -163,13 +163,19 @@ def test_qnn_compile_reports_ops_left_for_the_cpu(tmp_path):
     assert "Det" in [str(op) for op in out["cpu_ops"]]
 
 
-def test_litert_mediatek_compile_fails_cleanly_without_the_sdk(scratch_export):
+@pytest.mark.parametrize(
+    "target,library",
+    [("litert:mediatek:MT6989", "NeuronAdapter"), ("litert:qualcomm:SM8650", "libQnnHtp.so")],
+    ids=["mediatek", "qualcomm"],
+)
+def test_litert_npu_compile_fails_cleanly_without_the_sdk(scratch_export, target, library):
     before = (scratch_export / MANIFEST).read_text()
-    proc = run_cli("compile", scratch_export, "--target", "litert:mediatek:MT6989")
+    proc = run_cli("compile", scratch_export, "--target", target)
     assert proc.returncode == 7, proc.stderr
     line = proc.stderr.strip()
-    assert len(line.splitlines()) == 1 and line.startswith("error: litert:mediatek:MT6989")
-    assert "NeuronAdapter" in line and "pip install ai-edge-litert-sdk-mediatek" in line
+    vendor = target.split(":")[1]
+    assert len(line.splitlines()) == 1 and line.startswith(f"error: {target}")
+    assert library in line and f"pip install ai-edge-litert-sdk-{vendor}" in line
     # Whatever the tool wrote (it writes 0-byte .tflite files here), nothing is left behind.
     assert not (scratch_export / "compiled").exists()
     assert not [p for p in scratch_export.rglob("*") if p.is_file() and p.stat().st_size == 0]

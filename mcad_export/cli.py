@@ -506,6 +506,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser(
+        "apk",
+        help="bundle, then build, sign and verify the Android demo's APK (offline)",
+        description="Bundles DIR into APP's assets (as `bundle` does), then builds mcad-demo-debug.apk from the app's "
+        "sources without Gradle: aapt2, javac against android.jar and ONNX Runtime's Java API, D8, ONNX Runtime's "
+        "native libraries (arm64-v8a, x86_64), zipalign, apksigner (v2 + v3), then verifies the signature and the "
+        "alignment. Writes DIR/apk/mcad-demo-debug.apk and DIR/apk/apk.json (sha256, size, SDK levels, ABIs, "
+        "signature, toolchain, size breakdown). Uses ANDROID_HOME's build-tools and platform when set, else the "
+        "toolchain `python -m mcad_export.apk.provision` put in the cache; a missing piece exits 7. Install with "
+        "`adb install -r DIR/apk/mcad-demo-debug.apk`.",
+    )
+    p.add_argument("dir", type=Path, help="an export folder that has an index (mcad-export index)")
+    p.add_argument("--app", type=Path, required=True, help="the Android demo folder (android_demo in this repo)")
+    p.add_argument("--target", dest="target_for_bundle", metavar="T", help="as for bundle (default: the CPU)")
+    p.add_argument("--keystore", type=Path, metavar="FILE", help="sign with this keystore (default: a debug key)")
+    p.add_argument("--keystore-alias", metavar="ALIAS", help="the key's alias in --keystore")
+    p.add_argument("--keystore-pass-env", metavar="VAR", help="the environment variable holding --keystore's password")
+    p.add_argument("--allow-ungated", action="store_true", help="as for bundle")
+
+    p = sub.add_parser(
         "short-query",
         help="export the text encoder that runs only a query's real tokens",
         description="Writes text_encoder.dyn.onnx (dynamic token axis; positional table and causal "
@@ -599,6 +618,7 @@ WRITERS = {
     "report": "dir",
     "compile": "dir",
     "bundle": "dir",
+    "apk": "dir",
     "short-query": "dir",
 }
 
@@ -642,6 +662,7 @@ def _dispatch(args, console) -> int:
         "targets": lambda args, console: render.targets(console),
         "compile": _compile,
         "bundle": _bundle,
+        "apk": _apk,
         "golden": _golden,
         "short-query": _short_query,
     }
@@ -928,6 +949,23 @@ def _short_query(args, console) -> dict:
 
 def _report(args, console) -> None:
     render.report(console, stages.report(args.dir))
+
+
+def _apk(args, console) -> dict:
+    from .apk import build_apk, user_keystore
+
+    keystore = user_keystore(args.keystore, args.keystore_alias, args.keystore_pass_env) if args.keystore else None
+    with _status(console, "building the APK") as say:
+        record = build_apk(
+            args.dir,
+            args.app,
+            target=args.target_for_bundle,
+            keystore=keystore,
+            allow_ungated=args.allow_ungated,
+            progress=say,
+        )
+    render.apk(console, record, args.dir)
+    return record
 
 
 def _golden(args, console) -> None:

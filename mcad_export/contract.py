@@ -116,6 +116,12 @@ REPORT_JSON = "reports/report.json"
 # each file is a manifest artifact with `target` and `soc`.
 COMPILED_DIR = "compiled"
 
+# `mcad-export apk`: the demo app built around the bundle (mcad_export/apk/), and its record (sha256, size, SDK
+# levels, ABIs, signature, toolchain, size breakdown).
+APK_DIR = "apk"
+APK_FILE = f"{APK_DIR}/mcad-demo-debug.apk"
+APK_RECORD = f"{APK_DIR}/apk.json"
+
 # Every stage stages its files in <out>/.mcad-staging/<pid>-*/ and holds <out>/.mcad-lock while it writes
 # (atomic.py); both live inside the export so nothing a stage does lands beside it.
 STAGING_DIR = ".mcad-staging"
@@ -136,6 +142,7 @@ OWNED_FOLDERS = frozenset(
         TFLITE_DIR,
         LENGTH_BUCKET_DIR,
         COMPILED_DIR,
+        APK_DIR,
         STAGING_DIR,
     }
 )

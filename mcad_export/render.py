@@ -246,6 +246,17 @@ def bundle(console, result: dict) -> None:
     )
 
 
+def apk(console, record: dict, out) -> None:
+    sizes = record["size_breakdown_bytes"]
+    parts = ", ".join(f"{k.replace('_', ' ')} {v / 2**20:.1f}" for k, v in sizes.items() if v)
+    console.print(
+        f"APK: {esc(Path(out) / record['path'])} ({record['size_bytes'] / 2**20:.1f} MB: {parts} MB), "
+        f"{record['package']}, SDK {record['min_sdk']}-{record['target_sdk']}, {', '.join(record['abis'])}, "
+        f"signed {'+'.join(record['signature']['schemes'])} ({record['signature']['key']}), sha256 {record['sha256']}"
+    )
+    console.print(f"install: adb install -r {esc(Path(out) / record['path'])}")
+
+
 def targets(console) -> None:
     from rich.table import Table
 

@@ -16,6 +16,9 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
     || { $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; }
 fi
+# The offline Android toolchain the APK tests build with (Debian's aapt2/zipalign/apksigner/enjarify, and pinned,
+# sha256-checked android.jar, D8 and ONNX Runtime's AAR in ~/.cache/mcad-export/android; a rerun reuses the cache).
+.venv/bin/python -m mcad_export.apk.provision >/dev/null
 # The Android core (plain Java) against its committed golden vectors; prints "N passed, N failed".
 core_log=$(mktemp)
 if ! bash android_demo/core/test.sh > "$core_log" 2>&1; then

@@ -74,6 +74,7 @@ def _stage_commands(x: Path, images: Path, app: Path, config: Path) -> list[list
         ["bench", x, "--quick", "--no-baseline"],
         ["report", x],
         ["bundle", x, "--app", app],
+        ["apk", x, "--app", app],
         ["search", x, "a red circle"],
         ["run", "--out", x, "--student", f"open_clip:{config}", "--random-init", "--no-tflite", "--force", "report"],
     ]

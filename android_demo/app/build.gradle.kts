@@ -1,6 +1,5 @@
 plugins {
     id("com.android.application")
-    id("org.jetbrains.kotlin.android")
 }
 
 android {
@@ -12,12 +11,14 @@ android {
         targetSdk = 35
         versionCode = 1
         versionName = "0.1"
-        ndk { abiFilters += listOf("arm64-v8a") }
+        ndk { abiFilters += listOf("arm64-v8a", "x86_64") }
     }
+    // The LiteRT text encoder needs LiteRT's library, a dependency of this build only: `mcad-export apk` (offline,
+    // ONNX Runtime only) compiles src/main/java without it, and TextEncoder.open says so when asked for LiteRT.
+    sourceSets["main"].java.srcDir("src/litert/java")
     // Models are memory-mapped straight from the APK: keep them uncompressed.
     androidResources { noCompress += listOf("onnx", "tflite", "npy", "bin") }
     compileOptions { sourceCompatibility = JavaVersion.VERSION_1_8; targetCompatibility = JavaVersion.VERSION_1_8 }
-    kotlinOptions { jvmTarget = "1.8" }
 }
 
 dependencies {
@@ -26,6 +27,5 @@ dependencies {
     implementation("com.microsoft.onnxruntime:onnxruntime-android-qnn:1.22.0")
     // LiteRT: CPU (XNNPACK) everywhere, NPU through the vendor dispatch library on Dimensity / Snapdragon.
     implementation("com.google.ai.edge.litert:litert:2.0.2")
-    implementation("androidx.appcompat:appcompat:1.7.0")
-    implementation("androidx.recyclerview:recyclerview:1.3.2")
+    // Platform widgets only (Activity, GridView): the same sources build offline, where no AndroidX is reachable.
 }

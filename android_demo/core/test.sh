@@ -2,7 +2,7 @@
 # Compiles the Android core (Java 8 language level, no android.* imports) and its JUnit 5 tests with
 # javac, runs them with the JUnit console launcher against the golden vectors, and prints a final
 # "N passed, N failed" line. MCAD_GOLDEN_DIR / MCAD_GOLDEN_WORDPIECE_DIR point at other vectors (e.g. freshly
-# regenerated ones).
+# regenerated ones); MCAD_CORE_CLASSES runs the tests against already compiled core classes (the APK's).
 set -euo pipefail
 cd "$(dirname "$0")"
 JUNIT=${JUNIT_JAR:-/usr/share/java/junit-platform-console-standalone.jar}
@@ -17,8 +17,12 @@ build=$(mktemp -d)
 trap 'rm -rf "$build"' EXIT
 javac -nowarn --release 8 -Xlint:-options -d "$build/main" $(find src/main/java -name '*.java')
 javac -nowarn --release 8 -Xlint:-options -cp "$build/main:$JUNIT" -d "$build/test" $(find src/test/java -name '*.java')
+# The core's classes as shipped (e.g. taken back out of an APK's classes.dex) replace the fresh build at run time:
+# the tests are compiled against the sources' API and run against the shipped code.
+main="$build/main"
+[ -n "${MCAD_CORE_CLASSES:-}" ] && main="$MCAD_CORE_CLASSES"
 status=0
-java -Dmcad.golden="$GOLDEN" -Dmcad.golden.wordpiece="$GOLDEN_WORDPIECE" -jar "$JUNIT" --class-path "$build/main:$build/test" --select-package ai.mcad.core \
+java -Dmcad.golden="$GOLDEN" -Dmcad.golden.wordpiece="$GOLDEN_WORDPIECE" -jar "$JUNIT" --class-path "$main:$build/test" --select-package ai.mcad.core \
   --disable-banner --details=tree > "$build/out.txt" 2>&1 || status=$?
 cat "$build/out.txt"
 passed=$(sed -n 's/.*\[ *\([0-9]*\) tests successful *\].*/\1/p' "$build/out.txt" | tail -1)

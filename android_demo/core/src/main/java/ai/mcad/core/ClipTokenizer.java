@@ -5,7 +5,9 @@ import java.io.IOException;
 import java.io.InputStream;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.HashMap;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.regex.Matcher;
@@ -22,7 +24,20 @@ import java.util.regex.Pattern;
 public final class ClipTokenizer implements TextTokenizer {
     private final Map<String, Integer> encoder;
     private final Map<String, Integer> ranks = new HashMap<String, Integer>();
-    private final Map<String, String[]> cache = new HashMap<String, String[]>();
+    /** Typed special tokens, never merged (kept apart so the bounded cache can never evict them). */
+    private final Map<String, String[]> specials = new HashMap<String, String[]>();
+    /**
+     * BPE results of recent words: least recently used evicted past CACHE_WORDS (a long-running app must not grow
+     * without bound on what users type), synchronized so any thread may tokenize.
+     */
+    static final int CACHE_WORDS = 10000;
+    private final Map<String, String[]> cache = Collections.synchronizedMap(
+        new LinkedHashMap<String, String[]>(256, 0.75f, true) {
+            @Override
+            protected boolean removeEldestEntry(Map.Entry<String, String[]> eldest) {
+                return size() > CACHE_WORDS;
+            }
+        });
     private final String[] byteEncoder = new String[256];
     private final Pattern pattern;
     public final int contextLength;
@@ -38,8 +53,8 @@ public final class ClipTokenizer implements TextTokenizer {
         this.sotTokenId = encoder.get(sotToken);
         this.eotTokenId = encoder.get(eotToken);
         this.padTokenId = padTokenId;
-        cache.put(sotToken, new String[] {sotToken});
-        cache.put(eotToken, new String[] {eotToken});
+        specials.put(sotToken, new String[] {sotToken});
+        specials.put(eotToken, new String[] {eotToken});
         buildByteEncoder();
         pattern = Pattern.compile(Pattern.quote(sotToken) + "|" + Pattern.quote(eotToken)
                 + "|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+",
@@ -84,6 +99,8 @@ public final class ClipTokenizer implements TextTokenizer {
     }
 
     private String[] bpe(String token) {
+        String[] special = specials.get(token);
+        if (special != null) return special;
         String[] cached = cache.get(token);
         if (cached != null) return cached;
         List<String> word = new ArrayList<String>();

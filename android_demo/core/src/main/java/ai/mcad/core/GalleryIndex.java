@@ -132,20 +132,27 @@ public final class GalleryIndex {
             for (int d = 0; d < dim; d++) s += (double) rows.get(base + d) * query[d];
             scores[r] = (float) s;
         }
-        // A bounded min-heap would be O(N log k); N is one gallery, so a partial selection is plenty.
+        // A bounded min-heap would be O(N log k); N is one gallery, so a partial selection is plenty. (No lambdas in
+        // the core: the offline APK build compiles against API 23's android.jar, which has no java.lang.invoke.)
+        java.util.Comparator<Integer> byScore = new java.util.Comparator<Integer>() {
+            @Override
+            public int compare(Integer a, Integer b) {
+                return GalleryIndex.compare(scores, a, b);
+            }
+        };
         Integer[] best = new Integer[k];
         int filled = 0;
         for (int r = 0; r < count; r++) {
             if (filled < k) {
                 best[filled++] = r;
-                if (filled == k) Arrays.sort(best, (a, b) -> compare(scores, a, b));
+                if (filled == k) Arrays.sort(best, byScore);
             } else if (compare(scores, r, best[k - 1]) < 0) {
                 int i = k - 1;
                 while (i > 0 && compare(scores, r, best[i - 1]) < 0) { best[i] = best[i - 1]; i--; }
                 best[i] = r;
             }
         }
-        if (filled < k) Arrays.sort(best, 0, filled, (a, b) -> compare(scores, a, b));
+        if (filled < k) Arrays.sort(best, 0, filled, byScore);
         Hit[] hits = new Hit[filled];
         for (int i = 0; i < filled; i++) hits[i] = new Hit(best[i], scores[best[i]], paths.get(best[i]));
         return hits;

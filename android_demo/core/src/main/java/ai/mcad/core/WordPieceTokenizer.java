@@ -61,7 +61,12 @@ public final class WordPieceTokenizer implements TextTokenizer {
             Object v = cfg.get(key);
             if (v instanceof String && vocab.containsKey(v) && !sp.contains(v)) sp.add((String) v);
         }
-        java.util.Collections.sort(sp, (a, b) -> b.length() - a.length());   // longest first at each position
+        java.util.Collections.sort(sp, new java.util.Comparator<String>() {   // longest first at each position
+            @Override
+            public int compare(String a, String b) {
+                return b.length() - a.length();
+            }
+        });
         specials = sp.toArray(new String[0]);
         dropped = ranges(classes.get("dropped"));
         whitespace = ranges(classes.get("whitespace"));
@@ -200,9 +205,19 @@ public final class WordPieceTokenizer implements TextTokenizer {
         return out;
     }
 
+    /** The code points of `s` (String.codePoints() is API 24; the offline APK build compiles against API 23). */
+    static int[] codePoints(String s) {
+        int[] out = new int[s.codePointCount(0, s.length())];
+        for (int i = 0, j = 0; i < s.length(); j++) {
+            out[j] = s.codePointAt(i);
+            i += Character.charCount(out[j]);
+        }
+        return out;
+    }
+
     /** Greedy longest-match-first over code points; a word it cannot cover (or too long) is one [UNK]. */
     public void wordpiece(String word, List<Integer> ids) {
-        int[] cps = word.codePoints().toArray();
+        int[] cps = codePoints(word);
         if (cps.length > maxChars) {
             ids.add(unkTokenId);
             return;

@@ -310,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="bundle the result into this Android demo (e.g. android_demo), for the first --target or the CPU",
     )
     p.add_argument(
+        "--apk",
+        action="store_true",
+        help="with --app: then build, sign and verify the app's APK (DIR/apk/; see `mcad-export apk --help`)",
+    )
+    p.add_argument(
         "--force",
         nargs="?",
         const="all",
@@ -733,7 +738,7 @@ def pipeline_options(args) -> PipelineOptions:
         index=IndexOptions(images=args.images, kind=args.kind),
         bench=bench_settings(args),
         enforce_budget=args.enforce_budget,
-        bundle=BundleOptions(app=args.app, target=args.target[0] if args.target else None),
+        bundle=BundleOptions(app=args.app, target=args.target[0] if args.target else None, apk=args.apk),
         force=tuple(args.force or ()),
     )
 
@@ -791,6 +796,7 @@ class _ConsoleObserver(Observer):
             "bench": lambda: render.bench(self.console, value, self.out),
             "report": lambda: render.report(self.console, value),
             "bundle": lambda: render.bundle(self.console, value),
+            "apk": lambda: render.apk(self.console, value, self.out),
         }
         shown[name]()
 

@@ -9,4 +9,4 @@ BUDGET_MB, BUDGET_MS = 100.0, 8.0  # MCAD's phone claim: ~100 MB running memory,
 AIHUB_TIMEOUT_S = 3600.0
 
 # The stages of `run`, in order (pipeline.py runs them; options.py checks `force` names against them).
-STAGES = ("export", "short-query", "quantize", "verify", "compile", "index", "bench", "report", "bundle")
+STAGES = ("export", "short-query", "quantize", "verify", "compile", "index", "bench", "report", "bundle", "apk")

@@ -184,6 +184,7 @@ class BundleOptions(_Checked):
     # Device-only artifacts (AI Hub, LiteRT NPU) have no host runner for the gate: shipped only when allowed, and
     # bundle.json says the gate never ran on them (deployable.py).
     allow_ungated: bool = False
+    apk: bool = False  # `run --apk`: then build, sign and verify the app's APK (mcad_export/apk/)
 
 
 @dataclass

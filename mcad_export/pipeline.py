@@ -57,6 +57,7 @@ class PipelineResult:
     bench: dict | None = None
     report: dict | None = None
     bundle: dict | None = None
+    apk: dict | None = None
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -78,6 +79,12 @@ def preflight(options: PipelineOptions) -> None:
     app = options.bundle.app
     if app is not None and not (Path(app) / "app" / "src" / "main").is_dir():
         raise InputError(f"--app {app} is not the Android demo (no app/src/main); use --app android_demo from the repo")
+    if options.bundle.apk:
+        if app is None:
+            raise InputError("--apk builds the app --app names: add --app android_demo")
+        from .apk.toolchain import find_toolchain
+
+        find_toolchain()  # a missing toolchain piece fails now, not after minutes of export
     if options.index.images is not None:
         require_folder(options.index.images)
     q = options.quantize
@@ -96,6 +103,8 @@ def wanted_stages(options: PipelineOptions) -> list[str]:
         skip.add("compile")
     if options.bundle.app is None:
         skip.add("bundle")
+    if options.bundle.app is None or not options.bundle.apk:
+        skip.add("apk")
     return [s for s in STAGES if s not in skip]
 
 
@@ -129,10 +138,21 @@ def _stage_inputs(name: str, options: PipelineOptions):
     if name == "bench":
         return (o.bench, o.enforce_budget), []
     if name == "bundle":
-        # Writes outside the folder: the app's assets are an input too (a deleted file must come back).
-        assets = Path(o.bundle.app) / "app" / "src" / "main" / "assets" if o.bundle.app else None
-        return o.bundle, [resume.fingerprint(assets)]
+        # Its output is outside the folder (the app's assets): checked after the fact (outside_outputs), not digested
+        # here, where the stage's own first run would change its input.
+        return o.bundle, []
+    if name == "apk":
+        # The app's sources are what the APK is built from (its assets are bundle's output, checked there).
+        main = Path(o.bundle.app) / "app" / "src"
+        return o.bundle, [resume.fingerprint(main / "main" / "java"), resume.fingerprint(main / "main" / "res")]
     return None, []
+
+
+def outside_outputs(name: str, options: PipelineOptions):
+    """The fingerprint of what a stage writes outside the folder (a deleted or edited asset makes it run again)."""
+    if name == "bundle" and options.bundle.app:
+        return resume.fingerprint(Path(options.bundle.app) / "app" / "src" / "main" / "assets")
+    return None
 
 
 def _call(name: str, options: PipelineOptions, observer: Observer, say):
@@ -155,6 +175,8 @@ def _call(name: str, options: PipelineOptions, observer: Observer, say):
         return stages.report(out)
     if name == "bundle":
         return stages.bundle(out, o.bundle, say)
+    if name == "apk":
+        return stages.apk(out, o.bundle, say)
     raise ValueError(name)
 
 
@@ -215,7 +237,8 @@ def run_pipeline(
             stage_digest = resume.digest(name, stage_options, previous, external)
             previous = stage_digest
             if not running:
-                why = "forced (--force)" if name == forced_from else state.unchanged(name, stage_digest, now)
+                outside = outside_outputs(name, options)
+                why = "forced (--force)" if name == forced_from else state.unchanged(name, stage_digest, now, outside)
                 if why is None:
                     result.skipped.append(name)
                     observer.skipped(name, "unchanged since the last run")
@@ -241,7 +264,7 @@ def run_pipeline(
             result.ran.append(name)
             observer.finished(name, value)
             now = resume.snapshot(out, now)
-            state.finished(name, stage_digest, before, now, time.time() - t0)
+            state.finished(name, stage_digest, before, now, time.time() - t0, outside_outputs(name, options))
             if name == "bench" and options.enforce_budget and not value["budget"]["passed"]:
                 stages.report(out)
                 raise BudgetMissError(_budget_miss(value))
@@ -293,6 +316,10 @@ def _store(result: PipelineResult, name: str, value, out: Path) -> None:
         result.report = value
     elif name == "bundle":
         result.bundle = value
+    elif name == "apk":
+        from .contract import APK_RECORD
+
+        result.apk = value if value is not None else read(APK_RECORD)
 
 
 __all__ = ["STAGES", "Observer", "PipelineResult", "preflight", "run_pipeline", "wanted_stages"]

@@ -146,13 +146,16 @@ class RunState:
             return
         self.stages, self.files = data["stages"], data["files"]
 
-    def unchanged(self, stage: str, stage_digest: str, now: dict[str, list[int]]) -> str | None:
-        """None when the stage can be skipped, else why it must run."""
+    def unchanged(self, stage: str, stage_digest: str, now: dict[str, list[int]], outside=None) -> str | None:
+        """None when the stage can be skipped, else why it must run. `outside`: the fingerprint of what the stage
+        writes outside the folder (bundle: the app's assets), as it is now; it must be as the stage left it."""
         record = self.stages.get(stage)
         if record is None:
             return "not finished before"
         if record["digest"] != stage_digest:
             return "its inputs or options changed"
+        if outside is not None and json.loads(json.dumps(outside)) != record.get("outside"):
+            return "what it wrote outside the folder changed since"
         changed = [f for f in record["owns"] if _content(now.get(f)) != _content(self.files.get(f))]
         if changed:
             return f"{changed[0]} changed since"
@@ -162,9 +165,11 @@ class RunState:
         for name in stages:
             self.stages.pop(name, None)
 
-    def finished(self, stage: str, stage_digest: str, before: dict, after: dict, seconds: float) -> None:
+    def finished(self, stage: str, stage_digest: str, before: dict, after: dict, seconds: float, outside=None) -> None:
         owns = sorted(f for f, stat in after.items() if before.get(f) != stat)
         self.stages[stage] = {"digest": stage_digest, "owns": owns, "seconds": round(seconds, 1)}
+        if outside is not None:
+            self.stages[stage]["outside"] = outside
         self.files = after
         self._write()
 

@@ -123,6 +123,12 @@ def report(out: Path) -> dict:
     return write_report(out)
 
 
+def apk(out: Path, options: BundleOptions, say: Say = _quiet) -> dict:
+    from .apk import build_apk
+
+    return build_apk(out, options.app, target=options.target, allow_ungated=options.allow_ungated, progress=say)
+
+
 def bundle(out: Path, options: BundleOptions, say: Say = _quiet) -> dict:
     from .bundle import bundle as write_bundle
 

@@ -160,3 +160,47 @@ def test_a_user_keystore_needs_its_alias_and_password(built, tmp_path, capsys):
     ks.write_bytes(b"not a keystore")
     code, _, err = _cli(capsys, "apk", x, "--app", app, "--keystore", ks)
     assert code == 2 and "--keystore needs --keystore-alias and --keystore-pass-env" in err, err
+
+
+def test_the_report_shows_the_apk(built, capsys):
+    x, _, record = built
+    assert _cli(capsys, "report", x)[0] == 0
+    report = (x / contract.REPORT_MD).read_text()
+    assert "## Android APK" in report and record["sha256"] in report and "native libraries" in report
+
+
+def test_run_builds_the_apk_as_its_last_stage_and_resumes(tiny_run, tmp_path, tiny_open_clip_config):
+    from mcad_export.options import (
+        BenchOptions,
+        BundleOptions,
+        ExportOptions,
+        IndexOptions,
+        PipelineOptions,
+        QuantizeOptions,
+        StudentOptions,
+    )
+    from mcad_export.pipeline import run_pipeline
+
+    x, app = tmp_path / "x", tmp_path / "app"
+    shutil.copytree(tiny_run[0], x)
+    shutil.copytree(APP, app, ignore=shutil.ignore_patterns("assets", "build", ".gradle"))
+    options = PipelineOptions(
+        out=x,
+        student=StudentOptions(f"open_clip:{tiny_open_clip_config}", random_init=True),
+        export=ExportOptions(tflite=False),
+        quantize=QuantizeOptions(precisions=("dynamic",)),
+        index=IndexOptions(images=tiny_run[1]),
+        bench=BenchOptions(threads=(1,), gallery_size=0, sweep_sizes=(), baseline=False, quick=True),
+        bundle=BundleOptions(app=app, apk=True),
+    )
+    first = run_pipeline(options)
+    assert (
+        first.ran == ["bundle", "apk"]
+        and first.apk["sha256"] == json.loads((x / contract.APK_RECORD).read_text())["sha256"]
+    )
+    again = run_pipeline(options)
+    assert again.ran == [] and "apk" in again.skipped and again.apk["sha256"] == first.apk["sha256"]
+    # A bundled file deleted from the app: bundle puts it back, and the APK is built again.
+    next((app / "app/src/main/assets/mcad/thumbs").iterdir()).unlink()
+    third = run_pipeline(options)
+    assert third.ran == ["bundle", "apk"] and third.bundle["written"] == 1

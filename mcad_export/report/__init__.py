@@ -46,6 +46,7 @@ def collect(directory) -> dict:
         "bench": bench,
         "fidelity": fidelity,
         "gate_sensitivity": gate_sensitivity(fidelity),
+        "apk": apk_record(root),
         "recall_meaningful": manifest["evaluation"].get("recall_meaningful", False),
         "artifacts": [
             {
@@ -70,6 +71,35 @@ def _device_line(check: dict) -> str:
         f"; {check['encoder']} encoder on {check['device']} ({check['target']}): {check['inference_ms']} ms, "
         f"peak {check['peak_memory_mb']} MB, {npu}{'' if check['passed'] else ' - MISS'}"
     )
+
+
+def apk_record(root: Path) -> dict | None:
+    """DIR/apk/apk.json when `mcad-export apk` built the app (None otherwise)."""
+    import os
+
+    from .. import confined
+    from ..contract import APK_RECORD
+    from ..manifest import read_json_bounded
+
+    if not os.path.lexists(root / APK_RECORD):
+        return None
+    confined.checked_file(root, APK_RECORD)
+    record = read_json_bounded(root / APK_RECORD, 1 << 20, f"rebuild it with `mcad-export apk {root}`")
+    if not isinstance(record, dict) or not isinstance(record.get("size_breakdown_bytes"), dict):
+        raise InputError(f"{root / APK_RECORD} is not a record `mcad-export apk` wrote; rebuild it")
+    return record
+
+
+def apk_lines(apk: dict) -> list[str]:
+    """The APK record as a few plain sentences (Markdown and HTML show the same)."""
+    parts = ", ".join(f"{k.replace('_', ' ')} {v / 2**20:.1f} MB" for k, v in apk["size_breakdown_bytes"].items() if v)
+    return [
+        f"{apk['path']}: {apk['size_bytes'] / 2**20:.1f} MB ({parts}); {apk['package']}, SDK "
+        f"{apk['min_sdk']}-{apk['target_sdk']}, ABIs {', '.join(apk['abis'])}",
+        f"signed {'+'.join(apk['signature']['schemes'])} ({apk['signature']['key']}), sha256 {apk['sha256']}",
+        f"toolchain: {apk['toolchain'].get('source')}, {apk['toolchain'].get('d8')}, {apk['toolchain'].get('aapt2')}",
+        f"not checked here: {apk.get('not_checked_here', '-')}",
+    ]
 
 
 def gate_sensitivity(fidelity: list[dict]) -> str | None:

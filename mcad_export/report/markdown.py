@@ -102,6 +102,10 @@ def render_markdown(data: dict) -> str:
                 if r.get("passed") is not None
             ],
         )
+    if data.get("apk"):
+        from . import apk_lines
+
+        out += ["## Android APK", "", *(f"- {line}" for line in apk_lines(data["apk"])), ""]
     if data.get("targets"):
         out += ["## SoC targets", ""]
         out += _table(

@@ -287,6 +287,11 @@ def render_html(data: dict) -> str:
         else '<p class="note">No fidelity.json: run `mcad-export verify`.</p>'
     )
 
+    if data.get("apk"):
+        from . import apk_lines
+
+        parts.append("<h2>Android APK</h2>")
+        parts.append("<ul>" + "".join(f"<li>{_e(line)}</li>" for line in apk_lines(data["apk"])) + "</ul>")
     if data.get("targets"):
         parts.append("<h2>SoC targets</h2>")
         parts.append(

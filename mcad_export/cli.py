@@ -453,6 +453,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(embedded SVG plots), a Markdown summary and the JSON both are made of.",
     )
     p.add_argument("dir", type=Path, help="an export folder that has been benched")
+    p.add_argument(
+        "--device-bench",
+        type=Path,
+        metavar="FILE",
+        help="device-bench.json from the app's benchmark mode (adb shell am start -n ai.mcad.demo/.MainActivity "
+        "--ez bench true; adb pull /sdcard/Android/data/ai.mcad.demo/files/device-bench.json): checked, kept in "
+        "reports/ and shown beside the host and AI Hub numbers",
+    )
 
     p = sub.add_parser(
         "targets",
@@ -954,7 +962,7 @@ def _short_query(args, console) -> dict:
 
 
 def _report(args, console) -> None:
-    render.report(console, stages.report(args.dir))
+    render.report(console, stages.report(args.dir, args.device_bench))
 
 
 def _apk(args, console) -> dict:

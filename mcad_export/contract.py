@@ -108,6 +108,8 @@ INDEX_FORMAT = "mcad-index/2"  # 2: paths %XX-escaped (index.encode_path), diges
 GALLERY_DIR = "gallery"  # the embedded student's held-out scenes as PNGs, when no --images is given
 
 BENCH_REPORT = "reports/bench.json"
+# The app's own benchmark on a phone (android_demo DeviceBench, `--ez bench true`), kept by `report --device-bench`.
+DEVICE_BENCH = "reports/device-bench.json"
 REPORT_HTML = "reports/report.html"
 REPORT_MD = "reports/report.md"
 REPORT_JSON = "reports/report.json"

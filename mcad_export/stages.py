@@ -117,10 +117,10 @@ def bench(out: Path, options: BenchOptions, say: Say = _quiet) -> dict:
     return run_bench(out, options, progress=say)
 
 
-def report(out: Path) -> dict:
+def report(out: Path, device_bench=None) -> dict:
     from .report import write_report
 
-    return write_report(out)
+    return write_report(out, device_bench)
 
 
 def apk(out: Path, options: BundleOptions, say: Say = _quiet) -> dict:

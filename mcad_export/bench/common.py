@@ -134,3 +134,12 @@ def run_probe(module: str, config: dict, threads: int, workdir: Path, timeout: i
         return json.loads(proc.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
         raise ToolCrashError(f"{what} printed no result (its last line is not JSON)") from None
+
+
+def query_texts(manifest: dict, count: int = 64) -> list[str]:
+    """Realistic queries: the held-out captions for the embedded student, else generic photo queries."""
+    if manifest["evaluation"].get("samples") == "scenes":
+        from ..data.scenes import caption_at
+
+        return [caption_at(manifest["evaluation"]["split"], i) for i in range(count)]
+    return list(GENERIC_QUERIES)

@@ -19,20 +19,11 @@ from ..runtime.encoders import feed_options, ort_optimization
 from ..runtime.index import GalleryIndex, synthetic_gallery
 from ..runtime.search import HOST_RUNTIMES
 from ..runtime.tokenizer import Tokenizer
-from .common import GENERIC_QUERIES, Settings, run_probe
+from .common import Settings, query_texts, run_probe
 from .flops import matmul_flops
 from .roofline import index_scan_bytes, limit, weight_bytes_per_query
 
 PROBE, BASELINE = "mcad_export.bench.probe", "mcad_export.bench.baseline"
-
-
-def query_texts(manifest: dict, count: int = 64) -> list[str]:
-    """Realistic queries: the held-out captions for the embedded student, else generic photo queries."""
-    if manifest["evaluation"].get("samples") == "scenes":
-        from ..data.scenes import caption_at
-
-        return [caption_at(manifest["evaluation"]["split"], i) for i in range(count)]
-    return list(GENERIC_QUERIES)
 
 
 def gate_status(root: Path) -> dict[str, dict]:

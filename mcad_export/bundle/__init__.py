@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .. import confined
 from ..atomic import locks_folder
+from ..bench.common import query_texts
 from ..contract import INDEX_DIR, INDEX_EMBEDDINGS, INDEX_META, INDEX_PATHS, TOKENIZER_DIR
 from ..defaults import BUDGET_MB
 from ..deployable import latest_records, require, verdict
@@ -260,6 +261,9 @@ def bundle(
             "name": "thumbs/<row>.jpg, row = line of index/paths.txt (0-based, 6 digits)",
         },
         "budget": budget,
+        # The app's benchmark mode (`adb shell am start -n ai.mcad.demo/.MainActivity --ez bench true`) runs these,
+        # the queries `mcad-export bench` times on the host, and writes device-bench.json (report --device-bench).
+        "bench": {"queries": query_texts(manifest), "warmup": 3, "repeats": 5},
         "files": records,
     }
     text = json.dumps(document, indent=1, sort_keys=True) + "\n"

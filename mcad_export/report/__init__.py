@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..atomic import locks_folder, write_text_atomic
 from ..compile.aihub import device_profile_checks
-from ..contract import BENCH_REPORT, REPORT_HTML, REPORT_JSON, REPORT_MD
+from ..contract import BENCH_REPORT, DEVICE_BENCH, REPORT_HTML, REPORT_JSON, REPORT_MD
 from ..errors import InputError
 from ..manifest import read_manifest, tool_versions, total_bytes
 from ..records import read_bench, read_fidelity
@@ -47,6 +47,7 @@ def collect(directory) -> dict:
         "fidelity": fidelity,
         "gate_sensitivity": gate_sensitivity(fidelity),
         "apk": apk_record(root),
+        "device_bench": device_bench_record(root, budget),
         "recall_meaningful": manifest["evaluation"].get("recall_meaningful", False),
         "artifacts": [
             {
@@ -71,6 +72,21 @@ def _device_line(check: dict) -> str:
         f"; {check['encoder']} encoder on {check['device']} ({check['target']}): {check['inference_ms']} ms, "
         f"peak {check['peak_memory_mb']} MB, {npu}{'' if check['passed'] else ' - MISS'}"
     )
+
+
+def device_bench_record(root: Path, budget: dict) -> dict | None:
+    """The kept device-bench.json, checked again (the folder is untrusted), with its verdict vs the budget."""
+    import os
+
+    from .. import confined
+    from ..manifest import read_json_bounded
+    from . import device
+
+    if not os.path.lexists(root / DEVICE_BENCH):
+        return None
+    confined.checked_file(root, DEVICE_BENCH)
+    record = device.check(read_json_bounded(root / DEVICE_BENCH, 1 << 20, "run report --device-bench again"), root)
+    return {"record": record, "verdict": device.verdict(record, budget["latency_ms"], budget["memory_mb"])}
 
 
 def apk_record(root: Path) -> dict | None:
@@ -147,11 +163,16 @@ def compiled_targets(manifest: dict, fidelity: list[dict]) -> list[dict]:
 
 
 @locks_folder("report")
-def write_report(directory) -> dict[str, Path]:
+def write_report(directory, device_bench=None) -> dict[str, Path]:
+    """`device_bench`: a device-bench.json from the app; checked, then kept as reports/device-bench.json."""
+    from . import device
     from .markdown import render_markdown
     from .page import render_html
 
     root = Path(directory)
+    if device_bench is not None:
+        record = device.read(device_bench)
+        write_text_atomic(root / DEVICE_BENCH, json.dumps(record, indent=1) + "\n", root=root)
     data = collect(root)
     outputs = {"html": root / REPORT_HTML, "md": root / REPORT_MD, "json": root / REPORT_JSON}
     write_text_atomic(outputs["json"], json.dumps(data, indent=1) + "\n", root=root)

@@ -102,6 +102,22 @@ def render_markdown(data: dict) -> str:
                 if r.get("passed") is not None
             ],
         )
+    if data.get("device_bench"):
+        d = data["device_bench"]
+        rec, lat = d["record"], d["record"]["latency_ms"]
+        out += ["## On the device (the app's benchmark mode)", "", d["verdict"]["summary"], ""]
+        out += _table(
+            ["stage", "p50 ms", "p90 ms", "p99 ms"],
+            [
+                [s, *(f"{lat[s][p]:.3f}" for p in ("p50", "p90", "p99"))]
+                for s in ("tokenize", "encode", "search", "total")
+            ],
+        )
+        out += [
+            f"{rec['queries']} queries x {rec['repeats']} over {rec['gallery_size']:,} images; VmRSS "
+            f"{rec['memory_mb']['vm_rss']:.1f} MB, VmHWM {rec['memory_mb']['vm_hwm']:.1f} MB.",
+            "",
+        ]
     if data.get("apk"):
         from . import apk_lines
 

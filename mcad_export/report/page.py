@@ -287,6 +287,20 @@ def render_html(data: dict) -> str:
         else '<p class="note">No fidelity.json: run `mcad-export verify`.</p>'
     )
 
+    if data.get("device_bench"):
+        d = data["device_bench"]
+        lat = d["record"]["latency_ms"]
+        parts.append("<h2>On the device (the app's benchmark mode)</h2>")
+        parts.append(f'<p class="note">{_e(d["verdict"]["summary"])}</p>')
+        parts.append(
+            _table(
+                ["stage", "p50 ms", "p90 ms", "p99 ms"],
+                [
+                    [s, *(f"{lat[s][p]:.3f}" for p in ("p50", "p90", "p99"))]
+                    for s in ("tokenize", "encode", "search", "total")
+                ],
+            )
+        )
     if data.get("apk"):
         from . import apk_lines
 

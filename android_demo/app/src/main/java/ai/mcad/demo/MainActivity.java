@@ -47,13 +47,20 @@ public final class MainActivity extends Activity {
         final TextEncoder encoder;
         final File dir;
         final String title;
+        final Map<String, Object> bundle;
+        final String runtime;
+        final String accelerator;
 
-        Loaded(TextTokenizer tokenizer, GalleryIndex index, TextEncoder encoder, File dir, String title) {
+        Loaded(TextTokenizer tokenizer, GalleryIndex index, TextEncoder encoder, File dir, String title,
+               Map<String, Object> bundle, String runtime, String accelerator) {
             this.tokenizer = tokenizer;
             this.index = index;
             this.encoder = encoder;
             this.dir = dir;
             this.title = title;
+            this.bundle = bundle;
+            this.runtime = runtime;
+            this.accelerator = accelerator;
         }
     }
 
@@ -78,6 +85,12 @@ public final class MainActivity extends Activity {
                     final Loaded state = load();
                     loaded = state;
                     show(state.title + " · " + Memory.line(), null);
+                    if (getIntent().getBooleanExtra("bench", false)) {
+                        show("benchmarking the bundle's queries...", null);
+                        File written = DeviceBench.run(state.bundle, state.tokenizer, state.encoder, state.index,
+                            state.runtime, state.accelerator, getExternalFilesDir(null));
+                        show("benchmark written to " + written + " · " + Memory.line(), null);
+                    }
                 } catch (Exception e) {
                     show("cannot load the bundle: " + e.getMessage(), null);
                 }
@@ -131,7 +144,7 @@ public final class MainActivity extends Activity {
             encoder = new BucketedTextEncoder(sizes, graphs, full);
         }
         String title = manifest.get("student") + " · " + runtime + " on " + accelerator + " · " + index.count + " images";
-        return new Loaded(tokenizer, index, encoder, dir, title);
+        return new Loaded(tokenizer, index, encoder, dir, title, manifest, runtime, accelerator);
     }
 
     private void search(final String query) {

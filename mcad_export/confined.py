@@ -139,13 +139,14 @@ def remove_file(root, rel, sha256: str | None) -> bool:
         st = os.lstat(root / rel)
     except (FileNotFoundError, NotADirectoryError, UnsafeFolderError):
         return False
-    if not stat.S_ISREG(st.st_mode) or sha256 is None or _sha256(root / rel) != sha256:
+    if not stat.S_ISREG(st.st_mode) or sha256 is None or sha256_file(root / rel) != sha256:
         return False
     os.unlink(root / rel)
     return True
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path) -> str:
+    """A file's sha256, read in full (the one implementation; guard.file_digest caches it)."""
     import hashlib
 
     digest = hashlib.sha256()

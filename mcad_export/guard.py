@@ -167,17 +167,11 @@ def _key(st: os.stat_result) -> tuple[str, list]:
     return f"{st.st_dev}:{st.st_ino}", [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+def sha256_of(path: Path) -> str:
     """The file's sha256, always read in full (file_digest is the cached form)."""
-    # Imported only when hashing: hashlib maps OpenSSL's libcrypto (+4 MB resident), which the query path of a
-    # warm cache never needs.
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    # hashlib is imported only when hashing (confined.sha256_file): it maps OpenSSL's libcrypto (+4 MB resident),
+    # which the query path of a warm cache never needs.
+    return confined.sha256_file(path)
 
 
 def file_digest(path: Path, chunk: int = 1 << 20) -> str:
@@ -188,7 +182,7 @@ def file_digest(path: Path, chunk: int = 1 << 20) -> str:
     # The cache is a hint: an entry of any other shape (a corrupt or foreign file) is ignored, never fatal.
     if isinstance(cached, list) and len(cached) == 4 and cached[:3] == fingerprint and isinstance(cached[3], str):
         return cached[3]
-    value = sha256_of(path, chunk)
+    value = sha256_of(path)
     if _key(os.stat(path))[1] == fingerprint:  # unchanged while hashing
         _memory[key] = [*fingerprint, value]
         _store_cache(key, [*fingerprint, value])

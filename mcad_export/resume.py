@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from . import __version__
+from .confined import sha256_file
 from .contract import LOGS_DIR
 
 STATE_FILE = "pipeline.json"
@@ -50,17 +51,9 @@ def snapshot(root: Path, known: dict | None = None, digests: bool = True) -> dic
             if digests:
                 previous = known.get(key)
                 same = isinstance(previous, list) and len(previous) == 5 and previous[:4] == record
-                record.append(previous[4] if same else _sha256(path) if os.path.isfile(path) else "")
+                record.append(previous[4] if same else sha256_file(path) if os.path.isfile(path) else "")
             out[key] = record
     return out
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fingerprint(path) -> list:

@@ -76,6 +76,39 @@ def tmpfs(path, options: str):
         subprocess.run(["umount", str(path)], check=False)
 
 
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """`mcad-export ARGS` in this process (as main() runs it): exit code, stdout, stderr stripped."""
+    from mcad_export.cli import main
+
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err.strip()
+
+
+def tiny_options(out, config, images, **changes):
+    """`run` options for a tiny random-init student: export without TFLite, dynamic INT8, a quick bench."""
+    from mcad_export.options import (
+        BenchOptions,
+        ExportOptions,
+        IndexOptions,
+        PipelineOptions,
+        QuantizeOptions,
+        StudentOptions,
+    )
+
+    options = PipelineOptions(
+        out=out,
+        student=StudentOptions(f"open_clip:{config}", random_init=True),
+        export=ExportOptions(tflite=False),
+        quantize=QuantizeOptions(precisions=("dynamic",)),
+        index=IndexOptions(images=images),
+        bench=BenchOptions(threads=(1,), gallery_size=0, sweep_sizes=(), baseline=False, quick=True),
+    )
+    for key, value in changes.items():
+        setattr(options, key, value)
+    return options
+
+
 def run_cli(*args, cwd=None, timeout=900, env=None):
     """Runs `python -m mcad_export ...` in a fresh process, as a user would."""
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="2", **(env or {}))
@@ -137,14 +170,6 @@ def tiny_run(tmp_path_factory, tiny_open_clip_config):
     from PIL import Image
 
     from mcad_export import contract
-    from mcad_export.options import (
-        BenchOptions,
-        ExportOptions,
-        IndexOptions,
-        PipelineOptions,
-        QuantizeOptions,
-        StudentOptions,
-    )
     from mcad_export.pipeline import run_pipeline
 
     base = tmp_path_factory.mktemp("tiny-run")
@@ -154,16 +179,7 @@ def tiny_run(tmp_path_factory, tiny_open_clip_config):
     for i in range(12):
         Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(images / f"{i:02d}.png")
     out = base / "run"
-    run_pipeline(
-        PipelineOptions(
-            out=out,
-            student=StudentOptions(f"open_clip:{tiny_open_clip_config}", random_init=True),
-            export=ExportOptions(tflite=False),
-            quantize=QuantizeOptions(precisions=("dynamic",)),
-            index=IndexOptions(images=images),
-            bench=BenchOptions(threads=(1,), gallery_size=0, sweep_sizes=(), baseline=False, quick=True),
-        )
-    )
+    run_pipeline(tiny_options(out, tiny_open_clip_config, images))
     (out / contract.INDEX_SHARDS_DIR / "job").mkdir(parents=True)
     (out / contract.INDEX_SHARDS_DIR / "job" / "shard-00000.npz").write_bytes(b"shard")
     (out / contract.GALLERY_DIR).mkdir(exist_ok=True)
@@ -171,3 +187,13 @@ def tiny_run(tmp_path_factory, tiny_open_clip_config):
     (out / contract.COMPILED_DIR / "qnn-SM8650").mkdir(parents=True)
     (out / contract.COMPILED_DIR / "qnn-SM8650" / "text_encoder.qnn_ctx.onnx").write_bytes(b"ctx")
     return out, images
+
+
+@pytest.fixture()
+def tiny_copy(tiny_run, tmp_path):
+    """A private copy of the tiny run's folder, for tests that edit or plant things in it."""
+    import shutil
+
+    out = tmp_path / "x"
+    shutil.copytree(tiny_run[0], out)
+    return out

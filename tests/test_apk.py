@@ -15,15 +15,9 @@ import pytest
 from mcad_export import contract
 from mcad_export.cli import main
 
-from .conftest import REPO
+from .conftest import REPO, cli, tiny_options
 
 APP = REPO / "android_demo"
-
-
-def _cli(capsys, *args):
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err.strip()
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +119,7 @@ def test_a_missing_toolchain_piece_is_one_line_and_writes_nothing(tiny_run, tmp_
     monkeypatch.setenv("MCAD_ANDROID_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.delenv("ANDROID_HOME", raising=False)
     monkeypatch.delenv("ANDROID_SDK_ROOT", raising=False)
-    code, _, err = _cli(capsys, "apk", x, "--app", app)
+    code, _, err = cli(capsys, "apk", x, "--app", app)
     assert code == 7 and len(err.splitlines()) == 1, err
     assert "ONNX Runtime's Android AAR not found" in err and "mcad_export.apk.provision" in err
     assert not (x / contract.APK_DIR).exists() and not (app / "app/src/main/assets").exists()
@@ -158,41 +152,25 @@ def test_a_user_keystore_needs_its_alias_and_password(built, tmp_path, capsys):
     x, app, _ = built
     ks = tmp_path / "release.p12"
     ks.write_bytes(b"not a keystore")
-    code, _, err = _cli(capsys, "apk", x, "--app", app, "--keystore", ks)
+    code, _, err = cli(capsys, "apk", x, "--app", app, "--keystore", ks)
     assert code == 2 and "--keystore needs --keystore-alias and --keystore-pass-env" in err, err
 
 
 def test_the_report_shows_the_apk(built, capsys):
     x, _, record = built
-    assert _cli(capsys, "report", x)[0] == 0
+    assert cli(capsys, "report", x)[0] == 0
     report = (x / contract.REPORT_MD).read_text()
     assert "## Android APK" in report and record["sha256"] in report and "native libraries" in report
 
 
 def test_run_builds_the_apk_as_its_last_stage_and_resumes(tiny_run, tmp_path, tiny_open_clip_config):
-    from mcad_export.options import (
-        BenchOptions,
-        BundleOptions,
-        ExportOptions,
-        IndexOptions,
-        PipelineOptions,
-        QuantizeOptions,
-        StudentOptions,
-    )
+    from mcad_export.options import BundleOptions
     from mcad_export.pipeline import run_pipeline
 
     x, app = tmp_path / "x", tmp_path / "app"
     shutil.copytree(tiny_run[0], x)
     shutil.copytree(APP, app, ignore=shutil.ignore_patterns("assets", "build", ".gradle"))
-    options = PipelineOptions(
-        out=x,
-        student=StudentOptions(f"open_clip:{tiny_open_clip_config}", random_init=True),
-        export=ExportOptions(tflite=False),
-        quantize=QuantizeOptions(precisions=("dynamic",)),
-        index=IndexOptions(images=tiny_run[1]),
-        bench=BenchOptions(threads=(1,), gallery_size=0, sweep_sizes=(), baseline=False, quick=True),
-        bundle=BundleOptions(app=app, apk=True),
-    )
+    options = tiny_options(x, tiny_open_clip_config, tiny_run[1], bundle=BundleOptions(app=app, apk=True))
     first = run_pipeline(options)
     assert (
         first.ran == ["bundle", "apk"]

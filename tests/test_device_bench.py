@@ -3,12 +3,12 @@ beside the host bench against the 100 MB / 8 ms budget. The files are written he
 (no device on this machine); the numbers in them are the test's, never the report's."""
 
 import json
-import shutil
 
 import pytest
 
 from mcad_export import contract
-from mcad_export.cli import main
+
+from .conftest import cli
 
 
 def _record(**changes):
@@ -33,35 +33,27 @@ def _record(**changes):
     return record
 
 
-def _cli(capsys, *args):
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.err.strip()
-
-
 @pytest.fixture()
-def x(tiny_run, tmp_path):
-    out = tmp_path / "x"
-    shutil.copytree(tiny_run[0], out)
-    return out
+def x(tiny_copy):
+    return tiny_copy
 
 
 def test_a_device_bench_is_kept_and_shown_against_the_budget(x, tmp_path, capsys):
     path = tmp_path / "device-bench.json"
     path.write_text(json.dumps(_record()))
-    code, err = _cli(capsys, "report", x, "--device-bench", path)
+    code, _, err = cli(capsys, "report", x, "--device-bench", path)
     assert code == 0, err
     assert json.loads((x / contract.DEVICE_BENCH).read_text())["device"]["model"] == "Pixel 9"
     report = (x / contract.REPORT_MD).read_text()
     assert "PASS on Google Pixel 9 (Tensor G4, arm64-v8a): query p50 3.20 ms (budget 8), VmHWM 88.2 MB" in report
     assert "| encode | 3.100 | 3.400 | 4.000 |" in report
-    assert _cli(capsys, "report", x)[0] == 0  # a later report keeps showing it
+    assert cli(capsys, "report", x)[0] == 0  # a later report keeps showing it
     assert "On the device" in (x / contract.REPORT_MD).read_text()
     data = json.loads((x / contract.REPORT_JSON).read_text())
     assert data["device_bench"]["verdict"]["latency_passed"] and data["device_bench"]["verdict"]["memory_passed"]
     slow = _record(latency_ms={**_record()["latency_ms"], "total": {"p50": 9.5, "p90": 12.0, "p99": 20.0}})
     path.write_text(json.dumps(slow))
-    assert _cli(capsys, "report", x, "--device-bench", path)[0] == 0
+    assert cli(capsys, "report", x, "--device-bench", path)[0] == 0
     assert "MISS on Google Pixel 9" in (x / contract.REPORT_MD).read_text()
 
 
@@ -85,6 +77,6 @@ def test_a_device_bench_is_kept_and_shown_against_the_budget(x, tmp_path, capsys
 def test_a_malformed_device_bench_is_one_line_and_kept_nowhere(x, tmp_path, capsys, record, phrase):
     path = tmp_path / "device-bench.json"
     path.write_text(record if isinstance(record, str) else json.dumps(record))
-    code, err = _cli(capsys, "report", x, "--device-bench", path)
+    code, _, err = cli(capsys, "report", x, "--device-bench", path)
     assert code == 2 and len(err.splitlines()) == 1 and phrase in err, err
     assert not (x / contract.DEVICE_BENCH).exists()

@@ -2,17 +2,17 @@
 for trained students, and an R@1 criterion that tells damage from noise."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 
 from mcad_export import contract
-from mcad_export.cli import main
 from mcad_export.deployable import require, verdict
 from mcad_export.errors import InputError
 from mcad_export.metrics import recall_at, t2i_hits_at_1
 from mcad_export.quantize.fidelity import DEFAULT_GATE, Gate, r1_paired_test, score
+
+from .conftest import cli
 
 
 def _unit(x):
@@ -145,17 +145,9 @@ def test_the_deploy_rule():
         require(None, device, allow_ungated=True, records=failed)
 
 
-def _cli(capsys, *args):
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.err.strip()
-
-
 @pytest.fixture()
-def x(tiny_run, tmp_path):
-    out = tmp_path / "x"
-    shutil.copytree(tiny_run[0], out)
-    return out
+def x(tiny_copy):
+    return tiny_copy
 
 
 def test_bench_and_bundle_take_nothing_the_gate_did_not_pass(x, capsys, tmp_path):
@@ -164,18 +156,18 @@ def test_bench_and_bundle_take_nothing_the_gate_did_not_pass(x, capsys, tmp_path
     fidelity = x / contract.FIDELITY_REPORT
     records = json.loads(fidelity.read_text())
     deployed = json.loads((x / contract.MANIFEST).read_text())["deployment"]["text_encoder"]
-    assert _cli(capsys, "bundle", x, "--app", app)[0] == 0
+    assert cli(capsys, "bundle", x, "--app", app)[0] == 0
     gate = json.loads((app / "app/src/main/assets/mcad/bundle.json").read_text())["encoders"]["text"]["gate"]
     assert gate["gate"] == "passed"
     # the deployed encoder failed the gate: bundle refuses, no fallback
     fidelity.write_text(json.dumps([{**r, "passed": False} if r["artifact"] == deployed else r for r in records]))
-    code, err = _cli(capsys, "bundle", x, "--app", app)
+    code, _, err = cli(capsys, "bundle", x, "--app", app)
     assert code == 2 and f"{deployed} cannot deploy: it failed the fidelity gate" in err, err
     # quantize then bench without verify: nothing has a gate record, nothing deploys
     fidelity.unlink()
-    code, err = _cli(capsys, "bench", x, "--quick", "--no-baseline", "--sweep-sizes", "0")
+    code, _, err = cli(capsys, "bench", x, "--quick", "--no-baseline", "--sweep-sizes", "0")
     assert code == 2 and "encoder may deploy" in err and "has not run" in err, err
-    code, err = _cli(capsys, "bundle", x, "--app", app)
+    code, _, err = cli(capsys, "bundle", x, "--app", app)
     assert code == 2 and "the fidelity gate has not run on it" in err, err
 
 
@@ -198,7 +190,7 @@ def test_a_200_mp_phone_photo_is_indexed_not_dropped(x, capsys, tmp_path):
     assert reduced.size == (2040, 1530)  # decoded at 1/8 in the DCT domain, not 600 MB whole
     left, right = np.asarray(reduced)[765, 100], np.asarray(reduced)[765, 1900]
     assert left[2] > 150 > left[0] and right[0] > 150 > right[2]
-    code, err = _cli(capsys, "index", x, "--images", photos)
+    code, _, err = cli(capsys, "index", x, "--images", photos)
     assert code == 0, err
     meta = json.loads((x / contract.INDEX_DIR / contract.INDEX_META).read_text())
     assert meta["count"] == 1 and meta["skipped"] == 0, meta["skipped_files"]

@@ -15,16 +15,9 @@ import numpy as np
 import pytest
 
 from mcad_export import contract
-from mcad_export.cli import main
 from mcad_export.errors import GalleryIndexError, InputError
 
-from .conftest import REPO, tmpfs
-
-
-def _cli(capsys, *args):
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err.strip()
+from .conftest import REPO, cli, tiny_options, tmpfs
 
 
 def _one_line(code, err, *phrases):
@@ -35,10 +28,8 @@ def _one_line(code, err, *phrases):
 
 
 @pytest.fixture()
-def x(tiny_run, tmp_path):
-    out = tmp_path / "x"
-    shutil.copytree(tiny_run[0], out)
-    return out
+def x(tiny_copy):
+    return tiny_copy
 
 
 def _manifest(x: Path) -> dict:
@@ -62,7 +53,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(capsys, tmp_path, tiny_open_
     mount = tmp_path / "small"
     mount.mkdir()
     with tmpfs(mount, "size=256k"):
-        code, _, err = _cli(
+        code, _, err = cli(
             capsys,
             "export",
             "--out",
@@ -85,7 +76,7 @@ def test_a_foreign_model_under_a_resigned_manifest_is_refused_before_it_runs(x, 
     deployed = _manifest(x)["deployment"]["text_encoder"]
     shutil.copy(x / contract.IMAGE_ENCODER_ONNX, x / deployed)
     _resign(x, deployed)
-    _one_line(*_cli(capsys, "search", x, "a red circle")[::2], "are not the", "its manifest record lists")
+    _one_line(*cli(capsys, "search", x, "a red circle")[::2], "are not the", "its manifest record lists")
 
 
 # -- 10, 11: resume ------------------------------------------------------------------------------------------
@@ -133,14 +124,6 @@ def test_a_malformed_run_record_is_set_aside_with_a_reason(x, edit):
 
 def test_run_says_why_it_redoes_stages(x, tiny_open_clip_config, tiny_run):
     from mcad_export import resume
-    from mcad_export.options import (
-        BenchOptions,
-        ExportOptions,
-        IndexOptions,
-        PipelineOptions,
-        QuantizeOptions,
-        StudentOptions,
-    )
     from mcad_export.pipeline import Observer, run_pipeline
 
     class Notes(Observer):
@@ -150,14 +133,7 @@ def test_run_says_why_it_redoes_stages(x, tiny_open_clip_config, tiny_run):
         def rerun(self, name, why):
             self.notes.append((name, why))
 
-    options = PipelineOptions(
-        out=x,
-        student=StudentOptions(f"open_clip:{tiny_open_clip_config}", random_init=True),
-        export=ExportOptions(tflite=False),
-        quantize=QuantizeOptions(precisions=("dynamic",)),
-        index=IndexOptions(images=tiny_run[1]),
-        bench=BenchOptions(threads=(1,), gallery_size=0, sweep_sizes=(), baseline=False, quick=True),
-    )
+    options = tiny_options(x, tiny_open_clip_config, tiny_run[1])
     path = x / contract.LOGS_DIR / resume.STATE_FILE
     data = json.loads(path.read_text())
     (x / contract.REPORT_HTML).write_text("edited")  # changes only what `report` owns
@@ -172,11 +148,11 @@ def test_run_says_why_it_redoes_stages(x, tiny_open_clip_config, tiny_run):
 
 def test_a_deeply_nested_or_huge_manifest_is_one_line(x, capsys):
     (x / contract.MANIFEST).write_text("[" * 200_000)
-    _one_line(*_cli(capsys, "search", x, "a red circle")[::2], "nests too deeply")
+    _one_line(*cli(capsys, "search", x, "a red circle")[::2], "nests too deeply")
     with open(x / contract.MANIFEST, "wb") as f:
         f.truncate(40 << 20)  # sparse: 40 MB of zeros, never parsed
     started = time.perf_counter()
-    _one_line(*_cli(capsys, "search", x, "a red circle")[::2], "more than the 16 MB")
+    _one_line(*cli(capsys, "search", x, "a red circle")[::2], "more than the 16 MB")
     assert time.perf_counter() - started < 5
 
 
@@ -200,7 +176,7 @@ def test_a_hostile_tokenizer_file_is_one_line(x, capsys, name, edit, phrase):
     rel = f"{contract.TOKENIZER_DIR}/{name}"
     (x / rel).write_text(json.dumps(edit(json.loads((x / rel).read_text()))))
     _resign(x, rel)
-    _one_line(*_cli(capsys, "search", x, "a red circle")[::2], phrase)
+    _one_line(*cli(capsys, "search", x, "a red circle")[::2], phrase)
 
 
 def test_a_tokenizer_file_the_manifest_does_not_list_is_never_read(x):
@@ -285,7 +261,7 @@ def test_a_hostile_reference_npz_is_one_line(x, capsys, kind):
     with open(path, "wb") as f:
         np.savez(f, **arrays)
     _resign(x, contract.REFERENCE_EMBEDDINGS)
-    _one_line(*_cli(capsys, "verify", x)[::2], "reference")
+    _one_line(*cli(capsys, "verify", x)[::2], "reference")
 
 
 # -- 16: options of the wrong type, refused when built --------------------------------------------------------
@@ -324,7 +300,7 @@ def test_a_corrupt_digest_cache_is_only_a_hint(x, capsys, tmp_path, monkeypatch)
     cache.parent.mkdir(parents=True)
     for garbage in ({f"{st.st_dev}:{st.st_ino}": 5}, {f"{st.st_dev}:{st.st_ino}": [1, 2]}, [1, 2]):
         cache.write_text(json.dumps(garbage))
-        code, out, err = _cli(capsys, "search", x, "a red circle")
+        code, out, err = cli(capsys, "search", x, "a red circle")
         assert code == 0 and "Traceback" not in err, err
 
 
@@ -383,7 +359,7 @@ def test_a_fifo_or_folder_named_like_an_image_is_skipped_with_a_reason(x, capsys
     shutil.copytree(tiny_run[1], photos)
     os.mkfifo(photos / "pipe.png")
     (photos / "folder.png").mkdir()
-    code, out, err = _cli(capsys, "index", x, "--images", photos)
+    code, out, err = cli(capsys, "index", x, "--images", photos)
     assert code == 0, err
     meta = json.loads((x / contract.INDEX_DIR / contract.INDEX_META).read_text())
     reasons = {Path(s["path"]).name: s["reason"] for s in meta["skipped_files"]}

@@ -13,16 +13,12 @@ from PIL import Image
 
 from mcad_export.errors import InputError
 from mcad_export.options import (
-    BenchOptions,
-    ExportOptions,
     IndexOptions,
-    PipelineOptions,
     QuantizeOptions,
-    StudentOptions,
 )
 from mcad_export.pipeline import Observer, run_pipeline
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, run_cli, tiny_options
 
 ALL = ["export", "short-query", "quantize", "verify", "index", "bench", "report"]
 
@@ -48,18 +44,7 @@ def images(tmp_path):
     return folder
 
 
-def _options(out, config, images, **changes):
-    options = PipelineOptions(
-        out=out,
-        student=StudentOptions(f"open_clip:{config}", random_init=True),
-        export=ExportOptions(tflite=False),
-        quantize=QuantizeOptions(precisions=("dynamic",)),
-        index=IndexOptions(images=images),
-        bench=BenchOptions(threads=(1,), gallery_size=0, sweep_sizes=(), baseline=False, quick=True),
-    )
-    for key, value in changes.items():
-        setattr(options, key, value)
-    return options
+_options = tiny_options
 
 
 def test_rerun_of_an_unchanged_folder_skips_every_stage(tmp_path, tiny_open_clip_config, images):

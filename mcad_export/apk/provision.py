@@ -20,7 +20,6 @@ temporary folder in the cache and renamed into place only when complete.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from ..confined import sha256_file
 from ..errors import CompileError
 
 # piece -> what is fetched and the sha256 of the fetched file (measured 2026-12-06, ../shared/notes)
@@ -73,16 +73,8 @@ def piece_path(name: str) -> Path:
     return cache_root() / name / Path(PINS[name]["member"]).name
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _checked(path: Path, expected: str, what: str) -> Path:
-    got = sha256_of(path)
+    got = sha256_file(path)
     if got != expected:
         path.unlink(missing_ok=True)
         raise CompileError(

@@ -182,3 +182,15 @@ def test_run_builds_the_apk_as_its_last_stage_and_resumes(tiny_run, tmp_path, ti
     next((app / "app/src/main/assets/mcad/thumbs").iterdir()).unlink()
     third = run_pipeline(options)
     assert third.ran == ["bundle", "apk"] and third.bundle["written"] == 1
+
+
+def test_a_bundle_the_offline_build_cannot_run_is_refused_in_one_line(tiny_copy, tmp_path, capsys, monkeypatch):
+    import mcad_export.bundle
+
+    # What bundle says for a student whose fastest gate-passing text encoder is a TFLite file (MobileCLIP2's).
+    litert = {"encoders": {"text": {"runtime": "litert", "accelerator": "CPU", "source": "tflite/text_encoder.tflite"}}}
+    monkeypatch.setattr(mcad_export.bundle, "bundle", lambda *a, **k: litert)
+    code, _, err = cli(capsys, "apk", tiny_copy, "--app", tmp_path)
+    assert code == 7 and len(err.splitlines()) == 1, err
+    assert "runs on litert (CPU), but this offline build has ONNX Runtime's CPU build only" in err
+    assert not (tiny_copy / contract.APK_DIR).exists()

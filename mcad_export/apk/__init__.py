@@ -78,6 +78,16 @@ def build_apk(
     root = Path(directory)
     chain = find_toolchain()  # every piece found before anything is written
     document = bundle(root, app, target=target, allow_ungated=allow_ungated, progress=say)
+    text = document["encoders"]["text"]
+    if (text["runtime"], text["accelerator"]) != ("onnxruntime", "CPU"):
+        from ..errors import CompileError
+
+        raise CompileError(
+            f"the bundled text encoder {text['source']} runs on {text['runtime']} ({text['accelerator']}), but this "
+            "offline build has ONNX Runtime's CPU build only: bench an ONNX encoder (`mcad-export bench DIR --artifact "
+            "<onnx variant>`) or bundle the CPU target, or build this bundle with Gradle (android_demo/README.md); "
+            "the bundle itself was written, no APK was"
+        )
     keystore = keystore or debug_keystore(chain, cache_root())
     with scratch_dir(root) as work:
         signed = build(Path(app), Path(work), chain, keystore, abis, say)

@@ -735,6 +735,12 @@ def bench_settings(args) -> BenchOptions:
 
 
 def pipeline_options(args) -> PipelineOptions:
+    from .defaults import STAGES
+    from .errors import InputError
+
+    unknown = [f for f in args.force or () if f != "all" and f not in STAGES]
+    if unknown:  # in the CLI's own words (PipelineOptions says it in the API's)
+        raise InputError(f"--force {unknown[0]}: not a stage; use one of {', '.join(STAGES)} (or no name for all)")
     return PipelineOptions(
         out=args.out,
         student=student_options(args),

@@ -92,9 +92,6 @@ def preflight(options: PipelineOptions) -> None:
     options.bench.check_values()
     if options.compile.sim_samples < 1:
         raise InputError(f"--sim-samples must be positive, got {options.compile.sim_samples}")
-    unknown = [f for f in options.force if f != "all" and f not in STAGES]
-    if unknown:
-        raise InputError(f"--force {unknown[0]}: not a stage; use one of {', '.join(STAGES)} (or no name for all)")
 
 
 def wanted_stages(options: PipelineOptions) -> list[str]:

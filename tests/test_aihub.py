@@ -180,3 +180,29 @@ def test_wrong_token_and_unreachable_service(hub_env, tmp_path, monkeypatch):
         with pytest.raises(CompileError, match="cannot reach.*ReadTimeout|cannot reach.*timed out"):
             check_reachable(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=1.0)
         assert time.monotonic() - started < 4
+
+
+def test_an_aihub_model_is_gated_on_the_host_and_then_deploys(hub_env, tmp_path):
+    """AI Hub's downloaded TFLite is an ordinary file: the host CPU runs it through the same gate, so it deploys on
+    its gate record (not on --allow-ungated); before that it does not."""
+    from mcad_export.bundle import bundle
+    from mcad_export.errors import InputError
+
+    export, start = hub_env
+    start()
+    records = compile_targets(export, ["aihub:SM8650"], verify=False, backend_options=FAST)
+    text = next(r for r in records if r["encoder"] == "text" and not r.get("length_bucket"))
+    app = tmp_path / "app"
+    (app / "app" / "src" / "main").mkdir(parents=True)
+    with pytest.raises(InputError, match="the fidelity gate has not run on it"):
+        bundle(export, app, target="aihub:SM8650")
+    buckets = [r["path"] for r in records if r["encoder"] == "text" and r.get("length_bucket")]
+    proc = run_cli("verify", export, *(a for p in [text["path"], *buckets] for a in ("--artifact", p)))
+    assert proc.returncode == 0, proc.stderr
+    gated = {r["artifact"]: r for r in json.loads((export / "reports" / "fidelity.json").read_text())}
+    record = gated[text["path"]]
+    assert record["runtime"] == "litert" and record["passed"] and record["sha256"] == text["sha256"]
+    assert record["cosine_min"] > 0.9999  # the loopback serves the export's own fp32 TFLite
+    document = bundle(export, app, target="aihub:SM8650")
+    assert document["encoders"]["text"]["gate"]["gate"] == "passed"
+    assert [b["gate"]["gate"] for b in document["encoders"]["text"]["length_buckets"]] == ["passed", "passed"]

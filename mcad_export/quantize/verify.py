@@ -58,6 +58,21 @@ RUNNERS = {
 }
 # What fidelity.json calls the runtime a record was measured on, where that differs from the target's.
 MEASURED_ON = {Runtime.QNN_HTP.value: MEASURED_ON_SIMULATOR}
+# AI Hub's downloaded model is an ordinary TFLite / ONNX file: the host CPU runs that very file through the same gate
+# (what the phone's NPU computes from it is AI Hub's profile to show; the numbers the gate checks are the file's).
+HOST_RUNNER_OF = {"aihub-tflite": Runtime.LITERT.value, "aihub-onnx": Runtime.ONNXRUNTIME.value}
+
+
+def _host_runtime(artifact: dict, path: Path) -> str | None:
+    """The host runtime that can run a device-only artifact's file, or None (e.g. an ONNX holding an HTP context)."""
+    runtime = HOST_RUNNER_OF.get(artifact["runtime"])
+    if runtime == Runtime.ONNXRUNTIME.value:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        if any(node.op_type == "EPContext" for node in model.graph.node):
+            return None  # a compiled context binary: only the device's QNN runs it
+    return runtime
 
 
 def gated_rows(artifact: dict, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -104,12 +119,15 @@ def verify_artifacts(out_dir, gate: Gate = DEFAULT_GATE, progress=None, only=Non
     for artifact in manifest["artifacts"]:
         if only is not None and artifact["path"] not in only:
             continue
-        runner = RUNNERS.get(artifact["runtime"])
+        runtime = artifact["runtime"]
+        if runtime not in RUNNERS and runtime in HOST_RUNNER_OF:
+            runtime = _host_runtime(artifact, verified_artifact(root, artifact)) or runtime
+        runner = RUNNERS.get(runtime)
         base = {
             "artifact": artifact["path"],
             "name": artifact["name"],
             "encoder": artifact["encoder"],
-            "runtime": MEASURED_ON.get(artifact["runtime"], artifact["runtime"]),
+            "runtime": MEASURED_ON.get(runtime, runtime),
             "precision": artifact["precision"],
             "size_bytes": artifact["size_bytes"],
             "sha256": artifact["sha256"],
@@ -118,10 +136,10 @@ def verify_artifacts(out_dir, gate: Gate = DEFAULT_GATE, progress=None, only=Non
         if runner is None:
             records.append({**base, "passed": None, "skipped": f"no host runner for runtime {artifact['runtime']}"})
             continue
-        say(f"verifying {artifact['path']} on {artifact['runtime']}")
+        say(f"verifying {artifact['path']} on {runtime}")
         rows, inputs = gated_rows(artifact, evaluation.for_encoder(artifact["encoder"]))
         embeds = runner(verified_artifact(root, artifact), artifact["inputs"][0]["name"], inputs, artifact)
-        note("runner", artifact["runtime"])
+        note("runner", runtime)
         note("gated", f"{artifact['format']}:{artifact['precision']}")
         # A subset is gated against the PyTorch reference of the same rows (recall over a gallery of those images).
         result = score(artifact["encoder"], embeds, {k: v[rows] for k, v in reference.items()}, gate, reference)

@@ -66,6 +66,15 @@ def clean_stale_stages(area: Path, orphan_age_s: float = 60.0) -> int:
     return removed
 
 
+_active: list[Path] = []  # scratch folders of this process, innermost last (active_scratch)
+
+
+def active_scratch() -> Path | None:
+    """The scratch folder the running stage holds, if any: child processes (isolated.run_isolated) put their
+    temporary files there, inside the export, so a killed run leaves nothing in the system's temp folder."""
+    return _active[-1] if _active else None
+
+
 @contextlib.contextmanager
 def scratch_dir(area: Path):
     """A private folder inside `area`/.mcad-staging, locked while in use and removed afterwards."""
@@ -75,9 +84,11 @@ def scratch_dir(area: Path):
     stage = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=base))
     fd = os.open(stage / _STAGE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
+    _active.append(stage)
     try:
         yield stage
     finally:
+        _active.remove(stage)
         shutil.rmtree(stage, ignore_errors=True)
         os.close(fd)
         with contextlib.suppress(OSError):

@@ -49,8 +49,11 @@ def run_child(command: list, what: str, timeout: int, env: dict) -> subprocess.C
 def run_isolated(fn, params: dict, arrays: dict, *, what: str, timeout: int = 1800) -> dict:
     if not getattr(fn, "_mcad_child", False):
         raise TypeError(f"{fn!r} is not marked with isolated.run_in_child")
+    from .atomic import active_scratch
+
     command = f"{fn.__module__}:{fn.__name__}"
-    with tempfile.TemporaryDirectory() as tmp:
+    # Inside the running stage's scratch folder (in the export) when it has one: one scratch location.
+    with tempfile.TemporaryDirectory(dir=active_scratch()) as tmp:
         np.savez(Path(tmp) / "in.npz", **arrays)
         (Path(tmp) / "params.json").write_text(json.dumps(params))
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")

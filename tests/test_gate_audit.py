@@ -2,6 +2,7 @@
 for trained students, and an R@1 criterion that tells damage from noise."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -211,3 +212,27 @@ def test_one_mask_constant():
     import mcad_export.students.bert_text as bert_text
 
     assert rewrites.FINITE_MASK_VALUE is contract.FINITE_MASK_VALUE is bert_text.FINITE_MASK_VALUE
+
+
+def test_isolated_children_write_their_files_inside_the_stage_scratch(tmp_path, monkeypatch):
+    import mcad_export.isolated as isolated
+    from mcad_export.atomic import active_scratch, scratch_dir
+    from mcad_export.quantize.tflite_recipes import tflite_embed_in_process  # any isolated step will do
+
+    seen = []
+
+    def child(command, what, timeout, env):  # where the child's files are, and what they are
+        folder = Path(command[-1])
+        seen.append((folder, sorted(p.name for p in folder.iterdir())))
+        raise isolated.ToolCrashError(f"{what} failed: stopped by the test")
+
+    monkeypatch.setattr(isolated, "run_child", child)
+    assert active_scratch() is None
+    with scratch_dir(tmp_path) as work:
+        assert active_scratch() == work
+        with pytest.raises(isolated.ToolCrashError, match="stopped by the test"):
+            isolated.run_isolated(tflite_embed_in_process, {"model": "m.tflite"}, {"x": np.zeros(1)}, what="a step")
+        folder, files = seen[0]
+        assert folder.parent == work and files == ["in.npz", "params.json"]
+        assert not folder.exists()  # removed with the step, the scratch folder stays the stage's
+    assert active_scratch() is None

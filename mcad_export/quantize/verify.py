@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import locks_folder, write_text_atomic
+from ..atomic import locks_folder, scratch_dir, write_text_atomic
 from ..contract import FIDELITY_REPORT, Runtime
 from ..errors import FidelityGateError, InputError
 from ..guard import reference_embeddings, verified_artifact
@@ -108,6 +108,11 @@ def _resolve(artifacts: list[dict], wanted, root: Path) -> set[str]:
 def verify_artifacts(out_dir, gate: Gate = DEFAULT_GATE, progress=None, only=None) -> list[dict]:
     """Gates every artifact, or with `only` (manifest paths or names) just those: their records replace older ones
     in fidelity.json."""
+    with scratch_dir(Path(out_dir)):  # the isolated runners' temporary files stay inside the export
+        return _verify(out_dir, gate, progress, only)
+
+
+def _verify(out_dir, gate: Gate, progress, only) -> list[dict]:
     say = progress or (lambda message: None)
     root = Path(out_dir)
     manifest = read_manifest(root)

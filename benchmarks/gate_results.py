@@ -1,9 +1,9 @@
-"""The fidelity gate's records of a finished run, committed as the file behind README's gate tables.
+"""The fidelity gate's records of a finished run, committed as the file behind docs/quantization.md's gate tables.
 
     .venv/bin/python benchmarks/gate_results.py --dir mcad-out --name embedded
 
 Writes benchmarks/results/<name>_gate.json: every artifact's gate record (reports/fidelity.json) with its file
-size and size ratio vs its fp32 source, plus the variants quantize rejected (their last tuning numbers). README's
+size and size ratio vs its fp32 source, plus the variants quantize rejected (their last tuning numbers). docs/quantization.md's
 tables are rendered from it by scripts/tables.py; tests/test_tables.py checks they agree.
 """
 

@@ -189,7 +189,7 @@ class FidelityRecord(Record):
 
 @dataclass(kw_only=True)
 class BenchReport(Record):
-    """reports/bench.json (the numbers behind the report's verdict; README "Search, benchmark and report")."""
+    """reports/bench.json (the numbers behind the report's verdict; docs/search-and-benchmarks.md)."""
 
     student: str
     threads: int

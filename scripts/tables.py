@@ -1,4 +1,4 @@
-"""README's measured tables, rendered from the committed result files (benchmarks/results/*.json).
+"""The measured tables of README and docs/, rendered from the committed result files (benchmarks/results/*.json).
 
     .venv/bin/python scripts/tables.py          # rewrite every table between its markers
     .venv/bin/python scripts/tables.py --check  # exit 1 naming each table that differs from its file

@@ -1,4 +1,4 @@
-"""Every published number has a file: README's measured tables are rendered from committed result JSON
+"""Every published number has a file: the measured tables of README and docs/ are rendered from committed result JSON
 (scripts/tables.py), and this test fails when a table and its file disagree."""
 
 import importlib.util

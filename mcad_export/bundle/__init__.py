@@ -33,7 +33,7 @@ ASSETS = Path("app/src/main/assets/mcad")
 BUNDLE_MANIFEST = "bundle.json"
 BUNDLE_FORMAT = "mcad-bundle/1"
 
-# Which runtime the app uses for each kind of artifact, and why (shown in bundle.json and the README).
+# Which runtime the app uses for each kind of artifact, and why (shown in bundle.json and docs/android.md).
 RUNTIMES = {
     "onnx": (
         "onnxruntime",

@@ -25,7 +25,7 @@ from ..contract import INDEX_DIR, LENGTH_BUCKETS, TOKENIZER_DIR
 from ..manifest import read_manifest
 from ..runtime.encoders import pick_bucket
 
-# ftfy repairs mojibake and knows every HTML5 entity; the Java core does neither (README, "Android core").
+# ftfy repairs mojibake and knows every HTML5 entity; the Java core does neither (android_demo/README.md, "Known gaps").
 JAVA_DIVERGENT = {
     "CafÃ© au lait at the beach": "ftfy mojibake repair (fix_encoding)",
     "â€œsmart quotesâ€\x9d on a sign": "ftfy mojibake repair (fix_encoding)",

@@ -94,7 +94,7 @@ def load(arg: str, *, weights=None, random_init: bool = False, packaged_weights:
     where = str(spec_path)
     for key in ("image", "text"):
         if not isinstance(spec.get(key), dict):
-            raise InputError(f"{where}: {key} must be an object (see the dual: spec in README)")
+            raise InputError(f"{where}: {key} must be an object (see the dual: spec in docs/students.md)")
     embed_dim = _whole(spec.get("embed_dim"), "embed_dim", where, 1, 8192)
     text_spec = spec["text"]
     if not isinstance(text_spec.get("folder"), str):

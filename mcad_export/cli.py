@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="export image and text encoders to ONNX and TFLite with parity checks",
         description="Writes image_encoder.onnx, text_encoder.onnx, tflite/{image,text}_encoder.tflite, "
         "tokenizer/, reference/ (PyTorch fp32 embeddings of the evaluation set) and "
-        "manifest.json atomically into --out (see ARCHITECTURE.md for the contract).",
+        "manifest.json atomically into --out (see docs/contract.md for the contract).",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     _add_student_args(p)
@@ -386,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Embeds every .jpg/.jpeg/.png/.bmp/.webp under --images (a folder, recursively; a glob; or a "
         "list file), in sorted path order (EXIF orientation "
         "applied; unreadable, > 200 MP or non-finite images are skipped and counted) with "
-        "the fp32 image encoder (or --artifact) and saves DIR/index/ (see ARCHITECTURE.md). "
+        "the fp32 image encoder (or --artifact) and saves DIR/index/ (see docs/contract.md). "
         "Without --images: the embedded student's held-out gallery, written to DIR/gallery/. --engine ray "
         "embeds on a Ray cluster (Ray Data actors; shards in DIR/index_shards/, a rerun computes only the "
         "missing ones); the workers must reach the image paths.",

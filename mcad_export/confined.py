@@ -1,5 +1,5 @@
 """The one place that decides how mcad-export opens, creates, replaces and deletes anything in an export or app
-folder (ARCHITECTURE.md, "Security").
+folder (docs/policies.md, "Confinement").
 
 A folder is untrusted input: it may arrive from someone else with links planted at the very names mcad-export
 owns (`.mcad-staging`, `.mcad-lock`, `reports/`, `index/` ...). mcad-export never creates a link, so:

@@ -1,6 +1,6 @@
 """The artifact contract: names every stage and the Android app agree on.
 
-Documented in ARCHITECTURE.md ("Artifact contract"). Change a name here and there, nowhere else.
+Documented in docs/contract.md. Change a name here and there, nowhere else.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What an export folder may say about itself, and what every stage checks before it trusts a file.
 
-The rule (ARCHITECTURE.md, "Security"): strings read from a manifest or an index never become write
+The rule (docs/policies.md, "Security" and "Confinement"): strings read from a manifest or an index never become write
 paths, and every path read from them resolves inside the export folder, is a regular file and
 matches the sha256 recorded beside it. A manifest that breaks the rule is refused whole, with one
 line, before any stage acts on it. Torch-free: the query path runs these checks too.

@@ -1,4 +1,4 @@
-"""Reading and writing manifest.json, the one artifact contract (see ARCHITECTURE.md)."""
+"""Reading and writing manifest.json, the one artifact contract (see docs/contract.md)."""
 
 from __future__ import annotations
 

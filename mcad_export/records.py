@@ -102,7 +102,7 @@ def _runtime(value: Any, where: str, fix: str, also: tuple[str, ...] = ()) -> An
 
 @dataclass(kw_only=True)
 class ArtifactRecord(Record):
-    """One model file in manifest.json `artifacts` (ARCHITECTURE.md lists what each stage adds)."""
+    """One model file in manifest.json `artifacts` (docs/contract.md lists what each stage adds)."""
 
     ENUMS: ClassVar[dict[str, type[Enum]]] = {"encoder": Encoder, "format": Format, "precision": Precision}
 

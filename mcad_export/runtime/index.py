@@ -8,7 +8,7 @@ Kinds (all inner product over L2-normalised embeddings, i.e. cosine):
 Re-ranking reads only the short list's rows from the memory-mapped float file, so those rows are
 the only float pages a query makes resident. faiss is imported only by the kinds that use it.
 
-On disk: the contract's index/ folder (contract.py, ARCHITECTURE.md).
+On disk: the contract's index/ folder (contract.py, docs/contract.md).
 """
 
 from __future__ import annotations

@@ -106,18 +106,6 @@ def apk_record(root: Path) -> dict | None:
     return record
 
 
-def apk_lines(apk: dict) -> list[str]:
-    """The APK record as a few plain sentences (Markdown and HTML show the same)."""
-    parts = ", ".join(f"{k.replace('_', ' ')} {v / 2**20:.1f} MB" for k, v in apk["size_breakdown_bytes"].items() if v)
-    return [
-        f"{apk['path']}: {apk['size_bytes'] / 2**20:.1f} MB ({parts}); {apk['package']}, SDK "
-        f"{apk['min_sdk']}-{apk['target_sdk']}, ABIs {', '.join(apk['abis'])}",
-        f"signed {'+'.join(apk['signature']['schemes'])} ({apk['signature']['key']}), sha256 {apk['sha256']}",
-        f"toolchain: {apk['toolchain'].get('source')}, {apk['toolchain'].get('d8')}, {apk['toolchain'].get('aapt2')}",
-        f"not checked here: {apk.get('not_checked_here', '-')}",
-    ]
-
-
 def gate_sensitivity(fidelity: list[dict]) -> str | None:
     """How large an R@1 drop this sample can call damage (the paired test's smallest detectable drop)."""
     paired = next((r["r1_paired"] for r in fidelity if r.get("r1_paired") and not r.get("degenerate")), None)

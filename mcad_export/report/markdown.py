@@ -7,6 +7,18 @@ def _row(cells) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def apk_lines(apk: dict) -> list[str]:
+    """The APK record as a few plain sentences (Markdown and HTML show the same)."""
+    parts = ", ".join(f"{k.replace('_', ' ')} {v / 2**20:.1f} MB" for k, v in apk["size_breakdown_bytes"].items() if v)
+    return [
+        f"{apk['path']}: {apk['size_bytes'] / 2**20:.1f} MB ({parts}); {apk['package']}, SDK "
+        f"{apk['min_sdk']}-{apk['target_sdk']}, ABIs {', '.join(apk['abis'])}",
+        f"signed {'+'.join(apk['signature']['schemes'])} ({apk['signature']['key']}), sha256 {apk['sha256']}",
+        f"toolchain: {apk['toolchain'].get('source')}, {apk['toolchain'].get('d8')}, {apk['toolchain'].get('aapt2')}",
+        f"not checked here: {apk.get('not_checked_here', '-')}",
+    ]
+
+
 def flips(record: dict) -> str:
     """The paired R@1 test's flips of one gate record, for a table cell."""
     paired = record.get("r1_paired")
@@ -119,8 +131,6 @@ def render_markdown(data: dict) -> str:
             "",
         ]
     if data.get("apk"):
-        from . import apk_lines
-
         out += ["## Android APK", "", *(f"- {line}" for line in apk_lines(data["apk"])), ""]
     if data.get("targets"):
         out += ["## SoC targets", ""]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 
 from . import svg
-from .markdown import flips
+from .markdown import apk_lines, flips
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1000px;color:#1f2328;padding:0 16px}
@@ -302,8 +302,6 @@ def render_html(data: dict) -> str:
             )
         )
     if data.get("apk"):
-        from . import apk_lines
-
         parts.append("<h2>Android APK</h2>")
         parts.append("<ul>" + "".join(f"<li>{_e(line)}</li>" for line in apk_lines(data["apk"])) + "</ul>")
     if data.get("targets"):

@@ -75,7 +75,9 @@ def _package_imports() -> dict[str, set[str]]:
 
 def test_no_import_cycle_inside_the_package():
     graph = _package_imports()
-    assert "mcad_export.pipeline" in graph["mcad_export.cli.run"] and "mcad_export.stages" in graph["mcad_export.pipeline"]
+    assert (
+        "mcad_export.pipeline" in graph["mcad_export.cli.run"] and "mcad_export.stages" in graph["mcad_export.pipeline"]
+    )
     state: dict[str, int] = {}
 
     def visit(node, path):

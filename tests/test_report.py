@@ -72,6 +72,14 @@ def test_report_renders_in_headless_chromium(embedded_run, tmp_path):
     assert body, "the page's script did not run: " + dom.stdout[:500]
     plots, rendered = map(int, body.groups())
     assert plots >= 4 and rendered == plots
+    # Retrieval as a user sees it: 4 held-out captions, top-5 thumbnails (data: URIs) from fp32 and the deployed
+    # encoder, the true image marked; the thumbnails decode in the browser (naturalWidth is set on load).
+    table = re.search(r'<table class="hits" data-retrieval="(\d+)">(.*?)</table>', dom.stdout, re.S)
+    assert table and int(table.group(1)) == 4
+    images = re.findall(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]+"[^>]*>', table.group(2))
+    assert len(images) == 4 * 2 * 5 and sum("data-true" in i for i in images) >= 4
+    decoded = re.search(r'data-thumbs-decoded="(\d+)"', dom.stdout)
+    assert decoded and int(decoded.group(1)) == len(images)
     verdict = re.search(r'<div id="verdict" class="(pass|miss)">([^<]+)', dom.stdout)
     assert verdict and verdict.group(1) == ("pass" if bench["budget"]["passed"] else "miss")
     assert verdict.group(2).startswith("PASS" if bench["budget"]["passed"] else "MISS")
@@ -100,3 +108,21 @@ def test_latency_histogram_keeps_its_axis_on_the_data():
     slow = list(6.0 + 0.5 * rng.standard_normal(500))
     page = svg.histogram("h", "t", {"q": slow}, "ms", marker=("budget 8 ms", 8.0))
     assert "off scale" not in page and "stroke-dasharray" in page  # the budget line is drawn on the axis
+
+
+def test_a_variant_that_failed_the_gate_shows_its_damage(scratch_export):
+    from mcad_export.report import write_report
+
+    fidelity = scratch_export / "reports" / "fidelity.json"
+    records = json.loads(fidelity.read_text())
+    failed = next(r for r in records if r["artifact"] == "text_encoder.w8.onnx")
+    failed.update(passed=False, misses=["marked failed by the test"])
+    fidelity.write_text(json.dumps(records))
+    write_report(scratch_export)
+    data = json.loads((scratch_export / REPORT_JSON).read_text())
+    rows = data["retrieval"]["rows"]
+    assert len(rows) == 5 and "failed the gate: text_encoder.w8.onnx" in rows[-1]["found"]
+    assert all(len(top) == 5 for row in rows for top in row["found"].values())
+    assert set(data["retrieval"]["thumbnails"]) >= {
+        str(i) for row in rows for top in row["found"].values() for i in top
+    }

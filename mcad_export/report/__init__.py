@@ -46,6 +46,7 @@ def collect(directory) -> dict:
         "bench": bench,
         "fidelity": fidelity,
         "gate_sensitivity": gate_sensitivity(fidelity),
+        "retrieval": retrieval_examples(root, manifest, fidelity),
         "apk": apk_record(root),
         "device_bench": device_bench_record(root, budget),
         "recall_meaningful": manifest["evaluation"].get("recall_meaningful", False),
@@ -72,6 +73,12 @@ def _device_line(check: dict) -> str:
         f"; {check['encoder']} encoder on {check['device']} ({check['target']}): {check['inference_ms']} ms, "
         f"peak {check['peak_memory_mb']} MB, {npu}{'' if check['passed'] else ' - MISS'}"
     )
+
+
+def retrieval_examples(root: Path, manifest: dict, fidelity: list[dict]) -> dict | None:
+    from .retrieval import examples
+
+    return examples(root, manifest, fidelity)
 
 
 def device_bench_record(root: Path, budget: dict) -> dict | None:

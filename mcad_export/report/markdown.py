@@ -82,6 +82,25 @@ def render_markdown(data: dict) -> str:
                 for r in b["index_sweep"]["rows"]
             ],
         )
+    if data.get("retrieval"):
+        r = data["retrieval"]
+        out += [
+            "## Retrieval, as a user sees it",
+            "",
+            "Top-5 held-out rows per caption (`*` marks the true image):",
+            "",
+        ]
+        names = list(r["rows"][0]["found"])
+        out += _table(
+            ["caption", *names],
+            [
+                [
+                    row["caption"],
+                    *(" ".join(f"{i}{'*' if i == row['true'] else ''}" for i in row["found"][n]) for n in names),
+                ]
+                for row in r["rows"]
+            ],
+        )
     if data["fidelity"]:
         out += ["## Fidelity gate", ""]
         if not data["recall_meaningful"]:

@@ -16,6 +16,8 @@ th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}
 #verdict.pass{background:#1a7f37}#verdict.miss{background:#cf222e}#verdict small{display:block;font-weight:400;font-size:13px}
 .note{color:#57606a;font-size:13px}.ok{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-weight:600}
 svg.plot{display:block;margin:8px 0;background:#fff;border:1px solid #eaeef2}
+.hits img{width:48px;height:48px;margin:1px;border:3px solid transparent;image-rendering:pixelated}
+.hits img.true{border-color:#1a7f37}.hits td{text-align:left;vertical-align:middle}.hits td+td{white-space:nowrap}
 """
 
 SCRIPT = """
@@ -27,12 +29,39 @@ window.addEventListener('load', function () {
   });
   document.body.setAttribute('data-plots', plots.length);
   document.body.setAttribute('data-plots-rendered', drawn.length);
+  var thumbs = Array.prototype.slice.call(document.querySelectorAll('table.hits img'));
+  document.body.setAttribute('data-thumbs-decoded', thumbs.filter(function (i) { return i.naturalWidth > 0; }).length);
 });
 """
 
 
 def _e(x) -> str:
     return html.escape(str(x))
+
+
+def _retrieval(r: dict) -> str:
+    """Top-5 thumbnails per caption and encoder, the true image outlined (the section a person looks at first)."""
+    names = list(r["rows"][0]["found"])
+    head = "".join(f"<th>{_e(n)}</th>" for n in ["caption", *names])
+    body = []
+    for row in r["rows"]:
+        cells = [f"<td>{_e(row['caption'])}</td>"]
+        for name in names:
+            imgs = "".join(
+                f'<img src="{r["thumbnails"][str(i)]}" alt="row {i}" title="row {i}" data-row="{i}"'
+                + (' class="true" data-true="1"' if i == row["true"] else "")
+                + ">"
+                for i in row["found"][name]
+            )
+            cells.append(f"<td>{imgs}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return (
+        "<h2>Retrieval, as a user sees it</h2>"
+        f'<p class="note">Top-{len(r["rows"][0]["found"][names[0]])} of {r["gallery"]:,} held-out images for a few '
+        "held-out captions, best first; the true image is outlined in green. Each text encoder ranks the PyTorch "
+        "fp32 image embeddings, as the gate does.</p>"
+        f'<table class="hits" data-retrieval="{len(r["rows"])}"><tr>{head}</tr>{"".join(body)}</table>'
+    )
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -65,6 +94,8 @@ def render_html(data: dict) -> str:
         + (f" · {b['speedup_vs_baseline']:.1f}x faster than {_e(base['name'])}" if base else "")
         + "</small></div>"
     )
+    if data.get("retrieval"):
+        parts.append(_retrieval(data["retrieval"]))
 
     parts.append("<h2>Search latency (tokenize + text encoder + top-10)</h2>")
     rows = [

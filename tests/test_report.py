@@ -78,8 +78,11 @@ def test_report_renders_in_headless_chromium(embedded_run, tmp_path):
     assert table and int(table.group(1)) == 4
     images = re.findall(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]+"[^>]*>', table.group(2))
     assert len(images) == 4 * 2 * 5 and sum("data-true" in i for i in images) >= 4
+    # The run rejects the static INT8 TFLite image encoder: one more table shows what it would have done.
+    damage = re.search(r'<table class="hits damage" data-retrieval="1">(.*?)</table>', dom.stdout, re.S)
+    assert damage and "rejected by quantize: tflite/image_encoder.w8a8.tflite" in damage.group(1)
     decoded = re.search(r'data-thumbs-decoded="(\d+)"', dom.stdout)
-    assert decoded and int(decoded.group(1)) == len(images)
+    assert decoded and int(decoded.group(1)) == len(images) + 10
     verdict = re.search(r'<div id="verdict" class="(pass|miss)">([^<]+)', dom.stdout)
     assert verdict and verdict.group(1) == ("pass" if bench["budget"]["passed"] else "miss")
     assert verdict.group(2).startswith("PASS" if bench["budget"]["passed"] else "MISS")
@@ -120,9 +123,8 @@ def test_a_variant_that_failed_the_gate_shows_its_damage(scratch_export):
     fidelity.write_text(json.dumps(records))
     write_report(scratch_export)
     data = json.loads((scratch_export / REPORT_JSON).read_text())
-    rows = data["retrieval"]["rows"]
-    assert len(rows) == 5 and "failed the gate: text_encoder.w8.onnx" in rows[-1]["found"]
-    assert all(len(top) == 5 for row in rows for top in row["found"].values())
-    assert set(data["retrieval"]["thumbnails"]) >= {
-        str(i) for row in rows for top in row["found"].values() for i in top
-    }
+    rows, damage = data["retrieval"]["rows"], data["retrieval"]["damage"]
+    assert len(rows) == 4 and "failed the gate: text_encoder.w8.onnx" in damage["found"]
+    assert all(len(top) == 5 for row in [*rows, damage] for top in row["found"].values())
+    shown = {str(i) for row in [*rows, damage] for top in row["found"].values() for i in top}
+    assert set(data["retrieval"]["thumbnails"]) >= shown

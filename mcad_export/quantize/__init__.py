@@ -160,6 +160,7 @@ def quantize_artifacts(
         for r in records:  # each variant was judged by the gate on the tuning split (registry coverage, usage.py)
             note("gated", f"{r['format']}:{r['precision']}")
         rejected = [r for r in records if auto and not r["tuning"]["passed"]]
+        damage = _damage(root, manifest, rejected[0], stage / rejected[0]["path"]) if rejected else None
         for r in rejected:
             for name in artifact_files(r):
                 (stage / name).unlink()
@@ -182,6 +183,7 @@ def quantize_artifacts(
                     "last_step": r["tuning"]["steps"][-1],
                     "steps": r["tuning"]["steps"],
                     "layer_damage_top": r["layer_damage_top"][:5],
+                    **({"damage": damage} if damage is not None and r is rejected[0] else {}),
                 }
                 for r in rejected
             ],
@@ -191,6 +193,25 @@ def quantize_artifacts(
         for name in artifact_files(r):
             confined.remove_file(root, name, recorded.get(name))
     return records
+
+
+def _damage(root: Path, manifest: dict, record: dict, path: Path):
+    """What a rejected variant does to a few held-out searches, while its file still exists (report.retrieval)."""
+    from ..guard import reference_embeddings
+    from ..report.retrieval import damage_of, shows_retrieval
+    from .calibration import evaluation_inputs
+
+    if not shows_retrieval(manifest):
+        return None
+    held = evaluation_inputs(root, manifest)
+
+    def embed(array):
+        if record["format"] == "tflite":
+            what = f"LiteRT running {path.name}"
+            return run_isolated(tflite_embed_in_process, {"model": str(path)}, {"x": array}, what=what)["embeds"]
+        return artifact_embed(path, record, array)
+
+    return damage_of(manifest, reference_embeddings(root, manifest), held.ids, held.pixels, record["encoder"], embed)
 
 
 def tuning_step(encoder, embeds, tune_reference, gate: Gate, keep_float, population=None) -> dict:

@@ -90,17 +90,20 @@ def render_markdown(data: dict) -> str:
             "Top-5 held-out rows per caption (`*` marks the true image):",
             "",
         ]
-        names = list(r["rows"][0]["found"])
-        out += _table(
-            ["caption", *names],
-            [
+        for rows in (r["rows"], [r["damage"]] if r.get("damage") else []):
+            if not rows:
+                continue
+            names = list(rows[0]["found"])
+            out += _table(
+                ["caption", *names],
                 [
-                    row["caption"],
-                    *(" ".join(f"{i}{'*' if i == row['true'] else ''}" for i in row["found"][n]) for n in names),
-                ]
-                for row in r["rows"]
-            ],
-        )
+                    [
+                        row["caption"],
+                        *(" ".join(f"{i}{'*' * (i == row['true'])}" for i in row["found"][n]) for n in names),
+                    ]
+                    for row in rows
+                ],
+            )
     if data["fidelity"]:
         out += ["## Fidelity gate", ""]
         if not data["recall_meaningful"]:

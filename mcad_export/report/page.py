@@ -39,12 +39,11 @@ def _e(x) -> str:
     return html.escape(str(x))
 
 
-def _retrieval(r: dict) -> str:
-    """Top-5 thumbnails per caption and encoder, the true image outlined (the section a person looks at first)."""
-    names = list(r["rows"][0]["found"])
+def _hits_table(r: dict, rows: list[dict]) -> str:
+    names = list(rows[0]["found"])
     head = "".join(f"<th>{_e(n)}</th>" for n in ["caption", *names])
     body = []
-    for row in r["rows"]:
+    for row in rows:
         cells = [f"<td>{_e(row['caption'])}</td>"]
         for name in names:
             imgs = "".join(
@@ -55,13 +54,23 @@ def _retrieval(r: dict) -> str:
             )
             cells.append(f"<td>{imgs}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
-    return (
+    return f'<table class="hits" data-retrieval="{len(rows)}"><tr>{head}</tr>{"".join(body)}</table>'
+
+
+def _retrieval(r: dict) -> str:
+    """Top-5 thumbnails per caption and encoder, the true image outlined (the section a person looks at first)."""
+    out = (
         "<h2>Retrieval, as a user sees it</h2>"
-        f'<p class="note">Top-{len(r["rows"][0]["found"][names[0]])} of {r["gallery"]:,} held-out images for a few '
-        "held-out captions, best first; the true image is outlined in green. Each text encoder ranks the PyTorch "
-        "fp32 image embeddings, as the gate does.</p>"
-        f'<table class="hits" data-retrieval="{len(r["rows"])}"><tr>{head}</tr>{"".join(body)}</table>'
+        f'<p class="note">Top-5 of {r["gallery"]:,} held-out images for a few held-out captions, best first; the '
+        "true image is outlined in green. Each text encoder ranks the PyTorch fp32 image embeddings, as the gate "
+        "does.</p>" + _hits_table(r, r["rows"])
     )
+    if r.get("damage"):
+        out += (
+            '<p class="note">What a variant the gate turned away would have done to the first search:</p>'
+            + _hits_table(r, [r["damage"]]).replace('class="hits"', 'class="hits damage"', 1)
+        )
+    return out
 
 
 def _table(header: list[str], rows: list[list]) -> str:

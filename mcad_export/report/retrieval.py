@@ -49,6 +49,27 @@ def _embed(root: Path, artifact: dict, ids: np.ndarray) -> np.ndarray:
     return out / np.linalg.norm(out, axis=1, keepdims=True).clip(1e-12)
 
 
+def shows_retrieval(manifest: dict) -> bool:
+    evaluation = manifest.get("evaluation") or {}
+    return evaluation.get("samples") == "scenes" and bool(evaluation.get("recall_meaningful"))
+
+
+def damage_of(manifest: dict, reference: dict, ids: np.ndarray, pixels: np.ndarray, encoder: str, embed):
+    """The top-5 rows the report's example captions get when a variant the gate rejected replaces its tower
+    (`embed`: its embedding function, while quantize still has its file): what its damage looks like, kept in the
+    manifest because the file itself is not. None for students whose captions have no true image."""
+    if not shows_retrieval(manifest):
+        return None
+
+    def unit(x):
+        x = np.asarray(x, dtype=np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
+
+    if encoder == "text":
+        return _top(unit(embed(ids[:EXAMPLES])), reference["image_embeds"])
+    return _top(reference["text_embeds"][:EXAMPLES], unit(embed(pixels)))
+
+
 def examples(root: Path, manifest: dict, fidelity: list[dict]) -> dict | None:
     """The rows the report shows, or None when this student's captions have no true image to mark."""
     from ..data.scenes import caption_at
@@ -56,7 +77,7 @@ def examples(root: Path, manifest: dict, fidelity: list[dict]) -> dict | None:
     from ..runtime.tokenizer import Tokenizer
 
     evaluation = manifest.get("evaluation") or {}
-    if evaluation.get("samples") != "scenes" or not evaluation.get("recall_meaningful"):
+    if not shows_retrieval(manifest):
         return None
     deployed = (manifest.get("deployment") or {}).get("text_encoder")
     artifacts = {a["path"]: a for a in manifest["artifacts"]}
@@ -81,22 +102,29 @@ def examples(root: Path, manifest: dict, fidelity: list[dict]) -> dict | None:
         None,
     )
     damage = _top(_embed(root, artifacts[failed], ids[:1]), reference["image_embeds"])[0] if failed else None
+    label = f"failed the gate: {failed}" if failed else None
+    if damage is None:  # a variant quantize rejected (its file is gone): the rows it recorded
+        rejected = next((r for r in (manifest.get("quantization") or {}).get("rejected", []) if r.get("damage")), None)
+        if rejected:
+            label, damage = f"rejected by quantize: {rejected['path']}", rejected["damage"][0]
     rows = [
         {"caption": caption, "true": index, "found": {name: top[k] for name, top in columns.items()}}
         for k, (index, caption) in enumerate(zip(picked, captions))
     ]
-    if damage is not None:
-        rows.append(
-            {
-                "caption": captions[0],
-                "true": picked[0],
-                "found": {**{name: top[0] for name, top in columns.items()}, f"failed the gate: {failed}": damage},
-            }
-        )
-    shown = sorted({i for row in rows for top in row["found"].values() for i in top} | set(picked))
+    damage_row = (
+        None
+        if damage is None
+        else {
+            "caption": captions[0],
+            "true": picked[0],
+            "found": {"PyTorch fp32": rows[0]["found"]["PyTorch fp32"], label: damage},
+        }
+    )
+    shown = {i for row in [*rows, *([damage_row] if damage_row else [])] for top in row["found"].values() for i in top}
     return {
         "split": split,
         "gallery": len(reference["image_embeds"]),
         "rows": rows,
-        "thumbnails": {str(i): _thumbnail(split, i) for i in shown},
+        "damage": damage_row,
+        "thumbnails": {str(i): _thumbnail(split, i) for i in sorted(shown | set(picked))},
     }

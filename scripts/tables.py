@@ -57,10 +57,38 @@ def gate_table(data: dict, fmt: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def goal_table(data: dict) -> str:
+    """goal_bench.py's rows: one bench per text encoder on one host, fastest first."""
+    degenerate = {r["artifact"]: r.get("degenerate") for r in data.get("fidelity", [])}
+    rows = sorted(data["rows"], key=lambda r: r["query_p50_ms"])
+    fastest = next((r["text_encoder"] for r in rows if r["gate_passed"]), None)
+    lines = [
+        "| text encoder | query p50 ms | tokenize / encode / search ms | encoder alone / floor ms (x floor) "
+        "| encode in the query (x floor) | peak RSS MB | speed-up vs eager | gate |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        stages = r["stages_p50_ms"]
+        alone = r["encoder_times_limit"] * r["encoder_limit_ms"]
+        gate = "pass" if r["gate_passed"] else "fail"
+        if r["gate_passed"] and degenerate.get(r["text_encoder"]):
+            gate += " (degenerate: cosine)"
+        name = f"`{r['text_encoder']}`" + (" (fastest passing)" if r["text_encoder"] == fastest else "")
+        lines.append(
+            f"| {name} | {r['query_p50_ms']:.2f} | {stages['tokenize_ms']:.3f} / {stages['encode_ms']:.2f} / "
+            f"{stages['search_ms']:.2f} | {alone:.2f} / {r['encoder_limit_ms']:.2f} ({r['encoder_times_limit']:.2f}x) | "
+            f"{stages['encode_ms']:.2f} ({r['encode_over_limit']:.2f}x) | {r['peak_rss_mb']:.1f} | "
+            f"{r['speedup_vs_eager']:.1f}x | {gate} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 # name -> (result file, renderer)
 TABLES = {
     "embedded-onnx-gate": ("embedded_gate.json", lambda d: gate_table(d, "onnx")),
     "embedded-tflite-gate": ("embedded_gate.json", lambda d: gate_table(d, "tflite")),
+    "goal-vit-b-32-epyc": ("goal_vit_b_32_random_epyc.json", goal_table),
+    "goal-mobileclip2-s0-epyc": ("goal_mobileclip2_s0_random_epyc.json", goal_table),
 }
 
 

@@ -83,18 +83,43 @@ def goal_table(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-# name -> (result file, renderer)
+STUDENT_NAMES = {"embedded": "embedded", "mobileclip2_s0_random": "MobileCLIP2-S0 random"}
+
+
+def perf_table(runs: list[dict]) -> str:
+    """perf_levers.py: one bench per configuration (before / index / after / also) per student."""
+    lines = [
+        "| student | config | text encoder | index | query p50 ms | tokenize / encode / search ms | peak RSS MB "
+        "| eager ms | speed-up | limit ms | budget |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for data in runs:
+        for r in data["rows"]:
+            s = r["stages_p50_ms"]
+            lines.append(
+                f"| {STUDENT_NAMES.get(data['student'], data['student'])} | {r['config']} | `{r['text_encoder']}` | "
+                f"{r['index']} | {r['query_p50_ms']:.3f} | {s['tokenize_ms']:.3f} / {s['encode_ms']:.3f} / "
+                f"{s['search_ms']:.3f} | {r['peak_rss_mb']:.1f} | {r['baseline_p50_ms']:.2f} | "
+                f"{r['speedup_vs_baseline']:.2f}x | {r['limit_ms']:.3g} | {'pass' if r['budget_passed'] else 'miss'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+# name -> (result file or files, renderer)
 TABLES = {
     "embedded-onnx-gate": ("embedded_gate.json", lambda d: gate_table(d, "onnx")),
     "embedded-tflite-gate": ("embedded_gate.json", lambda d: gate_table(d, "tflite")),
     "goal-vit-b-32-epyc": ("goal_vit_b_32_random_epyc.json", goal_table),
+    "perf-levers": (("perf_embedded.json", "perf_mobileclip2_s0_random.json"), perf_table),
     "goal-mobileclip2-s0-epyc": ("goal_mobileclip2_s0_random_epyc.json", goal_table),
 }
 
 
 def render(name: str) -> str:
-    file, renderer = TABLES[name]
-    return renderer(json.loads((RESULTS / file).read_text(encoding="utf-8")))
+    files, renderer = TABLES[name]
+    if isinstance(files, str):
+        return renderer(json.loads((RESULTS / files).read_text(encoding="utf-8")))
+    return renderer([json.loads((RESULTS / f).read_text(encoding="utf-8")) for f in files])
 
 
 def sync(check: bool) -> list[str]:

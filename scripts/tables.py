@@ -83,6 +83,22 @@ def goal_table(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def text_kernels_table(data: dict) -> str:
+    """text_kernels.py: p50 ms of each kernel at each token count, MB read per query, cosine vs fp32."""
+    tokens = [str(t) for t in data["tokens"]]
+    lines = [
+        f"| kernel | {' | '.join(tokens)} | MB read (12 tokens) | cos mean | cos min |",
+        "|---|" + "---|" * (len(tokens) + 3),
+    ]
+    for r in data["rows"]:
+        times = " | ".join(f"{r['p50_ms'][t]:.2f}" for t in tokens)
+        lines.append(
+            f"| {r['kernel']} | {times} | {r['mb_read_per_query_at_12_tokens']:.1f} | {r['cosine_mean']:.5f} | "
+            f"{r['cosine_min']:.5f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 STUDENT_NAMES = {"embedded": "embedded", "mobileclip2_s0_random": "MobileCLIP2-S0 random"}
 
 
@@ -111,6 +127,7 @@ TABLES = {
     "embedded-tflite-gate": ("embedded_gate.json", lambda d: gate_table(d, "tflite")),
     "goal-vit-b-32-epyc": ("goal_vit_b_32_random_epyc.json", goal_table),
     "perf-levers": (("perf_embedded.json", "perf_mobileclip2_s0_random.json"), perf_table),
+    "text-kernels-vit-b-32": ("text_kernels_vit_b_32_random.json", text_kernels_table),
     "goal-mobileclip2-s0-epyc": ("goal_mobileclip2_s0_random_epyc.json", goal_table),
 }
 

@@ -126,6 +126,8 @@ TABLES = {
     "embedded-onnx-gate": ("embedded_gate.json", lambda d: gate_table(d, "onnx")),
     "embedded-tflite-gate": ("embedded_gate.json", lambda d: gate_table(d, "tflite")),
     "goal-vit-b-32-epyc": ("goal_vit_b_32_random_epyc.json", goal_table),
+    "minilm-onnx-gate": ("minilm_scenes_gate.json", lambda d: gate_table(d, "onnx")),
+    "minilm-tflite-gate": ("minilm_scenes_gate.json", lambda d: gate_table(d, "tflite")),
     "perf-levers": (("perf_embedded.json", "perf_mobileclip2_s0_random.json"), perf_table),
     "text-kernels-vit-b-32": ("text_kernels_vit_b_32_random.json", text_kernels_table),
     "goal-mobileclip2-s0-epyc": ("goal_mobileclip2_s0_random_epyc.json", goal_table),

@@ -107,9 +107,15 @@ def test_dual_spec_short_query_is_exact_and_masks_matter(tmp_path):
     out = tmp_path / "out"
     proc = run_cli("export", "--student", f"dual:{spec}", "--random-init", "--out", out, "--samples", 16, "--no-tflite")
     assert proc.returncode == 0, proc.stderr
+    proc = run_cli("short-query", out, "--buckets", "16,32")
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "buckets" / "text_encoder.len32.onnx").is_file()
+    # Fewer buckets the second time: the 32-token bucket this stage wrote is deleted with its record.
     proc = run_cli("short-query", out, "--buckets", "16")
     assert proc.returncode == 0, proc.stderr
+    assert not (out / "buckets" / "text_encoder.len32.onnx").exists()
     manifest = json.loads((out / "manifest.json").read_text())
+    assert [b["tokens"] for b in manifest["text"]["length_buckets"]] == [16]
     dyn = next(a for a in manifest["artifacts"] if a.get("dynamic_length"))
     assert dyn["inputs"] == [{"name": "input_ids", "dtype": "int32", "shape": [1, "tokens"]}]
     assert dyn["dynamic_length"]["exact"] and dyn["dynamic_length"]["parity"]["cosine_min"] >= 0.9999

@@ -180,7 +180,7 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
             twin_record, outcome = _export_tflite_one_query(module, stage, ids, reference, twin, record, say)
             manifest["artifacts"] += [twin_record] if twin_record else []
             manifest["text"]["short_query"]["tflite"] = outcome
-        previous = {b["path"] for b in manifest["text"].get("length_buckets", [])}
+        previous = {b["path"]: b.get("sha256") for b in manifest["text"].get("length_buckets", [])}
         wanted = (
             sorted(
                 {int(b) for b in (contract.LENGTH_BUCKETS if buckets is None else buckets) if 0 < int(b) < ids.shape[1]}
@@ -193,8 +193,10 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
             for tokens in wanted
         ]
         (stage / contract.MANIFEST).write_text(dump_manifest(manifest), encoding="utf-8")
-    for name in previous - {b["path"] for b in manifest["text"]["length_buckets"]}:
-        _remove_own(root, name)
+    kept = {b["path"] for b in manifest["text"]["length_buckets"]}
+    for name, sha256 in previous.items():
+        if name not in kept:
+            _remove_own(root, name, sha256)
     return record
 
 

@@ -18,22 +18,23 @@ import tempfile
 from pathlib import Path
 
 from . import confined
+from .confined import UMASK, publish_mode
 from .contract import LOCK_FILE, STAGING_DIR
 from .errors import FolderBusyError, OutputDirError
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
 _STAGE_LOCK = ".owner"
-__all__ = ["LOCK_FILE", "STAGING_DIR", "folder_lock", "staged_directory", "replaced_directory", "scratch_dir"]
+__all__ = [
+    "LOCK_FILE",
+    "STAGING_DIR",
+    "folder_lock",
+    "publish_mode",
+    "replaced_directory",
+    "scratch_dir",
+    "staged_directory",
+]
 
 
 # -- staging folders ------------------------------------------------------------------------------------
-
-
-def publish_mode(path) -> None:
-    """The permissions any file we write gets (0666 less the umask): mkdtemp/mkstemp create private ones."""
-    os.chmod(path, 0o666 & ~_UMASK)
 
 
 def clean_stale_stages(area: Path, orphan_age_s: float = 60.0) -> int:
@@ -163,10 +164,6 @@ def write_text_atomic(path: Path, text: str, *, root) -> None:
     confined.write_at(path, text, root=root)
 
 
-def write_bytes_atomic(path: Path, data: bytes, *, root) -> None:
-    confined.write_at(path, data, root=root)
-
-
 @contextlib.contextmanager
 def replaced_directory(target: Path, *, root):
     """Yields an empty staging folder that replaces `target` (inside `root`) as a whole on success (a rebuilt
@@ -183,7 +180,7 @@ def replaced_directory(target: Path, *, root):
             stage = scratch / target.name
             stage.mkdir()
             yield stage
-            os.chmod(stage, 0o777 & ~_UMASK)
+            os.chmod(stage, 0o777 & ~UMASK)
             if target.exists():
                 os.replace(target, scratch / f"{target.name}.old")  # removed with the scratch folder
             os.replace(stage, target)

@@ -30,8 +30,14 @@ from pathlib import Path
 from .contract import LOCK_FILE, OWNED_FILES, OWNED_FOLDERS, OWNED_PREFIXES
 from .errors import UnsafeFolderError
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+UMASK = os.umask(0)  # read once (os.umask can only be read by setting it)
+os.umask(UMASK)
+
+
+def publish_mode(path) -> None:
+    """The permissions any file we write gets (0666 less the umask): mkstemp/mkdtemp create private ones."""
+    os.chmod(path, 0o666 & ~UMASK)
+
 
 _FIX = "mcad-export never makes links: replace it with a real file or folder (e.g. copy the export with `cp -rL`)"
 
@@ -104,7 +110,7 @@ def write_bytes(root, rel, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp files are private; publish like any other file
+        publish_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -183,7 +189,7 @@ def open_lock(root) -> int:
     (it is truncated and written in place, so a hard link would write to another file)."""
     path = Path(root) / LOCK_FILE
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666 & ~_UMASK)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666 & ~UMASK)
     except OSError:
         if os.path.islink(path):
             _refuse_link(path)

@@ -46,6 +46,13 @@ def read_json_bounded(path: Path, limit: int, fix: str):
         raise InputError(f"cannot read {path}: {e.strerror}") from None
 
 
+def read_json_inside(root, rel, limit: int, fix: str):
+    """read_json_bounded for a file at a contract name inside an export: no link on the way, a regular file."""
+    from . import confined
+
+    return read_json_bounded(confined.checked_file(root, rel), limit, fix)
+
+
 def read_manifest(directory) -> dict:
     from . import confined
 
@@ -53,8 +60,9 @@ def read_manifest(directory) -> dict:
     confined.audit(directory)  # no link or hard link at a name the contract owns, before anything is read
     if not path.is_file():
         raise InputError(f"{directory} has no {MANIFEST}; run `mcad-export export --out {directory}` first")
-    confined.checked_file(directory, MANIFEST)
-    manifest = read_json_bounded(path, MAX_MANIFEST_BYTES, f"re-export with `mcad-export export --out {directory}`")
+    manifest = read_json_inside(
+        directory, MANIFEST, MAX_MANIFEST_BYTES, f"re-export with `mcad-export export --out {directory}`"
+    )
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise InputError(

@@ -124,14 +124,15 @@ class RunState:
         self.problem: str | None = None  # why the record was set aside (every stage then runs, and says so)
         if not os.path.lexists(self.path):
             return
-        try:
-            from . import confined
-            from .manifest import read_json_bounded
+        from .errors import InputError, UnsafeFolderError, first_line
+        from .manifest import read_json_inside
 
-            confined.checked_file(self.root, Path(LOGS_DIR) / STATE_FILE)
-            data = read_json_bounded(self.path, 64 << 20, "")
-        except (OSError, ValueError) as e:
-            self.problem = f"{LOGS_DIR}/{STATE_FILE} cannot be read ({' '.join(str(e).split())[:120]})"
+        try:
+            data = read_json_inside(self.root, Path(LOGS_DIR) / STATE_FILE, 64 << 20, "it is set aside")
+        except UnsafeFolderError:
+            raise  # a link where the record goes is refused, never read or set aside
+        except (OSError, ValueError, InputError) as e:  # not JSON, too large, unreadable: a hint lost, not an error
+            self.problem = f"{LOGS_DIR}/{STATE_FILE} cannot be read ({first_line(e, 120)})"
             return
         problem = _malformed(data)
         if problem:

@@ -207,15 +207,19 @@ def test_a_hard_linked_lock_is_never_truncated(tmp_path):
     assert victim.read_text() == "precious"
 
 
-def test_bundle_deletes_only_files_it_wrote_with_their_recorded_bytes(tiny_run, tmp_path, capsys):
-    from mcad_export.bundle import ASSETS, BUNDLE_MANIFEST
-
-    run, _ = tiny_run
-    x = tmp_path / "x"
-    shutil.copytree(run, x)
+@pytest.fixture()
+def bundled(tiny_copy, tmp_path, capsys):
+    """A copy of the tiny run, bundled once into an empty app folder: (export, app)."""
     app = tmp_path / "app"
     (app / "app" / "src" / "main").mkdir(parents=True)
-    assert _run(capsys, ["bundle", x, "--app", app])[0] == 0
+    assert _run(capsys, ["bundle", tiny_copy, "--app", app])[0] == 0
+    return tiny_copy, app
+
+
+def test_bundle_deletes_only_files_it_wrote_with_their_recorded_bytes(bundled, capsys):
+    from mcad_export.bundle import ASSETS, BUNDLE_MANIFEST
+
+    x, app = bundled
     assets = app / ASSETS
     document = json.loads((assets / BUNDLE_MANIFEST).read_text())
     # A previous bundle.json that lists a file the user has since changed, and one it never wrote.
@@ -236,15 +240,10 @@ def test_bundle_deletes_only_files_it_wrote_with_their_recorded_bytes(tiny_run, 
     assert (assets / "notes.txt").read_text() == "mine" and (assets / "thumbs" / "999999.jpg").exists()
 
 
-def test_bundle_refuses_a_link_in_the_app_assets(tiny_run, tmp_path, capsys):
+def test_bundle_refuses_a_link_in_the_app_assets(bundled, tmp_path, capsys):
     from mcad_export.bundle import ASSETS
 
-    run, _ = tiny_run
-    x = tmp_path / "x"
-    shutil.copytree(run, x)
-    app = tmp_path / "app"
-    (app / "app" / "src" / "main").mkdir(parents=True)
-    assert _run(capsys, ["bundle", x, "--app", app])[0] == 0
+    x, app = bundled
     outside = tmp_path / "outside"
     outside.mkdir()
     for i in range(5):

@@ -122,6 +122,15 @@ def test_a_malformed_run_record_is_set_aside_with_a_reason(x, edit):
     assert state.stages == {} and "is not a record mcad-export wrote" in state.problem
 
 
+@pytest.mark.parametrize("blob", [b"{not json", b"[" * 100_000, b"\xff\xfe not UTF-8"], ids=["json", "nested", "bytes"])
+def test_a_run_record_that_is_not_json_is_set_aside(x, blob):
+    from mcad_export import resume
+
+    (x / contract.LOGS_DIR / resume.STATE_FILE).write_bytes(blob)
+    state = resume.RunState(x)
+    assert state.stages == {} and "cannot be read" in state.problem
+
+
 def test_run_says_why_it_redoes_stages(x, tiny_open_clip_config, tiny_run):
     from mcad_export import resume
     from mcad_export.pipeline import Observer, run_pipeline

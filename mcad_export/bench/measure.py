@@ -34,7 +34,7 @@ def gate_status(root: Path) -> dict[str, dict]:
 
 
 def sample_inputs(root: Path, manifest: dict, work: Path, queries: list[str]) -> dict[str, str]:
-    ids = Tokenizer.from_artifacts(root)(queries[:1])
+    ids = Tokenizer.from_artifacts(root, manifest)(queries[:1])
     size = manifest["image"]["image_size"]
     pixels = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
     np.save(work / "text_input.npy", ids)

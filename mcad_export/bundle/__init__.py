@@ -218,12 +218,11 @@ def bundle(
             f"{budget_mb:g} MB budget; use a smaller index kind or precision, or --allow-over-budget"
         )
 
+    # Each digest once: what this bundle writes, and what the assets hold now where a file is there.
+    wanted = {n: _digest(v) for n, v in files.items()}
+    current = {n: _digest(assets / n) for n in files if os.path.lexists(assets / n)}
     # A file is overwritten only while it holds what the last bundle recorded (or already what this one writes).
-    foreign = [
-        n
-        for n in files
-        if os.path.lexists(assets / n) and _digest(assets / n) not in (previous.get(n), _digest(files[n]))
-    ]
+    foreign = [n for n, digest in current.items() if digest not in (previous.get(n), wanted[n])]
     if foreign:
         raise InputError(
             f"{assets / foreign[0]} exists and was not written by mcad-export (or was changed since); move it away "
@@ -232,13 +231,11 @@ def bundle(
     written = 0
     records = []
     for name in sorted(files):
-        data = files[name] if isinstance(files[name], bytes) else files[name].read_bytes()
-        digest = _digest(data)
-        dest = assets / name
-        if not (dest.is_file() and _digest(dest) == digest):
+        if current.get(name) != wanted[name]:
+            data = files[name] if isinstance(files[name], bytes) else files[name].read_bytes()
             confined.write_bytes(app, ASSETS / name, data)
             written += 1
-        records.append({"path": name, "sha256": digest, "size_bytes": len(data)})
+        records.append({"path": name, "sha256": wanted[name], "size_bytes": sizes[name]})
     # Only files an earlier bundle wrote, and only while their bytes are still the ones it recorded.
     for stale in sorted(set(previous) - set(files)):
         confined.remove_file(app, ASSETS / stale, previous[stale])

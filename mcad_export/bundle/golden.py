@@ -198,10 +198,12 @@ def write_golden(directory, out, *, index_rows: int = 300, queries: int = 24, k:
     from ..runtime.index import GalleryIndex
     from ..runtime.preprocess import preprocess_image
     from ..runtime.tokenizer import Tokenizer, clean_lower
+    from ..runtime.tokenizer_files import tokenizer_files
 
     root = Path(directory)
     manifest = read_manifest(root)
-    tokenizer = Tokenizer.from_artifacts(root)
+    tokenizer_dir = tokenizer_files(root, manifest)  # listed, inside the export, digest-checked
+    tokenizer = Tokenizer.from_artifacts(root, manifest)
     if tokenizer.kind == "wordpiece":
         return write_wordpiece_golden(tokenizer, out)
     from ..bench import GENERIC_QUERIES
@@ -209,7 +211,7 @@ def write_golden(directory, out, *, index_rows: int = 300, queries: int = 24, k:
     texts = list(dict.fromkeys([*CORPUS, *GENERIC_QUERIES]))
     with replaced_directory(Path(out), root=Path(out).parent) as stage:
         (stage / TOKENIZER_DIR).mkdir()
-        for f in (root / TOKENIZER_DIR).iterdir():
+        for f in tokenizer_dir.values():
             if f.stat().st_size > 100_000:
                 with gzip.GzipFile(stage / TOKENIZER_DIR / (f.name + ".gz"), "wb", mtime=0) as gz:
                     gz.write(f.read_bytes())

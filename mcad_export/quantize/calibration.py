@@ -29,11 +29,7 @@ class EncoderInputs:
 
 
 def _tokenizer(root: Path, manifest: dict) -> Tokenizer:
-    from ..contract import TOKENIZER_DIR
-    from ..guard import verified_files
-
-    verified_files(root, manifest, TOKENIZER_DIR)  # the files the manifest lists, unchanged
-    return Tokenizer.from_artifacts(root)
+    return Tokenizer.from_artifacts(root, manifest)  # the files the manifest lists, unchanged
 
 
 def sample_inputs(root: Path, manifest: dict, split: str) -> EncoderInputs:

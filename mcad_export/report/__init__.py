@@ -85,14 +85,12 @@ def device_bench_record(root: Path, budget: dict) -> dict | None:
     """The kept device-bench.json, checked again (the folder is untrusted), with its verdict vs the budget."""
     import os
 
-    from .. import confined
-    from ..manifest import read_json_bounded
+    from ..manifest import read_json_inside
     from . import device
 
     if not os.path.lexists(root / DEVICE_BENCH):
         return None
-    confined.checked_file(root, DEVICE_BENCH)
-    record = device.check(read_json_bounded(root / DEVICE_BENCH, 1 << 20, "run report --device-bench again"), root)
+    record = device.check(read_json_inside(root, DEVICE_BENCH, 1 << 20, "run report --device-bench again"), root)
     return {"record": record, "verdict": device.verdict(record, budget["latency_ms"], budget["memory_mb"])}
 
 
@@ -100,14 +98,12 @@ def apk_record(root: Path) -> dict | None:
     """DIR/apk/apk.json when `mcad-export apk` built the app (None otherwise)."""
     import os
 
-    from .. import confined
     from ..contract import APK_RECORD
-    from ..manifest import read_json_bounded
+    from ..manifest import read_json_inside
 
     if not os.path.lexists(root / APK_RECORD):
         return None
-    confined.checked_file(root, APK_RECORD)
-    record = read_json_bounded(root / APK_RECORD, 1 << 20, f"rebuild it with `mcad-export apk {root}`")
+    record = read_json_inside(root, APK_RECORD, 1 << 20, f"rebuild it with `mcad-export apk {root}`")
     if not isinstance(record, dict) or not isinstance(record.get("size_breakdown_bytes"), dict):
         raise InputError(f"{root / APK_RECORD} is not a record `mcad-export apk` wrote; rebuild it")
     return record

@@ -87,7 +87,7 @@ def examples(root: Path, manifest: dict, fidelity: list[dict]) -> dict | None:
     reference = reference_embeddings(root, manifest)
     picked = list(range(EXAMPLES))
     captions = [caption_at(split, i) for i in picked]
-    ids = Tokenizer.from_artifacts(root)(captions)
+    ids = Tokenizer.from_artifacts(root, manifest)(captions)
     columns = {"PyTorch fp32": _top(reference["text_embeds"][picked], reference["image_embeds"])}
     columns[f"deployed: {deployed}"] = _top(_embed(root, artifacts[deployed], ids), reference["image_embeds"])
     failed = next(

@@ -64,10 +64,13 @@ def _read_digests(root: Path, rel: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _load_shard(path: Path, files: list[Path], folder: Path) -> tuple[np.ndarray | None, list[str], list]:
-    """A shard's rows, names and skips, refused unless they describe exactly this shard's files."""
+def _load_shard(path: Path, blob: bytes, files: list[Path], folder: Path) -> tuple[np.ndarray | None, list[str], list]:
+    """A shard's rows, names and skips from its checked bytes, refused unless they describe exactly this shard's
+    files."""
+    import io
+
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as data:
             rows, names, skipped = data["rows"], [str(n) for n in data["names"]], json.loads(str(data["skipped"]))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise InputError(f"{path} is not a shard mcad-export wrote ({e}); delete it and rerun `index`") from None
@@ -267,9 +270,10 @@ def embed_on_ray(
     parts, kept, skipped = [], [], []
     for i in range(len(shards)):
         path = confined.checked_file(root, rel / _shard_name(i), single_link=True)
-        if hashlib.sha256(path.read_bytes()).hexdigest() != digests.get(_shard_name(i)):
+        blob = path.read_bytes()  # read once: the bytes checked are the bytes loaded
+        if hashlib.sha256(blob).hexdigest() != digests.get(_shard_name(i)):
             raise InputError(f"{path} changed while the index was built; rerun `index`")
-        shard_rows, names, bad = _load_shard(path, shards[i], folder)
+        shard_rows, names, bad = _load_shard(path, blob, shards[i], folder)
         if shard_rows is not None:
             parts.append(shard_rows)
         kept += names

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..contract import INDEX_DIR, TOKENIZER_DIR
+from ..contract import INDEX_DIR
 from ..errors import InputError
-from ..guard import verified_artifact, verified_files
+from ..guard import verified_artifact
 from ..manifest import read_manifest
 from .encoders import feed_options, open_encoder, ort_optimization
 from .index import GalleryIndex
@@ -103,8 +103,7 @@ class TextSearch:
         meta = GalleryIndex.read_meta(index_dir)  # fail before loading a model when there is no index
         check_index_matches(manifest, meta, root)
         self.artifact = select_artifact(manifest, artifact)
-        verified_files(root, manifest, TOKENIZER_DIR)
-        self.tokenizer = Tokenizer.from_artifacts(root)
+        self.tokenizer = Tokenizer.from_artifacts(root, manifest)  # every file listed and digest-checked
         self.tokenizer("warm the BPE cache")
         on_stage("tokenizer")
         self.encode = open_encoder(

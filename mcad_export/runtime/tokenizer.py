@@ -104,10 +104,10 @@ class Tokenizer:
     kind = "clip_bpe"
 
     @classmethod
-    def from_artifacts(cls, directory):
+    def from_artifacts(cls, directory, manifest: dict | None = None):
         """The export's tokenizer, of the kind its tokenizer_config.json names (CLIP BPE or WordPiece). Every file
         read is one the manifest lists, inside the export, no link, matching its sha256 (tokenizer_files)."""
-        return cls.from_files(tokenizer_files(directory), Path(directory) / TOKENIZER_DIR)
+        return cls.from_files(tokenizer_files(directory, manifest), Path(directory) / TOKENIZER_DIR)
 
     @classmethod
     def from_folder(cls, folder):

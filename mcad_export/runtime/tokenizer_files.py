@@ -16,13 +16,14 @@ MAX_CONTEXT = 4096  # SigLIP 2 uses 64, CLIP 77, BERT towers 512: a larger conte
 MAX_TOKENIZER_FILE_BYTES = 64 << 20  # 256k-entry vocabularies are ~5 MB
 
 
-def tokenizer_files(directory) -> dict[str, Path]:
+def tokenizer_files(directory, manifest: dict | None = None) -> dict[str, Path]:
     """The export's tokenizer files by name, each listed in the manifest's `files` with its sha256 and checked
-    (guard.verified: inside the export, no link, a regular file, the recorded bytes). Nothing unlisted is read."""
+    (guard.verified: inside the export, no link, a regular file, the recorded bytes). Nothing unlisted is read.
+    `manifest`: the folder's manifest when the caller has already read it (else it is read here)."""
     from ..guard import verified_files
     from ..manifest import read_manifest
 
-    manifest = read_manifest(directory)
+    manifest = read_manifest(directory) if manifest is None else manifest
     return {p.name: p for p in verified_files(Path(directory), manifest, TOKENIZER_DIR)}
 
 

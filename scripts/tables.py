@@ -121,6 +121,125 @@ def perf_table(runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def litert_kernel_table(data: dict) -> str:
+    """litert_text_kernel.py: each one-query text forward (a fresh process each) and the Linear layers alone."""
+    tokens = [str(t) for t in data["tokens"]]
+    lines = [
+        f"| kernel | {' | '.join(f'{t} tokens ms' for t in tokens)} | cos vs fp32 | peak RSS MB | file MB |",
+        "|---|" + "---|" * (len(tokens) + 3),
+    ]
+    for r in data["rows"]:
+        times = " | ".join(f"{r['p50_ms'][t]:.2f}" if t in r["p50_ms"] else "" for t in tokens)
+        cos = sorted(r["cosine_vs_fp32"].values())
+        cos_text = f"{cos[0]:.5f}" if cos[0] == cos[-1] else f"{cos[0]:.5f}-{cos[-1]:.5f}"
+        lines.append(f"| {r['kernel']} | {times} | {cos_text} | {r['peak_rss_mb']:.1f} | {r['file_mb']:.1f} |")
+    alone = data["linear_layers_alone"]
+    for r in alone["rows"]:
+        cells = " | ".join(
+            f"{r['p50_ms'][t]:.2f} ({r['gop_per_s'][t]:.0f} GOP/s, {r['times_matmul_floor'][t]:.2f}x floor)"
+            for t in tokens
+        )
+        lines.append(f"| Linear layers alone ({alone['weights_mb']} MB int8): {r['kernel']} | {cells} | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def quantization_variants_table(data: dict) -> str:
+    """quantization_variants.py: size and one-thread latency of every artifact (its gate verdict where recall means
+    something: a random-init student's verdicts are not shown)."""
+    gated = data.get("accuracy_meaningful", True)
+    lines = [
+        "| artifact | precision | size MB | p50 ms | min ms |" + (" gate |" if gated else ""),
+        "|---|---|---|---|---|" + ("---|" if gated else ""),
+    ]
+    for r in data["rows"]:
+        gate = {True: " pass |", False: " fail |", None: " - |"}[r.get("gate_passed")] if gated else ""
+        lines.append(
+            f"| `{r['artifact']}` | {r['precision']} | {r['size_mb']:.2f} | {r['p50_ms']:.1f} | {r['min_ms']:.1f} |{gate}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _student_label(result: dict) -> str:
+    return result["student"] + (" (random init)" if result["random_init"] else "")
+
+
+def search_encoders_table(runs: list[dict]) -> str:
+    """search_latency.py: the whole query path per text encoder, 100,000-image flat index, one thread."""
+    lines = [
+        "| student | text encoder | size MB | encoder p50 ms | top-10 p50 ms | query p50 ms | query p99 ms "
+        "| peak RSS MB | PyTorch p50 ms | speed-up | budget |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        base = r["baseline"]["query_latency_ms"]["p50"]
+        for t in r["text_encoders"]:
+            lines.append(
+                f"| {_student_label(r)} | `{t['artifact']}` | {t['size_mb']} | {t['encode_p50_ms']:.2f} "
+                f"| {t['search_p50_ms']:.2f} | {t['query_p50_ms']:.2f} | {t['query_p99_ms']:.2f} "
+                f"| {t['peak_rss_mb']:.0f} | {base:.1f} | {t['speedup_vs_baseline']:.2f}x "
+                f"| {'pass' if t['budget_passed'] else 'miss'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def search_index_table(runs: list[dict]) -> str:
+    """search_latency.py's sweep: each index kind over 1k-1M images drawn around the student's embeddings."""
+    lines = [
+        "| gallery drawn around | dim | gallery | index | p50 ms | p99 ms | scanned MB | top-10 overlap vs exact "
+        "| build s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        for row in r.get("index_sweep") or []:
+            dim = row["float_bytes"] // row["gallery_size"] // 4
+            overlap = "-" if row["top10_overlap_vs_flat"] is None else f"{row['top10_overlap_vs_flat']:.3f}"
+            latency = row["search_latency_ms"]
+            lines.append(
+                f"| {_student_label(r)} | {dim} | {row['gallery_size']:,} | {row['kind']} | {latency['p50']:.3f} "
+                f"| {latency['p99']:.3f} | {row['scan_bytes'] / 1e6:.1f} | {overlap} | {row['build_s']:.1f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def ray_table(data: dict) -> str:
+    """ray_index.py: the gallery encoded by the local engine and by Ray actors, best of the repeats."""
+    lines = [
+        "| engine | workers x threads | wall s | images/s | busy images/s per worker | peak RSS per worker |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in data["runs"]:
+        busy = f"{r['images_per_worker_busy_s']:.0f}" if "images_per_worker_busy_s" in r else "-"
+        rss = " + ".join(f"{m:.0f}" for m in r.get("peak_rss_mb_per_worker", []))
+        engine = "local (this process)" if r["engine"] == "local" else r["engine"]
+        lines.append(
+            f"| {engine} | {r['workers']} x {r['threads']} | {r['seconds']:.2f} | {r['images_per_s']:.0f} | {busy} "
+            f"| {rss + ' MB' if rss else '-'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def embedded_recall_table(data: list[dict]) -> str:
+    """The embedded student's held-out recall: its card (PyTorch, teacher) and the gate's record of the ONNX export."""
+    card, gate = data
+    recall = card["heldout_recall"]
+    onnx = next(r for r in gate["records"] if r["artifact"] == "text_encoder.onnx")
+    lines = ["| model | t2i R@1 | t2i R@5 | t2i R@10 | i2t R@1 | i2t R@10 |", "|---|---|---|---|---|---|"]
+    for label, key, mark in (("student (PyTorch)", "student_fp32", ""), ("teacher", "teacher_fp32", "*")):
+        r = recall[key]
+        lines.append(
+            f"| {label} | {r['t2i_r1']:.3f}{mark} | {r['t2i_r5']:.3f}{mark} | {r['t2i_r10']:.3f}{mark} "
+            f"| {r['i2t_r1']:.3f}{mark} | {r['i2t_r10']:.3f}{mark} |"
+        )
+        if key == "student_fp32":
+            lines.append(
+                f"| student (exported ONNX + torch-free tokenizer) | {onnx['recall_at_1']:.3f} | "
+                f"{onnx['recall_at_5']:.3f} | {onnx['recall_at_10']:.3f} | | |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+SEARCH_RESULTS = ("search_embedded.json", "search_mobileclip2_s0_random.json", "search_vit_b_32_random.json")
+
 # name -> (result file or files, renderer)
 TABLES = {
     "embedded-onnx-gate": ("embedded_gate.json", lambda d: gate_table(d, "onnx")),
@@ -130,7 +249,23 @@ TABLES = {
     "minilm-tflite-gate": ("minilm_scenes_gate.json", lambda d: gate_table(d, "tflite")),
     "perf-levers": (("perf_embedded.json", "perf_mobileclip2_s0_random.json"), perf_table),
     "text-kernels-vit-b-32": ("text_kernels_vit_b_32_random.json", text_kernels_table),
+    "goal-vit-b-32-xeon": ("goal_vit_b_32_random.json", goal_table),
+    "goal-clip-size-xeon": ("goal_clip_size_scenes.json", goal_table),
+    "goal-mobileclip2-s0-xeon": ("goal_mobileclip2_s0_random.json", goal_table),
     "goal-mobileclip2-s0-epyc": ("goal_mobileclip2_s0_random_epyc.json", goal_table),
+    "litert-kernel-vit-b-32": ("litert_text_kernel_vit_b_32_random.json", litert_kernel_table),
+    "litert-kernel-mobileclip2-s0": ("litert_text_kernel_mobileclip2_s0_random.json", litert_kernel_table),
+    "quantization-variants-mobileclip2-s0": (
+        "quantization_variants_mobileclip2_s0_random.json",
+        quantization_variants_table,
+    ),
+    "embedded-recall": (
+        ("../../mcad_export/assets/default_student/card.json", "embedded_gate.json"),
+        embedded_recall_table,
+    ),
+    "ray-index": ("ray_index.json", ray_table),
+    "search-encoders": (SEARCH_RESULTS, search_encoders_table),
+    "search-index-sweep": (SEARCH_RESULTS, search_index_table),
 }
 
 

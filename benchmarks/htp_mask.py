@@ -37,7 +37,8 @@ def clamp_mask(src: Path, dst: Path, value: float) -> int:
     ]
     for tensor in tensors:
         array = numpy_helper.to_array(tensor)
-        if array.dtype == np.float32 and array.size > 1 and (array <= -1e3).any():
+        # a causal tower's mask is a [L, L] table; a BERT-family tower's a scalar times (1 - attention_mask)
+        if array.dtype == np.float32 and (array <= -1e3).any():
             fixed = np.where(array <= -1e3, np.float32(value), array).astype(np.float32)
             tensor.CopyFrom(numpy_helper.from_array(fixed, tensor.name))
             changed += 1
@@ -53,7 +54,9 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dir", type=Path, required=True, help="an export with a causal text encoder")
+    parser.add_argument(
+        "--dir", type=Path, required=True, help="an export (causal mask table or BERT-family padding mask)"
+    )
     parser.add_argument("--name", default="embedded")
     parser.add_argument("--masks", default="-100", help="clamped mask values to try, comma-separated")
     parser.add_argument("--captions", type=int, default=300)

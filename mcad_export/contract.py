@@ -72,11 +72,15 @@ TFLITE_STEMS = {
 TOKENIZER_DIR = "tokenizer"
 TOKENIZER_VOCAB = "vocab.json"  # token string -> id
 TOKENIZER_MERGES = "merges.txt"  # one BPE merge per line, rank = line order
-TOKENIZER_CONFIG = "tokenizer_config.json"  # "type": clip_bpe (vocab.json + merges.txt) or wordpiece (vocab.txt)
+# "type": clip_bpe (vocab.json + merges.txt), wordpiece (vocab.txt) or sentencepiece (spiece.model)
+TOKENIZER_CONFIG = "tokenizer_config.json"
 TOKENIZER_WORDPIECE_VOCAB = "vocab.txt"  # WordPiece: one token per line, id = line number
 # WordPiece: [lo, hi] code point ranges tokenizers drops / reads as whitespace / splits as punctuation / strips
 # as accents (runtime/wordpiece_tables.json, measured), so every tokenizer reads one Unicode table.
 TOKENIZER_UNICODE_CLASSES = "unicode_classes.json"
+# SentencePiece (SigLIP, SigLIP 2 / Gemma): the student's own .model file, byte for byte (runtime/spm_model.py reads
+# it without protobuf), and tokenizer_config.json naming the family's wrapping (runtime/spm_tokenizer.py).
+TOKENIZER_SPM_MODEL = "spiece.model"
 
 REFERENCE_DIR = "reference"
 # PyTorch fp32 embeddings of the evaluation set (manifest["evaluation"]): npz with

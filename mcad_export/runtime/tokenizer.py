@@ -44,14 +44,18 @@ def bytes_to_unicode() -> dict[int, str]:
 _FTFY_IDENTITY = frozenset(map(chr, range(0x20, 0x7F))) - {"&"} | set("\t\n\r\x0c")
 
 
-def clean_lower(text: str) -> str:
-    # open_clip's 'lower' cleaning: ftfy, double HTML unescape, collapse whitespace, lowercase.
+def clean_basic(text: str) -> str:
+    # open_clip's basic_clean: ftfy, double HTML unescape, strip.
     if not _FTFY_IDENTITY.issuperset(text):
         import ftfy
 
         text = ftfy.fix_text(text)
-    text = html.unescape(html.unescape(text)).strip()
-    return " ".join(text.split()).strip().lower()
+    return html.unescape(html.unescape(text)).strip()
+
+
+def clean_lower(text: str) -> str:
+    # open_clip's 'lower' cleaning: basic_clean, collapse whitespace, lowercase.
+    return " ".join(clean_basic(text).split()).strip().lower()
 
 
 _NOT_A_MERGE = float("inf")
@@ -105,8 +109,8 @@ class Tokenizer:
 
     @classmethod
     def from_artifacts(cls, directory, manifest: dict | None = None):
-        """The export's tokenizer, of the kind its tokenizer_config.json names (CLIP BPE or WordPiece). Every file
-        read is one the manifest lists, inside the export, no link, matching its sha256 (tokenizer_files)."""
+        """The export's tokenizer, of the kind its tokenizer_config.json names (CLIP BPE, WordPiece, SentencePiece).
+        Every file read is one the manifest lists, inside the export, no link, matching its sha256 (tokenizer_files)."""
         return cls.from_files(tokenizer_files(directory, manifest), Path(directory) / TOKENIZER_DIR)
 
     @classmethod
@@ -122,6 +126,10 @@ class Tokenizer:
             from .wordpiece import WordPieceTokenizer
 
             return WordPieceTokenizer.from_files(files, config, where)
+        if config.get("type") == "sentencepiece":
+            from .spm_tokenizer import SentencePieceTokenizer
+
+            return SentencePieceTokenizer.from_files(files, config, where)
         encoder = read_json_file(need(files, TOKENIZER_VOCAB, where), dict, "a JSON object of token -> id")
         check_vocab(encoder, where / TOKENIZER_VOCAB)
         merges = read_merges(need(files, TOKENIZER_MERGES, where))

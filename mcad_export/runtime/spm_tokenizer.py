@@ -1,0 +1,227 @@
+"""Torch-free SentencePiece tokenizer of SigLIP-family students, id for id what the student was trained with.
+
+The core (`spm_model.SentencePieceModel`) equals the sentencepiece library; around it this module reproduces the
+Hugging Face tokenizer class of the student's family, because that is what open_clip and transformers call:
+
+- `siglip` (SiglipTokenizer, SigLIP's T5-style vocabulary): special tokens typed in the text are split out first
+  (whitespace around them dropped); each other chunk is lower-cased, stripped of ASCII punctuation and has its
+  whitespace collapsed, then encoded after an `<unk>` prefix that is cut off again (the class's way of keeping
+  sentencepiece from adding its dummy prefix twice); EOS is appended unless the ids already end with it.
+- `gemma` (GemmaTokenizer, SigLIP 2's 256k vocabulary): control pieces typed in the text are split out, the rest
+  encoded as the model says; BOS / EOS as the folder's `add_bos_token` / `add_eos_token`.
+
+In front of either, `clean: canonicalize` is open_clip's text cleaning for SigLIP towers (ftfy, HTML unescape,
+`_` to space, ASCII punctuation removed, lower case, whitespace collapsed), so an open_clip student's query is
+tokenized exactly as open_clip tokenizes it. Truncation keeps the specials (the text is cut, as `truncation=True`
+does); padding goes on the family's side. tests/test_sentencepiece.py proves all of it against the library and the
+two Hugging Face classes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from pathlib import Path
+
+import numpy as np
+
+from ..contract import TOKENIZER_CONFIG, TOKENIZER_DIR, TOKENIZER_SPM_MODEL
+from ..errors import InputError
+from .spm_model import CONTROL, SPACE, SentencePieceModel
+from .tokenizer_files import MAX_CONTEXT, config_int, need
+
+FAMILIES = ("siglip", "gemma")
+CLEANS = ("canonicalize", "none")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+_WHITESPACE = re.compile(r"\s+")
+
+
+def canonicalize(text: str) -> str:
+    """open_clip's `clean: canonicalize` (tokenizer._clean_canonicalize): basic clean, then canonicalize_text."""
+    from .tokenizer import clean_basic
+
+    text = clean_basic(text).replace("_", " ").translate(_PUNCTUATION).lower()
+    return " ".join(text.split()).strip()
+
+
+class SentencePieceTokenizer:
+    """Callable: list of str -> int32 ids [N, context_length] (the contract's `input_ids`)."""
+
+    kind = "sentencepiece"
+
+    def __init__(
+        self,
+        model_bytes: bytes,
+        *,
+        family: str,
+        context_length: int,
+        clean: str = "canonicalize",
+        add_bos: bool = False,
+        add_eos: bool = True,
+        padding_side: str = "right",
+        do_lower_case: bool = True,
+        bos_token: str | None = None,
+        eos_token: str | None = None,
+        pad_token: str | None = None,
+        unk_token: str | None = None,
+        where: str = "the SentencePiece model",
+    ):
+        if family not in FAMILIES or clean not in CLEANS or padding_side not in ("left", "right"):
+            raise InputError(f"{where}: family {family!r} / clean {clean!r} / padding_side {padding_side!r} unknown")
+        self.model_bytes = model_bytes
+        self.model = SentencePieceModel(model_bytes, where)
+        spec = self.model.spec
+        self.family, self.clean, self.padding_side = family, clean, padding_side
+        self.context_length, self.add_bos, self.add_eos = int(context_length), bool(add_bos), bool(add_eos)
+        self.do_lower_case = bool(do_lower_case)
+        defaults = {"siglip": ("<s>", "</s>", "</s>", "<unk>"), "gemma": ("<bos>", "<eos>", "<pad>", "<unk>")}[family]
+        names = [t if t is not None else d for t, d in zip((bos_token, eos_token, pad_token, unk_token), defaults)]
+        self.tokens = dict(zip(("bos", "eos", "pad", "unk"), names))
+
+        def piece_id(key: str) -> int:
+            token = self._special_id(self.tokens[key])
+            if token is None:
+                raise InputError(
+                    f"{where}: its {key} token {self.tokens[key]!r} is not a piece of the model; re-export"
+                )
+            return token
+
+        self.eos_token_id, self.pad_token_id, self.unk_token_id = piece_id("eos"), piece_id("pad"), piece_id("unk")
+        self.bos_token_id = piece_id("bos") if self.add_bos else self._special_id(self.tokens["bos"])
+        if family == "siglip":
+            specials = {self.tokens["eos"], self.tokens["unk"], self.tokens["pad"]}
+            self._unk_prefix = len(self.model.encode(self.tokens["unk"]))
+        else:
+            specials = {spec.pieces[i] for i in np.flatnonzero(spec.types == CONTROL)} | {self.tokens["unk"]}
+        self._specials = sorted(specials, key=len, reverse=True)
+        # SigLIP's added tokens strip the whitespace around them (AddedToken lstrip/rstrip)
+        space = r"\s*" if family == "siglip" else ""
+        self._split = re.compile(space + "(" + "|".join(map(re.escape, self._specials)) + ")" + space)
+        self.sot_token_id = self.bos_token_id if self.add_bos else None
+        self.eot_token_id = self.eos_token_id
+
+    def _special_id(self, piece: str) -> int | None:
+        token = self.model.reserved.get(piece)
+        if token is None:
+            found = self.model.table.get(piece)
+            token = found if found >= 0 else None
+        return token
+
+    # ------------------------------------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_files(cls, files: dict[str, Path], config: dict, where: Path) -> SentencePieceTokenizer:
+        """Tokenizer.from_files for `type: sentencepiece`: spiece.model and the family's settings."""
+        path = need(files, TOKENIZER_SPM_MODEL, where)
+        data = path.read_bytes()
+
+        def flag(key: str, default: bool) -> bool:
+            value = config.get(key, default)
+            if not isinstance(value, bool):
+                raise InputError(f"{where / TOKENIZER_CONFIG}: {key} is not true/false; re-export the folder")
+            return value
+
+        def name(key: str) -> str | None:
+            value = config.get(key)
+            if value is not None and (not isinstance(value, str) or not value or len(value) > 64):
+                raise InputError(f"{where / TOKENIZER_CONFIG}: {key} is not a piece name; re-export the folder")
+            return value
+
+        return cls(
+            data,
+            family=str(config.get("family")),
+            clean=str(config.get("clean", "canonicalize")),
+            padding_side=str(config.get("padding_side", "right")),
+            context_length=config_int(config, "context_length", where, 2, MAX_CONTEXT),
+            add_bos=flag("add_bos", False),
+            add_eos=flag("add_eos", True),
+            do_lower_case=flag("do_lower_case", True),
+            bos_token=name("bos_token"),
+            eos_token=name("eos_token"),
+            pad_token=name("pad_token"),
+            unk_token=name("unk_token"),
+            where=str(path),
+        )
+
+    def save(self, directory) -> None:
+        """Writes the contract's tokenizer/ folder: the model file as it came, and the wrapping as JSON."""
+        folder = Path(directory) / TOKENIZER_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / TOKENIZER_SPM_MODEL).write_bytes(self.model_bytes)
+        config = {
+            "type": self.kind,
+            "family": self.family,
+            "clean": self.clean,
+            "context_length": self.context_length,
+            "add_bos": self.add_bos,
+            "add_eos": self.add_eos,
+            "do_lower_case": self.do_lower_case,
+            "padding_side": self.padding_side,
+            **{f"{k}_token": v for k, v in self.tokens.items()},
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": self.eos_token_id,
+            "pad_token_id": self.pad_token_id,
+            "unk_token_id": self.unk_token_id,
+            "vocab_size": len(self.model),
+            "model_type": {1: "unigram", 2: "bpe"}[self.model.spec.model_type],
+            "truncation": "text cut so the specials fit",
+        }
+        (folder / TOKENIZER_CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
+
+    # ----------------------------------------------------------------------------------------------- encoding
+
+    def _siglip_chunk(self, chunk: str) -> list[int]:
+        # SiglipTokenizer._tokenize: canonicalize_text, then encode "<unk>" + text and drop the unk's pieces
+        if self.do_lower_case:
+            chunk = chunk.lower()
+        chunk = _WHITESPACE.sub(" ", chunk.translate(_PUNCTUATION)).strip()
+        ids = self.model.encode(self.tokens["unk"] + chunk)
+        return ids[self._unk_prefix :] if len(ids) >= self._unk_prefix else ids
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text` without BOS/EOS or padding."""
+        if self.clean == "canonicalize":
+            text = canonicalize(text)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError("the query is not valid Unicode text (it holds a lone surrogate)") from None
+        if self.family == "siglip":
+            # SiglipTokenizer.tokenize: one SentencePiece space in front, the text's own turned into spaces
+            text = SPACE + text.replace(SPACE, " ")
+        ids: list[int] = []
+        typed: set[int] = set()  # positions of special tokens typed in the text
+        for n, chunk in enumerate(self._split.split(text)):
+            if n % 2:
+                typed.add(len(ids))
+                ids.append(self._special_id(chunk))  # type: ignore[arg-type]
+            elif chunk:
+                ids.extend(self._siglip_chunk(chunk) if self.family == "siglip" else self.model.encode(chunk))
+        if self.family == "siglip" and len(ids) > 1 and 1 in typed and ids[0] == self.model.piece_to_id(SPACE):
+            ids = ids[1:]  # SiglipTokenizer.tokenize drops a lone leading space piece before a special token
+        return ids
+
+    def with_specials(self, ids: list[int]) -> list[int]:
+        """The family's specials around ids, the text cut first so they fit the context."""
+        room = self.context_length - (1 if self.add_bos else 0)
+        if self.family == "siglip":
+            # _add_eos_if_not_present: the one special counted when truncating is EOS
+            ids = ids[: room - 1] if len(ids) + 1 > room else ids
+            out = ids if ids and ids[-1] == self.eos_token_id else [*ids, self.eos_token_id]
+        else:
+            ids = ids[: room - (1 if self.add_eos else 0)]
+            out = [*ids, self.eos_token_id] if self.add_eos else list(ids)
+        return [self.bos_token_id, *out] if self.bos_token_id is not None and self.add_bos else out
+
+    def __call__(self, texts) -> np.ndarray:
+        if isinstance(texts, str):
+            texts = [texts]
+        out = np.full((len(texts), self.context_length), self.pad_token_id, dtype=np.int32)
+        for row, text in enumerate(texts):
+            ids = self.with_specials(self.encode(text))
+            if self.padding_side == "right":
+                out[row, : len(ids)] = ids
+            else:
+                out[row, self.context_length - len(ids) :] = ids
+        return out

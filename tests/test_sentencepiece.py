@@ -129,16 +129,22 @@ def texts(seed=7, count=400):
     return out
 
 
+def train(folder, names=tuple(MODELS)) -> dict:
+    """SentencePiece models of MODELS trained on the generated corpus: name -> .model path."""
+    text = corpus(folder / "corpus.txt")
+    out = {}
+    for name in names:
+        spm.SentencePieceTrainer.train(
+            input=str(text), model_prefix=str(folder / name), minloglevel=2, num_threads=2, **MODELS[name]
+        )
+        out[name] = folder / f"{name}.model"
+    return out
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("spm")
-    text = corpus(folder / "corpus.txt")
-    out = {}
-    for name, options in MODELS.items():
-        spm.SentencePieceTrainer.train(
-            input=str(text), model_prefix=str(folder / name), minloglevel=2, num_threads=2, **options
-        )
-        out[name] = folder / f"{name}.model"
+    out = train(folder)
     out.update(edited_models(folder, out))
     return out
 

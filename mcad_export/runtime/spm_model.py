@@ -79,6 +79,16 @@ def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+def piece_count(data: bytes, where: str = "the SentencePiece model") -> int:
+    """How many pieces a .model file holds, without building anything (a loader's size check)."""
+    try:
+        return sum(1 for number, wire, _ in _fields(data) if number == 1 and wire == 2)
+    except ValueError as e:
+        raise InputError(
+            f"{where} is not a SentencePiece model ({e}); use the file that came with the student"
+        ) from None
+
+
 class ModelSpec:
     """What encoding needs from a ModelProto (sentencepiece_model.proto field numbers; the proto's defaults)."""
 

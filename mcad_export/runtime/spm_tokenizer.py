@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import re
-import string
 from pathlib import Path
 
 import numpy as np
@@ -29,20 +28,12 @@ import numpy as np
 from ..contract import TOKENIZER_CONFIG, TOKENIZER_DIR, TOKENIZER_SPM_MODEL
 from ..errors import InputError
 from .spm_model import CONTROL, SPACE, SentencePieceModel
+from .text_clean import _PUNCTUATION, canonicalize
 from .tokenizer_files import MAX_CONTEXT, config_int, need
 
 FAMILIES = ("siglip", "gemma")
 CLEANS = ("canonicalize", "none")
-_PUNCTUATION = str.maketrans("", "", string.punctuation)
 _WHITESPACE = re.compile(r"\s+")
-
-
-def canonicalize(text: str) -> str:
-    """open_clip's `clean: canonicalize` (tokenizer._clean_canonicalize): basic clean, then canonicalize_text."""
-    from .tokenizer import clean_basic
-
-    text = clean_basic(text).replace("_", " ").translate(_PUNCTUATION).lower()
-    return " ".join(text.split()).strip()
 
 
 class SentencePieceTokenizer:

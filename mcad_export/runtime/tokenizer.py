@@ -3,12 +3,11 @@
 It reads the artifact contract's `tokenizer/` folder (vocab.json, merges.txt,
 tokenizer_config.json), the same files the Android core reads, so every consumer of an
 export tokenizes from one source of truth. Only numpy and regex are imported up front; ftfy when a
-text needs it (see _FTFY_IDENTITY).
+text needs it (see text_clean._FTFY_IDENTITY).
 """
 
 from __future__ import annotations
 
-import html
 import json
 from array import array
 from functools import lru_cache
@@ -19,6 +18,7 @@ import regex
 
 from ..contract import TOKENIZER_CONFIG, TOKENIZER_DIR, TOKENIZER_MERGES, TOKENIZER_VOCAB
 from ..errors import InputError
+from .text_clean import clean_lower
 from .tokenizer_files import MAX_CONTEXT, check_vocab, config_int, config_token, need, read_json_file, tokenizer_files
 
 
@@ -34,28 +34,6 @@ def bytes_to_unicode() -> dict[int, str]:
             cs.append(256 + n)
             n += 1
     return dict(zip(bs, map(chr, cs)))
-
-
-# Text ftfy provably returns as it is (up to whitespace, which is collapsed next): printable ASCII without
-# '&' (ftfy unescapes entities to a fixed point, html.unescape only twice) and without the control
-# characters ftfy deletes (\x0b is one). Checked against ftfy on 300,000 random strings
-# (tests/test_tokenizer.py repeats a sample). Most queries take this path, so ftfy (~7 MB resident,
-# tens of microseconds per call) is imported only when a query needs it.
-_FTFY_IDENTITY = frozenset(map(chr, range(0x20, 0x7F))) - {"&"} | set("\t\n\r\x0c")
-
-
-def clean_basic(text: str) -> str:
-    # open_clip's basic_clean: ftfy, double HTML unescape, strip.
-    if not _FTFY_IDENTITY.issuperset(text):
-        import ftfy
-
-        text = ftfy.fix_text(text)
-    return html.unescape(html.unescape(text)).strip()
-
-
-def clean_lower(text: str) -> str:
-    # open_clip's 'lower' cleaning: basic_clean, collapse whitespace, lowercase.
-    return " ".join(clean_basic(text).split()).strip().lower()
 
 
 _NOT_A_MERGE = float("inf")

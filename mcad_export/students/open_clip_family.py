@@ -34,13 +34,14 @@ def load(arg: str, *, weights=None, random_init: bool = False) -> Student:
             "Use --random-init for an untrained model (benchmarks only)"
         )
     model, preprocess, arch = build_model(arg)
+    tokenizer = _siglip_tokenizer(arg, arch, model, weights)
     info = {"architecture": arch}
     if random_init:
         info["random_init"] = True
     else:
         apply_state_dict(model, read_state_dict(weights), f"open_clip:{arch}")
         info.update(weights=str(weights), weights_sha256=sha256_of(Path(weights)))
-    student = finish(model, preprocess, f"open_clip:{arch}", "open_clip", info)
+    student = finish(model, preprocess, f"open_clip:{arch}", "open_clip", info, tokenizer)
     if arg.endswith(".json"):
         student.sample_kind, student.eval_count = _evaluation_data(arg, student.sample_kind, student.eval_count)
     return student
@@ -168,18 +169,55 @@ def _quiet_create(open_clip, name: str):
         )
 
 
+def is_siglip(model_cfg: dict) -> bool:
+    """open_clip's SigLIP family: its own text transformer with a SentencePiece tokenizer named on the hub."""
+    text_cfg = model_cfg.get("text_cfg", {})
+    clean = text_cfg.get("tokenizer_kwargs", {}).get("clean", "lower")
+    return bool(text_cfg.get("hf_tokenizer_name")) and not text_cfg.get("hf_model_name") and clean == "canonicalize"
+
+
 def _reject_unsupported(name: str, model_cfg: dict) -> None:
     text_cfg = model_cfg.get("text_cfg", {})
-    if text_cfg.get("hf_tokenizer_name") or text_cfg.get("hf_model_name"):
+    if (text_cfg.get("hf_tokenizer_name") or text_cfg.get("hf_model_name")) and not is_siglip(model_cfg):
         raise UnsupportedStudentError(
             f"open_clip:{name} uses a Hugging Face text tower/tokenizer ({text_cfg.get('hf_tokenizer_name')}); "
-            "only CLIP-BPE text towers are supported so far"
+            "supported are CLIP-BPE text towers and SigLIP's (own transformer, SentencePiece, clean: canonicalize)"
         )
     clean = text_cfg.get("tokenizer_kwargs", {}).get("clean", "lower")
-    if clean != "lower":
-        raise UnsupportedStudentError(f"open_clip:{name} uses tokenizer cleaning {clean!r}; only 'lower' is supported")
+    if clean not in ("lower", "canonicalize") or (clean == "canonicalize" and not is_siglip(model_cfg)):
+        raise UnsupportedStudentError(
+            f"open_clip:{name} uses tokenizer cleaning {clean!r}; supported: 'lower' (CLIP BPE) and 'canonicalize' "
+            "(SigLIP's SentencePiece)"
+        )
     if "multimodal_cfg" in model_cfg:
         raise UnsupportedStudentError(f"open_clip:{name} is a captioning (CoCa) model, not a dual encoder")
+
+
+def _siglip_tokenizer(arg: str, arch: str, model, weights):
+    """A SigLIP student's SentencePiece tokenizer from its own folder (spm_files), or None for CLIP BPE."""
+    import open_clip
+
+    model_cfg = json.loads(Path(arg).read_text(encoding="utf-8")) if arg.endswith(".json") else None
+    if model_cfg is not None:
+        model_cfg = model_cfg.get("model_cfg", model_cfg)
+    else:
+        model_cfg = open_clip.get_model_config(arch)
+    if not is_siglip(model_cfg):
+        return None
+    from .spm_files import load_spm_tokenizer
+
+    folders = [Path(arg).resolve().parent] if arg.endswith(".json") else []
+    if weights is not None:
+        folders.append(Path(weights).resolve().parent)
+    text_cfg = model_cfg["text_cfg"]
+    return load_spm_tokenizer(
+        f"open_clip:{arch}",
+        folders,
+        context_length=int(text_cfg.get("context_length", 64)),
+        vocab_size=int(model.text.token_embedding.num_embeddings),
+        clean="canonicalize",
+        hub_name=text_cfg.get("hf_tokenizer_name"),
+    )
 
 
 def _tag_preprocess(open_clip, arch: str, model) -> dict:
@@ -193,7 +231,7 @@ def _tag_preprocess(open_clip, arch: str, model) -> dict:
     return pre
 
 
-def finish(model, pre_cfg: dict, student_id: str, family: str, info: dict) -> Student:
+def finish(model, pre_cfg: dict, student_id: str, family: str, info: dict, tokenizer=None) -> Student:
     """Reparameterize, wrap the towers, and describe preprocessing + tokenizer for the contract."""
     import open_clip
     import torch
@@ -214,7 +252,8 @@ def finish(model, pre_cfg: dict, student_id: str, family: str, info: dict) -> St
         interpolation=pre_cfg.get("interpolation", "bicubic"),
     )
     context_length = int(getattr(model, "context_length", 0) or model.text.context_length)
-    tokenizer = Tokenizer.from_clip_bpe_gz(open_clip.tokenizer.default_bpe(), context_length)
+    if tokenizer is None:
+        tokenizer = Tokenizer.from_clip_bpe_gz(open_clip.tokenizer.default_bpe(), context_length)
     with torch.no_grad():
         embed_dim = int(model.encode_text(torch.from_numpy(tokenizer(["a"]).astype("int64"))).shape[-1])
     return Student(

@@ -1,0 +1,118 @@
+"""A SigLIP-family student's SentencePiece tokenizer, found in a local folder (nothing is downloaded).
+
+open_clip's SigLIP configs name a Hugging Face tokenizer (`hf_tokenizer_name`) that open_clip would download; here
+the same files come from the folder the student came from: the open_clip config's folder (the hub layout:
+open_clip_config.json beside tokenizer.model and tokenizer_config.json), the --weights file's folder, or a
+Hugging Face model folder. The family (SiglipTokenizer's wrapping or GemmaTokenizer's) and its BOS/EOS/padding come
+from tokenizer_config.json when the folder has one, else from the class defaults of the vocabulary's family.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import InputError
+from ..runtime.spm_model import piece_count
+from ..runtime.spm_tokenizer import SentencePieceTokenizer
+
+MODEL_NAMES = ("spiece.model", "tokenizer.model", "sentencepiece.model")
+CONFIG_NAME = "tokenizer_config.json"
+MAX_MODEL_BYTES = 64 << 20  # Gemma's 256k model is 4.2 MB
+# tokenizer_class -> family; the classes' own defaults (transformers 5) where the folder's config is silent
+FAMILY_OF_CLASS = {
+    "SiglipTokenizer": "siglip",
+    "T5Tokenizer": "siglip",
+    "T5TokenizerFast": "siglip",
+    "GemmaTokenizer": "gemma",
+    "GemmaTokenizerFast": "gemma",
+}
+DEFAULTS = {
+    "siglip": {"add_bos": False, "add_eos": True, "padding_side": "right"},
+    "gemma": {"add_bos": True, "add_eos": False, "padding_side": "left"},
+}
+
+
+def find_model_file(folders: list[Path]) -> Path | None:
+    for folder in folders:
+        for name in MODEL_NAMES:
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def load_spm_tokenizer(
+    student: str,
+    folders: list[Path],
+    *,
+    context_length: int,
+    vocab_size: int,
+    clean: str,
+    hub_name: str | None = None,
+) -> SentencePieceTokenizer:
+    """The student's tokenizer from the first folder holding a SentencePiece model file; one line if none does or
+    if it does not fit the student's token table."""
+    path = find_model_file(folders)
+    if path is None:
+        where = " or ".join(str(f) for f in folders) or "the student's folder"
+        source = f" (from {hub_name})" if hub_name else ""
+        json_only = [f / "tokenizer.json" for f in folders if (f / "tokenizer.json").is_file()]
+        extra = f"; {json_only[0]} alone is not enough" if json_only else ""
+        raise InputError(
+            f"{student} needs its SentencePiece tokenizer{source}, and nothing is downloaded: put "
+            f"{' or '.join(MODEL_NAMES[:2])} (and its {CONFIG_NAME}) in {where}{extra}"
+        )
+    if path.stat().st_size > MAX_MODEL_BYTES:
+        raise InputError(f"{path} is {path.stat().st_size} bytes, too large for a SentencePiece model")
+    config_path = path.parent / CONFIG_NAME
+    config: dict = {}
+    if config_path.is_file():
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InputError(f"{config_path} is not valid JSON; use the file that came with the tokenizer") from None
+        if not isinstance(config, dict):
+            raise InputError(f"{config_path} is not a JSON object; use the file that came with the tokenizer")
+    data = path.read_bytes()
+    named = config.get("tokenizer_class")
+    if named is not None and named not in FAMILY_OF_CLASS:
+        raise InputError(
+            f"{config_path}: tokenizer_class {named!r} is not a SentencePiece family this toolkit reproduces "
+            f"({', '.join(sorted(FAMILY_OF_CLASS))})"
+        )
+    probe = piece_count(data, str(path))
+    family = FAMILY_OF_CLASS[named] if named else ("gemma" if probe >= 200_000 else "siglip")
+    options = dict(DEFAULTS[family])
+    for key, ours in (("add_bos_token", "add_bos"), ("add_eos_token", "add_eos"), ("padding_side", "padding_side")):
+        if key in config:
+            options[ours] = config[key]
+    if not isinstance(options["add_bos"], bool) or not isinstance(options["add_eos"], bool):
+        raise InputError(f"{config_path}: add_bos_token / add_eos_token must be true or false")
+    if options["padding_side"] not in ("left", "right"):
+        raise InputError(f"{config_path}: padding_side must be left or right")
+    names = {}
+    for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
+        value = config.get(key)
+        if isinstance(value, dict):  # an AddedToken written out
+            value = value.get("content")
+        if value is not None and not isinstance(value, str):
+            raise InputError(f"{config_path}: {key} is not a string")
+        names[key] = value
+    tokenizer = SentencePieceTokenizer(
+        data,
+        family=family,
+        context_length=context_length,
+        clean=clean,
+        add_bos=options["add_bos"],
+        add_eos=options["add_eos"],
+        padding_side=options["padding_side"],
+        do_lower_case=bool(config.get("do_lower_case", True)),
+        where=str(path),
+        **names,
+    )
+    if len(tokenizer.model) != vocab_size:
+        raise InputError(
+            f"{path} has {len(tokenizer.model):,} pieces but {student}'s token table has {vocab_size:,} rows: it is "
+            "not this student's tokenizer"
+        )
+    return tokenizer

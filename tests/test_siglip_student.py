@@ -1,0 +1,143 @@
+"""open_clip SigLIP students: the timm SigLIP vision tower (attention-pool head), open_clip's bidirectional
+last-token text tower and a SentencePiece tokenizer from the student's own folder, exported and checked."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from mcad_export.errors import InputError
+from mcad_export.options import ExportOptions, StudentOptions
+from mcad_export.runtime import Tokenizer
+from mcad_export.runtime.spm_tokenizer import canonicalize
+
+from .test_sentencepiece import texts, train
+
+TIMM_NAME = "vit_tiny_patch16_siglip_mcadtest"
+
+
+def _register_tiny_siglip_vit():
+    """timm's SigLIP ViT (no class token, MAP attention-pool head) at test size, registered like timm's own."""
+    import timm
+    from timm.models import register_model
+    from timm.models.vision_transformer import _create_vision_transformer
+
+    if TIMM_NAME in timm.list_models(TIMM_NAME):
+        return
+
+    @register_model
+    def vit_tiny_patch16_siglip_mcadtest(pretrained=False, **kwargs):
+        args = dict(patch_size=16, embed_dim=64, depth=2, num_heads=2, class_token=False, global_pool="map")
+        return _create_vision_transformer(TIMM_NAME, pretrained=pretrained, **dict(args, **kwargs))
+
+
+def siglip_config(vocab_size: int, context: int = 16) -> dict:
+    return {
+        "model_cfg": {
+            "embed_dim": 64,
+            "init_logit_bias": -10,
+            "custom_text": True,
+            "vision_cfg": {
+                "image_size": 224,
+                "timm_model_name": TIMM_NAME,
+                "timm_model_pretrained": False,
+                "timm_pool": "map",
+                "timm_proj": "linear",
+            },
+            "text_cfg": {
+                "context_length": context,
+                "vocab_size": vocab_size,
+                "hf_tokenizer_name": "timm/ViT-B-16-SigLIP",
+                "tokenizer_kwargs": {"clean": "canonicalize"},
+                "width": 64,
+                "heads": 2,
+                "layers": 2,
+                "no_causal_mask": True,
+                "proj_bias": True,
+                "pool_type": "last",
+                "norm_kwargs": {"eps": 1e-06},
+                "act_kwargs": {"approximate": "tanh"},
+            },
+        },
+        "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+    }
+
+
+@pytest.fixture(scope="module")
+def spm_model(tmp_path_factory):
+    return train(tmp_path_factory.mktemp("siglip-spm"), ("siglip_like",))["siglip_like"]
+
+
+def student_folder(folder, spm_model, *, tokenizer=True, vocab_size=800):
+    import sentencepiece
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pieces = sentencepiece.SentencePieceProcessor(model_file=str(spm_model)).get_piece_size()
+    config = siglip_config(pieces if vocab_size is None else vocab_size)
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    if tokenizer:
+        shutil.copyfile(spm_model, folder / "tokenizer.model")
+        (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "SiglipTokenizer"}))
+    return folder / "open_clip_config.json"
+
+
+def test_siglip_student_exports_with_parity_and_its_own_tokenizer(tmp_path, spm_model):
+    from transformers import SiglipTokenizer
+
+    from mcad_export import stages
+    from mcad_export.manifest import read_manifest
+
+    _register_tiny_siglip_vit()
+    config = student_folder(tmp_path / "student", spm_model, vocab_size=None)
+    out = tmp_path / "out"
+    stages.export(out, StudentOptions(f"open_clip:{config}", random_init=True), ExportOptions(tflite=False, samples=32))
+    manifest = read_manifest(out)
+    assert manifest["text"]["tokenizer"] == "sentencepiece" and manifest["text"]["context_length"] == 16
+    parity = {a["path"]: a["parity"]["cosine_min"] for a in manifest["artifacts"] if a.get("parity")}
+    assert parity["image_encoder.onnx"] >= 0.9999 and parity["text_encoder.onnx"] >= 0.9999, parity
+    # the export's tokenizer, read back from its folder, is SiglipTokenizer on open_clip's canonicalized text
+    ours = Tokenizer.from_artifacts(out)
+    hf = SiglipTokenizer(str(spm_model), model_max_length=16)
+    cases = texts(seed=23, count=80)
+    expected = [hf(canonicalize(t), padding="max_length", max_length=16, truncation=True).input_ids for t in cases]
+    np.testing.assert_array_equal(ours(cases), np.array(expected))
+
+
+def _load(config, **kwargs):
+    from mcad_export.students import load_student
+
+    _register_tiny_siglip_vit()
+    return load_student(f"open_clip:{config}", random_init=True, **kwargs)
+
+
+def test_missing_tokenizer_is_one_line_naming_the_files(tmp_path, spm_model):
+    config = student_folder(tmp_path, spm_model, tokenizer=False)
+    (tmp_path / "tokenizer.json").write_text("{}")
+    with pytest.raises(InputError) as error:
+        _load(config)
+    message = str(error.value)
+    assert "tokenizer.model" in message and "spiece.model" in message and "nothing is downloaded" in message
+    assert "tokenizer.json alone is not enough" in message and "\n" not in message
+
+
+def test_a_tokenizer_of_another_size_is_refused(tmp_path, spm_model):
+    config = student_folder(tmp_path, spm_model, vocab_size=1234)
+    with pytest.raises(InputError, match=r"800 pieces but .* 1,234 rows"):
+        _load(config)
+
+
+@pytest.mark.parametrize(
+    "damage,says",
+    [
+        (lambda f: (f / "tokenizer.model").write_bytes(b"\x0a\xff\xff\xff\xff\x0f"), "is not a SentencePiece model"),
+        (lambda f: (f / "tokenizer_config.json").write_text('{"tokenizer_class": "BertTokenizer"}'), "BertTokenizer"),
+        (lambda f: (f / "tokenizer_config.json").write_text("[1, 2"), "is not valid JSON"),
+    ],
+)
+def test_bad_tokenizer_files_are_one_line(tmp_path, spm_model, damage, says):
+    config = student_folder(tmp_path, spm_model)
+    damage(tmp_path)
+    with pytest.raises(InputError) as error:
+        _load(config)
+    assert says in str(error.value) and "\n" not in str(error.value)

@@ -131,6 +131,7 @@ def texts(seed=7, count=400):
 
 def train(folder, names=tuple(MODELS)) -> dict:
     """SentencePiece models of MODELS trained on the generated corpus: name -> .model path."""
+    folder.mkdir(parents=True, exist_ok=True)
     text = corpus(folder / "corpus.txt")
     out = {}
     for name in names:

@@ -157,6 +157,73 @@ def write_wordpiece_golden(tokenizer, out, *, random_cases: int = 300) -> dict:
     return {"tokens": len(cases)}
 
 
+def write_sentencepiece_golden(tokenizer, out, *, random_cases: int = 300) -> dict:
+    """tokenizer/ (the .model file and its config) and tokens.json (text, padded ids) for the Java SentencePiece
+    tokenizer: the corpus, typed specials, seeded random strings over many scripts and a 10,000-character text."""
+    import random
+
+    rng = random.Random(11)
+    pools = [
+        range(0x20, 0x7F),
+        range(0xA0, 0x250),
+        range(0x370, 0x530),
+        range(0x590, 0x700),
+        range(0x900, 0x980),
+        range(0x2000, 0x2070),
+        range(0x3000, 0x3100),
+        range(0x4E00, 0x4F00),
+        range(0xAC00, 0xAD00),
+        range(0xFF00, 0xFFF0),
+        range(0x1F300, 0x1F650),
+        range(0x20000, 0x20100),
+    ]
+    specials = [v for v in tokenizer.tokens.values() if v]
+    texts = list(dict.fromkeys([*CORPUS, *(f"a {s} photo {s}" for s in specials), "\u2581lead \u2581\u2581x", "A_B"]))
+    texts += [
+        "".join(chr(rng.choice(rng.choice(pools))) for _ in range(rng.randint(0, 40))) for _ in range(random_cases)
+    ]
+    # 10,000 characters from scripts ftfy's mojibake repair never touches, so the Java core checks it too
+    long_pools = [
+        range(0x61, 0x7B),
+        range(0x20, 0x21),
+        range(0x900, 0x980),
+        range(0x4E00, 0x4F00),
+        range(0x1F300, 0x1F650),
+    ]
+    texts.append("".join(chr(rng.choice(rng.choice(long_pools))) for _ in range(10_000)))
+    ids = tokenizer(texts)
+    # The core's cleaning is ftfy without its mojibake repair (TextCleaner.java): texts that repair changes are
+    # reported by the Java test as known divergences, as the CLIP vectors' are.
+    divergent = {}
+    if tokenizer.clean == "canonicalize":
+        import ftfy
+
+        divergent = {
+            t: "ftfy mojibake repair (fix_encoding)"
+            for t in texts
+            if ftfy.fix_text(t) != ftfy.fix_text(t, fix_encoding=False)
+        }
+        divergent.update({t: why for t, why in JAVA_DIVERGENT.items() if t in texts})
+    with replaced_directory(Path(out), root=Path(out).parent) as stage:
+        tokenizer.save(stage)
+        cases = [{"text": t, "ids": row.tolist()} for t, row in zip(texts, ids)]
+        (stage / "tokens.json").write_text(
+            json.dumps(
+                {
+                    "type": tokenizer.kind,
+                    "context_length": tokenizer.context_length,
+                    "cases": cases,
+                    "java_divergent": divergent,
+                },
+                ensure_ascii=False,
+                indent=0,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
+    return {"tokens": len(cases), "divergent": len(divergent)}
+
+
 def _exif_cases(pre: Path, image, spec: dict) -> list[dict]:
     """JPEGs stored sideways with an EXIF orientation tag (2..8), as phones write them. The Java core gets the
     JPEG (to read the tag) and its stored pixels as PNG (JPEG decoders differ; the turn must not), and must
@@ -206,6 +273,8 @@ def write_golden(directory, out, *, index_rows: int = 300, queries: int = 24, k:
     tokenizer = Tokenizer.from_artifacts(root, manifest)
     if tokenizer.kind == "wordpiece":
         return write_wordpiece_golden(tokenizer, out)
+    if tokenizer.kind == "sentencepiece":
+        return write_sentencepiece_golden(tokenizer, out)
     from ..bench import GENERIC_QUERIES
 
     texts = list(dict.fromkeys([*CORPUS, *GENERIC_QUERIES]))

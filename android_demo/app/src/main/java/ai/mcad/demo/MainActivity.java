@@ -3,6 +3,7 @@ package ai.mcad.demo;
 import ai.mcad.core.ClipTokenizer;
 import ai.mcad.core.GalleryIndex;
 import ai.mcad.core.Json;
+import ai.mcad.core.SentencePieceTokenizer;
 import ai.mcad.core.TextTokenizer;
 import ai.mcad.core.WordPieceTokenizer;
 import android.app.Activity;
@@ -118,13 +119,15 @@ public final class MainActivity extends Activity {
         for (Map<String, Object> input : inputs) inputNames.add((String) input.get("name"));
         @SuppressWarnings("unchecked")
         Map<String, Object> textSpec = (Map<String, Object>) manifest.get("text");
-        // bundle.json says which tokenizer the student was trained with: CLIP BPE or BERT WordPiece.
+        // bundle.json says which tokenizer the student was trained with: CLIP BPE, BERT WordPiece or SentencePiece.
         File tokenizerDir = new File(dir, "tokenizer");
         Object kind = textSpec.get("tokenizer") == null ? "clip_bpe" : textSpec.get("tokenizer");
         TextTokenizer tokenizer;
         if ("wordpiece".equals(kind)) tokenizer = WordPieceTokenizer.fromDirectory(tokenizerDir);
         else if ("clip_bpe".equals(kind)) tokenizer = ClipTokenizer.fromDirectory(tokenizerDir);
-        else throw new IllegalStateException("bundle.json names tokenizer '" + kind + "'; this app knows clip_bpe and wordpiece");
+        else if ("sentencepiece".equals(kind)) tokenizer = SentencePieceTokenizer.fromDirectory(tokenizerDir);
+        else throw new IllegalStateException(
+            "bundle.json names tokenizer '" + kind + "'; this app knows clip_bpe, wordpiece and sentencepiece");
         GalleryIndex index = GalleryIndex.open(new File(dir, "index"));
         String runtime = (String) text.get("runtime");
         String accelerator = (String) text.get("accelerator");

@@ -1,0 +1,154 @@
+package ai.mcad.core;
+
+import java.io.File;
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Set;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+/**
+ * SigLIP-family tokenizer: SentencePiece (SentencePiece.java) wrapped as the student's Hugging Face class wraps it,
+ * the port of mcad_export/runtime/spm_tokenizer.py. `siglip` (SiglipTokenizer): typed special tokens split out with
+ * the whitespace around them, each chunk lower-cased, ASCII punctuation removed, whitespace collapsed, encoded
+ * after an "<unk>" that is cut off again, EOS appended. `gemma` (GemmaTokenizer): control pieces split out, BOS/EOS
+ * as configured. `clean: canonicalize` runs open_clip's cleaning first. Padding side and ids from the config.
+ */
+public final class SentencePieceTokenizer implements TextTokenizer {
+    // Python's str.isspace() characters (what AddedToken's lstrip/rstrip strip), not Java's \s
+    private static final String PYTHON_SPACE =
+        "[\\t\\n\\u000b\\f\\r\\u001c-\\u001f \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*";
+    private static final String PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
+
+    final SentencePiece model;
+    private final String family;
+    private final boolean canonicalize, addBos, addEos, left, lowerCase;
+    private final int context;
+    public final int bosTokenId, eosTokenId, padTokenId;
+    private final String unkToken;
+    private final int unkPrefix;
+    private final Pattern split;
+    private final Set<String> specials = new HashSet<String>();
+
+    SentencePieceTokenizer(byte[] modelBytes, Map<String, Object> cfg) {
+        model = new SentencePiece(modelBytes);
+        family = (String) cfg.get("family");
+        canonicalize = "canonicalize".equals(cfg.get("clean"));
+        addBos = Boolean.TRUE.equals(cfg.get("add_bos"));
+        addEos = !Boolean.FALSE.equals(cfg.get("add_eos"));
+        left = "left".equals(cfg.get("padding_side"));
+        lowerCase = !Boolean.FALSE.equals(cfg.get("do_lower_case"));
+        context = ((Number) cfg.get("context_length")).intValue();
+        eosTokenId = ((Number) cfg.get("eos_token_id")).intValue();
+        padTokenId = ((Number) cfg.get("pad_token_id")).intValue();
+        Object bos = cfg.get("bos_token_id");
+        bosTokenId = bos == null ? -1 : ((Number) bos).intValue();
+        unkToken = (String) cfg.get("unk_token");
+        String space;
+        if ("siglip".equals(family)) {
+            specials.addAll(Arrays.asList((String) cfg.get("eos_token"), unkToken, (String) cfg.get("pad_token")));
+            unkPrefix = model.encode(unkToken).size();
+            space = PYTHON_SPACE;
+        } else if ("gemma".equals(family)) {
+            for (int i = 0; i < model.size(); i++) if (model.types[i] == SentencePiece.CONTROL) specials.add(model.pieces[i]);
+            specials.add(unkToken);
+            unkPrefix = 0;
+            space = "";
+        } else {
+            throw new IllegalArgumentException("tokenizer_config.json: family '" + family + "' is not siglip or gemma");
+        }
+        List<String> sorted = new ArrayList<String>(specials);
+        java.util.Collections.sort(sorted, new java.util.Comparator<String>() {
+            @Override
+            public int compare(String a, String b) {
+                return b.length() - a.length();
+            }
+        });
+        StringBuilder alternatives = new StringBuilder();
+        for (String s : sorted) alternatives.append(alternatives.length() > 0 ? "|" : "").append(Pattern.quote(s));
+        split = Pattern.compile(space + "(" + alternatives + ")" + space);
+    }
+
+    public static SentencePieceTokenizer fromDirectory(File dir) throws IOException {
+        Map<String, Object> cfg = Json.object(Files2.readString(Files2.open(new File(dir, "tokenizer_config.json"))));
+        byte[] bytes = Files2.readBytes(Files2.open(new File(dir, "spiece.model")));
+        return new SentencePieceTokenizer(bytes, cfg);
+    }
+
+    @Override
+    public int contextLength() {
+        return context;
+    }
+
+    /** open_clip's clean "canonicalize": basic clean, "_" to space, ASCII punctuation removed, lower, collapsed. */
+    static String canonicalize(String text) {
+        // basic_clean's strip() is subsumed by the final whitespace collapse
+        String basic = TextCleaner.unescapeHtml(TextCleaner.unescapeHtml(TextCleaner.fixText(text)));
+        return TextCleaner.collapseWhitespace(removePunctuation(basic.replace('_', ' ')).toLowerCase(Locale.ROOT));
+    }
+
+    private static String removePunctuation(String s) {
+        StringBuilder b = new StringBuilder(s.length());
+        for (int i = 0; i < s.length(); i++) if (PUNCTUATION.indexOf(s.charAt(i)) < 0) b.append(s.charAt(i));
+        return b.toString();
+    }
+
+    private List<Integer> siglipChunk(String chunk) {
+        if (lowerCase) chunk = chunk.toLowerCase(Locale.ROOT);
+        // re.sub(r"\s+", " ", ...).strip() is " ".join(split()): Python's whitespace, not Java's
+        chunk = TextCleaner.collapseWhitespace(removePunctuation(chunk));
+        List<Integer> ids = model.encode(unkToken + chunk);
+        return ids.size() >= unkPrefix ? ids.subList(unkPrefix, ids.size()) : ids;
+    }
+
+    /** Token ids of text without BOS/EOS or padding. */
+    public List<Integer> encode(String text) {
+        if (canonicalize) text = canonicalize(text);
+        boolean siglip = "siglip".equals(family);
+        if (siglip) text = SentencePiece.SPACE + text.replace(SentencePiece.SPACE, " ");
+        List<Integer> ids = new ArrayList<Integer>();
+        Set<Integer> typed = new HashSet<Integer>();
+        Matcher m = split.matcher(text);
+        int last = 0;
+        while (true) {
+            boolean found = m.find();
+            String chunk = text.substring(last, found ? m.start() : text.length());
+            if (!chunk.isEmpty()) ids.addAll(siglip ? siglipChunk(chunk) : model.encode(chunk));
+            if (!found) break;
+            typed.add(ids.size());
+            ids.add(model.pieceToId(m.group(1)));
+            last = m.end();
+        }
+        if (siglip && ids.size() > 1 && typed.contains(1) && ids.get(0) == model.pieceToId(SentencePiece.SPACE)) {
+            ids = new ArrayList<Integer>(ids.subList(1, ids.size()));
+        }
+        return ids;
+    }
+
+    @Override
+    public int[] tokenize(String text) {
+        List<Integer> ids = encode(text);
+        int room = context - (addBos ? 1 : 0);
+        List<Integer> out = new ArrayList<Integer>();
+        if (addBos) out.add(bosTokenId);
+        if ("siglip".equals(family)) {
+            if (ids.size() + 1 > room) ids = ids.subList(0, room - 1);
+            out.addAll(ids);
+            if (ids.isEmpty() || ids.get(ids.size() - 1) != eosTokenId) out.add(eosTokenId);
+        } else {
+            if (ids.size() > room - (addEos ? 1 : 0)) ids = ids.subList(0, room - (addEos ? 1 : 0));
+            out.addAll(ids);
+            if (addEos) out.add(eosTokenId);
+        }
+        int[] row = new int[context];
+        Arrays.fill(row, padTokenId);
+        int offset = left ? context - out.size() : 0;
+        for (int i = 0; i < out.size(); i++) row[offset + i] = out.get(i);
+        return row;
+    }
+}

@@ -141,3 +141,57 @@ def test_bad_tokenizer_files_are_one_line(tmp_path, spm_model, damage, says):
     with pytest.raises(InputError) as error:
         _load(config)
     assert says in str(error.value) and "\n" not in str(error.value)
+
+
+def hf_siglip_folder(folder, spm_model, vocab_size=None):
+    import sentencepiece
+    from transformers import SiglipConfig, SiglipModel
+
+    pieces = sentencepiece.SentencePieceProcessor(model_file=str(spm_model)).get_piece_size()
+    text = dict(
+        vocab_size=pieces if vocab_size is None else vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=16,
+        projection_size=64,
+        pad_token_id=1,
+        bos_token_id=None,
+        eos_token_id=1,
+    )
+    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, image_size=32)
+    SiglipModel(SiglipConfig(text_config=text, vision_config={**vision, "patch_size": 8})).save_pretrained(folder)
+    shutil.copyfile(spm_model, folder / "spiece.model")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "SiglipTokenizer"}))
+    return folder
+
+
+def test_hf_siglip_folder_exports_with_parity(tmp_path, spm_model):
+    from transformers import SiglipTokenizer
+
+    from mcad_export import stages
+    from mcad_export.manifest import read_manifest
+
+    folder = hf_siglip_folder(tmp_path / "hf", spm_model)
+    out = tmp_path / "out"
+    stages.export(out, StudentOptions(f"hf:{folder}"), ExportOptions(tflite=False, samples=32))
+    manifest = read_manifest(out)
+    parity = {a["path"]: a["parity"]["cosine_min"] for a in manifest["artifacts"] if a.get("parity")}
+    assert parity["image_encoder.onnx"] >= 0.9999 and parity["text_encoder.onnx"] >= 0.9999, parity
+    assert manifest["student"]["weights_sha256"] and manifest["text"]["tokenizer"] == "sentencepiece"
+    # SiglipProcessor's tokenizer, id for id (it canonicalizes inside; no open_clip cleaning in front)
+    ours = Tokenizer.from_artifacts(out)
+    hf = SiglipTokenizer(str(spm_model), model_max_length=16)
+    cases = texts(seed=29, count=80)
+    expected = [hf(t, padding="max_length", max_length=16, truncation=True).input_ids for t in cases]
+    np.testing.assert_array_equal(ours(cases), np.array(expected))
+
+
+def test_hf_siglip_folder_without_its_tokenizer_is_one_line(tmp_path, spm_model):
+    from mcad_export.students import load_student
+
+    folder = hf_siglip_folder(tmp_path / "hf", spm_model)
+    (folder / "spiece.model").unlink()
+    with pytest.raises(InputError, match="needs its SentencePiece tokenizer.*nothing is downloaded"):
+        load_student(f"hf:{folder}")

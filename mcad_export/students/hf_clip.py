@@ -1,5 +1,6 @@
 """`hf:<DIR>` students: a Hugging Face CLIPModel or VisionTextDualEncoderModel folder (config.json + weights), no hub
-access. Dual-encoder folders (a vision tower + a BERT-family text tower) load in dual_encoder.py."""
+access. Dual-encoder folders (a vision tower + a BERT-family text tower) load in dual_encoder.py, SigLIP folders in
+hf_siglip.py."""
 
 from __future__ import annotations
 
@@ -46,10 +47,14 @@ def load(arg: str, *, weights=None, random_init: bool = False) -> Student:
         from .dual_encoder import load_hf_dual_encoder
 
         return load_hf_dual_encoder(folder, raw, weights=weights, random_init=random_init)
+    if raw.get("model_type") in ("siglip", "siglip2"):
+        from .hf_siglip import load_hf_siglip
+
+        return load_hf_siglip(folder, raw, weights=weights, random_init=random_init)
     if raw.get("model_type") != "clip":
         raise UnsupportedStudentError(
             f"{folder} holds a {raw.get('model_type')!r} model, not a dual encoder; "
-            "supported: CLIPModel and VisionTextDualEncoderModel folders"
+            "supported: CLIPModel, SiglipModel and VisionTextDualEncoderModel folders"
         )
     try:
         config = CLIPConfig.from_pretrained(folder, local_files_only=True)

@@ -195,3 +195,54 @@ def test_hf_siglip_folder_without_its_tokenizer_is_one_line(tmp_path, spm_model)
     (folder / "spiece.model").unlink()
     with pytest.raises(InputError, match="needs its SentencePiece tokenizer.*nothing is downloaded"):
         load_student(f"hf:{folder}")
+
+
+@pytest.fixture(scope="module")
+def gemma_spm(tmp_path_factory):
+    return train(tmp_path_factory.mktemp("gemma-spm"), ("bpe_gemma_like",))["bpe_gemma_like"]
+
+
+def test_hf_siglip2_folder_exports_at_a_fixed_grid_with_parity(tmp_path, gemma_spm):
+    import sentencepiece
+    from transformers import GemmaTokenizer, Siglip2Config, Siglip2Model
+
+    from mcad_export import stages
+    from mcad_export.manifest import read_manifest
+
+    folder = tmp_path / "hf2"
+    pieces = sentencepiece.SentencePieceProcessor(model_file=str(gemma_spm)).get_piece_size()
+    text = dict(vocab_size=pieces, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2)
+    text.update(max_position_embeddings=16, projection_size=64, pad_token_id=0, bos_token_id=2, eos_token_id=1)
+    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, patch_size=8)
+    Siglip2Model(Siglip2Config(text_config=text, vision_config={**vision, "num_patches": 16})).save_pretrained(folder)
+    shutil.copyfile(gemma_spm, folder / "tokenizer.model")
+    config = {
+        "tokenizer_class": "GemmaTokenizer",
+        "add_bos_token": False,
+        "add_eos_token": True,
+        "padding_side": "right",
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    stages.export(out, StudentOptions(f"hf:{folder}"), ExportOptions(tflite=False, samples=32))
+    manifest = read_manifest(out)
+    parity = {a["path"]: a["parity"]["cosine_min"] for a in manifest["artifacts"] if a.get("parity")}
+    assert parity["image_encoder.onnx"] >= 0.9999 and parity["text_encoder.onnx"] >= 0.9999, parity
+    assert manifest["image"]["image_size"] == 32  # the 4 x 4 grid of 8-pixel patches
+    ours = Tokenizer.from_artifacts(out)
+    hf = GemmaTokenizer.from_pretrained(str(folder))
+    cases = texts(seed=31, count=80)
+    expected = [hf(t, padding="max_length", max_length=16, truncation=True).input_ids for t in cases]
+    np.testing.assert_array_equal(ours(cases), np.array(expected))
+
+
+def test_the_fixed_grid_patchifies_as_siglip2s_image_processor():
+    import torch
+    from transformers.models.siglip2 import image_processing_siglip2 as processing
+
+    from mcad_export.students.hf_siglip import patchify
+
+    image = np.random.default_rng(0).standard_normal((3, 32, 48)).astype(np.float32)
+    expected = processing.convert_image_to_patches(torch.from_numpy(image), 8).numpy()  # [rows * cols, 8 * 8 * 3]
+    got = patchify(torch.from_numpy(image)[None], 8)[0].numpy()
+    np.testing.assert_array_equal(got, expected)

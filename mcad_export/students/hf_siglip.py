@@ -1,5 +1,5 @@
-"""`hf:<DIR>` SigLIP students: a Hugging Face SiglipModel folder (config.json, weights, spiece.model and its
-tokenizer_config.json), no hub access. The text tower pools its last position (pads included, as SigLIP trains),
+"""`hf:<DIR>` SigLIP students: a Hugging Face SiglipModel or Siglip2Model folder (config.json, weights, the
+SentencePiece model and its tokenizer_config.json), no hub access. The text tower pools its last position (pads included, as SigLIP trains),
 the vision tower its attention-pool head; the tokenizer is the torch-free SentencePiece one, wrapped as
 SiglipTokenizer wraps it (runtime/spm_tokenizer.py)."""
 
@@ -22,24 +22,44 @@ def _encode_text(model, ids):
     return model.text_model(input_ids=ids).pooler_output
 
 
+def patchify(pixels, patch: int):
+    """[B, C, H, W] -> [B, rows * cols, patch * patch * C], each patch (row, column, channel) as Siglip2's image
+    processor writes it (convert_image_to_patches)."""
+    b, c, h, w = pixels.shape
+    rows, cols = h // patch, w // patch
+    return pixels.reshape(b, c, rows, patch, cols, patch).permute(0, 2, 4, 3, 5, 1).reshape(b, rows * cols, -1)
+
+
+def _encode_image_fixed_grid(model, pixels):
+    """Siglip2's NaFlex vision tower at one fixed square grid: the pixels patchified in the graph as its image
+    processor patchifies them ((row, column, channel) per patch), every patch attended, one spatial shape; the
+    position table's resize for that grid is a constant matmul in transformers 5 (no interpolate to export)."""
+    import torch
+
+    patch = model.config.vision_config.patch_size
+    b, _, h, w = pixels.shape
+    rows, cols = h // patch, w // patch
+    patches = patchify(pixels, patch)
+    mask = torch.ones(b, rows * cols, dtype=torch.long)
+    shapes = torch.tensor([[rows, cols]], dtype=torch.long).expand(b, 2)
+    return model.vision_model(pixel_values=patches, pixel_attention_mask=mask, spatial_shapes=shapes).pooler_output
+
+
 def load_hf_siglip(folder: Path, raw: dict, *, weights=None, random_init: bool = False) -> Student:
     import torch
-    from transformers import SiglipConfig, SiglipModel
+    from transformers import Siglip2Config, Siglip2Model, SiglipConfig, SiglipModel
 
-    if raw.get("model_type") == "siglip2":
-        raise UnsupportedStudentError(
-            f"{folder} holds a Siglip2Model: its NaFlex vision tower (patches and a resized position table per image) "
-            "is not exported yet; use the open_clip config of the same architecture (open_clip:DIR/open_clip_config.json)"
-        )
+    version2 = raw.get("model_type") == "siglip2"
+    config_class, model_class = (Siglip2Config, Siglip2Model) if version2 else (SiglipConfig, SiglipModel)
     try:
-        config = SiglipConfig.from_pretrained(folder, local_files_only=True)
+        config = config_class.from_pretrained(folder, local_files_only=True)
         config._attn_implementation = "eager"  # plain matmul-softmax attention traces to portable ONNX
-        model = SiglipModel(config).float().eval()
+        model = model_class(config).float().eval()
     except Exception as e:  # noqa: BLE001 - transformers raise their own validation errors
         raise InputError(
             f"{folder / 'config.json'} is not a valid SigLIP config: building the model failed ({first_line(e, 160)})"
         ) from None
-    info = {"architecture": "transformers SiglipModel"}
+    info = {"architecture": f"transformers {model_class.__name__}"}
     if random_init:
         info["random_init"] = True
     else:
@@ -56,15 +76,26 @@ def load_hf_siglip(folder: Path, raw: dict, *, weights=None, random_init: bool =
         [folder],
         context_length=int(config.text_config.max_position_embeddings),
         vocab_size=int(config.text_config.vocab_size),
-        clean="none",  # SiglipProcessor calls SiglipTokenizer directly, which canonicalizes on its own
+        clean="none",  # the processors call the tokenizer directly (SiglipTokenizer canonicalizes on its own)
     )
-    preprocess = hf_preprocess(folder, int(config.vision_config.image_size))
+    if version2:
+        # NaFlex resizes each image to its own grid; deployed, every image takes the square grid of num_patches
+        side = int(round(config.vision_config.num_patches**0.5))
+        if side * side != config.vision_config.num_patches:
+            raise UnsupportedStudentError(
+                f"{folder}: num_patches {config.vision_config.num_patches} is not a square grid"
+            )
+        preprocess = hf_preprocess(folder, side * int(config.vision_config.patch_size))
+        encode_image = _encode_image_fixed_grid
+    else:
+        preprocess = hf_preprocess(folder, int(config.vision_config.image_size))
+        encode_image = _encode_image
     with torch.no_grad():
         embed_dim = int(_encode_text(model, torch.from_numpy(tokenizer(["a"]).astype("int64"))).shape[-1])
     return Student(
         id=f"hf:{folder.resolve().name}",
         family="hf",
-        image_encoder=Tower(model, _encode_image),
+        image_encoder=Tower(model, encode_image),
         text_encoder=Tower(model, _encode_text),
         preprocess=preprocess,
         tokenizer=tokenizer,

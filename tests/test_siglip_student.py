@@ -202,14 +202,11 @@ def gemma_spm(tmp_path_factory):
     return train(tmp_path_factory.mktemp("gemma-spm"), ("bpe_gemma_like",))["bpe_gemma_like"]
 
 
-def test_hf_siglip2_folder_exports_at_a_fixed_grid_with_parity(tmp_path, gemma_spm):
+def hf_siglip2_folder(folder, gemma_spm):
+    """A tiny Siglip2Model folder as save_pretrained writes it, with a Gemma-style SentencePiece tokenizer."""
     import sentencepiece
-    from transformers import GemmaTokenizer, Siglip2Config, Siglip2Model
+    from transformers import Siglip2Config, Siglip2Model
 
-    from mcad_export import stages
-    from mcad_export.manifest import read_manifest
-
-    folder = tmp_path / "hf2"
     pieces = sentencepiece.SentencePieceProcessor(model_file=str(gemma_spm)).get_piece_size()
     text = dict(vocab_size=pieces, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2)
     text.update(max_position_embeddings=16, projection_size=64, pad_token_id=0, bos_token_id=2, eos_token_id=1)
@@ -223,6 +220,16 @@ def test_hf_siglip2_folder_exports_at_a_fixed_grid_with_parity(tmp_path, gemma_s
         "padding_side": "right",
     }
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_hf_siglip2_folder_exports_at_a_fixed_grid_with_parity(tmp_path, gemma_spm):
+    from transformers import GemmaTokenizer
+
+    from mcad_export import stages
+    from mcad_export.manifest import read_manifest
+
+    folder = hf_siglip2_folder(tmp_path / "hf2", gemma_spm)
     out = tmp_path / "out"
     stages.export(out, StudentOptions(f"hf:{folder}"), ExportOptions(tflite=False, samples=32))
     manifest = read_manifest(out)
@@ -246,3 +253,39 @@ def test_the_fixed_grid_patchifies_as_siglip2s_image_processor():
     expected = processing.convert_image_to_patches(torch.from_numpy(image), 8).numpy()  # [rows * cols, 8 * 8 * 3]
     got = patchify(torch.from_numpy(image)[None], 8)[0].numpy()
     np.testing.assert_array_equal(got, expected)
+
+
+def test_every_stage_runs_on_a_siglip2_student_and_the_app_reads_its_tokenizer(tmp_path, gemma_spm):
+    """`run` end to end on a tiny Siglip2Model folder: export, quantize (every default recipe, the gate), index,
+    bench, report, bundle into the Android demo; then the Java core tokenizes the run's golden vectors."""
+    from PIL import Image
+
+    from .conftest import REPO, run_cli
+    from .test_android import CORE, run_core_tests
+
+    folder = hf_siglip2_folder(tmp_path / "hf2", gemma_spm)
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(images / f"{i:03d}.png")
+    app = tmp_path / "app"
+    shutil.copytree(REPO / "android_demo", app, ignore=shutil.ignore_patterns("assets"))
+    out = tmp_path / "out"
+    flags = ["--quick", "--no-tflite", "--no-baseline", "--gallery-size", "2000", "--sweep-sizes", "0"]
+    proc = run_cli("run", "--student", f"hf:{folder}", "--out", out, "--images", images, "--app", app, *flags)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    fidelity = json.loads((out / "reports" / "fidelity.json").read_text())
+    gated = {r["artifact"]: r["passed"] for r in fidelity}
+    assert {"text_encoder.dynamic.onnx", "text_encoder.w8a8.onnx", "image_encoder.dynamic.onnx"} <= set(gated)
+    bench = json.loads((out / "reports" / "bench.json").read_text())
+    assert bench["query_latency_ms"]["p50"] > 0 and gated[bench["artifacts"]["text"]["path"]] is True
+    bundle = json.loads((app / "app" / "src" / "main" / "assets" / "mcad" / "bundle.json").read_text())
+    assert bundle["text"]["tokenizer"] == "sentencepiece"
+    golden = tmp_path / "golden" / "siglip2"
+    assert run_cli("golden", out, "--out", golden).returncode == 0
+    cases = len(json.loads((golden / "tokens.json").read_text())["cases"])
+    passed, failed, log = run_core_tests(
+        CORE / "src" / "test" / "resources" / "golden", extra_env={"MCAD_GOLDEN_SENTENCEPIECE_DIR": str(golden.parent)}
+    )
+    assert failed == 0 and passed >= cases > 300, log[-2000:]

@@ -247,6 +247,7 @@ TABLES = {
     "goal-vit-b-32-epyc": ("goal_vit_b_32_random_epyc.json", goal_table),
     "minilm-onnx-gate": ("minilm_scenes_gate.json", lambda d: gate_table(d, "onnx")),
     "minilm-tflite-gate": ("minilm_scenes_gate.json", lambda d: gate_table(d, "tflite")),
+    "minilm-opt-in-onnx-gate": ("minilm_scenes_opt_in_gate.json", lambda d: gate_table(d, "onnx")),
     "perf-levers": (("perf_embedded.json", "perf_mobileclip2_s0_random.json"), perf_table),
     "text-kernels-vit-b-32": ("text_kernels_vit_b_32_random.json", text_kernels_table),
     "goal-vit-b-32-xeon": ("goal_vit_b_32_random.json", goal_table),

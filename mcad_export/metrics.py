@@ -1,21 +1,29 @@
 """Retrieval metrics over paired embeddings (caption i belongs to image i), honest about ties.
 
 A tie between the true item and another is not a hit for the model: the true item is placed uniformly at random
-among everything that scores exactly as high, and recall is the *expected* hit rate under that tie-break (computed
+among everything that scores as high, and recall is the *expected* hit rate under that tie-break (computed
 exactly, no random numbers, so a rerun gives the same value). A constant or all-zero encoder ties everything and
 scores chance (k / N); a model that ranks the true item strictly first scores a hit.
+
+"As high" is within TIE_TOLERANCE: float32 similarities of identical embeddings differ in their last bits when
+the BLAS computes different columns with different kernels (OpenBLAS' GEMM edge tiles sum in another order), so
+an exact comparison would let a constant encoder win some of its ties by rounding. A cosine difference below 1e-6
+orders nothing a user could see.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+TIE_TOLERANCE = 1e-6  # of the true item's score (at least of 1: cosine similarities)
+
 
 def _ranks(sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per query (row): how many other items score strictly above, and how many exactly tie, the true one."""
+    """Per query (row): how many other items score above, and how many tie (within the tolerance), the true one."""
     diag = np.diag(sims)[:, None]
-    above = (sims > diag).sum(1)
-    ties = (sims == diag).sum(1) - 1  # the true item itself is not a tie
+    tolerance = TIE_TOLERANCE * np.maximum(1.0, np.abs(diag))
+    above = (sims > diag + tolerance).sum(1)
+    ties = (np.abs(sims - diag) <= tolerance).sum(1) - 1  # the true item itself is not a tie
     return above, ties
 
 

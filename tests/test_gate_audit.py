@@ -236,3 +236,13 @@ def test_isolated_children_write_their_files_inside_the_stage_scratch(tmp_path, 
         assert folder.parent == work and files == ["in.npz", "params.json"]
         assert not folder.exists()  # removed with the step, the scratch folder stays the stage's
     assert active_scratch() is None
+
+
+def test_rounding_noise_is_a_tie_and_a_real_margin_is_not():
+    from mcad_export.metrics import hit_probability
+
+    # identical embeddings whose float32 dot products differ in the last bits, as BLAS edge kernels make them
+    noisy = np.full((4, 4), 0.5) + 1e-8 * np.arange(16).reshape(4, 4)
+    np.testing.assert_allclose(hit_probability(noisy, 1), 0.25)
+    clear = np.full((4, 4), 0.5) + np.eye(4) * 1e-4  # the true item ahead by a visible margin: a hit
+    np.testing.assert_allclose(hit_probability(clear, 1), 1.0)

@@ -8,6 +8,23 @@ from pathlib import Path
 from .base import Preprocess
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def load_folder_weights(model, folder: Path, weights, info: dict) -> None:
+    """The folder's own weight file (or --weights) into `model`, checked as every loader checks a checkpoint
+    (safetensors or torch.load(weights_only=True); missing, unexpected or misshapen keys refused); records the file
+    and its sha256 in `info`. position_ids buffers are skipped: transformers versions differ on keeping them."""
+    from ..errors import CheckpointError
+    from .checkpoint import apply_state_dict, read_state_dict, sha256_of
+
+    path = Path(weights) if weights else next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
+    if path is None:
+        raise CheckpointError(f"{folder} has no {' or '.join(WEIGHT_FILES)}; pass --weights FILE")
+    state = {k: v for k, v in read_state_dict(path).items() if not k.endswith("position_ids")}
+    apply_state_dict(model, state, f"hf:{folder.name}")
+    info.update(weights=str(path), weights_sha256=sha256_of(path))
+
+
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic", 1: "lanczos"}
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import CheckpointError, InputError, UnsupportedStudentError, first_line
+from ..errors import InputError, UnsupportedStudentError, first_line
 from .base import Student
-from .checkpoint import apply_state_dict, read_state_dict, sha256_of
 from .encoders import Tower
-from .hf_folder import WEIGHT_FILES, hf_preprocess
+from .hf_folder import hf_preprocess, load_folder_weights
 
 
 def _encode_image(model, pixels):
@@ -63,12 +62,7 @@ def load_hf_siglip(folder: Path, raw: dict, *, weights=None, random_init: bool =
     if random_init:
         info["random_init"] = True
     else:
-        path = Path(weights) if weights else next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
-        if path is None:
-            raise CheckpointError(f"{folder} has no {' or '.join(WEIGHT_FILES)}; pass --weights FILE")
-        state = {k: v for k, v in read_state_dict(path).items() if not k.endswith("position_ids")}
-        apply_state_dict(model, state, f"hf:{folder.name}")
-        info.update(weights=str(path), weights_sha256=sha256_of(path))
+        load_folder_weights(model, folder, weights, info)
     from .spm_files import load_spm_tokenizer
 
     tokenizer = load_spm_tokenizer(

@@ -218,6 +218,7 @@ def test_bytes_read_per_query_counted_from_the_weights(embedded_run):
     )
     counted = weight_bytes_per_query(out / "text_encoder.dyn.onnx", tokens=12)
     assert counted["table_rows"] >= 12 * table.shape[1] * 4
+    assert counted["tables"] >= table.nbytes > counted["table_rows"]  # the whole table vs what one query touches
     assert counted["weights"] + table.nbytes == pytest.approx(sum(a.nbytes for a in arrays.values()), rel=0.01)
     assert index_scan_bytes("flat", 100_000, 128, {}) == 100_000 * 128 * 4
     ivf = index_scan_bytes("ivfpq", 100_000, 128, {"nlist": 1264, "m": 32, "nprobe": 25, "rerank": 100})

@@ -22,7 +22,9 @@ ELEMENT_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 1
 
 
 def weight_bytes_per_query(path, tokens: float) -> dict:
-    """{'weights': bytes of all initializers but lookup tables, 'table_rows': bytes of the gathered rows, 'total'}."""
+    """{'weights': bytes of all initializers but lookup tables, 'tables': bytes of the lookup tables in the file (a
+    256k-row token table is most of a SigLIP 2 text encoder), 'table_rows': bytes of the rows a query gathers (what a
+    memory-mapped table makes resident), 'total': weights + table_rows}."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
@@ -34,14 +36,15 @@ def weight_bytes_per_query(path, tokens: float) -> dict:
         and node.input[0] in sizes
         and len(sizes[node.input[0]][0]) >= 1
     }
-    weights = rows = 0.0
+    weights = rows = whole = 0.0
     for name, (dims, width) in sizes.items():
         n = math.prod(dims) * width
         if name in tables and dims and dims[0] > 1:
             rows += n / dims[0] * min(tokens, dims[0])
+            whole += n
         else:
             weights += n
-    return {"weights": int(weights), "table_rows": int(rows), "total": int(weights + rows)}
+    return {"weights": int(weights), "tables": int(whole), "table_rows": int(rows), "total": int(weights + rows)}
 
 
 def index_scan_bytes(kind: str, count: int, dim: int, params: dict) -> int:

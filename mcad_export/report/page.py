@@ -259,6 +259,11 @@ def render_html(data: dict) -> str:
                 ["read bandwidth GB/s (measured)", f"{lim['read_bandwidth_gbs']:.1f}"],
                 ["text encoder: MB read per query", f"{lim['text_encoder']['bytes_per_query']['total'] / 1e6:.2f}"],
                 [
+                    "text encoder: lookup tables MB (resident per query)",
+                    f"{lim['text_encoder']['bytes_per_query'].get('tables', 0) / 1e6:.2f} "
+                    f"({lim['text_encoder']['bytes_per_query']['table_rows'] / 1e6:.3f})",
+                ],
+                [
                     "text encoder: compute / memory floor ms",
                     f"{lim['text_encoder']['compute_ms']:.4f} / {lim['text_encoder']['memory_ms']:.4f}",
                 ],

@@ -74,11 +74,6 @@ def _fields(data: bytes):
         yield number, wire, value
 
 
-def _signed(value: int) -> int:
-    # int32 fields are sign-extended to 64 bits on the wire (pad_id = -1)
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
 def piece_count(data: bytes, where: str = "the SentencePiece model") -> int:
     """How many pieces a .model file holds, without building anything (a loader's size check)."""
     try:
@@ -90,14 +85,15 @@ def piece_count(data: bytes, where: str = "the SentencePiece model") -> int:
 
 
 class ModelSpec:
-    """What encoding needs from a ModelProto (sentencepiece_model.proto field numbers; the proto's defaults)."""
+    """What encoding needs from a ModelProto (sentencepiece_model.proto field numbers; the proto's defaults). The
+    special ids (unk/bos/eos/pad) are not read: the unknown piece is found by its type, the others by name from the
+    tokenizer's config."""
 
     def __init__(self, data: bytes):
         self.pieces: list[str] = []
         scores, types = [], []
         self.model_type, self.byte_fallback, self.treat_whitespace_as_suffix = UNIGRAM, False, False
-        self.unk_id, self.bos_id, self.eos_id, self.pad_id = 0, 1, 2, -1
-        self.normalizer_name, self.charsmap = "", b""
+        self.charsmap = b""
         self.add_dummy_prefix = self.remove_extra_whitespaces = self.escape_whitespaces = True
         for number, wire, value in _fields(data):
             if number == 1 and wire == 2:
@@ -122,13 +118,9 @@ class ModelSpec:
                         self.treat_whitespace_as_suffix = bool(v)
                     elif n == 35:
                         self.byte_fallback = bool(v)
-                    elif n in (40, 41, 42, 43):
-                        setattr(self, {40: "unk_id", 41: "bos_id", 42: "eos_id", 43: "pad_id"}[n], _signed(v))
             elif number == 3 and wire == 2:
                 for n, w, v in _fields(value):
-                    if n == 1 and w == 2:
-                        self.normalizer_name = v.decode("utf-8")
-                    elif n == 2 and w == 2:
+                    if n == 2 and w == 2:
                         self.charsmap = bytes(v)
                     elif n in (3, 4, 5) and w == 0:
                         name = {3: "add_dummy_prefix", 4: "remove_extra_whitespaces", 5: "escape_whitespaces"}[n]
@@ -286,7 +278,10 @@ class PieceTable:
     def get(self, piece: str) -> int:
         """The piece's id, or -1."""
         h = hash(piece)
-        i = int(np.searchsorted(self.hashes, h))
+        return self._at(piece, h, int(np.searchsorted(self.hashes, h)))
+
+    def _at(self, piece: str, h: int, i: int) -> int:
+        """The id of the piece whose hash h sits first at sorted position i (pieces sharing a hash follow it)."""
         encoded = None
         while i < len(self.hashes) and self.hashes[i] == h:
             row = int(self.rows[i])
@@ -308,7 +303,7 @@ class PieceTable:
         where = np.minimum(np.searchsorted(self.hashes, hashes), len(self.hashes) - 1)
         for k in np.flatnonzero(self.hashes[where] == hashes).tolist():
             s, e = spans[k]
-            token = self.get(text[s:e])
+            token = self._at(text[s:e], int(hashes[k]), int(where[k]))  # verified where the search found it
             if token >= 0:
                 found[s].append((e, token))
         return found
@@ -360,12 +355,17 @@ class SentencePieceModel:
     def __len__(self) -> int:
         return len(self.spec.pieces)
 
-    def piece_to_id(self, piece: str) -> int:
+    def find(self, piece: str) -> int | None:
+        """The piece's id by name, any type (the library's PieceToId), or None."""
         reserved = self.reserved.get(piece)
         if reserved is not None:
             return reserved
         found = self.table.get(piece)
-        return self.unk_id if found < 0 else found
+        return found if found >= 0 else None
+
+    def piece_to_id(self, piece: str) -> int:
+        found = self.find(piece)
+        return self.unk_id if found is None else found
 
     def encode(self, text: str) -> list[int]:
         normalized = self.normalizer.normalize(text)

@@ -71,7 +71,7 @@ class SentencePieceTokenizer:
         self.tokens = dict(zip(("bos", "eos", "pad", "unk"), names))
 
         def piece_id(key: str) -> int:
-            token = self._special_id(self.tokens[key])
+            token = self.model.find(self.tokens[key])
             if token is None:
                 raise InputError(
                     f"{where}: its {key} token {self.tokens[key]!r} is not a piece of the model; re-export"
@@ -79,25 +79,22 @@ class SentencePieceTokenizer:
             return token
 
         self.eos_token_id, self.pad_token_id, self.unk_token_id = piece_id("eos"), piece_id("pad"), piece_id("unk")
-        self.bos_token_id = piece_id("bos") if self.add_bos else self._special_id(self.tokens["bos"])
+        self.bos_token_id = piece_id("bos") if self.add_bos else self.model.find(self.tokens["bos"])
         if family == "siglip":
             specials = {self.tokens["eos"], self.tokens["unk"], self.tokens["pad"]}
             self._unk_prefix = len(self.model.encode(self.tokens["unk"]))
         else:
             specials = {spec.pieces[i] for i in np.flatnonzero(spec.types == CONTROL)} | {self.tokens["unk"]}
-        self._specials = sorted(specials, key=len, reverse=True)
+        # typed special tokens, split out of the text before encoding; each is in the model (checked above or
+        # taken from its control pieces)
+        self._special_ids = {piece: self.model.piece_to_id(piece) for piece in specials}
         # SigLIP's added tokens strip the whitespace around them (AddedToken lstrip/rstrip)
         space = r"\s*" if family == "siglip" else ""
-        self._split = re.compile(space + "(" + "|".join(map(re.escape, self._specials)) + ")" + space)
+        alternatives = "|".join(map(re.escape, sorted(specials, key=len, reverse=True)))
+        self._split = re.compile(space + "(" + alternatives + ")" + space)
+        self._space_id = self.model.piece_to_id(SPACE)
         self.sot_token_id = self.bos_token_id if self.add_bos else None
         self.eot_token_id = self.eos_token_id
-
-    def _special_id(self, piece: str) -> int | None:
-        token = self.model.reserved.get(piece)
-        if token is None:
-            found = self.model.table.get(piece)
-            token = found if found >= 0 else None
-        return token
 
     # ------------------------------------------------------------------------------------------------ loading
 
@@ -186,10 +183,10 @@ class SentencePieceTokenizer:
         for n, chunk in enumerate(self._split.split(text)):
             if n % 2:
                 typed.add(len(ids))
-                ids.append(self._special_id(chunk))  # type: ignore[arg-type]
+                ids.append(self._special_ids[chunk])
             elif chunk:
                 ids.extend(self._siglip_chunk(chunk) if self.family == "siglip" else self.model.encode(chunk))
-        if self.family == "siglip" and len(ids) > 1 and 1 in typed and ids[0] == self.model.piece_to_id(SPACE):
+        if self.family == "siglip" and len(ids) > 1 and 1 in typed and ids[0] == self._space_id:
             ids = ids[1:]  # SiglipTokenizer.tokenize drops a lone leading space piece before a special token
         return ids
 

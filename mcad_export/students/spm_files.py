@@ -80,8 +80,13 @@ def load_spm_tokenizer(
             f"{config_path}: tokenizer_class {named!r} is not a SentencePiece family this toolkit reproduces "
             f"({', '.join(sorted(FAMILY_OF_CLASS))})"
         )
-    probe = piece_count(data, str(path))
-    family = FAMILY_OF_CLASS[named] if named else ("gemma" if probe >= 200_000 else "siglip")
+    pieces = piece_count(data, str(path))
+    if pieces != vocab_size:  # before building a 256k table for nothing
+        raise InputError(
+            f"{path} has {pieces:,} pieces but {student}'s token table has {vocab_size:,} rows: it is "
+            "not this student's tokenizer"
+        )
+    family = FAMILY_OF_CLASS[named] if named else ("gemma" if pieces >= 200_000 else "siglip")
     options = dict(DEFAULTS[family])
     for key, ours in (("add_bos_token", "add_bos"), ("add_eos_token", "add_eos"), ("padding_side", "padding_side")):
         if key in config:
@@ -98,7 +103,7 @@ def load_spm_tokenizer(
         if value is not None and not isinstance(value, str):
             raise InputError(f"{config_path}: {key} is not a string")
         names[key] = value
-    tokenizer = SentencePieceTokenizer(
+    return SentencePieceTokenizer(
         data,
         family=family,
         context_length=context_length,
@@ -110,9 +115,3 @@ def load_spm_tokenizer(
         where=str(path),
         **names,
     )
-    if len(tokenizer.model) != vocab_size:
-        raise InputError(
-            f"{path} has {len(tokenizer.model):,} pieces but {student}'s token table has {vocab_size:,} rows: it is "
-            "not this student's tokenizer"
-        )
-    return tokenizer

@@ -10,8 +10,7 @@ from pathlib import Path
 from ..errors import InputError, UnsupportedStudentError, first_line
 from ..runtime.tokenizer import Tokenizer
 from .base import Student
-from .encoders import Tower
-from .hf_folder import hf_preprocess, load_folder_weights
+from .hf_folder import hf_preprocess, hf_student, load_folder_weights
 from .registry import register_loader
 
 
@@ -25,7 +24,6 @@ def _encode_text(model, ids):
 
 @register_loader("hf")
 def load(arg: str, *, weights=None, random_init: bool = False) -> Student:
-    import torch
     from transformers import CLIPConfig, CLIPModel
 
     folder = Path(arg)
@@ -71,18 +69,7 @@ def load(arg: str, *, weights=None, random_init: bool = False) -> Student:
         load_folder_weights(model, folder, weights, info)
     tokenizer = _tokenizer(folder, config)
     preprocess = hf_preprocess(folder, int(config.vision_config.image_size))
-    with torch.no_grad():
-        embed_dim = int(_encode_text(model, torch.from_numpy(tokenizer(["a"]).astype("int64"))).shape[-1])
-    return Student(
-        id=f"hf:{folder.resolve().name}",
-        family="hf",
-        image_encoder=Tower(model, _encode_image),
-        text_encoder=Tower(model, _encode_text),
-        preprocess=preprocess,
-        tokenizer=tokenizer,
-        embed_dim=embed_dim,
-        info=info,
-    )
+    return hf_student(folder, model, _encode_image, _encode_text, preprocess, tokenizer, info)
 
 
 def _tokenizer(folder: Path, config) -> Tokenizer:

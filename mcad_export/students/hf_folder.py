@@ -44,3 +44,25 @@ def hf_preprocess(folder: Path, size: int) -> Preprocess:
         std=tuple(cfg.get("image_std", CLIP_STD)),
         interpolation=_RESAMPLE.get(cfg.get("resample", 3), "bicubic"),
     )
+
+
+def hf_student(folder: Path, model, encode_image, encode_text, preprocess: Preprocess, tokenizer, info: dict):
+    """The Student of a Hugging Face folder: its two towers, preprocessing and tokenizer, the embedding width read
+    from one encoded caption."""
+    import torch
+
+    from .base import Student
+    from .encoders import Tower
+
+    with torch.no_grad():
+        embed_dim = int(encode_text(model, torch.from_numpy(tokenizer(["a"]).astype("int64"))).shape[-1])
+    return Student(
+        id=f"hf:{folder.resolve().name}",
+        family="hf",
+        image_encoder=Tower(model, encode_image),
+        text_encoder=Tower(model, encode_text),
+        preprocess=preprocess,
+        tokenizer=tokenizer,
+        embed_dim=embed_dim,
+        info=info,
+    )

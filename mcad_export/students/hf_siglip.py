@@ -9,8 +9,7 @@ from pathlib import Path
 
 from ..errors import InputError, UnsupportedStudentError, first_line
 from .base import Student
-from .encoders import Tower
-from .hf_folder import hf_preprocess, load_folder_weights
+from .hf_folder import hf_preprocess, hf_student, load_folder_weights
 
 
 def _encode_image(model, pixels):
@@ -45,11 +44,19 @@ def _encode_image_fixed_grid(model, pixels):
 
 
 def load_hf_siglip(folder: Path, raw: dict, *, weights=None, random_init: bool = False) -> Student:
-    import torch
-    from transformers import Siglip2Config, Siglip2Model, SiglipConfig, SiglipModel
-
     version2 = raw.get("model_type") == "siglip2"
-    config_class, model_class = (Siglip2Config, Siglip2Model) if version2 else (SiglipConfig, SiglipModel)
+    if version2:
+        try:  # Siglip2 arrived in transformers 4.49; the export's parity check judges whatever version is installed
+            from transformers import Siglip2Config as config_class
+            from transformers import Siglip2Model as model_class
+        except ImportError:
+            raise UnsupportedStudentError(
+                f"{folder} holds a Siglip2Model, which this transformers does not have; install the version "
+                "scripts/setup.sh installs"
+            ) from None
+    else:
+        from transformers import SiglipConfig as config_class  # type: ignore[assignment]
+        from transformers import SiglipModel as model_class  # type: ignore[assignment]
     try:
         config = config_class.from_pretrained(folder, local_files_only=True)
         config._attn_implementation = "eager"  # plain matmul-softmax attention traces to portable ONNX
@@ -84,15 +91,4 @@ def load_hf_siglip(folder: Path, raw: dict, *, weights=None, random_init: bool =
     else:
         preprocess = hf_preprocess(folder, int(config.vision_config.image_size))
         encode_image = _encode_image
-    with torch.no_grad():
-        embed_dim = int(_encode_text(model, torch.from_numpy(tokenizer(["a"]).astype("int64"))).shape[-1])
-    return Student(
-        id=f"hf:{folder.resolve().name}",
-        family="hf",
-        image_encoder=Tower(model, encode_image),
-        text_encoder=Tower(model, _encode_text),
-        preprocess=preprocess,
-        tokenizer=tokenizer,
-        embed_dim=embed_dim,
-        info=info,
-    )
+    return hf_student(folder, model, encode_image, _encode_text, preprocess, tokenizer, info)

@@ -108,6 +108,16 @@ WORDPIECE_CORPUS = [
 ]
 
 
+def _random_texts(rng, pools: list[range], count: int, longest: int = 40) -> list[str]:
+    """count seeded random strings of up to `longest` characters, each character from a randomly chosen pool."""
+    return ["".join(chr(rng.choice(rng.choice(pools))) for _ in range(rng.randint(0, longest))) for _ in range(count)]
+
+
+def _write_tokens(stage: Path, document: dict) -> None:
+    """tokens.json, the Java core's token vectors (UTF-8 as written, indent 0)."""
+    (stage / "tokens.json").write_text(json.dumps(document, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+
+
 def write_wordpiece_golden(tokenizer, out, *, random_cases: int = 300) -> dict:
     """tokenizer/ and tokens.json (text, normalized text, padded ids, attention mask) for the Java WordPiece
     tokenizer: the corpus, the WordPiece cases and seeded random strings over many scripts and planes."""
@@ -134,9 +144,7 @@ def write_wordpiece_golden(tokenizer, out, *, random_cases: int = 300) -> dict:
         range(0x0, 0x20),
     ]
     texts = list(dict.fromkeys([*CORPUS, *WORDPIECE_CORPUS]))
-    texts += [
-        "".join(chr(rng.choice(rng.choice(pools))) for _ in range(rng.randint(0, 40))) for _ in range(random_cases)
-    ]
+    texts += _random_texts(rng, pools, random_cases)
     ids = tokenizer(texts)
     masks = attention_mask(ids)
     with replaced_directory(Path(out), root=Path(out).parent) as stage:
@@ -145,15 +153,7 @@ def write_wordpiece_golden(tokenizer, out, *, random_cases: int = 300) -> dict:
             {"text": t, "normalized": tokenizer.normalize(t), "ids": row.tolist(), "mask": m.tolist()}
             for t, row, m in zip(texts, ids, masks)
         ]
-        (stage / "tokens.json").write_text(
-            json.dumps(
-                {"type": tokenizer.kind, "context_length": tokenizer.context_length, "cases": cases},
-                ensure_ascii=False,
-                indent=0,
-            )
-            + "\n",
-            encoding="utf-8",
-        )
+        _write_tokens(stage, {"type": tokenizer.kind, "context_length": tokenizer.context_length, "cases": cases})
     return {"tokens": len(cases)}
 
 
@@ -179,9 +179,7 @@ def write_sentencepiece_golden(tokenizer, out, *, random_cases: int = 300) -> di
     ]
     specials = [v for v in tokenizer.tokens.values() if v]
     texts = list(dict.fromkeys([*CORPUS, *(f"a {s} photo {s}" for s in specials), "\u2581lead \u2581\u2581x", "A_B"]))
-    texts += [
-        "".join(chr(rng.choice(rng.choice(pools))) for _ in range(rng.randint(0, 40))) for _ in range(random_cases)
-    ]
+    texts += _random_texts(rng, pools, random_cases)
     # 10,000 characters from scripts ftfy's mojibake repair never touches, so the Java core checks it too
     long_pools = [
         range(0x61, 0x7B),
@@ -207,19 +205,14 @@ def write_sentencepiece_golden(tokenizer, out, *, random_cases: int = 300) -> di
     with replaced_directory(Path(out), root=Path(out).parent) as stage:
         tokenizer.save(stage)
         cases = [{"text": t, "ids": row.tolist()} for t, row in zip(texts, ids)]
-        (stage / "tokens.json").write_text(
-            json.dumps(
-                {
-                    "type": tokenizer.kind,
-                    "context_length": tokenizer.context_length,
-                    "cases": cases,
-                    "java_divergent": divergent,
-                },
-                ensure_ascii=False,
-                indent=0,
-            )
-            + "\n",
-            encoding="utf-8",
+        _write_tokens(
+            stage,
+            {
+                "type": tokenizer.kind,
+                "context_length": tokenizer.context_length,
+                "cases": cases,
+                "java_divergent": divergent,
+            },
         )
     return {"tokens": len(cases), "divergent": len(divergent)}
 
@@ -293,20 +286,15 @@ def write_golden(directory, out, *, index_rows: int = 300, queries: int = 24, k:
             {"text": t, "clean": clean_lower(t), "ids": row[:n].tolist(), "bucket": pick_bucket(LENGTH_BUCKETS, n)}
             for t, row, n in zip(texts, ids, lengths)
         ]
-        (stage / "tokens.json").write_text(
-            json.dumps(
-                {
-                    "context_length": tokenizer.context_length,
-                    "pad_token_id": tokenizer.pad_token_id,
-                    "length_buckets": list(LENGTH_BUCKETS),
-                    "cases": cases,
-                    "java_divergent": JAVA_DIVERGENT,
-                },
-                ensure_ascii=False,
-                indent=0,
-            )
-            + "\n",
-            encoding="utf-8",
+        _write_tokens(
+            stage,
+            {
+                "context_length": tokenizer.context_length,
+                "pad_token_id": tokenizer.pad_token_id,
+                "length_buckets": list(LENGTH_BUCKETS),
+                "cases": cases,
+                "java_divergent": JAVA_DIVERGENT,
+            },
         )
 
         pre = stage / "preprocess"

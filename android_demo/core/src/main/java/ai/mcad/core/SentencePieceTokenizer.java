@@ -20,9 +20,6 @@ import java.util.regex.Pattern;
  * as configured. `clean: canonicalize` runs open_clip's cleaning first. Padding side and ids from the config.
  */
 public final class SentencePieceTokenizer implements TextTokenizer {
-    // Python's str.isspace() characters (what AddedToken's lstrip/rstrip strip), not Java's \s
-    private static final String PYTHON_SPACE =
-        "[\\t\\n\\u000b\\f\\r\\u001c-\\u001f \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*";
     private static final String PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
 
     final SentencePiece model;
@@ -49,16 +46,13 @@ public final class SentencePieceTokenizer implements TextTokenizer {
         Object bos = cfg.get("bos_token_id");
         bosTokenId = bos == null ? -1 : ((Number) bos).intValue();
         unkToken = (String) cfg.get("unk_token");
-        String space;
         if ("siglip".equals(family)) {
             specials.addAll(Arrays.asList((String) cfg.get("eos_token"), unkToken, (String) cfg.get("pad_token")));
             unkPrefix = model.encode(unkToken).size();
-            space = PYTHON_SPACE;
         } else if ("gemma".equals(family)) {
             for (int i = 0; i < model.size(); i++) if (model.types[i] == SentencePiece.CONTROL) specials.add(model.pieces[i]);
             specials.add(unkToken);
             unkPrefix = 0;
-            space = "";
         } else {
             throw new IllegalArgumentException("tokenizer_config.json: family '" + family + "' is not siglip or gemma");
         }
@@ -71,7 +65,7 @@ public final class SentencePieceTokenizer implements TextTokenizer {
         });
         StringBuilder alternatives = new StringBuilder();
         for (String s : sorted) alternatives.append(alternatives.length() > 0 ? "|" : "").append(Pattern.quote(s));
-        split = Pattern.compile(space + "(" + alternatives + ")" + space);
+        split = Pattern.compile("(" + alternatives + ")");
     }
 
     public static SentencePieceTokenizer fromDirectory(File dir) throws IOException {
@@ -118,6 +112,8 @@ public final class SentencePieceTokenizer implements TextTokenizer {
         while (true) {
             boolean found = m.find();
             String chunk = text.substring(last, found ? m.start() : text.length());
+            // SigLIP's added tokens strip the whitespace around them (AddedToken lstrip/rstrip: Python's isspace)
+            if (siglip) chunk = TextCleaner.stripPythonSpace(chunk, last > 0, found);
             if (!chunk.isEmpty()) ids.addAll(siglip ? siglipChunk(chunk) : model.encode(chunk));
             if (!found) break;
             typed.add(ids.size());

@@ -171,6 +171,14 @@ public final class TextCleaner {
         return b.toString();
     }
 
+    /** The text without the Python whitespace (isPythonSpace) at its start and / or end. */
+    static String stripPythonSpace(String text, boolean leading, boolean trailing) {
+        int start = 0, end = text.length();
+        while (leading && start < end && isPythonSpace(text.codePointAt(start))) start += Character.charCount(text.codePointAt(start));
+        while (trailing && end > start && isPythonSpace(text.codePointBefore(end))) end -= Character.charCount(text.codePointBefore(end));
+        return text.substring(start, end);
+    }
+
     static boolean isPythonSpace(int cp) {
         return (cp >= 0x09 && cp <= 0x0d) || (cp >= 0x1c && cp <= 0x20) || cp == 0x85 || cp == 0xa0
             || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029

@@ -2,6 +2,7 @@
 last-token text tower and a SentencePiece tokenizer from the student's own folder, exported and checked."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -143,25 +144,23 @@ def test_bad_tokenizer_files_are_one_line(tmp_path, spm_model, damage, says):
     assert says in str(error.value) and "\n" not in str(error.value)
 
 
-def hf_siglip_folder(folder, spm_model, vocab_size=None):
+TINY_TOWER = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2)
+
+
+def tiny_text_config(spm_model, **special_ids) -> dict:
+    """A test-size SigLIP text tower whose token table has the tokenizer's piece count, 16 positions."""
     import sentencepiece
-    from transformers import SiglipConfig, SiglipModel
 
     pieces = sentencepiece.SentencePieceProcessor(model_file=str(spm_model)).get_piece_size()
-    text = dict(
-        vocab_size=pieces if vocab_size is None else vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=16,
-        projection_size=64,
-        pad_token_id=1,
-        bos_token_id=None,
-        eos_token_id=1,
-    )
-    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, image_size=32)
-    SiglipModel(SiglipConfig(text_config=text, vision_config={**vision, "patch_size": 8})).save_pretrained(folder)
+    return dict(TINY_TOWER, vocab_size=pieces, max_position_embeddings=16, projection_size=64, **special_ids)
+
+
+def hf_siglip_folder(folder, spm_model):
+    from transformers import SiglipConfig, SiglipModel
+
+    text = tiny_text_config(spm_model, pad_token_id=1, bos_token_id=None, eos_token_id=1)
+    vision = dict(TINY_TOWER, image_size=32, patch_size=8)
+    SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).save_pretrained(folder)
     shutil.copyfile(spm_model, folder / "spiece.model")
     (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "SiglipTokenizer"}))
     return folder
@@ -204,14 +203,11 @@ def gemma_spm(tmp_path_factory):
 
 def hf_siglip2_folder(folder, gemma_spm):
     """A tiny Siglip2Model folder as save_pretrained writes it, with a Gemma-style SentencePiece tokenizer."""
-    import sentencepiece
     from transformers import Siglip2Config, Siglip2Model
 
-    pieces = sentencepiece.SentencePieceProcessor(model_file=str(gemma_spm)).get_piece_size()
-    text = dict(vocab_size=pieces, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2)
-    text.update(max_position_embeddings=16, projection_size=64, pad_token_id=0, bos_token_id=2, eos_token_id=1)
-    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, patch_size=8)
-    Siglip2Model(Siglip2Config(text_config=text, vision_config={**vision, "num_patches": 16})).save_pretrained(folder)
+    text = tiny_text_config(gemma_spm, pad_token_id=0, bos_token_id=2, eos_token_id=1)
+    vision = dict(TINY_TOWER, patch_size=8, num_patches=16)
+    Siglip2Model(Siglip2Config(text_config=text, vision_config=vision)).save_pretrained(folder)
     shutil.copyfile(gemma_spm, folder / "tokenizer.model")
     config = {
         "tokenizer_class": "GemmaTokenizer",
@@ -289,3 +285,14 @@ def test_every_stage_runs_on_a_siglip2_student_and_the_app_reads_its_tokenizer(t
         CORE / "src" / "test" / "resources" / "golden", extra_env={"MCAD_GOLDEN_SENTENCEPIECE_DIR": str(golden.parent)}
     )
     assert failed == 0 and passed >= cases > 300, log[-2000:]
+    # the export's spiece.model is untrusted input too: a symlink or a hard link out of the folder is refused
+    model_file = out / "tokenizer" / "spiece.model"
+    outside = tmp_path / "outside.model"
+    shutil.copyfile(model_file, outside)
+    for link in (os.symlink, os.link):
+        model_file.unlink()
+        link(outside, model_file)
+        proc = run_cli("search", out, "a photo of a cat")
+        assert proc.returncode == 2 and "spiece.model" in proc.stderr, proc.stderr[-500:]
+        assert "link" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert outside.read_bytes() == (tmp_path / "hf2" / "tokenizer.model").read_bytes()

@@ -49,6 +49,14 @@ def text_inputs(masked: bool) -> tuple[str, ...]:
     return (TEXT_INPUT, TEXT_MASK_INPUT) if masked else (TEXT_INPUT,)
 
 
+# A text graph compiled for an NPU starts at the embeddings (compile/host_gather.py): the token table is looked up on
+# the host and fed as float32 [1, L, width]; input_ids stays an input only where the graph still reads it (a causal
+# tower pools at its EOT). The table ships beside the compiled model as int8 rows and float32 per-row scales (.npy),
+# memory-mapped by runtime/token_table.py and ai.mcad.core.HostTokenTable.
+TEXT_EMBEDS_INPUT = "token_embeds"
+HOST_TOKEN_ROWS = "token_table.int8.npy"
+HOST_TOKEN_SCALES = "token_table.scales.npy"
+
 TEXT_OUTPUT = "text_embeds"
 # The additive attention mask inside every exported text graph (causal towers' mask, BERT-family padding): exp(-1e4)
 # underflows to exactly 0 in fp32 and fits fp16 (NPUs), unlike -inf or finfo.min, which break int8 calibrators.

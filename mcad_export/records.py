@@ -135,6 +135,7 @@ class ArtifactRecord(Record):
     target: str = ABSENT
     soc: dict = ABSENT
     files: dict = ABSENT
+    host_gather: dict = ABSENT  # a text graph that starts at the embeddings (compile/host_gather.py)
     ops: dict = ABSENT
     calibration: str = ABSENT
     verify_samples: int = ABSENT

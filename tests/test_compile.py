@@ -51,8 +51,9 @@ def test_bad_targets_fail_before_any_work(scratch_export, spec, message):
     assert (scratch_export / MANIFEST).read_text() == before and not (scratch_export / "compiled").exists()
 
 
-def independent_simulator_run(model_path, soc, inputs):
-    """The checker's own QNN EP session (not the project's helper): HTP backend, no CPU fallback."""
+def independent_simulator_run(model_path, soc, inputs, table=None):
+    """The checker's own QNN EP session (not the project's helper): HTP backend, no CPU fallback. `table`: the
+    (int8 rows, scales) a text graph that starts at the embeddings is fed from, looked up here with numpy."""
     import onnxruntime as ort
     import onnxruntime_qnn
 
@@ -65,8 +66,14 @@ def independent_simulator_run(model_path, soc, inputs):
     )
     options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     session = ort.InferenceSession(str(model_path), options)
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: x[None]})[0] for x in inputs])
+    names = [i.name for i in session.get_inputs()]
+    if table is None:
+        return np.concatenate([session.run(None, {names[0]: x[None]})[0] for x in inputs])
+    rows, scales = table
+    feeds = [
+        {"token_embeds": (rows[x].astype(np.float32) * scales[x][:, None])[None], "input_ids": x[None]} for x in inputs
+    ]
+    return np.concatenate([session.run(None, {n: feed[n] for n in names})[0] for feed in feeds])
 
 
 def test_qnn_compile_runs_on_the_htp_simulator_and_passes_the_gate(scratch_export):
@@ -81,20 +88,40 @@ def test_qnn_compile_runs_on_the_htp_simulator_and_passes_the_gate(scratch_expor
         ("text", 16),
         ("text", 32),
     ]
+    folder = scratch_export / "compiled" / "qnn-SM8650"
+    table_rows, scales = np.load(folder / "token_table.int8.npy"), np.load(folder / "token_table.scales.npy")
+    token_weights = onnx.numpy_helper.to_array(
+        next(
+            i
+            for i in onnx.load(str(scratch_export / "text_encoder.onnx")).graph.initializer
+            if list(i.dims[:1]) == [49408]
+        )
+    )
+    # The host token table holds the student's own rows, int8 with one scale per row (1/254 of each row's range).
+    assert table_rows.dtype == np.int8 and table_rows.shape == token_weights.shape and scales.shape == (49408,)
+    assert np.abs(table_rows * scales[:, None] - token_weights).max() <= scales.max() / 2 + 1e-7
     for a in compiled:
         assert a["runtime"] == "qnn-htp" and a["precision"] == "w8a16" and a["soc"]["soc_model"] == 57
+        if a["encoder"] == "text":
+            # The text graphs start at the embeddings: no 49,408-row table inside the HTP binary.
+            host = a["host_gather"]
+            assert [i["name"] for i in a["inputs"]] == ["token_embeds", "input_ids"] and host["reads_input_ids"]
+            assert a["inputs"][0]["shape"] == [1, a["inputs"][1]["shape"][1], 96] and host["rows"] == 49408
+            assert host["parity"]["fp32_rows_min_cosine"] >= 0.99999 and host["parity"]["int8_rows_min_cosine"] > 0.9999
+            assert a["size_bytes"] < 2_000_000 and host["bytes"] == table_rows.nbytes + scales.nbytes
         # The default weights passed the tuning split, so no other weight step was tried.
         assert [(s["weights"], s["passed"]) for s in a["tuning"]["steps"]] == [("uint8 per tensor", True)]
         assert a["ops"]["cpu"] == 0 and a["ops"]["htp"] == a["ops"]["compute"] > 50 and a["ops"]["contexts"] == 1
         tokens = (a.get("length_bucket") or {}).get("tokens")
         if tokens:
-            assert a["inputs"][0]["shape"] == [1, tokens] and a["source"] == f"buckets/text_encoder.len{tokens}.onnx"
+            assert a["inputs"][1]["shape"] == [1, tokens] and a["source"] == f"buckets/text_encoder.len{tokens}.onnx"
         graph = onnx.load(str(scratch_export / a["path"])).graph
         assert [n.op_type for n in graph.node] == ["EPContext"]  # the whole encoder is one HTP binary
         assert (scratch_export / a["path"]).stat().st_size == a["size_bytes"] > 100_000
     # The folder holds what the records list (context model and its QDQ source), no intermediate copies.
+    # (the host token table once, shared by the full graph and its buckets)
     assert sorted(p.name for p in (scratch_export / "compiled" / "qnn-SM8650").iterdir()) == sorted(
-        Path(f["path"]).name for a in compiled for f in a["files"].values()
+        {Path(f["path"]).name for a in compiled for f in a["files"].values()}
     )
     records = {r["artifact"]: r for r in json.loads((scratch_export / FIDELITY_REPORT).read_text())}
     reference = np.load(scratch_export / "reference" / "eval_embeddings.npz")
@@ -111,7 +138,8 @@ def test_qnn_compile_runs_on_the_htp_simulator_and_passes_the_gate(scratch_expor
         if tokens:
             rows = rows[inputs.argmax(1) < tokens]
             inputs = inputs[rows][:, :tokens]
-        embeds = independent_simulator_run(scratch_export / a["path"], a["soc"], inputs[:SIM_SAMPLES])
+        table = (table_rows, scales) if a["encoder"] == "text" else None
+        embeds = independent_simulator_run(scratch_export / a["path"], a["soc"], inputs[:SIM_SAMPLES], table)
         embeds /= np.linalg.norm(embeds, axis=1, keepdims=True)
         cosine = (embeds * reference[f"{a['encoder']}_embeds"][rows[:SIM_SAMPLES]]).sum(1)
         assert cosine.mean() >= 0.999 and cosine.mean() == pytest.approx(record["cosine_mean"], abs=1e-4)
@@ -121,6 +149,7 @@ def test_qnn_compile_runs_on_the_htp_simulator_and_passes_the_gate(scratch_expor
     assert run_cli("report", scratch_export).returncode == 0
     markdown = (scratch_export / "reports" / "report.md").read_text()
     assert "## SoC targets" in markdown and "qnn:SM8650 (Snapdragon 8 Gen 3)" in markdown and "qnn-htp-sim" in markdown
+    assert "text_encoder.qnn_ctx.onnx starts at the embeddings: its 49,408 x 96 token table is looked up" in markdown
     # The Android bundle for this target carries the buckets; the app picks one per query (LengthBuckets).
     app = scratch_export.parent / "app"
     shutil.copytree(
@@ -139,6 +168,17 @@ def test_qnn_compile_runs_on_the_htp_simulator_and_passes_the_gate(scratch_expor
         assert (app / "app/src/main/assets/mcad" / b["file"]).read_bytes() == (
             scratch_export / b["source"]
         ).read_bytes()
+    # ... and the host token table the app looks rows up in (ai.mcad.core.HostTokenTable), counted per query.
+    host = text["host_gather"]
+    assert (host["rows_file"], host["scales_file"], host["input"]) == (
+        "models/token_table.int8.npy",
+        "models/token_table.scales.npy",
+        "token_embeds",
+    )
+    assert (app / "app/src/main/assets/mcad" / host["rows_file"]).read_bytes() == (
+        folder / "token_table.int8.npy"
+    ).read_bytes()
+    assert host["resident_bytes_per_query"] == 77 * (96 + 4) and doc["budget"]["host_token_table_mapped_mb"] > 4.5
 
 
 def test_qnn_compile_reports_ops_left_for_the_cpu(tmp_path):

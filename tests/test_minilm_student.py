@@ -127,4 +127,12 @@ def test_htp_weight_steps_on_the_real_tower(minilm_export, tmp_path):
     assert record["precision"] == "w16a16" and record["files"]["qdq_model"] == "text_encoder.w16a16.qdq.onnx"
     assert record["ops"]["cpu"] == 0 and record["ops"]["contexts"] == 1
     # Only what the record lists is left behind: no rejected step, no intermediate copies.
-    assert sorted(p.name for p in stage.iterdir()) == ["text_encoder.qnn_ctx.onnx", "text_encoder.w16a16.qdq.onnx"]
+    assert sorted(p.name for p in stage.iterdir()) == [
+        "text_encoder.qnn_ctx.onnx",
+        "text_encoder.w16a16.qdq.onnx",
+        "token_table.int8.npy",
+        "token_table.scales.npy",
+    ]
+    # The 30,522-row WordPiece table is looked up on the host; the graph starts at the embeddings.
+    assert record["host_gather"]["rows"] == 30522 and record["inputs"][0]["name"] == "token_embeds"
+    assert record["host_gather"]["parity"]["fp32_rows_min_cosine"] >= 0.99999

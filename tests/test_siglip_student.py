@@ -252,9 +252,12 @@ def test_the_fixed_grid_patchifies_as_siglip2s_image_processor():
 
 
 def test_every_stage_runs_on_a_siglip2_student_and_the_app_reads_its_tokenizer(tmp_path, gemma_spm):
-    """`run` end to end on a tiny Siglip2Model folder: export, quantize (every default recipe, the gate), index,
-    bench, report, bundle into the Android demo; then the Java core tokenizes the run's golden vectors."""
+    """`run` end to end on a tiny Siglip2Model folder: export, quantize (every default recipe, the gate), compile for
+    qnn:SM8650 with the token table on the host (checked on the HTP simulator), index, bench, report, bundle into the
+    Android demo for that target; then the Java core tokenizes the run's golden vectors."""
     from PIL import Image
+
+    from mcad_export.manifest import read_manifest
 
     from .conftest import REPO, run_cli
     from .test_android import CORE, run_core_tests
@@ -269,6 +272,7 @@ def test_every_stage_runs_on_a_siglip2_student_and_the_app_reads_its_tokenizer(t
     shutil.copytree(REPO / "android_demo", app, ignore=shutil.ignore_patterns("assets"))
     out = tmp_path / "out"
     flags = ["--quick", "--no-tflite", "--no-baseline", "--gallery-size", "2000", "--sweep-sizes", "0"]
+    flags += ["--target", "qnn:SM8650", "--sim-samples", "8"]
     proc = run_cli("run", "--student", f"hf:{folder}", "--out", out, "--images", images, "--app", app, *flags)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     fidelity = json.loads((out / "reports" / "fidelity.json").read_text())
@@ -276,8 +280,23 @@ def test_every_stage_runs_on_a_siglip2_student_and_the_app_reads_its_tokenizer(t
     assert {"text_encoder.dynamic.onnx", "text_encoder.w8a8.onnx", "image_encoder.dynamic.onnx"} <= set(gated)
     bench = json.loads((out / "reports" / "bench.json").read_text())
     assert bench["query_latency_ms"]["p50"] > 0 and gated[bench["artifacts"]["text"]["path"]] is True
+    # SigLIP attends to its pads and pools the last position: no cut after EOS; what a cut would cost is recorded.
+    manifest = read_manifest(out)
+    short = manifest["text"]["short_query"]
+    assert not short["shipped"] and not short["cut_after_eot"] and short["cut_parity"]["cosine_min"] < 0.99
+    assert manifest["text"]["pooling"].startswith("last position") and "min cosine" in short["why"]
+    # The NPU text graph starts at the embeddings: SigLIP pools the last position, so it takes no ids at all.
+    compiled = next(a for a in manifest["artifacts"] if a.get("target") and a["encoder"] == "text")
+    pieces = tiny_text_config(gemma_spm)["vocab_size"]
+    assert [i["name"] for i in compiled["inputs"]] == ["token_embeds"] and compiled["host_gather"]["rows"] == pieces
+    assert compiled["host_gather"]["parity"]["fp32_rows_min_cosine"] >= 0.99999
+    simulated = next(r for r in fidelity if r["artifact"] == compiled["path"])
+    assert simulated["runtime"] == "qnn-htp-sim" and simulated["passed"] and simulated["cosine_mean"] > 0.999
     bundle = json.loads((app / "app" / "src" / "main" / "assets" / "mcad" / "bundle.json").read_text())
-    assert bundle["text"]["tokenizer"] == "sentencepiece"
+    assert bundle["text"]["tokenizer"] == "sentencepiece" and bundle["target"] == "qnn:SM8650"
+    host = bundle["encoders"]["text"]["host_gather"]
+    assert (host["rows"], host["input"]) == (pieces, "token_embeds")
+    assert (app / "app" / "src" / "main" / "assets" / "mcad" / host["rows_file"]).stat().st_size > pieces * 64
     golden = tmp_path / "golden" / "siglip2"
     assert run_cli("golden", out, "--out", golden).returncode == 0
     cases = len(json.loads((golden / "tokens.json").read_text())["cases"])

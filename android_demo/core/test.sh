@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compiles the Android core (Java 8 language level, no android.* imports) and its JUnit 5 tests with
 # javac, runs them with the JUnit console launcher against the golden vectors, and prints a final
-# "N passed, N failed" line. MCAD_GOLDEN_DIR / MCAD_GOLDEN_WORDPIECE_DIR / MCAD_GOLDEN_SENTENCEPIECE_DIR point at other vectors (e.g. freshly
+# "N passed, N failed" line. MCAD_GOLDEN_DIR / MCAD_GOLDEN_WORDPIECE_DIR / MCAD_GOLDEN_SENTENCEPIECE_DIR /
+# MCAD_GOLDEN_HOST_TABLE_DIR point at other vectors (e.g. freshly
 # regenerated ones); MCAD_CORE_CLASSES runs the tests against already compiled core classes (the APK's).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -9,6 +10,7 @@ JUNIT=${JUNIT_JAR:-/usr/share/java/junit-platform-console-standalone.jar}
 GOLDEN=${MCAD_GOLDEN_DIR:-src/test/resources/golden}
 GOLDEN_WORDPIECE=${MCAD_GOLDEN_WORDPIECE_DIR:-src/test/resources/golden_wordpiece}
 GOLDEN_SENTENCEPIECE=${MCAD_GOLDEN_SENTENCEPIECE_DIR:-src/test/resources/golden_sentencepiece}
+GOLDEN_HOST_TABLE=${MCAD_GOLDEN_HOST_TABLE_DIR:-src/test/resources/golden_host_table}
 if ! command -v javac >/dev/null || [ ! -f "$JUNIT" ]; then
   echo "needs javac and JUnit 5's console launcher: apt-get install -y --no-install-recommends default-jdk-headless junit5" >&2
   echo "0 passed, 1 failed"
@@ -23,7 +25,7 @@ javac -nowarn --release 8 -Xlint:-options -cp "$build/main:$JUNIT" -d "$build/te
 main="$build/main"
 [ -n "${MCAD_CORE_CLASSES:-}" ] && main="$MCAD_CORE_CLASSES"
 status=0
-java -Dmcad.golden="$GOLDEN" -Dmcad.golden.wordpiece="$GOLDEN_WORDPIECE" -Dmcad.golden.sentencepiece="$GOLDEN_SENTENCEPIECE" -jar "$JUNIT" --class-path "$main:$build/test" --select-package ai.mcad.core \
+java -Dmcad.golden="$GOLDEN" -Dmcad.golden.wordpiece="$GOLDEN_WORDPIECE" -Dmcad.golden.sentencepiece="$GOLDEN_SENTENCEPIECE" -Dmcad.golden.hosttable="$GOLDEN_HOST_TABLE" -jar "$JUNIT" --class-path "$main:$build/test" --select-package ai.mcad.core \
   --disable-banner --details=tree > "$build/out.txt" 2>&1 || status=$?
 cat "$build/out.txt"
 passed=$(sed -n 's/.*\[ *\([0-9]*\) tests successful *\].*/\1/p' "$build/out.txt" | tail -1)

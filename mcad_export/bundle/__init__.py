@@ -181,7 +181,14 @@ def bundle(
         if encoder == "text":
             # Static NPU graphs: the app runs a query on the shortest bucket holding it up to EOT, else on `file`.
             encoders[encoder]["length_buckets"] = []
+            if artifact.get("host_gather"):
+                encoders[encoder]["host_gather"] = _host_table(root, artifact, files)
             for bucket in length_buckets(manifest, root, artifact):
+                if (bucket.get("files") or {}).get("token_table") != (artifact.get("files") or {}).get("token_table"):
+                    raise InputError(
+                        f"{bucket['path']} does not share {artifact['path']}'s host token table; recompile "
+                        f"{root} for {artifact['target']}"
+                    )
                 bucket_gate = require(root, bucket, allow_ungated=allow_ungated)
                 tokens = bucket["length_bucket"]["tokens"]
                 bucket_name = safe_name(f"models/text_encoder.len{tokens}{_suffix(artifact['path'])}")
@@ -200,17 +207,24 @@ def bundle(
 
     sizes = {name: (len(v) if isinstance(v, bytes) else v.stat().st_size) for name, v in files.items()}
     model_files = [f for e in encoders.values() for f in [e["file"], *(b["file"] for b in e.get("length_buckets", []))]]
+    host = encoders["text"].get("host_gather")
+    # A host token table is memory-mapped: what a query makes resident is its rows (at most the context's), not
+    # the file; the file's size is listed beside the estimate.
+    table_resident = host["resident_bytes_per_query"] if host else 0
     resident = (
         sum(sizes[f] for f in model_files)
         + sizes[f"index/{INDEX_EMBEDDINGS}"]
         + sum(s for n, s in sizes.items() if n.startswith("tokenizer/"))
+        + table_resident
     ) / 2**20
     budget = {
         "resident_estimate_mb": round(resident, 2),
         "budget_mb": budget_mb,
         "passed": resident <= budget_mb,
-        "counted": "encoder files (length buckets included) + index embeddings + tokenizer (loaded at start); "
-        "runtime libraries excluded",
+        "counted": "encoder files (length buckets included) + index embeddings + tokenizer (loaded at start)"
+        + (" + the host token table's rows one query reads (the table is memory-mapped)" if host else "")
+        + "; runtime libraries excluded",
+        **({"host_token_table_mapped_mb": round(host["bytes"] / 2**20, 2)} if host else {}),
     }
     if not budget["passed"] and not allow_over_budget:
         raise BudgetMissError(
@@ -269,6 +283,26 @@ def bundle(
         written += 1
     say(f"bundle: {len(records)} files in {assets} ({written} written, {len(records) + 1 - written} unchanged)")
     return {**document, "assets": str(assets), "written": written}
+
+
+def _host_table(root: Path, artifact: dict, files: dict) -> dict:
+    """The text graph starts at the embeddings (compile/host_gather.py): its int8 rows and per-row scales go beside
+    it, and bundle.json tells the app to feed `token_embeds` from them (ai.mcad.core.HostTokenTable)."""
+    host, names = artifact["host_gather"], {}
+    for key in ("token_table", "token_scales"):
+        record = artifact["files"][key]
+        names[key] = safe_name(f"models/{Path(record['path']).name}")
+        files[names[key]] = _checked(root, record)
+    context = artifact["inputs"][0]["shape"][1]
+    return {
+        "input": host["input"],
+        "rows": host["rows"],
+        "width": host["width"],
+        "rows_file": names["token_table"],
+        "scales_file": names["token_scales"],
+        "bytes": host["bytes"],
+        "resident_bytes_per_query": int(context * (host["width"] + 4)),
+    }
 
 
 def _suffix(path: str) -> str:

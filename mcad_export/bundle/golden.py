@@ -217,6 +217,37 @@ def write_sentencepiece_golden(tokenizer, out, *, random_cases: int = 300) -> di
     return {"tokens": len(cases), "divergent": len(divergent)}
 
 
+def write_host_table_golden(out, *, vocab: int = 300, width: int = 8, cases: int = 30, seed: int = 0) -> int:
+    """token_table.int8.npy + token_table.scales.npy (as compile writes a host token table) and cases.json: seeded
+    id sequences with the float32 rows runtime.token_table gathers for them. Returns the case count."""
+    from ..contract import HOST_TOKEN_ROWS, HOST_TOKEN_SCALES
+    from ..quantize.weight_prep import int8_rows
+    from ..runtime.token_table import HostTokenTable
+
+    rng = np.random.default_rng(seed)
+    values = rng.normal(0, 0.05, (vocab, width)).astype(np.float32)
+    values[7] = 0.0  # an all-zero row: its scale is 1, not 0/127
+    rows, scales = int8_rows(values)
+    out = Path(out)
+    with replaced_directory(out, root=out.parent) as stage:
+        np.save(stage / HOST_TOKEN_ROWS, rows)
+        np.save(stage / HOST_TOKEN_SCALES, scales)
+        table = HostTokenTable(stage / HOST_TOKEN_ROWS, stage / HOST_TOKEN_SCALES)
+        sequences = [[0], [vocab - 1, 7, 7]] + [
+            rng.integers(0, vocab, int(rng.integers(1, 24))).tolist() for _ in range(cases - 2)
+        ]
+        document = {
+            "vocab": vocab,
+            "width": width,
+            # each float32 value written exactly (as the double it widens to)
+            "cases": [
+                {"ids": ids, "rows": [float(v) for v in table.gather(np.array(ids)).ravel()]} for ids in sequences
+            ],
+        }
+        (stage / "cases.json").write_text(json.dumps(document) + "\n")
+    return len(sequences)
+
+
 def _exif_cases(pre: Path, image, spec: dict) -> list[dict]:
     """JPEGs stored sideways with an EXIF orientation tag (2..8), as phones write them. The Java core gets the
     JPEG (to read the tag) and its stored pixels as PNG (JPEG decoders differ; the turn must not), and must

@@ -26,6 +26,8 @@ from .registry import Target, register_backend, static_sources
 
 QNN_RUNTIME = "qnn-htp"
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+# Held-out captions the cut at the token lookup is proved on (host_gather.prove_cut), each a batch-1 fp32 run.
+PROVE_CUT_SAMPLES = 64
 
 
 def qnn_provider_options(soc: dict) -> dict:
@@ -67,18 +69,27 @@ def static_batch_one(src: Path, dst: Path) -> None:
 
 
 @contextlib.contextmanager
-def htp_graph(src: Path, work: Path):
-    """A static batch-1 copy of `src` with onnxruntime's QNN fusions, which every weight step quantizes; it lives in
-    a scratch folder inside `work` only while it is used (each copy is the fp32 model's size)."""
+def htp_graph(src: Path, work: Path, table_dir: Path | None = None, prove_ids: np.ndarray | None = None):
+    """A static batch-1 copy of `src` with onnxruntime's QNN fusions, which every weight step quantizes, and the
+    host token table's record (None for a graph without a token lookup); with `table_dir` the graph starts at the
+    embeddings (host_gather.py), proved on `prove_ids`. It lives in a scratch folder inside `work` only while it is
+    used (each copy is the fp32 model's size)."""
     from onnxruntime.quantization.execution_providers.qnn import qnn_preprocess_model
 
+    from .host_gather import cut_token_gather, prove_cut
+
     with tempfile.TemporaryDirectory(dir=work, prefix=".htp-") as scratch:
-        static, fused = Path(scratch) / "static.onnx", Path(scratch) / "fused.onnx"
+        static, fused, cut = (Path(scratch) / f"{n}.onnx" for n in ("static", "fused", "cut"))
         static_batch_one(src, static)
-        yield fused if qnn_preprocess_model(static, fused, fuse_layernorm=True) else static  # else nothing to fuse
+        host = cut_token_gather(static, cut, table_dir) if table_dir is not None else None
+        if host is not None:
+            host["parity"] = prove_cut(static, cut, table_dir, prove_ids)
+            static = cut
+        graph = fused if qnn_preprocess_model(static, fused, fuse_layernorm=True) else static  # else nothing to fuse
+        yield graph, host
 
 
-def quantize_for_htp(graph: Path, dst: Path, names: list[str], calib: np.ndarray, weights: str) -> None:
+def quantize_for_htp(graph: Path, dst: Path, names: list[str], calib: np.ndarray, weights: str, table=None) -> None:
     from onnxruntime.quantization import QuantType, quantize
     from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
 
@@ -89,7 +100,7 @@ def quantize_for_htp(graph: Path, dst: Path, names: list[str], calib: np.ndarray
     with quiet_root_logger():  # the quantizer logs generic pre-processing advice at WARNING on every call
         config = get_qnn_qdq_config(
             str(graph),
-            ArrayReader(names, calib),
+            ArrayReader(names, calib, table=table),
             activation_type=QuantType.QUInt16,
             weight_type=QuantType.QUInt8,  # what no override names: the token table, LayerNorm scales
             init_overrides=linear_weight_overrides(graph, weights),
@@ -127,10 +138,14 @@ def simulate_in_process(params: dict, arrays: dict) -> dict:
     """Child-process side: run a compiled model on the x86 HTP simulator, one sample at a time (batch 1)."""
     session = qnn_session(params["model"], params["soc"], allow_cpu_fallback=params.get("allow_cpu_fallback", False))
     from ..runtime.encoders import text_feed
+    from ..runtime.token_table import HostTokenTable
 
+    table = HostTokenTable(params["token_table"], params["token_scales"]) if params.get("token_table") else None
     names = [i.name for i in session.get_inputs()]
     x = arrays["x"]
-    return {"embeds": np.concatenate([session.run(None, text_feed(names, x[i : i + 1]))[0] for i in range(len(x))])}
+    return {
+        "embeds": np.concatenate([session.run(None, text_feed(names, x[i : i + 1], table))[0] for i in range(len(x))])
+    }
 
 
 @register_backend(
@@ -190,20 +205,34 @@ def compile_qnn(root: Path, manifest: dict, target: Target, stage: Path, options
 def _compile_one(
     src: Path, fp32: dict, stem: str, data: tuple, gate, target: Target, stage: Path, options: dict, say, **provenance
 ) -> dict:
+    import onnx
+
+    from ..contract import HOST_TOKEN_ROWS, HOST_TOKEN_SCALES
     from ..runtime.encoders import onnx_embed
+    from ..runtime.token_table import HostTokenTable
     from .htp_recipe import WEIGHT_STEPS, tuning_step, weights_description
 
     calib, tune_x, reference, population = data
-    encoder, names = fp32["encoder"], [i["name"] for i in fp32["inputs"]]
+    encoder = fp32["encoder"]
     context = stage / f"{stem}.qnn_ctx.onnx"
     steps = []
-    with htp_graph(src, stage) as graph:
+    text = encoder == "text"
+    with htp_graph(src, stage, stage if text else None, tune_x[:PROVE_CUT_SAMPLES] if text else None) as (graph, host):
+        if host is not None:
+            say(
+                f"{target.id}: {stem} starts at the embeddings; its {host['rows']:,}-row token table is looked up "
+                f"on the host (int8 rows, min cosine vs the whole graph {host['parity']['int8_rows_min_cosine']})"
+            )
+        table = HostTokenTable(stage / HOST_TOKEN_ROWS, stage / HOST_TOKEN_SCALES) if host else None
+        inputs = _input_records(onnx.load(str(graph), load_external_data=False))
+        names = [i["name"] for i in inputs]
         for weights, precision in WEIGHT_STEPS:
             qdq = stage / f"{stem}.{precision}.qdq.onnx"
             say(f"{target.id}: quantizing {stem} for HTP ({precision}, weights {weights})")
-            quantize_for_htp(graph, qdq, names, calib, weights)
+            quantize_for_htp(graph, qdq, names, calib, weights, table)
             # The CPU execution provider on the QDQ model computes what the simulator does (htp_recipe.py).
-            steps.append(tuning_step(encoder, weights, onnx_embed(qdq, tune_x), reference, gate, population))
+            embeds = onnx_embed(qdq, tune_x, table=table)
+            steps.append(tuning_step(encoder, weights, embeds, reference, gate, population))
             if steps[-1]["passed"] or (weights, precision) == WEIGHT_STEPS[-1]:
                 break
             misses = "; ".join(steps[-1]["misses"])
@@ -233,9 +262,10 @@ def _compile_one(
         "precision": precision,
         "target": target.id,
         "soc": target.soc,
-        "inputs": [{**i, "shape": [1, *i["shape"][1:]]} for i in fp32["inputs"]],
+        "inputs": inputs,
         "outputs": [{**fp32["outputs"][0], "shape": [1, *fp32["outputs"][0]["shape"][1:]]}],
-        "files": {"context_model": context.name, "qdq_model": qdq.name},
+        "files": {"context_model": context.name, "qdq_model": qdq.name, **(host["files"] if host else {})},
+        **({"host_gather": {k: v for k, v in host.items() if k != "files"}} if host else {}),
         **provenance,
         "ops": {
             "compute": int(out["compute_ops"][0]),
@@ -254,6 +284,21 @@ def _compile_one(
         # Each weight step tried on the tuning split (CPU execution provider on the QDQ model vs fp32 ONNX).
         "tuning": {"passed": steps[-1]["passed"], "steps": steps},
     }
+
+
+def _input_records(model) -> list[dict]:
+    """The compiled graph's inputs as artifact records (a text graph may start at `token_embeds`)."""
+    from onnx import TensorProto
+
+    dtypes = {TensorProto.FLOAT: "float32", TensorProto.INT32: "int32", TensorProto.INT64: "int64"}
+    return [
+        {
+            "name": i.name,
+            "dtype": dtypes.get(i.type.tensor_type.elem_type, str(i.type.tensor_type.elem_type)),
+            "shape": [d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim],
+        }
+        for i in model.graph.input
+    ]
 
 
 def _require_qnn() -> None:

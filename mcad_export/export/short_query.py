@@ -23,6 +23,7 @@ import torch
 
 from .. import contract
 from ..atomic import locks_folder
+from ..errors import UnsupportedStudentError
 from .text_forward import QueryText, is_exact
 
 
@@ -55,10 +56,13 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
     say("loading the student for the short-query encoder")
     student = reload_student(manifest["student"])
     make_export_safe(student.text_encoder)
-    module, bucket_module, bucket_names, exact = _forwards(student)
     ids = evaluation_inputs(root, manifest).for_encoder("text")
     lengths = real_lengths(ids).tolist()
     reference = reference_embeddings(root, manifest)["text_embeds"]
+    try:
+        module, bucket_module, bucket_names, exact = _forwards(student)
+    except UnsupportedStudentError as e:
+        _record_uncut_tower(root, manifest, student, ids, lengths, reference, e)  # raises, with the number
     # At full length the re-statement must be the exported model itself; this separates "the student is
     # bidirectional" from "these are not the weights that were exported" (or a re-statement bug).
     with torch.no_grad():
@@ -198,6 +202,50 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
         if name not in kept:
             _remove_own(root, name, sha256)
     return record
+
+
+def _record_uncut_tower(root: Path, manifest: dict, student, ids, lengths, reference, why: Exception):
+    """A tower with no re-statement here (a Hugging Face SigLIP text model): the query path feeds every position
+    to text_encoder.onnx, which is exact by construction. What cutting after EOS would cost is measured in PyTorch on
+    the held-out captions and recorded, so the skip says it with a number (SigLIP attends to its pads and pools
+    the last position). Raises UnsupportedStudentError: nothing is exported."""
+    import numpy as np
+    import torch
+
+    from ..atomic import write_text_atomic
+    from ..manifest import dump_manifest
+    from .parity import compare
+
+    if student.text_masked:
+        raise why
+    try:
+        with torch.no_grad():
+            cut = np.concatenate(
+                [
+                    student.text_encoder(torch.from_numpy(ids[i : i + 1, :n]).long()).numpy()
+                    for i, n in enumerate(lengths)
+                ]
+            )
+    except Exception:  # noqa: BLE001 - a tower that cannot take a shorter input: only the first reason matters
+        raise why from None
+    parity = {**compare(reference, cut), "mean_tokens": round(float(np.mean(lengths)), 2)}
+    if parity["passed"]:
+        raise why  # the cut would be exact, but there is no re-statement to export it with
+    manifest["text"]["short_query"] = {
+        "shipped": False,
+        "exact": False,
+        "cut_after_eot": False,
+        "cut_parity": parity,
+        "why": f"{student.text_pooling}: padding feeds the pooled position, so the one-query path is "
+        f"text_encoder.onnx fed every position (exact); cut after EOS: min cosine {parity['cosine_min']:.4f}",
+    }
+    write_text_atomic(root / contract.MANIFEST, dump_manifest(manifest), root=root)
+    raise UnsupportedStudentError(
+        f"no short-query encoder: this text tower pools the {student.text_pooling.split(' (')[0]} with its padding "
+        f"attended, so every query is fed all {ids.shape[1]} positions by text_encoder.onnx, which is exact; cut after "
+        f"EOS it would give mean cosine {parity['cosine_mean']:.4f} (min {parity['cosine_min']:.4f}) over "
+        f"{len(ids)} held-out captions"
+    )
 
 
 def _forwards(student):

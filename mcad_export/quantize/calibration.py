@@ -112,17 +112,18 @@ class ArrayReader(CalibrationDataReader):
     """onnxruntime CalibrationDataReader over one input array, one sample per call; `names` are the model's
     inputs (a masked text encoder's attention_mask is derived from the ids, as every runner does)."""
 
-    def __init__(self, names, array: np.ndarray, cut: bool = False):
+    def __init__(self, names, array: np.ndarray, cut: bool = False, table=None):
         super().__init__()
         self.names, self.array, self.pos = list(names), array, 0
         self.cut = cut  # each row cut after its EOT / [SEP] (a masked tower's short-query encoder)
+        self.table = table  # the host token table of a graph that starts at the embeddings
 
     def get_next(self):
         if self.pos >= len(self.array):
             return None
         self.pos += 1
         row = self.array[self.pos - 1 : self.pos]
-        return text_feed(self.names, row[:, : real_length(row[0])] if self.cut else row)
+        return text_feed(self.names, row[:, : real_length(row[0])] if self.cut else row, self.table)
 
     def rewind(self):
         self.pos = 0

@@ -13,7 +13,7 @@ import numpy as np
 from ..atomic import locks_folder, scratch_dir, write_text_atomic
 from ..contract import FIDELITY_REPORT, Runtime
 from ..errors import FidelityGateError, InputError
-from ..guard import reference_embeddings, verified_artifact
+from ..guard import reference_embeddings, verified, verified_artifact
 from ..isolated import run_isolated
 from ..manifest import read_manifest
 from ..records import MEASURED_ON_SIMULATOR, fidelity_json, read_fidelity
@@ -23,12 +23,12 @@ from .calibration import evaluation_inputs
 from .fidelity import DEFAULT_GATE, Gate, score
 
 
-def _onnxruntime(path, input_name, array, artifact):
+def _onnxruntime(root, path, array, artifact):
     # As the query path runs it: a short-query encoder one caption at a time, cut after its own EOT.
     return artifact_embed(path, artifact, array)
 
 
-def _litert_isolated(path, input_name, array, artifact):
+def _litert_isolated(root, path, array, artifact):
     # Quantized TFLite models have aborted the LiteRT runtime here; a crash must fail one record, not the run.
     from .tflite_recipes import tflite_embed_in_process
 
@@ -37,20 +37,26 @@ def _litert_isolated(path, input_name, array, artifact):
     )["embeds"]
 
 
-def _qnn_htp_simulator(path, input_name, array, artifact):
+def _qnn_htp_simulator(root, path, array, artifact):
     # The x86 HTP simulator computes what the phone's NPU will (same context binary); it is slow,
     # so compiled artifacts carry `verify_samples` and are checked on that many held-out samples.
     from ..compile.qnn import simulate_in_process
 
+    # A text graph that starts at the embeddings is fed rows of its host token table (compile/host_gather.py),
+    # checked against their digests as the model is.
+    files = artifact.get("files") or {}
+    table = {
+        k: str(verified(root, files[k], "host token table")) for k in ("token_table", "token_scales") if k in files
+    }
     return run_isolated(
         simulate_in_process,
-        {"model": str(path), "soc": artifact["soc"]},
+        {"model": str(path), "soc": artifact["soc"], **table},
         {"x": array},
         what=f"the QNN HTP simulator running {Path(path).name}",
     )["embeds"]
 
 
-# Runtime name in the manifest -> function(path, input name, array, artifact record) -> embeddings.
+# Runtime name in the manifest -> function(export root, verified path, array, artifact record) -> embeddings.
 RUNNERS = {
     Runtime.ONNXRUNTIME.value: _onnxruntime,
     Runtime.LITERT.value: _litert_isolated,
@@ -143,7 +149,7 @@ def _verify(out_dir, gate: Gate, progress, only) -> list[dict]:
             continue
         say(f"verifying {artifact['path']} on {runtime}")
         rows, inputs = gated_rows(artifact, evaluation.for_encoder(artifact["encoder"]))
-        embeds = runner(verified_artifact(root, artifact), artifact["inputs"][0]["name"], inputs, artifact)
+        embeds = runner(root, verified_artifact(root, artifact), inputs, artifact)
         note("runner", runtime)
         note("gated", f"{artifact['format']}:{artifact['precision']}")
         # A subset is gated against the PyTorch reference of the same rows (recall over a gallery of those images).

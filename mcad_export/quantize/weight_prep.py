@@ -78,54 +78,67 @@ def gemm_to_matmul(model: onnx.ModelProto) -> int:
     return rewritten
 
 
-def int8_token_table(model: onnx.ModelProto) -> dict | None:
-    """Stores the token embedding table int8 with a float scale per row, in place; returns its record or None.
-
-    Gather(table, ids) becomes Gather(table_q, ids) -> Cast -> Mul(Gather(scales, ids)[..., None])."""
+def token_gather(model: onnx.ModelProto) -> tuple[int, onnx.NodeProto, onnx.TensorProto] | None:
+    """(node index, Gather node, table initializer) of the token embedding lookup, or None."""
     inits = _initializers(model)
     for index, node in enumerate(model.graph.node):
         table = inits.get(node.input[0]) if node.op_type == "Gather" else None
         if (
-            table is None
-            or table.data_type != TensorProto.FLOAT
-            or len(table.dims) != 2
-            or table.dims[0] < MIN_VOCAB_ROWS
-            or _attr(node, "axis", 0) != 0
+            table is not None
+            and table.data_type == TensorProto.FLOAT
+            and len(table.dims) == 2
+            and table.dims[0] >= MIN_VOCAB_ROWS
+            and _attr(node, "axis", 0) == 0
         ):
-            continue
-        values = numpy_helper.to_array(table)
-        scales = np.abs(values).max(axis=1) / 127.0
-        scales = np.where(scales > 0, scales, 1.0).astype(np.float32)
-        q = np.clip(np.rint(values / scales[:, None]), -127, 127).astype(np.int8)
-        base, out = table.name, node.output[0]
-        model.graph.initializer.extend(
-            [
-                numpy_helper.from_array(q, f"{base}__int8"),
-                numpy_helper.from_array(scales[:, None], f"{base}__row_scale"),
-            ]
-        )
-        ids = node.input[1]
-        replacement = [
-            helper.make_node("Gather", [f"{base}__int8", ids], [f"{out}__q"], name=node.name, axis=0),
-            helper.make_node("Cast", [f"{out}__q"], [f"{out}__f"], name=f"{node.name}__cast", to=TensorProto.FLOAT),
-            helper.make_node("Gather", [f"{base}__row_scale", ids], [f"{out}__s"], name=f"{node.name}__scale", axis=0),
-            helper.make_node("Mul", [f"{out}__f", f"{out}__s"], [out], name=f"{node.name}__dequant"),
-        ]
-        model.graph.node.remove(node)
-        for offset, new in enumerate(replacement):
-            model.graph.node.insert(index + offset, new)
-        drop_unused_initializers(model)
-        error = np.abs(q.astype(np.float32) * scales[:, None] - values).max()
-        return {
-            "node": node.name,
-            "rows": int(values.shape[0]),
-            "width": int(values.shape[1]),
-            "storage": "int8, one float scale per row",
-            "bytes": int(q.nbytes + scales.nbytes),
-            "fp32_bytes": int(values.nbytes),
-            "max_abs_error": float(error),
-        }
+            return index, node, table
     return None
+
+
+def int8_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A [rows, width] float table as int8 with one float32 scale per row (each row exact to 1/254 of its range)."""
+    scales = np.abs(values).max(axis=1) / 127.0
+    scales = np.where(scales > 0, scales, 1.0).astype(np.float32)
+    return np.clip(np.rint(values / scales[:, None]), -127, 127).astype(np.int8), scales
+
+
+def int8_token_table(model: onnx.ModelProto) -> dict | None:
+    """Stores the token embedding table int8 with a float scale per row, in place; returns its record or None.
+
+    Gather(table, ids) becomes Gather(table_q, ids) -> Cast -> Mul(Gather(scales, ids)[..., None])."""
+    found = token_gather(model)
+    if found is None:
+        return None
+    index, node, table = found
+    values = numpy_helper.to_array(table)
+    q, scales = int8_rows(values)
+    base, out = table.name, node.output[0]
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(q, f"{base}__int8"),
+            numpy_helper.from_array(scales[:, None], f"{base}__row_scale"),
+        ]
+    )
+    ids = node.input[1]
+    replacement = [
+        helper.make_node("Gather", [f"{base}__int8", ids], [f"{out}__q"], name=node.name, axis=0),
+        helper.make_node("Cast", [f"{out}__q"], [f"{out}__f"], name=f"{node.name}__cast", to=TensorProto.FLOAT),
+        helper.make_node("Gather", [f"{base}__row_scale", ids], [f"{out}__s"], name=f"{node.name}__scale", axis=0),
+        helper.make_node("Mul", [f"{out}__f", f"{out}__s"], [out], name=f"{node.name}__dequant"),
+    ]
+    model.graph.node.remove(node)
+    for offset, new in enumerate(replacement):
+        model.graph.node.insert(index + offset, new)
+    drop_unused_initializers(model)
+    error = np.abs(q.astype(np.float32) * scales[:, None] - values).max()
+    return {
+        "node": node.name,
+        "rows": int(values.shape[0]),
+        "width": int(values.shape[1]),
+        "storage": "int8, one float scale per row",
+        "bytes": int(q.nbytes + scales.nbytes),
+        "fp32_bytes": int(values.nbytes),
+        "max_abs_error": float(error),
+    }
 
 
 def drop_unused_initializers(model: onnx.ModelProto) -> None:

@@ -148,9 +148,24 @@ def compiled_targets(manifest: dict, fidelity: list[dict]) -> list[dict]:
                 "device": profile.get("device"),
                 "device_inference_ms": profile.get("inference_ms"),
                 "device_peak_memory_mb": profile.get("peak_memory_mb"),
+                "host_table": host_table_line(a),
             }
         )
     return rows
+
+
+def host_table_line(artifact: dict) -> str | None:
+    """What a text graph that starts at the embeddings leaves to the host (compile/host_gather.py), in one line."""
+    host = artifact.get("host_gather")
+    if not host:
+        return None
+    context = artifact["inputs"][0]["shape"][1]
+    return (
+        f"{artifact['path']} starts at the embeddings: its {host['rows']:,} x {host['width']} token table is looked "
+        f"up on the host (int8 rows, {host['bytes'] / 2**20:.2f} MB memory-mapped, at most "
+        f"{context * (host['width'] + 4) / 1024:.1f} KB read per query; int8 rows vs the whole graph: min cosine "
+        f"{host['parity']['int8_rows_min_cosine']})"
+    )
 
 
 @locks_folder("report")

@@ -183,5 +183,7 @@ def render_markdown(data: dict) -> str:
                 for t in data["targets"]
             ],
         )
+        hosted = [f"- {t['host_table']}" for t in data["targets"] if t.get("host_table")]
+        out += hosted + [""] if hosted else []
     out += ["## Tool versions", ""] + _table(["tool", "version"], sorted(data["tools"].items()))
     return "\n".join(out)

@@ -384,6 +384,9 @@ def render_html(data: dict) -> str:
                 ],
             )
         )
+        hosted = [f"<li>{_e(t['host_table'])}</li>" for t in data["targets"] if t.get("host_table")]
+        if hosted:
+            parts.append("<ul>" + "".join(hosted) + "</ul>")
     parts.append("<h2>Artifacts</h2>")
     parts.append(
         _table(

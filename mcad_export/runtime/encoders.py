@@ -27,14 +27,25 @@ def attention_mask(ids: np.ndarray) -> np.ndarray:
     return (np.arange(ids.shape[-1]) < real_lengths(ids)[..., None]).astype(np.int32)
 
 
-def text_feed(names, x: np.ndarray) -> dict:
-    """An encoder's inputs from token ids: `input_ids`, plus `attention_mask` where the graph takes one."""
-    from ..contract import TEXT_MASK_INPUT
+def text_feed(names, x: np.ndarray, table=None) -> dict:
+    """An encoder's inputs from token ids: `input_ids`, plus `attention_mask` where the graph takes one, and the
+    host-gathered `token_embeds` (from `table`, a runtime.token_table.HostTokenTable) where the graph starts there."""
+    from ..contract import TEXT_EMBEDS_INPUT, TEXT_MASK_INPUT
 
     names = list(names)
-    if len(names) == 1:
+    if len(names) == 1 and table is None:
         return {names[0]: x}
-    return {name: attention_mask(x) if name == TEXT_MASK_INPUT else x for name in names}
+    feed = {}
+    for name in names:
+        if name == TEXT_MASK_INPUT:
+            feed[name] = attention_mask(x)
+        elif name == TEXT_EMBEDS_INPUT:
+            if table is None:
+                raise ValueError(f"this graph takes {TEXT_EMBEDS_INPUT}: pass its host token table")
+            feed[name] = table.gather(x)
+        else:
+            feed[name] = x
+    return feed
 
 
 def pick_bucket(sizes, length: int) -> int | None:
@@ -122,10 +133,16 @@ def check_io(session, artifact: dict, path) -> None:
 
 
 def onnx_embed(
-    path, array: np.ndarray, batch: int = 50, threads: int = 0, optimization: str = "all", expected: dict | None = None
+    path,
+    array: np.ndarray,
+    batch: int = 50,
+    threads: int = 0,
+    optimization: str = "all",
+    expected: dict | None = None,
+    table=None,
 ) -> np.ndarray:
-    """Embeddings in batches; the inputs are the session's own (a masked text encoder's mask derived from the ids).
-    `expected`: the artifact record the graph must match (check_io)."""
+    """Embeddings in batches; the inputs are the session's own (a masked text encoder's mask derived from the ids,
+    `token_embeds` gathered from `table`). `expected`: the artifact record the graph must match (check_io)."""
     session = onnx_session(path, threads, optimization)
     if expected is not None:
         check_io(session, expected, path)
@@ -133,7 +150,7 @@ def onnx_embed(
         batch = 1
     names = [i.name for i in session.get_inputs()]
     return np.concatenate(
-        [session.run(None, text_feed(names, array[i : i + batch]))[0] for i in range(0, len(array), batch)]
+        [session.run(None, text_feed(names, array[i : i + batch], table))[0] for i in range(0, len(array), batch)]
     ).astype(np.float32)
 
 

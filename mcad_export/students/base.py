@@ -57,6 +57,13 @@ class Student:
     @property
     def text_pooling(self) -> str:
         pooling = getattr(self.text_encoder, "pooling", None)
-        if pooling is None:
+        if pooling in (None, "argmax"):
             return "eot (argmax of token ids)"
-        return {"mean": "mean over attention_mask", "cls": "[CLS] row", "pooler": "BERT pooler over [CLS]"}[pooling]
+        return {
+            "mean": "mean over attention_mask",
+            "cls": "[CLS] row",
+            "pooler": "BERT pooler over [CLS]",
+            "last": "last position (padding attended, as SigLIP trains)",
+            "first": "first position",
+            "eos": "first eos token",
+        }[pooling]

@@ -46,7 +46,9 @@ def hf_preprocess(folder: Path, size: int) -> Preprocess:
     )
 
 
-def hf_student(folder: Path, model, encode_image, encode_text, preprocess: Preprocess, tokenizer, info: dict):
+def hf_student(
+    folder: Path, model, encode_image, encode_text, preprocess: Preprocess, tokenizer, info: dict, text_pooling=None
+):
     """The Student of a Hugging Face folder: its two towers, preprocessing and tokenizer, the embedding width read
     from one encoded caption."""
     import torch
@@ -60,7 +62,7 @@ def hf_student(folder: Path, model, encode_image, encode_text, preprocess: Prepr
         id=f"hf:{folder.resolve().name}",
         family="hf",
         image_encoder=Tower(model, encode_image),
-        text_encoder=Tower(model, encode_text),
+        text_encoder=Tower(model, encode_text, text_pooling),
         preprocess=preprocess,
         tokenizer=tokenizer,
         embed_dim=embed_dim,

@@ -91,4 +91,4 @@ def load_hf_siglip(folder: Path, raw: dict, *, weights=None, random_init: bool =
     else:
         preprocess = hf_preprocess(folder, int(config.vision_config.image_size))
         encode_image = _encode_image
-    return hf_student(folder, model, encode_image, _encode_text, preprocess, tokenizer, info)
+    return hf_student(folder, model, encode_image, _encode_text, preprocess, tokenizer, info, text_pooling="last")

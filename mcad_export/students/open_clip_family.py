@@ -260,7 +260,7 @@ def finish(model, pre_cfg: dict, student_id: str, family: str, info: dict, token
         id=student_id,
         family=family,
         image_encoder=Tower(model, _encode_image),
-        text_encoder=Tower(model, _encode_text),
+        text_encoder=Tower(model, _encode_text, getattr(getattr(model, "text", None), "pool_type", None)),
         preprocess=preprocess,
         tokenizer=tokenizer,
         embed_dim=embed_dim,

@@ -2,6 +2,7 @@ package ai.mcad.demo;
 
 import ai.mcad.core.ClipTokenizer;
 import ai.mcad.core.GalleryIndex;
+import ai.mcad.core.HostTokenTable;
 import ai.mcad.core.Json;
 import ai.mcad.core.SentencePieceTokenizer;
 import ai.mcad.core.TextTokenizer;
@@ -132,7 +133,13 @@ public final class MainActivity extends Activity {
         String runtime = (String) text.get("runtime");
         String accelerator = (String) text.get("accelerator");
         boolean dynamic = Boolean.TRUE.equals(text.get("dynamic_length"));
-        TextEncoder full = TextEncoder.open(new File(dir, (String) text.get("file")), runtime, accelerator, inputNames, dynamic);
+        // A graph compiled for the NPU starts at the embeddings: its token table is memory-mapped and read here.
+        @SuppressWarnings("unchecked")
+        Map<String, Object> host = (Map<String, Object>) text.get("host_gather");
+        HostTokenTable table = host == null ? null : HostTokenTable.open(
+            new File(dir, (String) host.get("rows_file")), new File(dir, (String) host.get("scales_file")));
+        TextEncoder full = TextEncoder.open(new File(dir, (String) text.get("file")), runtime, accelerator, inputNames,
+            dynamic, table);
         @SuppressWarnings("unchecked")
         List<Map<String, Object>> buckets = (List<Map<String, Object>>) text.get("length_buckets");
         TextEncoder encoder = full;
@@ -142,7 +149,7 @@ public final class MainActivity extends Activity {
             for (int i = 0; i < sizes.length; i++) {
                 sizes[i] = ((Number) buckets.get(i).get("tokens")).intValue();
                 graphs.add(TextEncoder.open(new File(dir, (String) buckets.get(i).get("file")), runtime, accelerator,
-                    inputNames, false));
+                    inputNames, false, table));
             }
             encoder = new BucketedTextEncoder(sizes, graphs, full);
         }

@@ -1,11 +1,13 @@
 package ai.mcad.demo;
 
+import ai.mcad.core.HostTokenTable;
 import ai.mcad.core.TextTokenizer;
 import ai.onnxruntime.OnnxTensor;
 import ai.onnxruntime.OrtEnvironment;
 import ai.onnxruntime.OrtException;
 import ai.onnxruntime.OrtSession;
 import java.io.File;
+import java.nio.FloatBuffer;
 import java.nio.IntBuffer;
 import java.util.Arrays;
 import java.util.HashMap;
@@ -18,8 +20,10 @@ final class OrtTextEncoder implements TextEncoder {
     private final OrtSession session;
     private final List<String> inputNames;
     private final boolean dynamicLength;
+    private final HostTokenTable table;
 
-    OrtTextEncoder(File model, String accelerator, List<String> inputNames, boolean dynamicLength) throws OrtException {
+    OrtTextEncoder(File model, String accelerator, List<String> inputNames, boolean dynamicLength,
+                   HostTokenTable table) throws OrtException {
         OrtSession.SessionOptions options = new OrtSession.SessionOptions();
         options.setIntraOpNumThreads(1);
         if ("QNN-HTP".equals(accelerator)) {
@@ -33,6 +37,7 @@ final class OrtTextEncoder implements TextEncoder {
         this.session = env.createSession(model.getPath(), options);
         this.inputNames = inputNames;
         this.dynamicLength = dynamicLength;
+        this.table = table;
     }
 
     @Override
@@ -44,6 +49,13 @@ final class OrtTextEncoder implements TextEncoder {
         Map<String, OnnxTensor> tensors = new HashMap<String, OnnxTensor>();
         try {
             for (String name : inputNames) {
+                if ("token_embeds".equals(name)) {
+                    // A graph compiled to start at the embeddings: the token table is looked up here, on the CPU.
+                    float[] rows = table.gather(feed);
+                    tensors.put(name, OnnxTensor.createTensor(env, FloatBuffer.wrap(rows),
+                        new long[] {1, feed.length, table.width}));
+                    continue;
+                }
                 int[] values = "attention_mask".equals(name) ? TextTokenizer.attentionMask(feed) : feed;
                 tensors.put(name, OnnxTensor.createTensor(env, IntBuffer.wrap(values), shape));
             }

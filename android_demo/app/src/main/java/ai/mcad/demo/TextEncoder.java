@@ -1,5 +1,6 @@
 package ai.mcad.demo;
 
+import ai.mcad.core.HostTokenTable;
 import java.io.File;
 import java.util.List;
 
@@ -12,16 +13,21 @@ interface TextEncoder extends AutoCloseable {
 
     /**
      * runtime/accelerator come from bundle.json (mcad-export bundle writes why it chose them); `inputNames`:
-     * input_ids, plus attention_mask for a BERT-family tower (derived from the ids). ONNX Runtime is in every
+     * input_ids, plus attention_mask for a BERT-family tower (derived from the ids), and token_embeds for a graph
+     * compiled to start at the embeddings (`table` looks its rows up on the CPU; else null). ONNX Runtime is in every
      * build. LiteRT is compiled only into the Gradle build (src/litert/java, where its library is a dependency):
      * an offline `mcad-export apk` build has no LiteRT, and says so instead of pretending.
      */
     static TextEncoder open(File model, String runtime, String accelerator, List<String> inputNames,
-                            boolean dynamicLength) throws Exception {
+                            boolean dynamicLength, HostTokenTable table) throws Exception {
         switch (runtime) {
             case "onnxruntime":
-                return new OrtTextEncoder(model, accelerator, inputNames, dynamicLength);
+                return new OrtTextEncoder(model, accelerator, inputNames, dynamicLength, table);
             case "litert":
+                if (table != null) {
+                    throw new IllegalStateException("bundle.json pairs a host token table with LiteRT; only ONNX "
+                        + "Runtime graphs (compile qnn:) start at the embeddings");
+                }
                 Class<?> litert;
                 try {
                     litert = Class.forName("ai.mcad.demo.LiteRtTextEncoder");

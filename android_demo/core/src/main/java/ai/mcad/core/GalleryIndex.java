@@ -12,8 +12,6 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
-import java.util.regex.Matcher;
-import java.util.regex.Pattern;
 
 /**
  * The contract's index/ folder: index.json, paths.txt and embeddings.f32.npy (float32 [N, D],
@@ -88,25 +86,11 @@ public final class GalleryIndex {
         return -1;
     }
 
-    /** Reads the .npy header (v1-v3), leaves the buffer positioned at the data, returns {rows, cols}. */
+    /** Reads the .npy header, leaves the buffer positioned at the data, returns {rows, cols}. */
     static int[] npyShape(ByteBuffer buf) throws IOException {
-        byte[] magic = new byte[6];
-        buf.get(magic);
-        if (magic[0] != (byte) 0x93 || !new String(magic, 1, 5, StandardCharsets.US_ASCII).equals("NUMPY")) {
-            throw new IOException("not a .npy file");
-        }
-        int major = buf.get() & 0xff;
-        buf.get();
-        int headerLen = major == 1 ? (buf.getShort() & 0xffff) : buf.getInt();
-        byte[] header = new byte[headerLen];
-        buf.get(header);
-        String h = new String(header, StandardCharsets.ISO_8859_1);
-        if (!h.contains("'descr': '<f4'") || h.contains("'fortran_order': True")) {
-            throw new IOException("embeddings must be little-endian float32 in C order, header: " + h.trim());
-        }
-        Matcher m = Pattern.compile("'shape': \\((\\d+), (\\d+)\\)").matcher(h);
-        if (!m.find()) throw new IOException("embeddings must be 2-D, header: " + h.trim());
-        return new int[] {Integer.parseInt(m.group(1)), Integer.parseInt(m.group(2))};
+        int[] shape = Npy.header(buf, "<f4", "embeddings.f32.npy");
+        if (shape.length != 2) throw new IOException("embeddings.f32.npy must be 2-D float32 [N, D]");
+        return shape;
     }
 
     public static final class Hit {

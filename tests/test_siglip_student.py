@@ -112,14 +112,23 @@ def _load(config, **kwargs):
     return load_student(f"open_clip:{config}", random_init=True, **kwargs)
 
 
-def test_missing_tokenizer_is_one_line_naming_the_files(tmp_path, spm_model):
+@pytest.mark.parametrize(
+    "tokenizer_json, says",
+    [
+        ("{}", "(a typeless model, not a SentencePiece tokenizer) alone is not enough"),
+        ('{"model": {"type": "WordPiece"}}', "(a WordPiece model, not a SentencePiece tokenizer)"),
+        ('{"model": {"type": "Unigram"}}', "(a Unigram model: its SentencePiece .model file is what this toolkit"),
+        ("{not json", "(not valid JSON) alone is not enough"),
+    ],
+)
+def test_missing_tokenizer_is_one_line_naming_the_files(tmp_path, spm_model, tokenizer_json, says):
     config = student_folder(tmp_path, spm_model, tokenizer=False)
-    (tmp_path / "tokenizer.json").write_text("{}")
+    (tmp_path / "tokenizer.json").write_text(tokenizer_json)
     with pytest.raises(InputError) as error:
         _load(config)
     message = str(error.value)
     assert "tokenizer.model" in message and "spiece.model" in message and "nothing is downloaded" in message
-    assert "tokenizer.json alone is not enough" in message and "\n" not in message
+    assert f"tokenizer.json {says}" in message and "\n" not in message
 
 
 def test_a_tokenizer_of_another_size_is_refused(tmp_path, spm_model):

@@ -41,6 +41,20 @@ def find_model_file(folders: list[Path]) -> Path | None:
     return None
 
 
+def _tokenizer_json_kind(path: Path) -> str:
+    """What a tokenizers-library tokenizer.json holds, for the error line: its model type, or why it is unreadable."""
+    if path.stat().st_size > MAX_MODEL_BYTES * 8:
+        return "too large to read"
+    try:
+        model = json.loads(path.read_text(encoding="utf-8")).get("model") or {}
+        kind = model.get("type") if isinstance(model, dict) else None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return "not valid JSON"
+    if kind in ("Unigram", "BPE"):
+        return f"a {kind} model: its SentencePiece .model file is what this toolkit reads"
+    return f"a {kind or 'typeless'} model, not a SentencePiece tokenizer"
+
+
 def load_spm_tokenizer(
     student: str,
     folders: list[Path],
@@ -57,7 +71,7 @@ def load_spm_tokenizer(
         where = " or ".join(str(f) for f in folders) or "the student's folder"
         source = f" (from {hub_name})" if hub_name else ""
         json_only = [f / "tokenizer.json" for f in folders if (f / "tokenizer.json").is_file()]
-        extra = f"; {json_only[0]} alone is not enough" if json_only else ""
+        extra = f"; {json_only[0]} ({_tokenizer_json_kind(json_only[0])}) alone is not enough" if json_only else ""
         raise InputError(
             f"{student} needs its SentencePiece tokenizer{source}, and nothing is downloaded: put "
             f"{' or '.join(MODEL_NAMES[:2])} (and its {CONFIG_NAME}) in {where}{extra}"

@@ -83,22 +83,6 @@ def goal_table(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def goal_fidelity_table(data: dict) -> str:
-    """goal_bench.py's fidelity records: every quantized text encoder of the student (verify, held-out pairs)."""
-    lines = [
-        "| text encoder | cos mean | cos min | t2i R@1 | fp32 R@1 | top-10 overlap | gate |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in data["fidelity"]:
-        if r["encoder"] != "text" or r["precision"] == "fp32":
-            continue
-        lines.append(
-            f"| `{r['artifact']}` | {r['cosine_mean']:.5f} | {r['cosine_min']:.4f} | {r['recall_at_1']:.3f} | "
-            f"{r['recall_at_1_fp32']:.3f} | {r['top10_overlap']:.3f} | {'pass' if r['passed'] else 'fail'} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
 def text_kernels_table(data: dict) -> str:
     """text_kernels.py: p50 ms of each kernel at each token count, MB read per query, cosine vs fp32."""
     tokens = [str(t) for t in data["tokens"]]
@@ -268,7 +252,7 @@ TABLES = {
     "text-kernels-vit-b-32": ("text_kernels_vit_b_32_random.json", text_kernels_table),
     "goal-vit-b-32-xeon": ("goal_vit_b_32_random.json", goal_table),
     "goal-clip-size-xeon": ("goal_clip_size_scenes.json", goal_table),
-    "clip-size-fidelity": ("goal_clip_size_scenes.json", goal_fidelity_table),
+    "clip-size-gate": ("clip_size_scenes_gate.json", lambda d: gate_table(d, "onnx")),
     "goal-mobileclip2-s0-xeon": ("goal_mobileclip2_s0_random.json", goal_table),
     "goal-mobileclip2-s0-epyc": ("goal_mobileclip2_s0_random_epyc.json", goal_table),
     "litert-kernel-vit-b-32": ("litert_text_kernel_vit_b_32_random.json", litert_kernel_table),

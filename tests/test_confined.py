@@ -23,6 +23,7 @@ NOT_PATHS = {
     "IMAGE_OUTPUT",
     "TEXT_INPUT",
     "TEXT_MASK_INPUT",
+    "TEXT_EMBEDS_INPUT",
     "TEXT_OUTPUT",
 }
 
@@ -38,6 +39,8 @@ def contract_paths() -> dict[str, str]:
             value = f"{contract.TOKENIZER_DIR}/{value}"
         elif name.startswith("INDEX_") and name not in ("INDEX_DIR", "INDEX_SHARDS_DIR"):
             value = f"{contract.INDEX_DIR}/{value}"
+        elif name.startswith("HOST_TOKEN_"):  # a compiled target's host token table
+            value = f"{contract.COMPILED_DIR}/qnn-SM8650/{value}"
         paths[name] = value
     paths["ONNX variant"] = "image_encoder.dynamic.onnx"
     paths["length bucket"] = contract.length_bucket_onnx(16)

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/train_clip_size_student.py        # once: the trained CLIP-size student
     .venv/bin/python benchmarks/goal_bench.py                     # all three students below
     .venv/bin/python benchmarks/goal_bench.py --students clip_size_scenes
+    .venv/bin/python benchmarks/goal_bench.py --students vit_b_16_siglip2_random   # SigLIP 2 B/16, 256k vocab
 
 Per student (exported, short-queried, quantized and verified once under --work, reused when present, through
 the typed API: `mcad_export.stages` with `mcad_export.options`): one bench at 1 thread without the sweep (as
@@ -25,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mcad_export import stages  # noqa: E402
 from mcad_export.errors import FidelityGateError  # noqa: E402
@@ -60,6 +62,14 @@ STUDENTS = {
         "goal": "full_context",
         "tflite": True,
     },
+    # SigLIP 2 B/16 (issue 30): bidirectional like MobileCLIP 2, every query runs all 64 positions; a 256,000-row
+    # token table (int8 rows in the encoder, only a query's rows read). Its folder (open_clip's config + a 256k
+    # Gemma-style tokenizer) is written under --work by benchmarks/siglip2_student.py.
+    "vit_b_16_siglip2_random": {
+        "student": None,
+        "quantize": QuantizeOptions(precisions=("dynamic",)),
+        "goal": "full_context",
+    },
 }
 GOALS = {"query_p50_ms": 8.0, "peak_rss_mb": 100.0, "speedup": 15.0, "floor_ratio": 1.5, "full_context_ratio": 1.3}
 
@@ -80,10 +90,19 @@ def timed(label: str, fn, *args):
     return value
 
 
+def student_options(name: str, work: Path) -> StudentOptions:
+    if name == "vit_b_16_siglip2_random":
+        from siglip2_student import build
+
+        return StudentOptions(f"open_clip:{build(work / 'siglip2-student')}", random_init=True)
+    return STUDENTS[name]["student"]
+
+
 def prepare(name: str, out: Path) -> None:
     spec = STUDENTS[name]
     if not (out / "manifest.json").is_file():
-        timed("export", stages.export, out, spec["student"], ExportOptions(tflite=spec.get("tflite", False)))
+        student = student_options(name, out.parent)
+        timed("export", stages.export, out, student, ExportOptions(tflite=spec.get("tflite", False)))
     manifest = json.loads((out / "manifest.json").read_text())
     # Causal towers: the encoder cut after EOT. Bidirectional ones: the same one-query graph fed every position
     # (no Reshape around each Linear; the last block's query, output projection and MLP on the pooled row only).

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mcad_export.errors import InputError
-from mcad_export.options import ExportOptions, StudentOptions
+from mcad_export.options import ExportOptions, ShortQueryOptions, StudentOptions
 from mcad_export.runtime import Tokenizer
 from mcad_export.runtime.spm_tokenizer import canonicalize
 
@@ -103,6 +103,12 @@ def test_siglip_student_exports_with_parity_and_its_own_tokenizer(tmp_path, spm_
     cases = texts(seed=23, count=80)
     expected = [hf(canonicalize(t), padding="max_length", max_length=16, truncation=True).input_ids for t in cases]
     np.testing.assert_array_equal(ours(cases), np.array(expected))
+    # SiglipTokenizer pads with </s>, so no caption ends before the context: a cut after EOS is never exercised,
+    # and a parity that passes on uncut captions proves nothing; the one-query encoder is fed every position
+    stages.short_query(out, ShortQueryOptions(buckets=(), required=True))
+    dyn = next(a for a in read_manifest(out)["artifacts"] if a.get("dynamic_length"))["dynamic_length"]
+    assert not dyn["cut_after_eot"] and not dyn["exact"] and dyn["parity"]["mean_tokens"] == 16, dyn
+    assert "0 of 32 captions end before the context" in dyn["why"] and "fed every position" in dyn["why"], dyn
 
 
 def _load(config, **kwargs):
@@ -194,6 +200,32 @@ def test_hf_siglip_folder_exports_with_parity(tmp_path, spm_model):
     cases = texts(seed=29, count=80)
     expected = [hf(t, padding="max_length", max_length=16, truncation=True).input_ids for t in cases]
     np.testing.assert_array_equal(ours(cases), np.array(expected))
+
+
+@pytest.mark.parametrize(
+    "evaluation, expected",
+    [
+        (None, ("varied", 128)),
+        ({"samples": "scenes", "count": 1000}, ("scenes", 1000)),
+        ({"samples": "scenes", "count": 3}, "evaluation.count must be a whole number from 8 to 10000"),
+        ({"samples": "imagenet"}, "evaluation must be an object whose samples is one of scenes, varied"),
+    ],
+)
+def test_hf_config_names_its_evaluation_data(tmp_path, spm_model, evaluation, expected):
+    """A Hugging Face folder's config.json says what its student was trained on, as an open_clip config does."""
+    from mcad_export.students import load_student
+
+    folder = hf_siglip_folder(tmp_path / "hf", spm_model)
+    if evaluation is not None:
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps(dict(config, evaluation=evaluation)))
+    if isinstance(expected, str):
+        with pytest.raises(InputError) as error:
+            load_student(f"hf:{folder}")
+        assert expected in str(error.value) and "\n" not in str(error.value)
+        return
+    student = load_student(f"hf:{folder}")
+    assert (student.sample_kind, student.eval_count) == expected
 
 
 def test_hf_siglip_folder_without_its_tokenizer_is_one_line(tmp_path, spm_model):

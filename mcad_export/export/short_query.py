@@ -26,6 +26,9 @@ from ..atomic import locks_folder
 from ..errors import UnsupportedStudentError
 from .text_forward import QueryText, is_exact
 
+# Held-out captions a bidirectional tower's cut after EOT must shorten before a passing parity counts as proof.
+MIN_CUT_SAMPLES = 16
+
 
 @locks_folder("short-query")
 def export_short_query(directory, *, buckets=None, progress=None) -> dict:
@@ -111,8 +114,12 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
             "mean_tokens": round(float(np.mean(lengths)), 2),
             "context_length": int(ids.shape[1]),
             "against": "PyTorch fp32 at full length (reference embeddings)",
+            "cut_samples": int(sum(n < ids.shape[1] for n in lengths)),
         }
-        cut = parity["passed"]
+        # A cut is proved only on captions it shortens: where none or few are (left padding, captions as long as
+        # the context) a passing parity says nothing about short queries, so a tower that is not causal by
+        # construction is fed every position.
+        cut = parity["passed"] and (exact or parity["cut_samples"] >= MIN_CUT_SAMPLES)
         if not cut and exact:
             # A causal student must survive the cut: this is a re-statement bug, and nothing ships.
             manifest["text"]["short_query"] = {"shipped": False, "exact": exact, "parity": parity}
@@ -154,6 +161,9 @@ def export_short_query(directory, *, buckets=None, progress=None) -> dict:
             if cut
             else "no causal mask: padding tokens feed the pooled token (min cosine "
             f"{cut_parity['cosine_min']:.4f} when cut after EOT), so it is fed every position"
+            if cut_parity["cut_samples"] >= MIN_CUT_SAMPLES
+            else f"no causal mask, and only {cut_parity['cut_samples']} of {len(ids)} captions end before the "
+            "context (left padding or long captions), too few to prove a cut: it is fed every position"
         )
         record = {
             **{k: fp32[k] for k in ("encoder", "format", "runtime", "precision")},

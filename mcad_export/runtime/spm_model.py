@@ -14,6 +14,7 @@ Python dict entry.
 from __future__ import annotations
 
 import struct
+from array import array
 from heapq import heappop, heappush
 
 import numpy as np
@@ -90,22 +91,26 @@ class ModelSpec:
     tokenizer's config."""
 
     def __init__(self, data: bytes):
-        self.pieces: list[str] = []
-        scores, types = [], []
+        # The pieces as one UTF-8 blob + offsets, scores and types as typed arrays: no Python object per piece,
+        # which for a 256k vocabulary were ~40 MB resident and ~90 MB at the load's peak (benchmarks/README.md).
+        blob, ends = bytearray(), array("q")
+        scores, types = array("f"), array("B")
         self.model_type, self.byte_fallback, self.treat_whitespace_as_suffix = UNIGRAM, False, False
         self.charsmap = b""
         self.add_dummy_prefix = self.remove_extra_whitespaces = self.escape_whitespaces = True
         for number, wire, value in _fields(data):
             if number == 1 and wire == 2:
-                piece, score, kind = "", 0.0, NORMAL
+                piece, score, kind = b"", 0.0, NORMAL
                 for n, w, v in _fields(value):
                     if n == 1 and w == 2:
-                        piece = v.decode("utf-8")
+                        piece = v
+                        piece.decode("utf-8")  # UnicodeDecodeError: not a SentencePiece model
                     elif n == 2 and w == 5:
                         score = _FLOAT.unpack(v)[0]
                     elif n == 3 and w == 0:
                         kind = v
-                self.pieces.append(piece)
+                blob += piece
+                ends.append(len(blob))
                 scores.append(score)
                 types.append(kind)
             elif number == 2 and wire == 2:
@@ -125,8 +130,17 @@ class ModelSpec:
                     elif n in (3, 4, 5) and w == 0:
                         name = {3: "add_dummy_prefix", 4: "remove_extra_whitespaces", 5: "escape_whitespaces"}[n]
                         setattr(self, name, bool(v))
-        self.scores = np.array(scores, dtype=np.float32)
-        self.types = np.array(types, dtype=np.uint8)
+        self.scores = np.frombuffer(scores, dtype=np.float32).copy()
+        self.types = np.frombuffer(types, dtype=np.uint8).copy()
+        self.blob = bytes(blob)
+        self.offsets = np.zeros(len(ends) + 1, dtype=np.int64)
+        self.offsets[1:] = np.frombuffer(ends, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def piece(self, i: int) -> str:
+        return self.blob[self.offsets[i] : self.offsets[i + 1]].decode("utf-8")
 
 
 # --------------------------------------------------------------------------------------------------------- normalizer
@@ -263,17 +277,35 @@ class Normalizer:
 class PieceTable:
     """piece -> id for the pieces the encoders match (normal, user-defined, unused), in ~13 bytes a piece."""
 
-    def __init__(self, pieces: list[str], ids: list[int]):
-        encoded = [p.encode("utf-8") for p in pieces]
-        self.blob = b"".join(encoded)
-        self.offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-        np.cumsum([len(b) for b in encoded], out=self.offsets[1:])
-        hashes = np.array([hash(p) for p in pieces], dtype=np.int64)
+    def __init__(self, spec: ModelSpec, ids: np.ndarray):
+        starts, ends = array("q"), array("q")  # not lists: 256k Python ints each
+        starts.frombytes(spec.offsets[ids].astype(np.int64).tobytes())
+        ends.frombytes(spec.offsets[ids + 1].astype(np.int64).tobytes())
+        blob = bytearray()
+        for a, b in zip(starts, ends):
+            blob += spec.blob[a:b]
+        self.blob = bytes(blob)
+        self.offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.cumsum(np.asarray(ends, dtype=np.int64) - np.asarray(starts, dtype=np.int64), out=self.offsets[1:])
+        # one str at a time, for its hash (lookups hash the query's substrings as str) and its length in chars
+        lengths = np.zeros(len(ids), dtype=np.int64)
+        hashes = np.zeros(len(ids), dtype=np.int64)
+        for row, (a, b) in enumerate(zip(starts, ends)):
+            piece = spec.blob[a:b].decode("utf-8")
+            hashes[row], lengths[row] = hash(piece), len(piece)
         order = np.argsort(hashes, kind="stable")
         self.hashes = hashes[order]
         self.rows = order.astype(np.int32)  # row in blob order
-        self.ids = np.array(ids, dtype=np.int32)
-        self.max_chars = max((len(p) for p in pieces), default=0)
+        self.ids = np.asarray(ids, dtype=np.int32)
+        self.max_chars = int(lengths.max()) if len(ids) else 0
+
+    def has_repeats(self) -> bool:
+        """Whether two rows hold the same piece (equal hashes, then equal bytes)."""
+        same = np.flatnonzero(self.hashes[1:] == self.hashes[:-1])
+        return any(self._bytes(int(self.rows[i])) == self._bytes(int(self.rows[i + 1])) for i in same.tolist())
+
+    def _bytes(self, row: int) -> bytes:
+        return self.blob[self.offsets[row] : self.offsets[row + 1]]
 
     def get(self, piece: str) -> int:
         """The piece's id, or -1."""
@@ -290,6 +322,10 @@ class PieceTable:
                 return int(self.ids[row])
             i += 1
         return -1
+
+    def get_any(self, pieces) -> bool:
+        """Whether any of `pieces` is in the table."""
+        return any(self.get(piece) >= 0 for piece in pieces)
 
     def matches(self, text: str, longest: int) -> list[list[tuple[int, int]]]:
         """For each start in text, the (end, id) of every piece text[start:end]: all candidates hashed and looked
@@ -325,35 +361,39 @@ class SentencePieceModel:
             raise InputError(f"{where} is not a SentencePiece model ({e}); re-export the folder") from None
         self.spec = spec
         types = spec.types
-        if not spec.pieces:
+        if not len(spec):
             raise InputError(f"{where} is not a SentencePiece model (no pieces); re-export the folder")
         if spec.model_type not in (UNIGRAM, BPE):
             raise InputError(f"{where}: model type {spec.model_type} is not unigram (1) or BPE (2)")
-        if any(not p for p in spec.pieces) or len(set(spec.pieces)) != len(spec.pieces):
-            raise InputError(f"{where} has an empty or repeated piece; re-export the folder")
+        repeated = f"{where} has an empty or repeated piece; re-export the folder"
+        if (np.diff(spec.offsets) == 0).any():
+            raise InputError(repeated)
         unknown = np.flatnonzero(types == UNKNOWN)
         if len(unknown) != 1:
             raise InputError(f"{where} must define exactly one unknown piece (it has {len(unknown)})")
         self.unk_id = int(unknown[0])
         matched = np.flatnonzero(np.isin(types, (NORMAL, USER_DEFINED, UNUSED)))
-        self.table = PieceTable([spec.pieces[i] for i in matched], matched.tolist())
+        self.table = PieceTable(spec, matched)
         # control, unknown and byte pieces: looked up by name only (PieceToId's reserved map)
         reserved = np.flatnonzero(~np.isin(types, (NORMAL, USER_DEFINED, UNUSED))).tolist()
-        self.reserved = {spec.pieces[i]: i for i in reserved}
+        self.reserved = {spec.piece(i): i for i in reserved}
+        if self.table.has_repeats() or len(self.reserved) != len(reserved) or self.table.get_any(self.reserved):
+            raise InputError(repeated)
         self.byte_ids: list[int] | None = None
         if spec.byte_fallback:
             self.byte_ids = [self.reserved.get(f"<0x{b:02X}>", -1) for b in range(256)]
             if -1 in self.byte_ids:
                 raise InputError(f"{where} has byte_fallback but not all 256 <0xXX> byte pieces")
-        user = [spec.pieces[i] for i in np.flatnonzero(types == USER_DEFINED)]
+        user = [spec.piece(i) for i in np.flatnonzero(types == USER_DEFINED).tolist()]
         self.user_symbols = _UserSymbols(user)
+        self.control_pieces = frozenset(spec.piece(i) for i in np.flatnonzero(types == CONTROL).tolist())
         self.normalizer = Normalizer(spec, self.user_symbols)
         normal = spec.scores[types == NORMAL]
         self.min_score = float(normal.min()) if len(normal) else float(np.finfo(np.float32).max)
         self.max_score = max(float(normal.max()), FLT_MIN) if len(normal) else FLT_MIN
 
     def __len__(self) -> int:
-        return len(self.spec.pieces)
+        return len(self.spec)
 
     def find(self, piece: str) -> int | None:
         """The piece's id by name, any type (the library's PieceToId), or None."""

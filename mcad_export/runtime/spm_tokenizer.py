@@ -27,7 +27,7 @@ import numpy as np
 
 from ..contract import TOKENIZER_CONFIG, TOKENIZER_DIR, TOKENIZER_SPM_MODEL
 from ..errors import InputError
-from .spm_model import CONTROL, SPACE, SentencePieceModel
+from .spm_model import SPACE, SentencePieceModel
 from .text_clean import _PUNCTUATION, canonicalize
 from .tokenizer_files import MAX_CONTEXT, config_int, need
 
@@ -62,7 +62,6 @@ class SentencePieceTokenizer:
             raise InputError(f"{where}: family {family!r} / clean {clean!r} / padding_side {padding_side!r} unknown")
         self.model_bytes = model_bytes
         self.model = SentencePieceModel(model_bytes, where)
-        spec = self.model.spec
         self.family, self.clean, self.padding_side = family, clean, padding_side
         self.context_length, self.add_bos, self.add_eos = int(context_length), bool(add_bos), bool(add_eos)
         self.do_lower_case = bool(do_lower_case)
@@ -84,7 +83,7 @@ class SentencePieceTokenizer:
             specials = {self.tokens["eos"], self.tokens["unk"], self.tokens["pad"]}
             self._unk_prefix = len(self.model.encode(self.tokens["unk"]))
         else:
-            specials = {spec.pieces[i] for i in np.flatnonzero(spec.types == CONTROL)} | {self.tokens["unk"]}
+            specials = set(self.model.control_pieces) | {self.tokens["unk"]}
         # typed special tokens, split out of the text before encoding; each is in the model (checked above or
         # taken from its control pieces)
         self._special_ids = {piece: self.model.piece_to_id(piece) for piece in specials}

@@ -256,6 +256,7 @@ TABLES = {
     "siglip-onnx-gate": ("siglip_scenes_gate.json", lambda d: gate_table(d, "onnx")),
     "goal-mobileclip2-s0-xeon": ("goal_mobileclip2_s0_random.json", goal_table),
     "goal-mobileclip2-s0-epyc": ("goal_mobileclip2_s0_random_epyc.json", goal_table),
+    "goal-siglip2-b16-epyc": ("goal_vit_b_16_siglip2_random_epyc.json", goal_table),
     "litert-kernel-vit-b-32": ("litert_text_kernel_vit_b_32_random.json", litert_kernel_table),
     "litert-kernel-mobileclip2-s0": ("litert_text_kernel_mobileclip2_s0_random.json", litert_kernel_table),
     "quantization-variants-mobileclip2-s0": (

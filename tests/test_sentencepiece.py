@@ -334,3 +334,64 @@ def test_a_repeated_or_empty_piece_is_refused(models, copy_from):
     proto.pieces[normal[7]].piece = source
     with pytest.raises(InputError, match="has an empty or repeated piece"):
         SentencePieceModel(proto.SerializeToString())
+
+
+def gemma_tokenizer_json(folder, model_file):
+    """tokenizer.json as transformers writes it for a Gemma tokenizer (GemmaTokenizer, then save_pretrained)."""
+    import json
+    import shutil
+
+    from transformers import GemmaTokenizer
+
+    source = folder / "source"
+    source.mkdir(parents=True)
+    shutil.copyfile(model_file, source / "tokenizer.model")
+    (source / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GemmaTokenizer"}))
+    GemmaTokenizer.from_pretrained(str(source)).save_pretrained(str(folder / "saved"))
+    return folder / "saved" / "tokenizer.json"
+
+
+def test_a_gemma_tokenizer_json_is_rebuilt_piece_for_piece(models, tmp_path):
+    """SigLIP 2 folders may ship only tokenizer.json: the SentencePiece model rebuilt from it encodes as the
+    library does with the original .model, and as tokenizers does with the JSON, on every test text."""
+    from tokenizers import Tokenizer as FastTokenizer
+
+    from mcad_export.students.tokenizer_json import model_bytes
+
+    path = gemma_tokenizer_json(tmp_path, models["bpe_gemma_like"])
+    ours = SentencePieceModel(model_bytes(path))
+    reference = spm.SentencePieceProcessor(model_file=str(models["bpe_gemma_like"]))
+    fast = FastTokenizer.from_file(str(path))
+    assert len(ours) == reference.get_piece_size()
+    cases = texts()
+    differing = [t for t in cases if ours.encode(t) != reference.encode(t)]
+    assert not differing, f"{len(differing)} of {len(cases)} differ, e.g. {differing[0][:80]!r}"
+    # tokenizers splits added special tokens out of the text (the wrapper's job here): compare the rest
+    plain = [t for t in cases if not any(s in t for s in ("<pad>", "<eos>", "<bos>", "<unk>"))]
+    assert len(plain) > 400
+    assert all(ours.encode(t) == fast.encode(t, add_special_tokens=False).ids for t in plain)
+
+
+@pytest.mark.parametrize(
+    "edit, says",
+    [
+        (lambda j: j["model"].update(type="WordPiece"), "a WordPiece model (a BPE one is read)"),
+        (lambda j: j.update(pre_tokenizer={"type": "Metaspace"}), 'the pre-tokenizer {"type": "Metaspace"}'),
+        (lambda j: j.update(normalizer={"type": "NFKC"}), 'the normalizer {"type": "NFKC"}'),
+        (lambda j: j["model"].update(dropout=0.1), "BPE with dropout"),
+        (lambda j: j["model"].update(unk_token="<nope>"), "no unknown token"),
+    ],
+)
+def test_a_tokenizer_json_that_does_not_map_is_one_line(models, tmp_path, edit, says):
+    import json
+
+    from mcad_export.students.tokenizer_json import model_bytes
+
+    path = gemma_tokenizer_json(tmp_path, models["bpe_gemma_like"])
+    spec = json.loads(path.read_text())
+    edit(spec)
+    path.write_text(json.dumps(spec))
+    with pytest.raises(InputError) as error:
+        model_bytes(path)
+    message = str(error.value)
+    assert says in message and "put the folder's tokenizer.model" in message and "\n" not in message, message

@@ -280,6 +280,33 @@ def test_hf_siglip2_folder_exports_at_a_fixed_grid_with_parity(tmp_path, gemma_s
     np.testing.assert_array_equal(ours(cases), np.array(expected))
 
 
+def test_hf_siglip2_folder_with_only_tokenizer_json(tmp_path, gemma_spm):
+    """A Siglip2 folder whose tokenizer is only transformers' tokenizer.json: the SentencePiece model is rebuilt
+    from it (students/tokenizer_json.py), and the student tokenizes as GemmaTokenizer does from that folder."""
+    from transformers import GemmaTokenizer
+
+    from mcad_export.students import load_student
+
+    from .test_sentencepiece import gemma_tokenizer_json
+
+    folder = hf_siglip2_folder(tmp_path / "hf2", gemma_spm)
+    shutil.copyfile(gemma_tokenizer_json(tmp_path / "json", gemma_spm), folder / "tokenizer.json")
+    (folder / "tokenizer.model").unlink()
+    cases = texts(seed=37, count=120)
+    # transformers 5 follows the JSON's template (here: nothing around the text, then EOS after it) over
+    # tokenizer_config.json's add_eos_token; so does the student's tokenizer
+    for single in ([], [{"SpecialToken": {"id": "<eos>", "type_id": 0}}]):
+        spec = json.loads((folder / "tokenizer.json").read_text())
+        spec["post_processor"]["single"] = [{"Sequence": {"id": "A", "type_id": 0}}, *single]
+        spec["post_processor"]["special_tokens"] = {"<eos>": {"id": "<eos>", "ids": [1], "tokens": ["<eos>"]}}
+        (folder / "tokenizer.json").write_text(json.dumps(spec))
+        student = load_student(f"hf:{folder}")
+        hf = GemmaTokenizer.from_pretrained(str(folder))
+        expected = [hf(t, padding="max_length", max_length=16, truncation=True).input_ids for t in cases]
+        np.testing.assert_array_equal(student.tokenizer(cases), np.array(expected))
+        assert student.tokenizer.add_eos == bool(single)
+
+
 def test_the_fixed_grid_patchifies_as_siglip2s_image_processor():
     import torch
     from transformers.models.siglip2 import image_processing_siglip2 as processing

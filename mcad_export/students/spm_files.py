@@ -19,6 +19,7 @@ from ..runtime.spm_tokenizer import SentencePieceTokenizer
 MODEL_NAMES = ("spiece.model", "tokenizer.model", "sentencepiece.model")
 CONFIG_NAME = "tokenizer_config.json"
 MAX_MODEL_BYTES = 64 << 20  # Gemma's 256k model is 4.2 MB
+BPE_JSON = "a BPE model"  # read on its own (students/tokenizer_json.py) when the folder has no .model file
 # tokenizer_class -> family; the classes' own defaults (transformers 5) where the folder's config is silent
 FAMILY_OF_CLASS = {
     "SiglipTokenizer": "siglip",
@@ -50,7 +51,9 @@ def _tokenizer_json_kind(path: Path) -> str:
         kind = model.get("type") if isinstance(model, dict) else None
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         return "not valid JSON"
-    if kind in ("Unigram", "BPE"):
+    if kind == "BPE":
+        return BPE_JSON
+    if kind == "Unigram":
         return f"a {kind} model: its SentencePiece .model file is what this toolkit reads"
     return f"a {kind or 'typeless'} model, not a SentencePiece tokenizer"
 
@@ -66,17 +69,23 @@ def load_spm_tokenizer(
 ) -> SentencePieceTokenizer:
     """The student's tokenizer from the first folder holding a SentencePiece model file; one line if none does or
     if it does not fit the student's token table."""
-    path = find_model_file(folders)
+    path, data = find_model_file(folders), None
     if path is None:
         where = " or ".join(str(f) for f in folders) or "the student's folder"
         source = f" (from {hub_name})" if hub_name else ""
         json_only = [f / "tokenizer.json" for f in folders if (f / "tokenizer.json").is_file()]
-        extra = f"; {json_only[0]} ({_tokenizer_json_kind(json_only[0])}) alone is not enough" if json_only else ""
-        raise InputError(
-            f"{student} needs its SentencePiece tokenizer{source}, and nothing is downloaded: put "
-            f"{' or '.join(MODEL_NAMES[:2])} (and its {CONFIG_NAME}) in {where}{extra}"
-        )
-    if path.stat().st_size > MAX_MODEL_BYTES:
+        kind = _tokenizer_json_kind(json_only[0]) if json_only else ""
+        if kind == BPE_JSON:  # SigLIP 2's Gemma tokenizer as transformers writes it: rebuilt exactly, or one line
+            from .tokenizer_json import model_bytes
+
+            path, data = json_only[0], model_bytes(json_only[0])
+        else:
+            extra = f"; {json_only[0]} ({kind}) alone is not enough" if json_only else ""
+            raise InputError(
+                f"{student} needs its SentencePiece tokenizer{source}, and nothing is downloaded: put "
+                f"{' or '.join(MODEL_NAMES[:2])} (and its {CONFIG_NAME}) in {where}{extra}"
+            )
+    elif path.stat().st_size > MAX_MODEL_BYTES:
         raise InputError(f"{path} is {path.stat().st_size} bytes, too large for a SentencePiece model")
     config_path = path.parent / CONFIG_NAME
     config: dict = {}
@@ -87,7 +96,7 @@ def load_spm_tokenizer(
             raise InputError(f"{config_path} is not valid JSON; use the file that came with the tokenizer") from None
         if not isinstance(config, dict):
             raise InputError(f"{config_path} is not a JSON object; use the file that came with the tokenizer")
-    data = path.read_bytes()
+    data = path.read_bytes() if data is None else data
     named = config.get("tokenizer_class")
     if named is not None and named not in FAMILY_OF_CLASS:
         raise InputError(
@@ -105,6 +114,13 @@ def load_spm_tokenizer(
     for key, ours in (("add_bos_token", "add_bos"), ("add_eos_token", "add_eos"), ("padding_side", "padding_side")):
         if key in config:
             options[ours] = config[key]
+    beside = path if path.suffix == ".json" else path.parent / "tokenizer.json"
+    if family == "gemma" and beside.is_file():  # GemmaTokenizer follows the JSON's template over the config
+        from .tokenizer_json import special_tokens_around
+
+        around = special_tokens_around(beside)
+        if around is not None:
+            options["add_bos"], options["add_eos"] = around
     if not isinstance(options["add_bos"], bool) or not isinstance(options["add_eos"], bool):
         raise InputError(f"{config_path}: add_bos_token / add_eos_token must be true or false")
     if options["padding_side"] not in ("left", "right"):

@@ -318,7 +318,7 @@ class PieceTable:
         while i < len(self.hashes) and self.hashes[i] == h:
             row = int(self.rows[i])
             encoded = piece.encode("utf-8") if encoded is None else encoded
-            if self.blob[self.offsets[row] : self.offsets[row + 1]] == encoded:
+            if self._bytes(row) == encoded:
                 return int(self.ids[row])
             i += 1
         return -1

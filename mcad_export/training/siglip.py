@@ -30,7 +30,7 @@ import torch
 from ..atomic import staged_directory
 from ..data.scenes import caption_at, render_split, scene_at
 from ..metrics import recall_at
-from . import recipe
+from . import distill, recipe
 
 NAME = "mcad-scenes-siglip-v1"
 CONTEXT = 32
@@ -89,18 +89,13 @@ def train(model, tokenizer, progress=print) -> list[float]:
     images, _ = render_split("train", n, recipe.IMAGE_SIZE)
     tokens = np.stack([tokenizer([scene_at("train", i).caption(t) for t in range(3)]) for i in range(n)])
     tokens_t = torch.from_numpy(tokens.astype(np.int64))  # [n, 3 templates, CONTEXT], padded as deployed
-    decay = [p for name, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in name]
-    rest = [p for name, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in name)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}])
+    opt = distill._optimizer(model, SETTINGS["lr"])  # the project's AdamW: weight decay on matrices, not embeddings
     generator = torch.Generator().manual_seed(SETTINGS["seed"])
     order, pos, losses = torch.randperm(n, generator=generator), 0, []
     model.train()
     for step in range(steps):
-        lr = SETTINGS["lr"] * min(1.0, (step + 1) / SETTINGS["warmup"])
-        if step >= SETTINGS["warmup"]:
-            lr *= 0.5 * (1 + math.cos(math.pi * (step - SETTINGS["warmup"]) / (steps - SETTINGS["warmup"])))
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = distill._lr_at(step, steps, SETTINGS["lr"], SETTINGS["warmup"])
         if pos + batch > n:
             order, pos = torch.randperm(n, generator=generator), 0
         idx = order[pos : pos + batch]

@@ -395,3 +395,39 @@ def test_a_tokenizer_json_that_does_not_map_is_one_line(models, tmp_path, edit, 
         model_bytes(path)
     message = str(error.value)
     assert says in message and "put the folder's tokenizer.model" in message and "\n" not in message, message
+
+
+@pytest.mark.parametrize("name", ["unigram_bytes", "unigram_user_control"])
+def test_a_unigram_tokenizer_json_is_refused_because_it_does_not_encode_as_its_model(models, tmp_path, name):
+    """Why a Unigram tokenizer.json is not rebuilt as the Gemma BPE one is: the file transformers writes for a
+    Unigram model (T5Tokenizer's converter; XLM-R's writes the same shape) tokenizes differently from the .model it
+    came from (byte fallback dropped; the unknown id taken as 2), so nothing rebuilt from it could equal both the
+    library and the Hugging Face class. The folder gets one line asking for the .model instead."""
+    import json
+    import shutil
+
+    from tokenizers import Tokenizer as FastTokenizer
+    from transformers import T5Tokenizer
+
+    from mcad_export.students.spm_files import load_spm_tokenizer
+
+    source, saved, student = tmp_path / "source", tmp_path / "saved", tmp_path / "student"
+    source.mkdir()
+    shutil.copyfile(models[name], source / "spiece.model")
+    (source / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "T5Tokenizer"}))
+    T5Tokenizer.from_pretrained(str(source)).save_pretrained(str(saved))
+    spec = json.loads((saved / "tokenizer.json").read_text())
+    assert spec["model"]["type"] == "Unigram"
+    reference, fast = (
+        spm.SentencePieceProcessor(model_file=str(models[name])),
+        FastTokenizer.from_file(str(saved / "tokenizer.json")),
+    )
+    plain = [t for t in texts() if "<" not in t]
+    differing = [t for t in plain if reference.encode(t) != fast.encode(t, add_special_tokens=False).ids]
+    assert len(differing) > len(plain) // 2, f"only {len(differing)} of {len(plain)} differ"
+    student.mkdir()
+    shutil.copyfile(saved / "tokenizer.json", student / "tokenizer.json")
+    with pytest.raises(InputError) as error:
+        load_spm_tokenizer("hf:student", [student], context_length=16, vocab_size=len(reference), clean="none")
+    message = str(error.value)
+    assert "a Unigram model" in message and "spiece.model" in message and "\n" not in message, message

@@ -54,7 +54,13 @@ def _tokenizer_json_kind(path: Path) -> str:
     if kind == "BPE":
         return BPE_JSON
     if kind == "Unigram":
-        return f"a {kind} model: its SentencePiece .model file is what this toolkit reads"
+        # Not rebuilt, unlike BPE: transformers' Unigram converters (T5, XLM-R) write files that do not encode as
+        # their .model does (byte fallback dropped, the unknown id fixed at 2; measured in tests/test_sentencepiece.py),
+        # so a model rebuilt from one could not equal both the library and the Hugging Face class.
+        return (
+            f"a {kind} model, which transformers' converters write without the .model's byte fallback and unknown id; "
+            "its SentencePiece .model file is what this toolkit reads"
+        )
     return f"a {kind or 'typeless'} model, not a SentencePiece tokenizer"
 
 

@@ -123,7 +123,7 @@ def _load(config, **kwargs):
     [
         ("{}", "(a typeless model, not a SentencePiece tokenizer) alone is not enough"),
         ('{"model": {"type": "WordPiece"}}', "(a WordPiece model, not a SentencePiece tokenizer)"),
-        ('{"model": {"type": "Unigram"}}', "(a Unigram model: its SentencePiece .model file is what this toolkit"),
+        ('{"model": {"type": "Unigram"}}', "(a Unigram model, which transformers' converters write without the .model's byte fallback"),
         ("{not json", "(not valid JSON) alone is not enough"),
     ],
 )

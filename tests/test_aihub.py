@@ -6,6 +6,7 @@ import hashlib
 import json
 import time
 
+import onnx
 import pytest
 
 pytest.importorskip("qai_hub")
@@ -20,27 +21,33 @@ from .conftest import run_cli  # noqa: E402
 FAST = {"aihub_poll_s": 0.02}
 
 
-def served_tflite(export):
-    """What the stand-in "compiles" to: the export's own fp32 TFLite encoder with that input name."""
+def served_model(export):
+    """What the stand-in "compiles" to. `--target_runtime onnx`: the uploaded graph itself (AI Hub hands back an ONNX
+    model), so the host can gate it for real. TFLite: the export's own fp32 TFLite image encoder for the image graph;
+    a text graph is uploaded starting at `token_embeds`, which no exported TFLite does, so it gets the loopback's
+    tagged placeholder (those tests check the transport, not the numbers)."""
     manifest = json.loads((export / "manifest.json").read_text())
-    by_input = {
-        a["inputs"][0]["name"]: (export / a["path"]).read_bytes()
+    image = next(
+        (export / a["path"]).read_bytes()
         for a in manifest["artifacts"]
-        if a["format"] == "tflite" and a["precision"] == "fp32"
-    }
+        if a["format"] == "tflite" and a["precision"] == "fp32" and a["encoder"] == "image"
+    )
 
     def compile_output(source: bytes, runtime: str) -> bytes:
         import onnx
 
-        return by_input[onnx.load_from_string(source).graph.input[0].name]
+        if runtime == "onnx":
+            return source
+        first = onnx.load_from_string(source).graph.input[0].name
+        return image if first == "pixel_values" else b"\x00\x00\x00\x00TFL3" + source[:64]
 
-    return compile_output, by_input
+    return compile_output
 
 
 @pytest.fixture
 def hub_env(scratch_export, tmp_path, monkeypatch):
     def start(**kwargs):
-        hub = LoopbackHub(compile_output=served_tflite(scratch_export)[0], **kwargs).__enter__()
+        hub = LoopbackHub(compile_output=served_model(scratch_export), **kwargs).__enter__()
         monkeypatch.setenv("QAIHUB_CLIENT_INI", hub.write_ini(tmp_path / "client.ini"))
         started.append(hub)
         return hub
@@ -66,20 +73,33 @@ def test_upload_quantize_compile_profile_download(hub_env):
     assert hub.created["compile_job"] == 4 and hub.created["inference_job"] == 4
     assert len(hub.datasets) == 4 and all(d["bytes"] for d in hub.datasets.values())  # calibration went up
     assert [(r["name"], r["inputs"][0]["shape"]) for r in records[2:]] == [
-        ("text_encoder.len16", [1, 16]),
-        ("text_encoder.len32", [1, 32]),
+        ("text_encoder.len16", [1, 16, 96]),  # token_embeds: the lookup runs on the host
+        ("text_encoder.len32", [1, 32, 96]),
     ]
     assert [r["length_bucket"]["tokens"] for r in records[2:]] == [16, 32]
-    _, by_input = served_tflite(export)
+    served = {m["name"]: m["bytes"] for m in hub.models.values() if m.get("bytes") and "source" in m}
+    uploaded = [onnx.load_from_string(m["bytes"]) for m in hub.models.values() if "source" not in m]
     for record in records:
         path = export / record["path"]
         assert record["target"] == "aihub:SM8650" and record["runtime"] == "aihub-tflite"
         # The downloaded model is byte for byte what the service served for this encoder's graph.
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == record["sha256"]
+        assert path.read_bytes() in served.values()
+    # Every text graph went up starting at the embeddings, without the 49,408-row token table, which stays beside
+    # the downloaded models as int8 rows (host_gather.py); the image graph went up whole.
+    texts = [m for m in uploaded if m.graph.input[0].name == "token_embeds"]
+    assert len(texts) == 3 and len(uploaded) == 4
+    assert not any(49408 in list(t.dims) for m in texts for t in m.graph.initializer)
+    for record in records[1:]:
+        assert record["inputs"][0] == {
+            "name": "token_embeds",
+            "dtype": "float32",
+            "shape": [1, record["inputs"][1]["shape"][1], 96],
+        }
         assert (
-            hashlib.sha256(path.read_bytes()).hexdigest()
-            == hashlib.sha256(by_input[record["inputs"][0]["name"]]).hexdigest()
-            == record["sha256"]
+            record["host_gather"]["rows"] == 49408 and record["host_gather"]["parity"]["fp32_rows_min_cosine"] > 0.99999
         )
+        assert record["files"]["token_table"]["path"].endswith("token_table.int8.npy")
         profile = json.loads((path.parent / record["files"]["profile"]["path"].split("/")[-1]).read_text())
         layers = profile["execution_detail"]
         assert len(layers) > 50 and record["device_profile"]["layers"] == {"NPU": len(layers)}
@@ -113,7 +133,9 @@ def test_interrupted_run_resumes_without_resubmitting(hub_env):
     assert hub.created["model"] == 4 and hub.created["compile_job"] == 4 and hub.created["inference_job"] == 4
     assert after["text"]["compile_job"] == before["text"]["compile_job"]
     assert after["image"]["profile_job"] == before["image"]["profile_job"]
-    assert len(records) == 4 and all((export / r["path"]).stat().st_size > 1000 for r in records)
+    assert len(records) == 4
+    assert all(hashlib.sha256((export / r["path"]).read_bytes()).hexdigest() == r["sha256"] for r in records)
+    assert (export / records[0]["path"]).stat().st_size > 1000  # the image encoder's real TFLite
 
 
 def test_failed_job_shows_reason_and_url_and_leaves_nothing(hub_env):
@@ -183,32 +205,31 @@ def test_wrong_token_and_unreachable_service(hub_env, tmp_path, monkeypatch):
 
 
 def test_an_aihub_model_is_gated_on_the_host_and_then_deploys(hub_env, tmp_path):
-    """AI Hub's downloaded TFLite is an ordinary file: the host CPU runs it through the same gate, so it deploys on
-    its gate record (not on --allow-ungated); before that it does not."""
-    from mcad_export.bundle import bundle
+    """AI Hub's downloaded model is an ordinary file: the host CPU runs it through the same gate (a text graph fed
+    from the host token table it was cut from), so it deploys on its gate record (not on --allow-ungated), table
+    and length buckets included; before that it does not."""
+    from mcad_export.bundle import ASSETS, bundle
     from mcad_export.errors import InputError
 
     export, start = hub_env
-    # The stand-in serves the export's own full-context TFLite for every text graph; a 16-token bucket's would not
-    # fit its inputs, so this export goes without buckets.
-    manifest = manifest_of(export)
-    manifest["text"].pop("length_buckets", None)
-    (export / "manifest.json").write_text(json.dumps(manifest, indent=2))
     start()
-    records = compile_targets(export, ["aihub:SM8650"], verify=False, backend_options=FAST)
-    assert not any(r.get("length_bucket") for r in records)
-    text = next(r for r in records if r["encoder"] == "text")
+    records = compile_targets(export, ["aihub:SM8650"], verify=False, backend_options={**FAST, "aihub_runtime": "onnx"})
+    assert [r["runtime"] for r in records] == ["aihub-onnx"] * 4
     app = tmp_path / "app"
     (app / "app" / "src" / "main").mkdir(parents=True)
     with pytest.raises(InputError, match="the fidelity gate has not run on it"):
         bundle(export, app, target="aihub:SM8650")
-    proc = run_cli("verify", export, "--artifact", text["path"])
+    proc = run_cli("verify", export, *[arg for r in records for arg in ("--artifact", r["path"])])
     assert proc.returncode == 0, proc.stderr
     gated = {r["artifact"]: r for r in json.loads((export / "reports" / "fidelity.json").read_text())}
-    record = gated[text["path"]]
-    assert record["runtime"] == "litert" and record["passed"] and record["sha256"] == text["sha256"]
-    assert record["cosine_min"] > 0.9999  # the loopback serves the export's own fp32 TFLite
+    for compiled in records:
+        record = gated[compiled["path"]]
+        assert record["runtime"] == "onnxruntime" and record["passed"] and record["sha256"] == compiled["sha256"]
+        # the served graph is the uploaded fp32 one: only the int8 rows of the host table differ from PyTorch
+        assert record["cosine_min"] > 0.9999, (compiled["path"], record["cosine_min"])
     document = bundle(export, app, target="aihub:SM8650")
-    assert (
-        document["encoders"]["text"]["gate"]["gate"] == "passed" and document["encoders"]["text"]["runtime"] == "litert"
-    )
+    text = document["encoders"]["text"]
+    assert text["gate"]["gate"] == "passed" and text["runtime"] == "onnxruntime"
+    assert text["host_gather"]["rows"] == 49408 and [b["tokens"] for b in text["length_buckets"]] == [16, 32]
+    rows = app / ASSETS / text["host_gather"]["rows_file"]
+    assert rows.stat().st_size == (export / records[1]["files"]["token_table"]["path"]).stat().st_size

@@ -123,7 +123,10 @@ def _load(config, **kwargs):
     [
         ("{}", "(a typeless model, not a SentencePiece tokenizer) alone is not enough"),
         ('{"model": {"type": "WordPiece"}}', "(a WordPiece model, not a SentencePiece tokenizer)"),
-        ('{"model": {"type": "Unigram"}}', "(a Unigram model, which transformers' converters write without the .model's byte fallback"),
+        (
+            '{"model": {"type": "Unigram"}}',
+            "(a Unigram model, which transformers' converters write without the .model's byte fallback",
+        ),
         ("{not json", "(not valid JSON) alone is not enough"),
     ],
 )

@@ -176,8 +176,13 @@ def _encoder(
     options: dict,
     say,
 ) -> dict:
-    """One encoder through upload, [quantize], compile and profile; `tokens`: a text length bucket."""
-    from .qnn import static_batch_one
+    """One encoder through upload, [quantize], compile and profile; `tokens`: a text length bucket. A text graph is
+    uploaded cut at its token lookup (host_gather.py): the table stays on the host, beside the downloaded model."""
+    import onnx
+
+    from ..contract import HOST_TOKEN_ROWS, HOST_TOKEN_SCALES
+    from ..runtime.token_table import HostTokenTable
+    from .host_gather import input_records, static_text_graph
 
     encoder, runtime, quantize = (
         fp32["encoder"],
@@ -191,20 +196,32 @@ def _encoder(
         "runtime": runtime,
         "quantize": quantize,
         "device": target.soc["aihub_device"],
+        "host_gather": encoder == "text",  # an upload from before the cut is not resumed
     }
     short = stem.replace("_encoder", "")  # "image", "text", "text.len16": the ledger key and the job names
     ledger = JobLedger(root, manifest, target, short, key)
     name = f"mcad-{manifest['student']['id'].split('/')[-1][:40]}-{short}"
 
-    if ledger.get("model_id"):
-        model = client.get_model(ledger.get("model_id"))
-    else:
-        static = stage / f"{stem}.upload.onnx"
-        static_batch_one(verified_artifact(root, fp32), static)
-        say(f"{target.id}: uploading {what} ({static.stat().st_size / 1e6:.1f} MB)")
-        model = client.upload_model(str(static), name=name)
-        ledger.put("model_id", model.model_id)
-        static.unlink()
+    text = encoder == "text"
+    with static_text_graph(
+        verified_artifact(root, fp32),
+        stage,
+        stage if text else None,
+        _prove_ids(root, manifest, tokens) if text else None,
+    ) as (static, host):
+        inputs = input_records(onnx.load(str(static), load_external_data=False))
+        if host is not None:
+            say(
+                f"{target.id}: {what} starts at the embeddings; its {host['rows']:,}-row token table is looked up "
+                f"on the host (int8 rows, min cosine vs the whole graph {host['parity']['int8_rows_min_cosine']})"
+            )
+        if ledger.get("model_id"):
+            model = client.get_model(ledger.get("model_id"))
+        else:
+            say(f"{target.id}: uploading {what} ({static.stat().st_size / 1e6:.1f} MB)")
+            model = client.upload_model(str(static), name=name)
+            ledger.put("model_id", model.model_id)
+    table = HostTokenTable(stage / HOST_TOKEN_ROWS, stage / HOST_TOKEN_SCALES) if host else None
 
     if quantize:
         if ledger.get("quantize_job"):
@@ -219,7 +236,7 @@ def _encoder(
             x = np.ascontiguousarray(x[:, :tokens]) if tokens else x  # a bucket is fed ids cut to its length
             from ..runtime.encoders import text_feed
 
-            feeds = [text_feed([i["name"] for i in fp32["inputs"]], x[i : i + 1]) for i in range(len(x))]
+            feeds = [text_feed([i["name"] for i in inputs], x[i : i + 1], table) for i in range(len(x))]
             qjob = client.submit_quantize_job(
                 model,
                 {key: [feed[key] for feed in feeds] for key in feeds[0]},
@@ -282,9 +299,10 @@ def _encoder(
         **({"quantized_by": "aihub"} if quantize else {}),
         "target": target.id,
         "soc": target.soc,
-        "inputs": [{**i, "shape": [1, *i["shape"][1:]]} for i in fp32["inputs"]],
+        "inputs": inputs,
         "outputs": [{**fp32["outputs"][0], "shape": [1, *fp32["outputs"][0]["shape"][1:]]}],
-        "files": {"model": downloaded.name, "profile": profile_file.name},
+        "files": {"model": downloaded.name, "profile": profile_file.name, **(host["files"] if host else {})},
+        **({"host_gather": {k: v for k, v in host.items() if k != "files"}} if host else {}),
         "source": fp32["path"],
         "device_profile": {
             **summary,
@@ -303,6 +321,19 @@ def _encoder(
         },
         "ops": {"npu": summary["layers"].get("NPU", 0), "cpu": summary["layers_off_npu"]},
     }
+
+
+def _prove_ids(root: Path, manifest: dict, tokens: int | None) -> np.ndarray:
+    """Tuning captions the token-lookup cut is proved on (cut to a length bucket's size: those that fit it)."""
+    from ..quantize import TUNE_SPLIT
+    from ..quantize.calibration import sample_inputs
+    from ..runtime.encoders import real_lengths
+    from .host_gather import PROVE_CUT_SAMPLES
+
+    ids = sample_inputs(root, manifest, TUNE_SPLIT).for_encoder("text")
+    if tokens:
+        ids = ids[real_lengths(ids) <= tokens][:, :tokens]
+    return np.ascontiguousarray(ids[:PROVE_CUT_SAMPLES])
 
 
 def device_profile_checks(manifest: dict, budget_ms: float, budget_mb: float) -> list[dict]:

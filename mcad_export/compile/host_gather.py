@@ -1,4 +1,4 @@
-"""The token lookup moved to the host: every text graph `compile` hands an NPU starts at the embeddings.
+"""The token lookup moved to the host: every text graph `qnn:` and `aihub:` hand an NPU starts at the embeddings.
 
 Why: inside an HTP context binary the token table is one more weight: quantized with a single uint8 scale for all
 its rows and loaded whole into NPU memory, though a query reads at most `context` rows of it. For a SigLIP 2 text
@@ -17,6 +17,8 @@ recorded; the gate then judges the whole compiled path, int8 rows included.
 
 from __future__ import annotations
 
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,8 @@ ID_PASSTHROUGH = ("Cast", "Identity")
 # axis 0 with a constant scalar index, replayed on token_embeds so the graph sees the same rows.
 # The cut graph fed exact fp32 rows against the uncut one: the same arithmetic, so only reassociation noise.
 EXACT_MIN_COSINE = 0.99999
+# Held-out captions the cut is proved on (prove_cut), each a batch-1 fp32 run.
+PROVE_CUT_SAMPLES = 64
 
 
 def _axis(node) -> int:
@@ -179,3 +183,34 @@ def prove_cut(uncut: Path, cut: Path, table_dir: Path, ids: np.ndarray) -> dict:
         "int8_rows_cosine_mean": round(float(int8_cos.mean()), 7),
         "int8_rows_min_cosine": round(float(int8_cos.min()), 7),
     }
+
+
+@contextmanager
+def static_text_graph(src: Path, work: Path, table_dir: Path | None, prove_ids: np.ndarray | None):
+    """(path, host record) of the static batch-1 copy of `src` an NPU compiles, in a scratch folder inside `work`
+    while the block runs; with `table_dir` a text graph is cut at the token lookup (its table written there) and the
+    cut proved on `prove_ids` (host record None where `src` has no lookup, or without `table_dir`)."""
+    from .qnn import static_batch_one
+
+    with tempfile.TemporaryDirectory(dir=work, prefix=".static-") as scratch:
+        static, cut = Path(scratch) / "static.onnx", Path(scratch) / "cut.onnx"
+        static_batch_one(src, static)
+        host = cut_token_gather(static, cut, table_dir) if table_dir is not None else None
+        if host is not None:
+            host["parity"] = prove_cut(static, cut, table_dir, prove_ids)
+        yield (cut if host is not None else static), host
+
+
+def input_records(model) -> list[dict]:
+    """A compiled graph's inputs as artifact records (a text graph may start at `token_embeds`)."""
+    from onnx import TensorProto
+
+    dtypes = {TensorProto.FLOAT: "float32", TensorProto.INT32: "int32", TensorProto.INT64: "int64"}
+    return [
+        {
+            "name": i.name,
+            "dtype": dtypes.get(i.type.tensor_type.elem_type, str(i.type.tensor_type.elem_type)),
+            "shape": [d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim],
+        }
+        for i in model.graph.input
+    ]

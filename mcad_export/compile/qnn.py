@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +25,6 @@ from .registry import Target, register_backend, static_sources
 
 QNN_RUNTIME = "qnn-htp"
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
-# Held-out captions the cut at the token lookup is proved on (host_gather.prove_cut), each a batch-1 fp32 run.
-PROVE_CUT_SAMPLES = 64
 
 
 def qnn_provider_options(soc: dict) -> dict:
@@ -76,15 +73,10 @@ def htp_graph(src: Path, work: Path, table_dir: Path | None = None, prove_ids: n
     used (each copy is the fp32 model's size)."""
     from onnxruntime.quantization.execution_providers.qnn import qnn_preprocess_model
 
-    from .host_gather import cut_token_gather, prove_cut
+    from .host_gather import static_text_graph
 
-    with tempfile.TemporaryDirectory(dir=work, prefix=".htp-") as scratch:
-        static, fused, cut = (Path(scratch) / f"{n}.onnx" for n in ("static", "fused", "cut"))
-        static_batch_one(src, static)
-        host = cut_token_gather(static, cut, table_dir) if table_dir is not None else None
-        if host is not None:
-            host["parity"] = prove_cut(static, cut, table_dir, prove_ids)
-            static = cut
+    with static_text_graph(src, work, table_dir, prove_ids) as (static, host):
+        fused = static.parent / "fused.onnx"
         graph = fused if qnn_preprocess_model(static, fused, fuse_layernorm=True) else static  # else nothing to fuse
         yield graph, host
 
@@ -210,6 +202,7 @@ def _compile_one(
     from ..contract import HOST_TOKEN_ROWS, HOST_TOKEN_SCALES
     from ..runtime.encoders import onnx_embed
     from ..runtime.token_table import HostTokenTable
+    from .host_gather import PROVE_CUT_SAMPLES, input_records
     from .htp_recipe import WEIGHT_STEPS, tuning_step, weights_description
 
     calib, tune_x, reference, population = data
@@ -224,7 +217,7 @@ def _compile_one(
                 f"on the host (int8 rows, min cosine vs the whole graph {host['parity']['int8_rows_min_cosine']})"
             )
         table = HostTokenTable(stage / HOST_TOKEN_ROWS, stage / HOST_TOKEN_SCALES) if host else None
-        inputs = _input_records(onnx.load(str(graph), load_external_data=False))
+        inputs = input_records(onnx.load(str(graph), load_external_data=False))
         names = [i["name"] for i in inputs]
         for weights, precision in WEIGHT_STEPS:
             qdq = stage / f"{stem}.{precision}.qdq.onnx"
@@ -284,21 +277,6 @@ def _compile_one(
         # Each weight step tried on the tuning split (CPU execution provider on the QDQ model vs fp32 ONNX).
         "tuning": {"passed": steps[-1]["passed"], "steps": steps},
     }
-
-
-def _input_records(model) -> list[dict]:
-    """The compiled graph's inputs as artifact records (a text graph may start at `token_embeds`)."""
-    from onnx import TensorProto
-
-    dtypes = {TensorProto.FLOAT: "float32", TensorProto.INT32: "int32", TensorProto.INT64: "int64"}
-    return [
-        {
-            "name": i.name,
-            "dtype": dtypes.get(i.type.tensor_type.elem_type, str(i.type.tensor_type.elem_type)),
-            "shape": [d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim],
-        }
-        for i in model.graph.input
-    ]
 
 
 def _require_qnn() -> None:

@@ -57,8 +57,10 @@ def mask_add_outputs(model_path: str) -> list[str]:
 @run_in_child
 def tflite_embed_in_process(params: dict, arrays: dict) -> dict:
     from ..runtime.encoders import tflite_embed
+    from ..runtime.token_table import HostTokenTable
 
-    return {"embeds": tflite_embed(params["model"], arrays["x"])}
+    table = HostTokenTable(params["token_table"], params["token_scales"]) if params.get("token_table") else None
+    return {"embeds": tflite_embed(params["model"], arrays["x"], table)}
 
 
 @run_in_child

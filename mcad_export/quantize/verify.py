@@ -23,9 +23,20 @@ from .calibration import evaluation_inputs
 from .fidelity import DEFAULT_GATE, Gate, score
 
 
+def _host_table_files(root, artifact) -> dict:
+    """A text graph that starts at the embeddings is fed rows of its host token table (compile/host_gather.py),
+    checked against their digests as the model is: {"token_table": path, "token_scales": path}, or {}."""
+    files = artifact.get("files") or {}
+    return {k: str(verified(root, files[k], "host token table")) for k in ("token_table", "token_scales") if k in files}
+
+
 def _onnxruntime(root, path, array, artifact):
     # As the query path runs it: a short-query encoder one caption at a time, cut after its own EOT.
-    return artifact_embed(path, artifact, array)
+    from ..runtime.token_table import HostTokenTable
+
+    table = _host_table_files(root, artifact)
+    host = HostTokenTable(table["token_table"], table["token_scales"]) if table else None
+    return artifact_embed(path, artifact, array, table=host)
 
 
 def _litert_isolated(root, path, array, artifact):
@@ -33,7 +44,10 @@ def _litert_isolated(root, path, array, artifact):
     from .tflite_recipes import tflite_embed_in_process
 
     return run_isolated(
-        tflite_embed_in_process, {"model": str(path)}, {"x": array}, what=f"LiteRT running {Path(path).name}"
+        tflite_embed_in_process,
+        {"model": str(path), **_host_table_files(root, artifact)},
+        {"x": array},
+        what=f"LiteRT running {Path(path).name}",
     )["embeds"]
 
 
@@ -42,15 +56,9 @@ def _qnn_htp_simulator(root, path, array, artifact):
     # so compiled artifacts carry `verify_samples` and are checked on that many held-out samples.
     from ..compile.qnn import simulate_in_process
 
-    # A text graph that starts at the embeddings is fed rows of its host token table (compile/host_gather.py),
-    # checked against their digests as the model is.
-    files = artifact.get("files") or {}
-    table = {
-        k: str(verified(root, files[k], "host token table")) for k in ("token_table", "token_scales") if k in files
-    }
     return run_isolated(
         simulate_in_process,
-        {"model": str(path), "soc": artifact["soc"], **table},
+        {"model": str(path), "soc": artifact["soc"], **_host_table_files(root, artifact)},
         {"x": array},
         what=f"the QNN HTP simulator running {Path(path).name}",
     )["embeds"]

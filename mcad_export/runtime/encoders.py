@@ -154,20 +154,19 @@ def onnx_embed(
     ).astype(np.float32)
 
 
-def artifact_embed(path, artifact: dict, array: np.ndarray, threads: int = 0) -> np.ndarray:
+def artifact_embed(path, artifact: dict, array: np.ndarray, threads: int = 0, table=None) -> np.ndarray:
     """An ONNX artifact's embeddings as the query path computes them: a short-query encoder one query at a time,
-    cut after EOT as its record says (a masked tower's is fed only real tokens), others in batches."""
+    cut after EOT as its record says (a masked tower's is fed only real tokens), others in batches; `table`: the host
+    token table of a graph that starts at the embeddings."""
+    options = {"optimization": ort_optimization(artifact), "expected": artifact, "table": table}
     if artifact.get("dynamic_length"):
-        run = open_encoder(
-            path, "onnxruntime", threads, ort_optimization(artifact), **feed_options(artifact), expected=artifact
-        )
-        return run(array).astype(np.float32)
-    return onnx_embed(path, array, threads=threads, optimization=ort_optimization(artifact), expected=artifact)
+        return open_encoder(path, "onnxruntime", threads, **feed_options(artifact), **options)(array).astype(np.float32)
+    return onnx_embed(path, array, threads=threads, **options)
 
 
-def tflite_embed(path, array: np.ndarray) -> np.ndarray:
+def tflite_embed(path, array: np.ndarray, table=None) -> np.ndarray:
     """TFLite encoders have a static batch of 1: one invoke per sample (see open_encoder)."""
-    return open_encoder(path, "litert", threads=0)(array).astype(np.float32)
+    return open_encoder(path, "litert", threads=0, table=table)(array).astype(np.float32)
 
 
 def open_encoder(
@@ -178,6 +177,7 @@ def open_encoder(
     dynamic_length: bool = False,
     cut_after_eot: bool = True,
     expected: dict | None = None,
+    table=None,
 ):
     """One loaded encoder as a callable: a batch array -> float32 embeddings [batch, D].
 
@@ -185,7 +185,8 @@ def open_encoder(
     static batch of 1, so a batch runs row by row. `dynamic_length` (the short-query text encoder,
     manifest `dynamic_length`, see feed_options): one row at a time, cut after its EOT (the row's largest id)
     so only real tokens are computed, or whole when `cut_after_eot` is false. `expected`: the artifact record the
-    graph's inputs and outputs must match (check_io).
+    graph's inputs and outputs must match (check_io). `table`: the host token table (runtime/token_table.py) that
+    feeds `token_embeds` to a graph starting at the embeddings.
     """
     if runtime == "onnxruntime":
         session = onnx_session(path, threads, optimization)
@@ -195,9 +196,9 @@ def open_encoder(
         if dynamic_length:  # batch 1: one query
             cut = real_length if cut_after_eot else len
             return lambda x: np.concatenate(
-                [session.run(outputs, text_feed(names, row[None, : cut(row)]))[0] for row in x]
+                [session.run(outputs, text_feed(names, row[None, : cut(row)], table))[0] for row in x]
             )
-        return lambda x: session.run(outputs, text_feed(names, x))[0]
+        return lambda x: session.run(outputs, text_feed(names, x, table))[0]
     if runtime == "litert":
         from ai_edge_litert.interpreter import Interpreter
 
@@ -207,7 +208,7 @@ def open_encoder(
             runner = interpreter.get_signature_runner(TFLITE_SIGNATURE)
         names = list(runner.get_input_details())
         return lambda x: np.concatenate(
-            [next(iter(runner(**text_feed(names, x[i : i + 1])).values())) for i in range(len(x))]
+            [next(iter(runner(**text_feed(names, x[i : i + 1], table)).values())) for i in range(len(x))]
         )
     raise ValueError(f"no host runtime for {runtime!r}")
 

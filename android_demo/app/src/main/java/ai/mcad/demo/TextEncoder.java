@@ -24,10 +24,6 @@ interface TextEncoder extends AutoCloseable {
             case "onnxruntime":
                 return new OrtTextEncoder(model, accelerator, inputNames, dynamicLength, table);
             case "litert":
-                if (table != null) {
-                    throw new IllegalStateException("bundle.json pairs a host token table with LiteRT; only ONNX "
-                        + "Runtime graphs (compile qnn:) start at the embeddings");
-                }
                 Class<?> litert;
                 try {
                     litert = Class.forName("ai.mcad.demo.LiteRtTextEncoder");
@@ -35,8 +31,8 @@ interface TextEncoder extends AutoCloseable {
                     throw new IllegalStateException("this build has no LiteRT runtime (built offline with ONNX "
                         + "Runtime only): bundle an ONNX text encoder, or build with Gradle");
                 }
-                return (TextEncoder) litert.getConstructor(File.class, String.class, List.class)
-                    .newInstance(model, accelerator, inputNames);
+                return (TextEncoder) litert.getConstructor(File.class, String.class, List.class, HostTokenTable.class)
+                    .newInstance(model, accelerator, inputNames, table);
             default:
                 throw new IllegalStateException(
                     "bundle.json names runtime '" + runtime + "'; this app knows onnxruntime and litert");

@@ -220,3 +220,26 @@ def test_litert_npu_compile_fails_cleanly_without_the_sdk(scratch_export, target
     assert not (scratch_export / "compiled").exists()
     assert not [p for p in scratch_export.rglob("*") if p.is_file() and p.stat().st_size == 0]
     assert (scratch_export / MANIFEST).read_text() == before
+
+
+def test_a_tflite_text_graph_is_cut_at_its_token_lookup(scratch_export, tmp_path):
+    """What `litert:` targets compile: the export's TFLite text graph starting at token_embeds (the lookup replaced
+    in the flatbuffer, the 49,408-row table out of the file), equal to the whole graph when fed the fp32 rows, and
+    within the int8 rows' error when fed those, on the host's LiteRT; the image graph has no lookup to cut."""
+    from mcad_export.compile.host_gather import host_table, prove, prove_ids
+    from mcad_export.compile.tflite_gather import cut_tflite_lookup
+    from mcad_export.runtime.encoders import tflite_embed
+
+    manifest = json.loads((scratch_export / MANIFEST).read_text())
+    src, cut = scratch_export / "tflite" / "text_encoder.tflite", tmp_path / "cut.tflite"
+    values, io = cut_tflite_lookup(src, cut)
+    assert values.shape == (49408, 96) and io["reads_input_ids"]  # the causal tower pools at EOT: ids stay an input
+    assert [(i["name"], i["shape"]) for i in io["inputs"]] == [("token_embeds", [1, 77, 96]), ("input_ids", [1, 77])]
+    assert src.stat().st_size - cut.stat().st_size >= values.nbytes  # the table left the file
+    ids = prove_ids(scratch_export, manifest, None)
+    host = host_table(values, tmp_path, src.name)
+    parity = prove(lambda table=None: tflite_embed(cut if table else src, ids, table), values, tmp_path)
+    assert parity["samples"] == 64 and parity["fp32_rows_min_cosine"] >= 0.99999
+    assert 0.9999 < parity["int8_rows_min_cosine"] < 1.0 and host["bytes"] == 49408 * (96 + 4)
+    assert cut_tflite_lookup(scratch_export / "tflite" / "image_encoder.tflite", tmp_path / "image.tflite") is None
+    assert not (tmp_path / "image.tflite").exists()

@@ -182,7 +182,7 @@ def _encoder(
 
     from ..contract import HOST_TOKEN_ROWS, HOST_TOKEN_SCALES
     from ..runtime.token_table import HostTokenTable
-    from .host_gather import input_records, static_text_graph
+    from .host_gather import input_records, prove_ids, static_text_graph
 
     encoder, runtime, quantize = (
         fp32["encoder"],
@@ -207,7 +207,7 @@ def _encoder(
         verified_artifact(root, fp32),
         stage,
         stage if text else None,
-        _prove_ids(root, manifest, tokens) if text else None,
+        prove_ids(root, manifest, tokens) if text else None,
     ) as (static, host):
         inputs = input_records(onnx.load(str(static), load_external_data=False))
         if host is not None:
@@ -321,19 +321,6 @@ def _encoder(
         },
         "ops": {"npu": summary["layers"].get("NPU", 0), "cpu": summary["layers_off_npu"]},
     }
-
-
-def _prove_ids(root: Path, manifest: dict, tokens: int | None) -> np.ndarray:
-    """Tuning captions the token-lookup cut is proved on (cut to a length bucket's size: those that fit it)."""
-    from ..quantize import TUNE_SPLIT
-    from ..quantize.calibration import sample_inputs
-    from ..runtime.encoders import real_lengths
-    from .host_gather import PROVE_CUT_SAMPLES
-
-    ids = sample_inputs(root, manifest, TUNE_SPLIT).for_encoder("text")
-    if tokens:
-        ids = ids[real_lengths(ids) <= tokens][:, :tokens]
-    return np.ascontiguousarray(ids[:PROVE_CUT_SAMPLES])
 
 
 def device_profile_checks(manifest: dict, budget_ms: float, budget_mb: float) -> list[dict]:

@@ -1,4 +1,4 @@
-"""The token lookup moved to the host: every text graph `qnn:` and `aihub:` hand an NPU starts at the embeddings.
+"""The token lookup moved to the host: every text graph `compile` hands an NPU starts at the embeddings.
 
 Why: inside an HTP context binary the token table is one more weight: quantized with a single uint8 scale for all
 its rows and loaded whole into NPU memory, though a query reads at most `context` rows of it. For a SigLIP 2 text
@@ -91,7 +91,7 @@ def cut_token_gather(src: Path, dst: Path, table_dir: Path) -> dict | None:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from ..quantize.weight_prep import drop_unused_initializers, int8_rows
+    from ..quantize.weight_prep import drop_unused_initializers
 
     model = onnx.load(str(src))
     found = token_lookup(model)
@@ -125,17 +125,24 @@ def cut_token_gather(src: Path, dst: Path, table_dir: Path) -> dict | None:
     model.graph.input.extend([embeds, *inputs])
     onnx.save(model, str(dst))
 
+    return {"reads_input_ids": TEXT_INPUT in read, **host_table(values, table_dir, src.name)}
+
+
+def host_table(values: np.ndarray, table_dir: Path, what: str) -> dict:
+    """Writes the fp32 table `values` as int8 rows + per-row scales into `table_dir` (once per folder: every text
+    graph of one student shares it, checked equal) and returns the record's table part."""
+    from ..quantize.weight_prep import int8_rows
+
     rows, scales = int8_rows(values)
     rows_path, scales_path = table_dir / HOST_TOKEN_ROWS, table_dir / HOST_TOKEN_SCALES
     if rows_path.exists():
         if not (np.array_equal(np.load(rows_path), rows) and np.array_equal(np.load(scales_path), scales)):
-            raise CompileError(f"{src.name}'s token table differs from the one already compiled beside it")
+            raise CompileError(f"{what}'s token table differs from the one already compiled beside it")
     else:
         np.save(rows_path, rows)
         np.save(scales_path, scales)
     return {
         "input": TEXT_EMBEDS_INPUT,
-        "reads_input_ids": TEXT_INPUT in read,
         "rows": int(values.shape[0]),
         "width": int(values.shape[1]),
         "storage": "int8, one float32 scale per row, memory-mapped on the host",
@@ -147,25 +154,30 @@ def cut_token_gather(src: Path, dst: Path, table_dir: Path) -> dict | None:
 
 
 def prove_cut(uncut: Path, cut: Path, table_dir: Path, ids: np.ndarray) -> dict:
-    """The cut graph against the uncut one on `ids` (one caption at a time, as the static graph runs): fed the fp32
-    rows it must agree (EXACT_MIN_COSINE, else the compile fails); fed the int8 rows, its cosine is recorded."""
+    """The cut ONNX graph against the uncut one on `ids` (one caption at a time, as the static graph runs)."""
     import onnx
     from onnx import numpy_helper
 
     from ..runtime.encoders import onnx_embed
-    from ..runtime.token_table import HostTokenTable
 
-    table = HostTokenTable(table_dir / HOST_TOKEN_ROWS, table_dir / HOST_TOKEN_SCALES)
     values = numpy_helper.to_array(token_lookup(onnx.load(str(uncut)))[1])
+    return prove(lambda table=None: onnx_embed(cut if table else uncut, ids, batch=1, table=table), values, table_dir)
+
+
+def prove(embed, values: np.ndarray, table_dir: Path) -> dict:
+    """`embed()`: the whole graph's embeddings; `embed(table)`: the cut graph's, fed from `table`. Fed the fp32 rows
+    `values` the cut must agree (EXACT_MIN_COSINE, else the compile fails); fed the int8 rows, its cosine is
+    recorded."""
+    from ..runtime.token_table import HostTokenTable
 
     class ExactRows:  # the fp32 table itself, fed through the same input
         @staticmethod
         def gather(x):
             return values[np.asarray(x)]
 
-    reference = onnx_embed(uncut, ids, batch=1)
-    exact = onnx_embed(cut, ids, batch=1, table=ExactRows)
-    int8 = onnx_embed(cut, ids, batch=1, table=table)
+    reference = embed()
+    exact = embed(ExactRows)
+    int8 = embed(HostTokenTable(table_dir / HOST_TOKEN_ROWS, table_dir / HOST_TOKEN_SCALES))
 
     def cosines(a):
         return (a * reference).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(reference, axis=1)
@@ -173,11 +185,11 @@ def prove_cut(uncut: Path, cut: Path, table_dir: Path, ids: np.ndarray) -> dict:
     exact_cos, int8_cos = cosines(exact), cosines(int8)
     if exact_cos.min() < EXACT_MIN_COSINE:
         raise CompileError(
-            f"{uncut.name}: the graph cut at the token lookup disagrees with the whole graph (min cosine "
+            f"the text graph cut at the token lookup disagrees with the whole graph (min cosine "
             f"{exact_cos.min():.6f} < {EXACT_MIN_COSINE}); this is a bug, please report it"
         )
     return {
-        "samples": int(len(ids)),
+        "samples": int(len(reference)),
         "fp32_rows_min_cosine": round(float(exact_cos.min()), 7),
         "fp32_rows_max_abs": float(np.abs(exact - reference).max()),
         "int8_rows_cosine_mean": round(float(int8_cos.mean()), 7),
@@ -186,10 +198,10 @@ def prove_cut(uncut: Path, cut: Path, table_dir: Path, ids: np.ndarray) -> dict:
 
 
 @contextmanager
-def static_text_graph(src: Path, work: Path, table_dir: Path | None, prove_ids: np.ndarray | None):
+def static_text_graph(src: Path, work: Path, table_dir: Path | None, ids: np.ndarray | None):
     """(path, host record) of the static batch-1 copy of `src` an NPU compiles, in a scratch folder inside `work`
     while the block runs; with `table_dir` a text graph is cut at the token lookup (its table written there) and the
-    cut proved on `prove_ids` (host record None where `src` has no lookup, or without `table_dir`)."""
+    cut proved on `ids` (host record None where `src` has no lookup, or without `table_dir`)."""
     from .qnn import static_batch_one
 
     with tempfile.TemporaryDirectory(dir=work, prefix=".static-") as scratch:
@@ -197,7 +209,7 @@ def static_text_graph(src: Path, work: Path, table_dir: Path | None, prove_ids: 
         static_batch_one(src, static)
         host = cut_token_gather(static, cut, table_dir) if table_dir is not None else None
         if host is not None:
-            host["parity"] = prove_cut(static, cut, table_dir, prove_ids)
+            host["parity"] = prove_cut(static, cut, table_dir, ids)
         yield (cut if host is not None else static), host
 
 
@@ -214,3 +226,15 @@ def input_records(model) -> list[dict]:
         }
         for i in model.graph.input
     ]
+
+
+def prove_ids(root: Path, manifest: dict, tokens: int | None) -> np.ndarray:
+    """Tuning captions a cut is proved on (cut to a length bucket's size: those that fit it)."""
+    from ..quantize import TUNE_SPLIT
+    from ..quantize.calibration import sample_inputs
+    from ..runtime.encoders import real_lengths
+
+    ids = sample_inputs(root, manifest, TUNE_SPLIT).for_encoder("text")
+    if tokens:
+        ids = ids[real_lengths(ids) <= tokens][:, :tokens]
+    return np.ascontiguousarray(ids[:PROVE_CUT_SAMPLES])

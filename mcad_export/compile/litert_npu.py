@@ -5,7 +5,8 @@ vendor SDK libraries (QNN for Qualcomm, NeuroPilot for MediaTek), which the
 `ai-edge-litert-sdk-qualcomm` / `-mediatek` packages download from the vendor at install time;
 offline installs leave them empty. Without them the tool still "succeeds" and writes 0-byte
 .tflite files, so every output is checked here: a failure becomes one CompileError naming the
-missing library and how to get it, and the staged folder (0-byte files included) is discarded.
+missing library and how to get it, and the staged folder (0-byte files included) is discarded. A float32 text
+graph is compiled cut at its token lookup (tflite_gather.py): the table stays on the host, beside the NPU model.
 """
 
 from __future__ import annotations
@@ -93,13 +94,18 @@ def _compile(root: Path, manifest: dict, target: Target, stage: Path, options: d
         raise CompileError(f"{target.id}: the export has no TFLite encoders; re-export without --no-tflite")
     records = []
     for source in sources:
+        model, host, inputs = verified_artifact(root, source), None, source["inputs"]
+        if source["encoder"] == "text":
+            model, host, inputs = _cut_lookup(root, manifest, model, stage, source, target, say)
         say(f"{target.id}: LiteRT AOT compile of {source['path']}")
         out = run_isolated(
             aot_compile_in_process,
-            {"model": str(verified_artifact(root, source)), "out": str(stage), "vendor": vendor, "soc": soc},
+            {"model": str(model), "out": str(stage), "vendor": vendor, "soc": soc},
             {},
             what=f"LiteRT AOT compile for {target.soc['name']}",
         )
+        if host is not None:
+            model.unlink()  # the cut source; the compiled model and the table stay
         produced = [Path(p) for p in out["ok"]]
         empty = [p.name for p in stage.glob("*.tflite") if p.stat().st_size == 0]
         if len(out["failed"]) or empty or not produced:
@@ -126,15 +132,38 @@ def _compile(root: Path, manifest: dict, target: Target, stage: Path, options: d
                 "precision": source["precision"],
                 "target": target.id,
                 "soc": target.soc,
-                "inputs": source["inputs"],
+                "inputs": inputs,
                 "outputs": source["outputs"],
-                "files": {"model": name},
+                "files": {"model": name, **(host["files"] if host else {})},
+                **({"host_gather": {k: v for k, v in host.items() if k != "files"}} if host else {}),
                 "source": source["path"],
                 "partition_stats": str(out["stats"][0]),
                 "sdk": sdk,
             }
         )
     return records
+
+
+def _cut_lookup(root: Path, manifest: dict, src: Path, stage: Path, source: dict, target: Target, say):
+    """(model to compile, host record or None, the record's inputs): the text graph cut at its token lookup and
+    proved on tuning captions, where it has a float one (tflite_gather.py)."""
+    from ..runtime.encoders import tflite_embed
+    from .host_gather import host_table, prove, prove_ids
+    from .tflite_gather import cut_tflite_lookup
+
+    cut = stage / f".{source['precision']}.cut.tflite"
+    found = cut_tflite_lookup(src, cut)
+    if found is None:
+        return src, None, source["inputs"]
+    values, io = found
+    ids = prove_ids(root, manifest, None)
+    host = {"reads_input_ids": io["reads_input_ids"], **host_table(values, stage, src.name)}
+    host["parity"] = prove(lambda table=None: tflite_embed(cut if table else src, ids, table), values, stage)
+    say(
+        f"{target.id}: {source['path']} starts at the embeddings; its {host['rows']:,}-row token table is looked up "
+        f"on the host (int8 rows, min cosine vs the whole graph {host['parity']['int8_rows_min_cosine']})"
+    )
+    return cut, host, io["inputs"]
 
 
 @register_backend(

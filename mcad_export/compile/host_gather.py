@@ -197,13 +197,26 @@ def prove(embed, values: np.ndarray, table_dir: Path) -> dict:
     }
 
 
+def static_batch_one(src: Path, dst: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(src))
+    for value in [*model.graph.input, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = 1  # HTP graphs have static shapes
+    # Workaround: onnxruntime 1.32's qnn_preprocess_model does dict.update(model.metadata_props), which
+    # fails on the protobuf repeated field ("cannot convert dictionary update sequence element");
+    # onnxsim writes such props, so they are dropped from this intermediate copy.
+    del model.metadata_props[:]
+    onnx.save(model, str(dst))
+
+
 @contextmanager
 def static_text_graph(src: Path, work: Path, table_dir: Path | None, ids: np.ndarray | None):
     """(path, host record) of the static batch-1 copy of `src` an NPU compiles, in a scratch folder inside `work`
     while the block runs; with `table_dir` a text graph is cut at the token lookup (its table written there) and the
     cut proved on `ids` (host record None where `src` has no lookup, or without `table_dir`)."""
-    from .qnn import static_batch_one
-
     with tempfile.TemporaryDirectory(dir=work, prefix=".static-") as scratch:
         static, cut = Path(scratch) / "static.onnx", Path(scratch) / "cut.onnx"
         static_batch_one(src, static)

@@ -50,21 +50,6 @@ def qnn_session(model_path, soc: dict, *, allow_cpu_fallback: bool, context_path
     return ort.InferenceSession(str(model_path), options)
 
 
-def static_batch_one(src: Path, dst: Path) -> None:
-    import onnx
-
-    model = onnx.load(str(src))
-    for value in [*model.graph.input, *model.graph.output]:
-        dims = value.type.tensor_type.shape.dim
-        if dims and not dims[0].HasField("dim_value"):
-            dims[0].dim_value = 1  # HTP graphs have static shapes
-    # Workaround: onnxruntime 1.32's qnn_preprocess_model does dict.update(model.metadata_props), which
-    # fails on the protobuf repeated field ("cannot convert dictionary update sequence element");
-    # onnxsim writes such props, so they are dropped from this intermediate copy.
-    del model.metadata_props[:]
-    onnx.save(model, str(dst))
-
-
 @contextlib.contextmanager
 def htp_graph(src: Path, work: Path, table_dir: Path | None = None, prove_ids: np.ndarray | None = None):
     """A static batch-1 copy of `src` with onnxruntime's QNN fusions, which every weight step quantizes, and the

@@ -16,6 +16,7 @@ import gzip
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -118,9 +119,10 @@ def _write_tokens(stage: Path, document: dict) -> None:
     (stage / "tokens.json").write_text(json.dumps(document, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
 
 
-def write_wordpiece_golden(tokenizer, out, *, random_cases: int = 300) -> dict:
+def write_wordpiece_golden(tokenizer, out, *, random_cases: int = 300, extra_texts: Sequence[str] = ()) -> dict:
     """tokenizer/ and tokens.json (text, normalized text, padded ids, attention mask) for the Java WordPiece
-    tokenizer: the corpus, the WordPiece cases and seeded random strings over many scripts and planes."""
+    tokenizer: the corpus, the WordPiece cases, `extra_texts` and seeded random strings over many scripts and
+    planes."""
     import random
 
     from ..runtime.encoders import attention_mask
@@ -143,7 +145,7 @@ def write_wordpiece_golden(tokenizer, out, *, random_cases: int = 300) -> dict:
         range(0x11900, 0x11960),
         range(0x0, 0x20),
     ]
-    texts = list(dict.fromkeys([*CORPUS, *WORDPIECE_CORPUS]))
+    texts = list(dict.fromkeys([*CORPUS, *WORDPIECE_CORPUS, *extra_texts]))
     texts += _random_texts(rng, pools, random_cases)
     ids = tokenizer(texts)
     masks = attention_mask(ids)
@@ -232,7 +234,7 @@ def write_host_table_golden(out, *, vocab: int = 300, width: int = 8, cases: int
     with replaced_directory(out, root=out.parent) as stage:
         np.save(stage / HOST_TOKEN_ROWS, rows)
         np.save(stage / HOST_TOKEN_SCALES, scales)
-        table = HostTokenTable(stage / HOST_TOKEN_ROWS, stage / HOST_TOKEN_SCALES)
+        table = HostTokenTable.in_folder(stage)
         sequences = [[0], [vocab - 1, 7, 7]] + [
             rng.integers(0, vocab, int(rng.integers(1, 24))).tolist() for _ in range(cases - 2)
         ]

@@ -180,9 +180,8 @@ def _encoder(
     uploaded cut at its token lookup (host_gather.py): the table stays on the host, beside the downloaded model."""
     import onnx
 
-    from ..contract import HOST_TOKEN_ROWS, HOST_TOKEN_SCALES
     from ..runtime.token_table import HostTokenTable
-    from .host_gather import input_records, prove_ids, static_text_graph
+    from .host_gather import input_records, moved_to_host, prove_ids, static_text_graph
 
     encoder, runtime, quantize = (
         fp32["encoder"],
@@ -211,17 +210,14 @@ def _encoder(
     ) as (static, host):
         inputs = input_records(onnx.load(str(static), load_external_data=False))
         if host is not None:
-            say(
-                f"{target.id}: {what} starts at the embeddings; its {host['rows']:,}-row token table is looked up "
-                f"on the host (int8 rows, min cosine vs the whole graph {host['parity']['int8_rows_min_cosine']})"
-            )
+            say(moved_to_host(target.id, what, host))
         if ledger.get("model_id"):
             model = client.get_model(ledger.get("model_id"))
         else:
             say(f"{target.id}: uploading {what} ({static.stat().st_size / 1e6:.1f} MB)")
             model = client.upload_model(str(static), name=name)
             ledger.put("model_id", model.model_id)
-    table = HostTokenTable(stage / HOST_TOKEN_ROWS, stage / HOST_TOKEN_SCALES) if host else None
+    table = HostTokenTable.in_folder(stage) if host else None
 
     if quantize:
         if ledger.get("quantize_job"):

@@ -177,7 +177,7 @@ def prove(embed, values: np.ndarray, table_dir: Path) -> dict:
 
     reference = embed()
     exact = embed(ExactRows)
-    int8 = embed(HostTokenTable(table_dir / HOST_TOKEN_ROWS, table_dir / HOST_TOKEN_SCALES))
+    int8 = embed(HostTokenTable.in_folder(table_dir))
 
     def cosines(a):
         return (a * reference).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(reference, axis=1)
@@ -195,6 +195,14 @@ def prove(embed, values: np.ndarray, table_dir: Path) -> dict:
         "int8_rows_cosine_mean": round(float(int8_cos.mean()), 7),
         "int8_rows_min_cosine": round(float(int8_cos.min()), 7),
     }
+
+
+def moved_to_host(target_id: str, what: str, host: dict) -> str:
+    """The line every backend says once a text graph is cut and its cut proved."""
+    return (
+        f"{target_id}: {what} starts at the embeddings; its {host['rows']:,}-row token table is looked up on the host "
+        f"(int8 rows, min cosine vs the whole graph {host['parity']['int8_rows_min_cosine']})"
+    )
 
 
 def static_batch_one(src: Path, dst: Path) -> None:

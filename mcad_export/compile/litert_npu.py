@@ -148,7 +148,7 @@ def _cut_lookup(root: Path, manifest: dict, src: Path, stage: Path, source: dict
     """(model to compile, host record or None, the record's inputs): the text graph cut at its token lookup and
     proved on tuning captions, where it has a float one (tflite_gather.py)."""
     from ..runtime.encoders import tflite_embed
-    from .host_gather import host_table, prove, prove_ids
+    from .host_gather import host_table, moved_to_host, prove, prove_ids
     from .tflite_gather import cut_tflite_lookup
 
     cut = stage / f".{source['precision']}.cut.tflite"
@@ -159,10 +159,7 @@ def _cut_lookup(root: Path, manifest: dict, src: Path, stage: Path, source: dict
     ids = prove_ids(root, manifest, None)
     host = {"reads_input_ids": io["reads_input_ids"], **host_table(values, stage, src.name)}
     host["parity"] = prove(lambda table=None: tflite_embed(cut if table else src, ids, table), values, stage)
-    say(
-        f"{target.id}: {source['path']} starts at the embeddings; its {host['rows']:,}-row token table is looked up "
-        f"on the host (int8 rows, min cosine vs the whole graph {host['parity']['int8_rows_min_cosine']})"
-    )
+    say(moved_to_host(target.id, source["path"], host))
     return cut, host, io["inputs"]
 
 

@@ -117,7 +117,7 @@ def simulate_in_process(params: dict, arrays: dict) -> dict:
     from ..runtime.encoders import text_feed
     from ..runtime.token_table import HostTokenTable
 
-    table = HostTokenTable(params["token_table"], params["token_scales"]) if params.get("token_table") else None
+    table = HostTokenTable.from_files(params)
     names = [i.name for i in session.get_inputs()]
     x = arrays["x"]
     return {
@@ -184,10 +184,9 @@ def _compile_one(
 ) -> dict:
     import onnx
 
-    from ..contract import HOST_TOKEN_ROWS, HOST_TOKEN_SCALES
     from ..runtime.encoders import onnx_embed
     from ..runtime.token_table import HostTokenTable
-    from .host_gather import PROVE_CUT_SAMPLES, input_records
+    from .host_gather import PROVE_CUT_SAMPLES, input_records, moved_to_host
     from .htp_recipe import WEIGHT_STEPS, tuning_step, weights_description
 
     calib, tune_x, reference, population = data
@@ -197,11 +196,8 @@ def _compile_one(
     text = encoder == "text"
     with htp_graph(src, stage, stage if text else None, tune_x[:PROVE_CUT_SAMPLES] if text else None) as (graph, host):
         if host is not None:
-            say(
-                f"{target.id}: {stem} starts at the embeddings; its {host['rows']:,}-row token table is looked up "
-                f"on the host (int8 rows, min cosine vs the whole graph {host['parity']['int8_rows_min_cosine']})"
-            )
-        table = HostTokenTable(stage / HOST_TOKEN_ROWS, stage / HOST_TOKEN_SCALES) if host else None
+            say(moved_to_host(target.id, stem, host))
+        table = HostTokenTable.in_folder(stage) if host else None
         inputs = input_records(onnx.load(str(graph), load_external_data=False))
         names = [i["name"] for i in inputs]
         for weights, precision in WEIGHT_STEPS:

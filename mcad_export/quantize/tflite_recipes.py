@@ -59,8 +59,7 @@ def tflite_embed_in_process(params: dict, arrays: dict) -> dict:
     from ..runtime.encoders import tflite_embed
     from ..runtime.token_table import HostTokenTable
 
-    table = HostTokenTable(params["token_table"], params["token_scales"]) if params.get("token_table") else None
-    return {"embeds": tflite_embed(params["model"], arrays["x"], table)}
+    return {"embeds": tflite_embed(params["model"], arrays["x"], HostTokenTable.from_files(params))}
 
 
 @run_in_child

@@ -34,9 +34,7 @@ def _onnxruntime(root, path, array, artifact):
     # As the query path runs it: a short-query encoder one caption at a time, cut after its own EOT.
     from ..runtime.token_table import HostTokenTable
 
-    table = _host_table_files(root, artifact)
-    host = HostTokenTable(table["token_table"], table["token_scales"]) if table else None
-    return artifact_embed(path, artifact, array, table=host)
+    return artifact_embed(path, artifact, array, table=HostTokenTable.from_files(_host_table_files(root, artifact)))
 
 
 def _litert_isolated(root, path, array, artifact):

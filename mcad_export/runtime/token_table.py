@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..contract import HOST_TOKEN_ROWS, HOST_TOKEN_SCALES
 from ..errors import InputError
 
 
@@ -32,6 +33,16 @@ class HostTokenTable:
                 f"{scales_path}: scales are {self.scales.dtype} {self.scales.shape}, not float32 "
                 f"[{self.rows.shape[0]}]; {fix}"
             )
+
+    @classmethod
+    def in_folder(cls, folder) -> HostTokenTable:
+        """The table compile wrote beside a model: the contract's two file names in `folder`."""
+        return cls(Path(folder) / HOST_TOKEN_ROWS, Path(folder) / HOST_TOKEN_SCALES)
+
+    @classmethod
+    def from_files(cls, files: dict) -> HostTokenTable | None:
+        """From a record's {"token_table": path, "token_scales": path}; None for a graph that reads ids."""
+        return cls(files["token_table"], files["token_scales"]) if files.get("token_table") else None
 
     @property
     def vocab(self) -> int:

@@ -22,8 +22,8 @@ def _add_student_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--student",
         metavar="SPEC",
-        help="open_clip:<ARCH> | open_clip:<config.json> | hf:<DIR> (CLIPModel, SiglipModel, Siglip2Model or "
-        "VisionTextDualEncoderModel) | dual:<spec.json> (vision + BERT-family text) | embedded:minilm "
+        help="open_clip:<ARCH> | open_clip:<config.json> | hf:<DIR> (CLIPModel, SiglipModel, Siglip2Model, "
+        "ChineseCLIPModel or VisionTextDualEncoderModel) | dual:<spec.json> (vision + BERT-family text) | embedded:minilm "
         "(packaged, real MiniLM text tower) | embedded:siglip (packaged SigLIP, SentencePiece); "
         "default: the embedded student",
     )

@@ -1,6 +1,6 @@
 """`hf:<DIR>` students: a Hugging Face CLIPModel or VisionTextDualEncoderModel folder (config.json + weights), no hub
 access. Dual-encoder folders (a vision tower + a BERT-family text tower) load in dual_encoder.py, SigLIP folders in
-hf_siglip.py."""
+hf_siglip.py, Chinese-CLIP folders in hf_chinese_clip.py."""
 
 from __future__ import annotations
 
@@ -59,10 +59,14 @@ def _load_folder(arg: str, *, weights=None, random_init: bool = False) -> Studen
         from .hf_siglip import load_hf_siglip
 
         return load_hf_siglip(folder, raw, weights=weights, random_init=random_init)
+    if raw.get("model_type") == "chinese_clip":
+        from .hf_chinese_clip import load_hf_chinese_clip
+
+        return load_hf_chinese_clip(folder, raw, weights=weights, random_init=random_init)
     if raw.get("model_type") != "clip":
         raise UnsupportedStudentError(
             f"{folder} holds a {raw.get('model_type')!r} model, not a dual encoder; "
-            "supported: CLIPModel, SiglipModel and VisionTextDualEncoderModel folders"
+            "supported: CLIPModel, SiglipModel, Siglip2Model, ChineseCLIPModel and VisionTextDualEncoderModel folders"
         )
     try:
         config = CLIPConfig.from_pretrained(folder, local_files_only=True)

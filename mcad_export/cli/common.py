@@ -23,7 +23,8 @@ def _add_student_args(p: argparse.ArgumentParser) -> None:
         "--student",
         metavar="SPEC",
         help="open_clip:<ARCH> | open_clip:<config.json> | hf:<DIR> (CLIPModel, SiglipModel, Siglip2Model, "
-        "ChineseCLIPModel or VisionTextDualEncoderModel) | dual:<spec.json> (vision + BERT-family text) | embedded:minilm "
+        "ChineseCLIPModel or VisionTextDualEncoderModel) | cn_clip:<MODEL> (a Chinese-CLIP checkpoint: ViT-B-16, RN50, "
+        "... or <vision>@<text> configs) | dual:<spec.json> (vision + BERT-family text) | embedded:minilm "
         "(packaged, real MiniLM text tower) | embedded:siglip (packaged SigLIP, SentencePiece); "
         "default: the embedded student",
     )

@@ -43,7 +43,8 @@ def load_student(spec: str | None = None, weights=None, *, random_init: bool = F
     else:
         student = _LOADERS[prefix](arg, weights=weights, random_init=random_init)
     # Enough to load the same student again from the manifest (the bench's PyTorch baseline).
-    student.info["spec"] = spec if prefix not in ("hf", "dual") else f"{prefix}:{Path(arg).resolve()}"
+    # (A loader whose argument holds paths of its own records the resolved spec itself.)
+    student.info.setdefault("spec", spec if prefix not in ("hf", "dual") else f"{prefix}:{Path(arg).resolve()}")
     if weights is not None:
         student.info["weights_path"] = str(Path(weights).resolve())
     return student
@@ -59,6 +60,6 @@ def reload_student(recorded: dict) -> Student:
 
 
 # Registration happens on import; keep this list the only place that names the families.
-from . import dual_encoder, embedded, hf_clip, open_clip_family  # noqa: E402,F401
+from . import cn_clip_family, dual_encoder, embedded, hf_clip, open_clip_family  # noqa: E402,F401
 
 __all__ = ["Preprocess", "Student", "load_student", "reload_student", "register_loader", "loader_prefixes"]

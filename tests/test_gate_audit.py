@@ -97,6 +97,33 @@ def test_the_gate_fails_a_significant_drop_and_passes_one_inside_the_noise():
     assert DEFAULT_GATE.misses(_record(recall_at_1=0.506)) == []
 
 
+def test_a_language_whose_captions_lose_fails_even_when_another_hides_it(paired):
+    """A bilingual evaluation set (docs/quantization.md): the Chinese captions lose 12 hits, the English gain 12, so
+    the overall R@1 does not move; the per-language paired test still fails the artifact."""
+    img, txt = paired
+    languages = np.array(["en", "zh"] * 200)
+    reference = {"image_embeds": img, "text_embeds": txt, "languages": languages}
+    fp32 = txt.copy()
+    en_rows, zh_rows = np.flatnonzero(languages == "en")[:12], np.flatnonzero(languages == "zh")[:12]
+    fp32[en_rows] = txt[(en_rows + 1) % 400]  # fp32 misses 12 English captions (each names its neighbour's image)
+    candidate = txt.copy()
+    candidate[zh_rows] = txt[(zh_rows + 1) % 400]  # the artifact misses 12 Chinese ones and gets those back
+    result = score("text", candidate, {**reference, "text_embeds": fp32})
+    part = result["per_language"]
+    assert {k: v["captions"] for k, v in part.items()} == {"en": 200, "zh": 200}
+    assert result["recall_at_1"] == result["recall_at_1_fp32"]  # overall: no drop at all
+    assert part["zh"]["r1_paired"]["lost"] == 12 and part["zh"]["r1_paired"]["gained"] == 0
+    assert part["en"]["recall_at_1"] - part["en"]["recall_at_1_fp32"] == pytest.approx(12 / 200)
+    # swapped captions are also far from fp32's and move the top-10s; only the ranking tests are judged here
+    misses = Gate(min_cosine_floor=-1.0, min_cosine_mean=-1.0, min_top10_overlap=0.0).misses(result)
+    assert misses == [
+        f"zh captions: R@1 {part['zh']['recall_at_1']:.3f} vs fp32 1.000 (drop 6.0 points > 0.5; 12 lost vs 0 "
+        "gained, paired p = 0.000244 < 0.05)"
+    ], misses
+    # one language only: nothing per language to judge, and no record field for it
+    assert "per_language" not in score("text", candidate, {**reference, "languages": np.array(["zh"] * 400)})
+
+
 def test_one_destroyed_caption_fails_a_trained_student(paired):
     img, txt = paired
     reference = {"image_embeds": img, "text_embeds": txt}

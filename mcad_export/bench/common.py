@@ -138,8 +138,9 @@ def run_probe(module: str, config: dict, threads: int, workdir: Path, timeout: i
 
 def query_texts(manifest: dict, count: int = 64) -> list[str]:
     """Realistic queries: the held-out captions for the embedded student, else generic photo queries."""
-    if manifest["evaluation"].get("samples") == "scenes":
-        from ..data.scenes import caption_at
+    from ..data.scenes import SCENE_KINDS, scene_caption
 
-        return [caption_at(manifest["evaluation"]["split"], i) for i in range(count)]
+    evaluation = manifest["evaluation"]
+    if evaluation.get("samples") in SCENE_KINDS:
+        return [scene_caption(evaluation["samples"], evaluation["split"], i) for i in range(count)]
     return list(GENERIC_QUERIES)

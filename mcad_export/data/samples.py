@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .scenes import caption_at, render, render_split, scene_at
+from .scenes import SCENE_KINDS, caption_at, render, render_split, scene_at
 
 # Captions that exercise the tokenizer and the EOT position: short, long (truncated), unicode.
 VARIED_CAPTIONS = (
@@ -25,11 +25,12 @@ def load_samples(kind: str, split: str, count: int, image_size: int) -> tuple[li
     """A reproducible set of real inputs, named in the manifest so any later stage can rebuild it.
 
     kind "scenes": the embedded student's own captioned scenes (captions identify images, so
-    recall is meaningful). kind "varied": the same scenes at arbitrary aspect ratios with a mix of
+    recall is meaningful); "scenes_zh" the same scenes captioned in Chinese, "scenes_bilingual" alternating English
+    and Chinese (scenes.SCENE_KINDS). kind "varied": the same scenes at arbitrary aspect ratios with a mix of
     scene captions and unrelated/unicode/long captions, for students of unknown domain.
     """
-    if kind == "scenes":
-        images, captions = render_split(split, count, image_size)
+    if kind in SCENE_KINDS:
+        images, captions = render_split(split, count, image_size, language=SCENE_KINDS[kind])
         return list(images), captions
     if kind == "varied":
         return varied_samples(count, image_size, split)

@@ -29,6 +29,23 @@ BACKGROUNDS = {"black": (15, 15, 15), "white": (245, 245, 245), "gray": (128, 12
 SIZES = {"small": 0.17, "large": 0.30}  # radius as a fraction of a grid cell's side x 2
 CELLS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
 
+# The same attributes in Chinese (issue 31): a Chinese or bilingual student reads these captions.
+SHAPES_ZH = {"circle": "圆形", "square": "正方形", "triangle": "三角形", "diamond": "菱形", "cross": "十字"}
+COLOURS_ZH = {
+    "red": "红色",
+    "green": "绿色",
+    "blue": "蓝色",
+    "yellow": "黄色",
+    "purple": "紫色",
+    "orange": "橙色",
+    "cyan": "青色",
+    "pink": "粉色",
+}
+BACKGROUNDS_ZH = {"black": "黑色", "white": "白色", "gray": "灰色"}
+SIZES_ZH = {"small": "小", "large": "大"}
+CELLS_ZH = ("左上角", "上方", "右上角", "左边", "中间", "右边", "左下角", "下方", "右下角")
+LANGUAGES = ("en", "zh")
+
 # Distinct, fixed seeds per split keep the splits disjoint in practice and reproducible.
 SPLIT_SEEDS = {"train": 1_000_003, "calib": 2_000_003, "heldout": 3_000_017}
 
@@ -47,7 +64,11 @@ class Scene:
     objects: tuple[SceneObject, ...]
     jitter: tuple[tuple[float, float], ...]
 
-    def caption(self, template: int = 0) -> str:
+    def caption(self, template: int = 0, language: str = "en") -> str:
+        if language == "zh":
+            return self._caption_zh(template)
+        if language != "en":
+            raise ValueError(f"scene captions are in {' or '.join(LANGUAGES)}, not {language!r}")
         parts = [f"a {o.size} {o.colour} {o.shape} {_where(o.cell)}" for o in self.objects]
         things = " and ".join(parts)
         if template % 3 == 0:
@@ -55,6 +76,18 @@ class Scene:
         if template % 3 == 1:
             return f"a {self.background} background with {things}"
         return f"{things}, {self.background} background"
+
+    def _caption_zh(self, template: int) -> str:
+        things = "，".join(
+            f"{CELLS_ZH[o.cell]}有一个{SIZES_ZH[o.size]}的{COLOURS_ZH[o.colour]}{SHAPES_ZH[o.shape]}"
+            for o in self.objects
+        )
+        background = BACKGROUNDS_ZH[self.background]
+        if template % 3 == 0:
+            return f"{things}，{background}背景"
+        if template % 3 == 1:
+            return f"{background}背景上，{things}"
+        return f"{things}，背景是{background}"
 
 
 def _where(cell: int) -> str:
@@ -117,30 +150,58 @@ def scene_at(split: str, index: int) -> Scene:
     return sample_scene(np.random.default_rng([SPLIT_SEEDS[split], index]))
 
 
-def caption_at(split: str, index: int) -> str:
+def caption_at(split: str, index: int, language: str = "en") -> str:
     # The template depends on the index so held-out captions vary in wording too.
-    return scene_at(split, index).caption(template=index)
+    return scene_at(split, index).caption(template=index, language=language)
 
 
-def render_split(split: str, count: int, size: int = 64, start: int = 0) -> tuple[np.ndarray, list[str]]:
-    """Images as uint8 [count, size, size, 3] and one caption per image."""
+# Evaluation sample kinds of the scene data (manifest `evaluation.samples`): the caption language each one reads.
+SCENE_KINDS = {"scenes": "en", "scenes_zh": "zh", "scenes_bilingual": "bilingual"}
+
+
+def scene_caption(kind: str, split: str, index: int) -> str:
+    """Scene `index`'s caption as evaluation kind `kind` writes it."""
+    language = SCENE_KINDS[kind]
+    return caption_at(split, index, bilingual_language(index) if language == "bilingual" else language)
+
+
+def caption_languages(kind: str, count: int) -> np.ndarray | None:
+    """Each evaluation caption's language when the set holds more than one (the gate then judges each), else None."""
+    if SCENE_KINDS.get(kind) != "bilingual":
+        return None
+    return np.array([bilingual_language(i) for i in range(count)])
+
+
+def bilingual_language(index: int) -> str:
+    """The language of scene `index`'s caption in a bilingual evaluation set: alternating, so each language holds
+    half the captions and every image keeps exactly one (recall's one-caption-per-image pairing)."""
+    return LANGUAGES[index % 2]
+
+
+def render_split(
+    split: str, count: int, size: int = 64, start: int = 0, language: str = "en"
+) -> tuple[np.ndarray, list[str]]:
+    """Images as uint8 [count, size, size, 3] and one caption per image, in `language` ("en", "zh", or "bilingual":
+    alternating, bilingual_language)."""
     images = np.empty((count, size, size, 3), dtype=np.uint8)
     captions = []
     for k in range(count):
         i = start + k
         scene = scene_at(split, i)
         images[k] = np.asarray(render(scene, size))
-        captions.append(scene.caption(template=i))
+        captions.append(
+            scene.caption(template=i, language=bilingual_language(i) if language == "bilingual" else language)
+        )
     return images, captions
 
 
-def write_gallery(split: str, count: int, folder, size: int = 64) -> list[str]:
+def write_gallery(split: str, count: int, folder, size: int = 64, language: str = "en") -> list[str]:
     """Writes the split as PNG files plus captions.txt; returns the file names in order."""
     from pathlib import Path
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    images, captions = render_split(split, count, size)
+    images, captions = render_split(split, count, size, language=language)
     names = []
     for i, img in enumerate(images):
         name = f"{split}_{i:05d}.png"

@@ -14,6 +14,7 @@ import numpy as np
 from .. import contract
 from ..atomic import ensure_writable, locks_folder, staged_directory
 from ..data.samples import load_samples
+from ..data.scenes import SCENE_KINDS
 from ..errors import ParityError
 from ..manifest import dump_manifest, file_record, tool_versions
 from ..runtime.encoders import TFLITE_SIGNATURE, onnx_embed, tflite_embed
@@ -223,7 +224,7 @@ def export_student(
                 "count": count,
                 "reference": contract.REFERENCE_EMBEDDINGS,
                 "reference_source": "PyTorch fp32",
-                "recall_meaningful": student.sample_kind == "scenes" and not student.info.get("random_init"),
+                "recall_meaningful": student.sample_kind in SCENE_KINDS and not student.info.get("random_init"),
             },
             "artifacts": artifacts,
             "export": {

@@ -24,7 +24,7 @@ from ..manifest import artifact_files, dump_manifest, file_record, read_manifest
 from ..runtime.encoders import artifact_embed, onnx_embed, real_lengths
 from ..usage import note
 from .calibration import ArrayReader, calibration_inputs, sample_inputs
-from .fidelity import DEFAULT_GATE, Gate, score
+from .fidelity import DEFAULT_GATE, Gate, score, with_languages
 from .layer_damage import node_damage
 from .onnx_recipes import (
     PRECISIONS,
@@ -94,11 +94,14 @@ def quantize_artifacts(
     buckets = _bucket_sources(manifest) if buckets else []
     for a in fp32 + tflite + buckets:
         verified_artifact(root, a)
-    tune_reference = {
-        f"{a['encoder']}_embeds": onnx_embed(root / a["path"], tune.for_encoder(a["encoder"]))
-        for a in fp32
-        if not a.get("dynamic_length")
-    }
+    tune_reference = with_languages(
+        {
+            f"{a['encoder']}_embeds": onnx_embed(root / a["path"], tune.for_encoder(a["encoder"]))
+            for a in fp32
+            if not a.get("dynamic_length")
+        },
+        manifest,
+    )
     masked = TEXT_MASK_INPUT in manifest["text"].get("inputs", [])
     records = []
     # The digests this folder recorded for its files before this run: a stale copy is deleted only while it still

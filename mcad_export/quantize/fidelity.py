@@ -10,6 +10,10 @@ its image (a ViT-B-32 at random init: pairwise cosine 0.70 text / 0.44 image, ye
 nothing (that ViT-B-32: top-10 overlap 0.92 for an INT8 tower with cosine 0.998). Such students are gated on
 cosine vs fp32 alone (mean and min) and every record says which test found them degenerate. Trained
 students keep the full gate: their fp32 rankings are far above chance and their embeddings spread.
+
+Evaluation sets in more than one language (a reference carrying `languages`, one per caption) are judged per
+language too: each language's captions rank against the whole gallery, and an R@1 drop in one of them fails the
+gate by the same paired test, even when gains in another language hide it in the overall number.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..metrics import recall_at, t2i_hits_at_1
+from ..metrics import hit_probability, recall_at, t2i_hits_at_1
 
 # fp32 R@10 at or below this many times chance (10 / pairs): the reference itself cannot rank
 CHANCE_FACTOR = 2.0
@@ -67,6 +71,14 @@ class Gate:
                 )
                 + ")"
             )
+        for language, part in (record.get("per_language") or {}).items():
+            drop, paired = part["recall_at_1_fp32"] - part["recall_at_1"], part["r1_paired"]
+            if drop > self.max_r1_drop + 1e-9 and paired["p_value"] < self.r1_alpha:
+                out.append(
+                    f"{language} captions: R@1 {part['recall_at_1']:.3f} vs fp32 {part['recall_at_1_fp32']:.3f} "
+                    f"(drop {100 * drop:.1f} points > {100 * self.max_r1_drop:.1f}; {paired['lost']} lost vs "
+                    f"{paired['gained']} gained, paired p = {paired['p_value']:.3g} < {self.r1_alpha})"
+                )
         if record["cosine_min"] < self.min_cosine_floor:
             out.append(
                 f"min cosine {record['cosine_min']:.4f} < {self.min_cosine_floor} (a sample the artifact destroys)"
@@ -107,10 +119,11 @@ def r1_paired_test(hits_fp32: np.ndarray, hits: np.ndarray, alpha: float) -> dic
     }
 
 
-def top_k_overlap(queries_a, gallery_a, queries_b, gallery_b, k: int = 10) -> float:
+def top_k_overlap(queries_a, gallery_a, queries_b, gallery_b, k: int = 10, per_query: bool = False):
     top_a = np.argsort(-(queries_a @ gallery_a.T), axis=1)[:, :k]
     top_b = np.argsort(-(queries_b @ gallery_b.T), axis=1)[:, :k]
-    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(top_a, top_b)]))
+    overlap = np.array([len(set(a) & set(b)) / k for a, b in zip(top_a, top_b)])
+    return overlap if per_query else float(overlap.mean())
 
 
 def mean_pairwise_cosine(embeds: np.ndarray, limit: int = 1000) -> float:
@@ -140,6 +153,39 @@ def degeneracy(reference: dict, threshold: float, recall_fp32: dict) -> dict:
     }
 
 
+def with_languages(reference: dict, manifest: dict) -> dict:
+    """`reference` plus each caption's language when the manifest's evaluation set has several (per-language gate)."""
+    from ..data.scenes import caption_languages
+
+    languages = caption_languages(manifest["evaluation"]["samples"], len(reference["text_embeds"]))
+    return reference if languages is None else {**reference, "languages": languages}
+
+
+def per_language(encoder: str, img, txt, reference: dict, cos: np.ndarray, alpha: float) -> dict:
+    """Text->image R@1 (vs fp32, with the paired test), top-10 overlap and, for the text tower, cosine, over each
+    language's captions; every caption still ranks against the whole gallery."""
+    ref_img, ref_txt, languages = reference["image_embeds"], reference["text_embeds"], reference["languages"]
+    r1, r1_fp32 = hit_probability(txt @ img.T, 1), hit_probability(ref_txt @ ref_img.T, 1)
+    hits, hits_fp32 = t2i_hits_at_1(img, txt), t2i_hits_at_1(ref_img, ref_txt)
+    overlap = top_k_overlap(txt, img, ref_txt, ref_img, per_query=True)
+    out = {}
+    for language in sorted(set(languages.tolist())):
+        rows = languages == language
+        out[language] = {
+            "captions": int(rows.sum()),
+            "recall_at_1": float(r1[rows].mean()),
+            "recall_at_1_fp32": float(r1_fp32[rows].mean()),
+            "r1_paired": r1_paired_test(hits_fp32[rows], hits[rows], alpha),
+            "top10_overlap": float(overlap[rows].mean()),
+            **(
+                {"cosine_mean": float(cos[rows].mean()), "cosine_min": float(cos[rows].min())}
+                if encoder == "text"
+                else {}
+            ),
+        }
+    return out
+
+
 def score(encoder: str, embeds: np.ndarray, reference: dict, gate: Gate = DEFAULT_GATE, population=None) -> dict:
     """Cosine vs the PyTorch reference and retrieval with this tower swapped in.
 
@@ -167,6 +213,11 @@ def score(encoder: str, embeds: np.ndarray, reference: dict, gate: Gate = DEFAUL
         "i2t_recall_at_10": recall["i2t_r10"],
         "i2t_recall_at_1_fp32": recall_fp32["i2t_r1"],
         "top10_overlap": top_k_overlap(txt, img, ref_txt, ref_img),
+        **(
+            {"per_language": per_language(encoder, img, txt, reference, cos, gate.r1_alpha)}
+            if reference.get("languages") is not None and len(set(reference["languages"].tolist())) > 1
+            else {}
+        ),
         **(
             degeneracy(reference, gate.degenerate_pairwise_cosine, recall_fp32)
             if population is None

@@ -20,7 +20,7 @@ from ..records import MEASURED_ON_SIMULATOR, fidelity_json, read_fidelity
 from ..runtime.encoders import artifact_embed, real_lengths
 from ..usage import note
 from .calibration import evaluation_inputs
-from .fidelity import DEFAULT_GATE, Gate, score
+from .fidelity import DEFAULT_GATE, Gate, score, with_languages
 
 
 def _host_table_files(root, artifact) -> dict:
@@ -130,7 +130,7 @@ def _verify(out_dir, gate: Gate, progress, only) -> list[dict]:
     manifest = read_manifest(root)
     only = None if only is None else _resolve(manifest["artifacts"], only, root)
     evaluation = evaluation_inputs(root, manifest)
-    reference = reference_embeddings(root, manifest)
+    reference = with_languages(reference_embeddings(root, manifest), manifest)
     meaningful = manifest["evaluation"].get("recall_meaningful", False)
     records, failures = [], []
     for artifact in manifest["artifacts"]:

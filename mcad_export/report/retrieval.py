@@ -51,7 +51,9 @@ def _embed(root: Path, artifact: dict, ids: np.ndarray) -> np.ndarray:
 
 def shows_retrieval(manifest: dict) -> bool:
     evaluation = manifest.get("evaluation") or {}
-    return evaluation.get("samples") == "scenes" and bool(evaluation.get("recall_meaningful"))
+    from ..data.scenes import SCENE_KINDS
+
+    return evaluation.get("samples") in SCENE_KINDS and bool(evaluation.get("recall_meaningful"))
 
 
 def damage_of(manifest: dict, reference: dict, ids: np.ndarray, pixels: np.ndarray, encoder: str, embed):
@@ -72,7 +74,7 @@ def damage_of(manifest: dict, reference: dict, ids: np.ndarray, pixels: np.ndarr
 
 def examples(root: Path, manifest: dict, fidelity: list[dict]) -> dict | None:
     """The rows the report shows, or None when this student's captions have no true image to mark."""
-    from ..data.scenes import caption_at
+    from ..data.scenes import scene_caption
     from ..guard import reference_embeddings
     from ..runtime.tokenizer import Tokenizer
 
@@ -86,7 +88,7 @@ def examples(root: Path, manifest: dict, fidelity: list[dict]) -> dict | None:
     split = evaluation.get("split", "heldout")
     reference = reference_embeddings(root, manifest)
     picked = list(range(EXAMPLES))
-    captions = [caption_at(split, i) for i in picked]
+    captions = [scene_caption(evaluation["samples"], split, i) for i in picked]
     ids = Tokenizer.from_artifacts(root, manifest)(captions)
     columns = {"PyTorch fp32": _top(reference["text_embeds"][picked], reference["image_embeds"])}
     columns[f"deployed: {deployed}"] = _top(_embed(root, artifacts[deployed], ids), reference["image_embeds"])

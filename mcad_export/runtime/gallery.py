@@ -26,15 +26,16 @@ from .search import select_artifact
 def heldout_gallery(root: Path, manifest: dict) -> Path:
     """The embedded student's held-out scenes, written as PNGs once (the gallery the gate measured)."""
     evaluation = manifest["evaluation"]
-    if evaluation.get("samples") != "scenes":
+    from ..data.scenes import SCENE_KINDS, write_gallery
+
+    if evaluation.get("samples") not in SCENE_KINDS:
         raise InputError("this student has no built-in gallery; give one with --images FOLDER (jpg/png)")
-    from ..data.scenes import write_gallery
 
     folder = root / GALLERY_DIR
     existing = len(list_images(folder)) if folder.is_dir() else 0
     if existing != evaluation["count"]:
         with replaced_directory(folder, root=root) as stage:
-            write_gallery(evaluation["split"], evaluation["count"], stage)
+            write_gallery(evaluation["split"], evaluation["count"], stage, language=SCENE_KINDS[evaluation["samples"]])
     return folder
 
 

@@ -25,7 +25,10 @@ def _encode_image(model, pixels):
     return model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output)
 
 
-def load_hf_chinese_clip(folder: Path, raw: dict, *, weights=None, random_init: bool = False) -> Student:
+def load_hf_chinese_clip(
+    folder: Path, raw: dict, *, weights=None, random_init: bool = False, vocab_folder: Path | None = None
+) -> Student:
+    """`vocab_folder`: where vocab.txt is when the folder has none (embedded:zh reads the installed cn_clip's)."""
     from transformers import ChineseCLIPConfig, ChineseCLIPModel
 
     try:
@@ -55,7 +58,7 @@ def load_hf_chinese_clip(folder: Path, raw: dict, *, weights=None, random_init: 
     else:
         load_folder_weights(model, folder, weights, info)
     context = min(CHINESE_CLIP_CONTEXT, int(config.text_config.max_position_embeddings))
-    tokenizer = wordpiece_tokenizer(folder, context, int(config.text_config.vocab_size))
+    tokenizer = wordpiece_tokenizer(vocab_folder or folder, context, int(config.text_config.vocab_size))
     return Student(
         id=f"hf:{folder.resolve().name}",
         family="hf",

@@ -47,7 +47,7 @@ def load(arg: str, *, weights=None, random_init: bool = False) -> Student:
     return student
 
 
-EVALUATION_KINDS = ("scenes", "varied")
+EVALUATION_KINDS = ("scenes", "scenes_zh", "scenes_bilingual", "varied")  # data.samples.load_samples
 
 
 def _evaluation_data(arg: str, kind: str, count: int) -> tuple[str, int]:

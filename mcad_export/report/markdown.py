@@ -25,6 +25,27 @@ def flips(record: dict) -> str:
     return f"{paired['lost']} / {paired['gained']} (p {paired['p_value']:.2g})" if paired else "-"
 
 
+LANGUAGE_HEADER = ["artifact", "captions", "t2i R@1", "fp32 R@1", "R@1 lost / gained", "top-10 overlap"]
+
+
+def language_rows(fidelity: list[dict]) -> list[list[str]]:
+    """One row per gated artifact and caption language, for evaluation sets in several languages (the gate judges
+    each: quantize/fidelity.py)."""
+    return [
+        [
+            f"{r['artifact']} ({language})",
+            str(part["captions"]),
+            f"{part['recall_at_1']:.3f}",
+            f"{part['recall_at_1_fp32']:.3f}",
+            flips(part),
+            f"{part['top10_overlap']:.3f}",
+        ]
+        for r in fidelity
+        if r.get("passed") is not None
+        for language, part in (r.get("per_language") or {}).items()
+    ]
+
+
 def _table(header, rows) -> list[str]:
     return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows), ""]
 
@@ -136,6 +157,9 @@ def render_markdown(data: dict) -> str:
                 if r.get("passed") is not None
             ],
         )
+        if language_rows(data["fidelity"]):
+            out += ["Per caption language (each language's captions against the whole gallery):", ""]
+            out += _table(LANGUAGE_HEADER, language_rows(data["fidelity"]))
     if data.get("device_bench"):
         d = data["device_bench"]
         rec, lat = d["record"], d["record"]["latency_ms"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 
 from . import svg
-from .markdown import apk_lines, flips
+from .markdown import LANGUAGE_HEADER, apk_lines, flips, language_rows
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1000px;color:#1f2328;padding:0 16px}
@@ -331,6 +331,9 @@ def render_html(data: dict) -> str:
         if data["fidelity"]
         else '<p class="note">No fidelity.json: run `mcad-export verify`.</p>'
     )
+    if language_rows(data["fidelity"] or []):
+        parts.append("<h3>Per caption language</h3>")
+        parts.append(_table(LANGUAGE_HEADER, [[_e(c) for c in row] for row in language_rows(data["fidelity"])]))
 
     if data.get("device_bench"):
         d = data["device_bench"]

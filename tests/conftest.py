@@ -109,6 +109,15 @@ def tiny_options(out, config, images, **changes):
     return options
 
 
+def one_line_error(proc, pattern: str) -> None:
+    """Bad input's contract: exit 2 and exactly one `error:` line, matching `pattern` (a regex)."""
+    import re
+
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and re.search(pattern, lines[0]), proc.stderr[-2000:]
+
+
 def run_cli(*args, cwd=None, timeout=900, env=None):
     """Runs `python -m mcad_export ...` in a fresh process, as a user would."""
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="2", **(env or {}))

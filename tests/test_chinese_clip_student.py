@@ -16,7 +16,7 @@ from mcad_export.runtime import Tokenizer
 from mcad_export.students.bert_text import minilm_folder
 
 from .chinese_texts import CAPTIONS
-from .conftest import run_cli
+from .conftest import one_line_error, run_cli
 
 VOCAB = 21128
 
@@ -58,12 +58,6 @@ def tiny_chinese_clip(folder: Path, **text_overrides):
         json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer"})
     )
     return model
-
-
-def _one_line_error(proc, pattern):
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and __import__("re").search(pattern, lines[0]), proc.stderr[-2000:]
 
 
 def test_hf_chinese_clip_folder_exports_with_parity(tmp_path):
@@ -116,5 +110,5 @@ def test_bad_chinese_clip_folders_are_refused(tmp_path, case):
         (folder / "model.safetensors").unlink()
         pattern = r"has no model.safetensors or pytorch_model.bin; pass --weights FILE"
     out = tmp_path / "out"
-    _one_line_error(run_cli("export", "--student", f"hf:{folder}", "--out", out, "--no-tflite"), pattern)
+    one_line_error(run_cli("export", "--student", f"hf:{folder}", "--out", out, "--no-tflite"), pattern)
     assert not out.exists()

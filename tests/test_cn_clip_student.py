@@ -15,7 +15,7 @@ import torch
 from mcad_export.runtime import Tokenizer
 
 from .chinese_texts import CAPTIONS
-from .conftest import run_cli
+from .conftest import one_line_error, run_cli
 
 VISION_VIT = {"embed_dim": 16, "image_resolution": 32, "vision_layers": 2, "vision_width": 64, "vision_patch_size": 8}
 VISION_RN = {"embed_dim": 16, "image_resolution": 32, "vision_layers": "[1,1,1,1]", "vision_width": 8}
@@ -91,12 +91,6 @@ def test_cn_clip_checkpoint_exports_with_parity_to_its_own_forward(tmp_path, vis
     assert np.abs(text[0] - reference_text).max() < 1e-5 and np.abs(image[0] - reference_image).max() < 1e-5
 
 
-def _one_line_error(proc, pattern):
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and __import__("re").search(pattern, lines[0]), proc.stderr[-2000:]
-
-
 @pytest.mark.parametrize("case", ["unknown_text_tower", "vocab_size", "other_layout"])
 def test_bad_cn_clip_students_are_refused(tmp_path, case):
     from mcad_export.students.bert_text import minilm_folder
@@ -115,5 +109,5 @@ def test_bad_cn_clip_students_are_refused(tmp_path, case):
         (tmp_path / "rn.json").write_text(json.dumps(VISION_RN))
         pattern = r"weights don't fit cn_clip:.*missing keys"
     out = tmp_path / "out"
-    _one_line_error(run_cli("export", "--student", f"cn_clip:{spec}", "--weights", weights, "--out", out), pattern)
+    one_line_error(run_cli("export", "--student", f"cn_clip:{spec}", "--weights", weights, "--out", out), pattern)
     assert not out.exists()

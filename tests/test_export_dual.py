@@ -13,7 +13,7 @@ from mcad_export.runtime import Tokenizer
 from mcad_export.runtime.wordpiece import read_vocab
 from mcad_export.students.bert_text import minilm_folder
 
-from .conftest import run_cli
+from .conftest import one_line_error, run_cli
 
 VOCAB = 30522
 
@@ -46,12 +46,6 @@ def _tiny_dual_encoder(folder):
     for name in ("vocab.txt", "tokenizer_config.json"):
         shutil.copyfile(minilm_folder() / name, folder / name)
     return model
-
-
-def _one_line_error(proc, pattern):
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and __import__("re").search(pattern, lines[0]), proc.stderr[-2000:]
 
 
 def test_hf_vision_text_dual_encoder_folder(tmp_path):
@@ -159,5 +153,5 @@ def test_bad_dual_encoder_folders_are_refused(tmp_path, case):
         pattern = r"has no \[UNK\] token"
     out = tmp_path / "out"
     proc = run_cli("export", "--student", f"hf:{folder}", "--out", out, "--samples", 8, "--no-tflite")
-    _one_line_error(proc, pattern)
+    one_line_error(proc, pattern)
     assert not out.exists()

@@ -74,6 +74,31 @@ def _lr_at(step: int, total: int, lr: float = recipe.LR, warmup: int = recipe.WA
     return lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def scheduled_steps(opt, settings: dict, generator: torch.Generator, progress, losses: list):
+    """The packaged students' shared loop: yields (step, row indices of its batch) with the step's learning rate
+    set (warmup, then cosine) and a fresh permutation of the `train_images` rows per epoch; the caller computes the
+    step's loss and passes it to `descend`. Progress every 50 steps from `losses`."""
+    n, batch, steps = settings["train_images"], settings["batch"], settings["steps"]
+    order, pos = torch.randperm(n, generator=generator), 0
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, steps, settings["lr"], settings["warmup"])
+        if pos + batch > n:
+            order, pos = torch.randperm(n, generator=generator), 0
+        idx = order[pos : pos + batch]
+        pos += batch
+        yield step, idx
+        if progress and (step + 1) % 50 == 0:
+            progress(f"  step {step + 1}/{steps} loss {np.mean(losses[-50:]):.4f}")
+
+
+def descend(opt, loss, losses: list) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    losses.append(float(loss.detach()))
+
+
 def _batches(split: Split, steps: int, generator: torch.Generator):
     n = split.pixels.shape[0]
     templates = split.tokens.shape[1]

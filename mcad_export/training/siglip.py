@@ -85,29 +85,18 @@ def pixels(images_u8: np.ndarray) -> torch.Tensor:
 
 
 def train(model, tokenizer, progress=print) -> list[float]:
-    n, batch, steps = SETTINGS["train_images"], SETTINGS["batch"], SETTINGS["steps"]
+    n, batch = SETTINGS["train_images"], SETTINGS["batch"]
     images, _ = render_split("train", n, recipe.IMAGE_SIZE)
     tokens = np.stack([tokenizer([scene_at("train", i).caption(t) for t in range(3)]) for i in range(n)])
     tokens_t = torch.from_numpy(tokens.astype(np.int64))  # [n, 3 templates, CONTEXT], padded as deployed
     opt = distill._optimizer(model, SETTINGS["lr"])  # the project's AdamW: weight decay on matrices, not embeddings
     generator = torch.Generator().manual_seed(SETTINGS["seed"])
-    order, pos, losses = torch.randperm(n, generator=generator), 0, []
+    losses: list[float] = []
     model.train()
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = distill._lr_at(step, steps, SETTINGS["lr"], SETTINGS["warmup"])
-        if pos + batch > n:
-            order, pos = torch.randperm(n, generator=generator), 0
-        idx = order[pos : pos + batch]
-        pos += batch
+    for _, idx in distill.scheduled_steps(opt, SETTINGS, generator, progress, losses):
         which = torch.randint(3, (batch,), generator=generator)
         out = model(input_ids=tokens_t[idx, which], pixel_values=pixels(images[idx.numpy()]), return_loss=True)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        opt.step()
-        losses.append(float(out.loss.detach()))
-        if progress and (step + 1) % 50 == 0:
-            progress(f"  step {step + 1}/{steps} loss {np.mean(losses[-50:]):.4f}")
+        distill.descend(opt, out.loss, losses)
     model.eval()
     return losses
 

@@ -121,6 +121,7 @@ class QuantizeOptions:
     allow_small: bool = False
     auto: bool = True
     buckets: bool = False  # also the length buckets' integer CPU variants (for runtimes without dynamic shapes)
+    formats: tuple[str, ...] = ("onnx", "tflite")  # which fp32 encoders' variants to make
 
     def __post_init__(self):
         checked(self)
@@ -132,6 +133,8 @@ class QuantizeOptions:
         unknown = [p for p in self.precisions or () if p not in known]
         if unknown:
             raise InputError(f"QuantizeOptions: unknown precision {unknown[0]!r}; use some of {', '.join(known)}")
+        if not self.formats or set(self.formats) - {"onnx", "tflite"}:
+            raise InputError(f"QuantizeOptions: formats {self.formats!r}; use onnx, tflite or both")
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,7 @@ def quantize(out: Path, options: QuantizeOptions, gate: Gate, say: Say = _quiet)
         auto=options.auto,
         gate=gate,
         buckets=options.buckets,
+        formats=options.formats,
         progress=say,
     )
 

@@ -76,3 +76,25 @@ def test_int8_and_the_gate_on_meaningful_rankings(siglip_export):
         if r["passed"]:
             assert r["cosine_min"] >= gate.min_cosine_floor and r["top10_overlap"] >= gate.min_top10_overlap, r
     assert proc.returncode == (0 if all(r["passed"] for r in quantized) else 1), proc.stderr[-1000:]
+
+
+def test_a_dynamic_tflite_siglip_image_tower_runs_and_only_tflite_is_requantized(tmp_path):
+    """SigLIP's attention-pool head: its latent query, folded through its projection, is a constant left operand of a
+    BATCH_MATMUL. The dynamic recipe keeps that one op float (LiteRT has no int8-left / float-right kernel; before,
+    LiteRT aborted running the variant and the whole quantize with it), and `--format tflite` leaves ONNX alone."""
+    from mcad_export.quantize.tflite_recipes import constant_lhs_matmul_outputs
+
+    out = tmp_path / "out"
+    proc = run_cli("export", "--student", "embedded:siglip", "--out", out, "--samples", 64)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pooled = constant_lhs_matmul_outputs(str(out / "tflite" / "image_encoder.tflite"))
+    assert len(pooled) == 1 and "poolinghead" in pooled[0].lower(), pooled  # SiglipMultiheadAttentionPoolingHead
+    assert constant_lhs_matmul_outputs(str(out / "tflite" / "text_encoder.tflite")) == []
+    proc = run_cli("quantize", out, "--format", "tflite", "--precision", "dynamic", "--allow-small-calibration")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    variants = {a["path"]: a for a in manifest["artifacts"] if a["precision"] != "fp32"}
+    assert set(variants) == {"tflite/image_encoder.dynamic.tflite", "tflite/text_encoder.dynamic.tflite"}
+    image = variants["tflite/image_encoder.dynamic.tflite"]
+    assert image["recipe"]["constant_lhs_matmuls_float"] == 1 and image["tuning"]["passed"], image["tuning"]
+    assert image["tuning"]["steps"][0]["cosine_mean"] > 0.99

@@ -25,7 +25,8 @@ def _add_student_args(p: argparse.ArgumentParser) -> None:
         help="open_clip:<ARCH> | open_clip:<config.json> | hf:<DIR> (CLIPModel, SiglipModel, Siglip2Model, "
         "ChineseCLIPModel or VisionTextDualEncoderModel) | cn_clip:<MODEL> (a Chinese-CLIP checkpoint: ViT-B-16, RN50, "
         "... or <vision>@<text> configs) | dual:<spec.json> (vision + BERT-family text) | embedded:minilm "
-        "(packaged, real MiniLM text tower) | embedded:siglip (packaged SigLIP, SentencePiece); "
+        "(packaged, real MiniLM text tower) | embedded:siglip (packaged SigLIP, SentencePiece) | embedded:zh "
+        "(packaged Chinese-CLIP-style, Chinese and English captions); "
         "default: the embedded student",
     )
     p.add_argument(
@@ -57,6 +58,14 @@ def _add_quantize_args(p: argparse.ArgumentParser) -> None:
         choices=PRECISIONS,
         metavar="P",
         help=f"one of {', '.join(PRECISIONS)}; repeatable (default: {', '.join(DEFAULT_PRECISIONS)}; w4 is opt-in)",
+    )
+    p.add_argument(
+        "--format",
+        action="append",
+        choices=("onnx", "tflite"),
+        dest="formats",
+        help="quantize only these formats' fp32 encoders; repeatable (default: both; a 1 GB TFLite twin's recipes "
+        "can be rerun without redoing the ONNX ones)",
     )
     p.add_argument(
         "--calib-images",
@@ -289,6 +298,7 @@ def quantize_options(args) -> QuantizeOptions:
         allow_small=args.allow_small_calibration,
         auto=args.auto,
         buckets=args.with_buckets,
+        formats=tuple(args.formats) if args.formats else ("onnx", "tflite"),
     )
 
 

@@ -18,7 +18,7 @@ from ..atomic import locks_folder, scratch_dir, staged_directory
 from ..contract import MANIFEST, ONNX_STEMS, TEXT_MASK_INPUT, TFLITE_DIR, TFLITE_STEMS, length_bucket_onnx
 from ..defaults import NUM_CALIB
 from ..guard import verified_artifact
-from ..isolated import run_isolated
+from ..isolated import ToolCrashError, run_isolated
 from ..logs import quiet_root_logger
 from ..manifest import artifact_files, dump_manifest, file_record, read_manifest, total_bytes
 from ..runtime.encoders import artifact_embed, onnx_embed, real_lengths
@@ -63,6 +63,7 @@ def quantize_artifacts(
     auto: bool = True,
     gate: Gate = DEFAULT_GATE,
     buckets: bool = False,
+    formats: tuple[str, ...] = ("onnx", "tflite"),
     progress=None,
 ) -> list[dict]:
     say = progress or (lambda message: None)
@@ -91,7 +92,7 @@ def quantize_artifacts(
     # Opt-in: the CPU query path never runs a bucket, and a bucket is gated on the captions that fit it (52% of
     # the held-out set for 16 tokens), where one caption is 0.2 R@1 points: all-MiniLM's len16 w8 passed its
     # tuning split and missed held-out by 0.7 points (3-4 of 521 captions).
-    buckets = _bucket_sources(manifest) if buckets else []
+    buckets = _bucket_sources(manifest) if buckets and "onnx" in formats else []
     for a in fp32 + tflite + buckets:
         verified_artifact(root, a)
     tune_reference = with_languages(
@@ -113,7 +114,7 @@ def quantize_artifacts(
     }
     # Scratch models go inside the export too: a killed quantize leaves nothing elsewhere (the next stage cleans).
     with staged_directory(root) as stage, scratch_dir(root) as work:
-        for artifact in fp32:
+        for artifact in fp32 if "onnx" in formats else []:  # the fp32 ONNX still references the TFLite gate
             named = Path(work) / f"{_stem(artifact)}.named.onnx"
             name_all_nodes(root / artifact["path"], named)
             for precision in [p for p in precisions if applies_to(p, artifact["encoder"])]:
@@ -137,7 +138,7 @@ def quantize_artifacts(
                         artifact, precision, named, stage, calib, tune, tune_reference, auto, gate, say, masked=masked
                     )
                 )
-        for artifact in tflite:
+        for artifact in tflite if "tflite" in formats else []:
             # The one-query TFLite twin is the CPU (XNNPACK) path: dynamic-range only (static recipes are NPU
             # formats, and the full-context twin already gets them).
             wanted = [p for p in precisions if p in TFLITE_RECIPES]
@@ -415,16 +416,21 @@ def _quantize_tflite(artifact, source: Path, precision, stage, calib, tune, tune
                 what=f"ai-edge-quantizer ({label})",
             )
             details = json.loads(details_file.read_text())
-        embeds = run_isolated(
-            tflite_embed_in_process,
-            {"model": str(dst)},
-            {"x": tune.for_encoder(encoder)},
-            what=f"LiteRT running {filename}",
-        )["embeds"]
+        try:
+            embeds = run_isolated(
+                tflite_embed_in_process,
+                {"model": str(dst)},
+                {"x": tune.for_encoder(encoder)},
+                what=f"LiteRT running {filename}",
+            )["embeds"]
+        except ToolCrashError as e:
+            # A variant LiteRT cannot run is rejected with the reason; the other variants of the run still count.
+            embeds, crash = None, str(e)
         recipe = {
             **details["recipe"],
             "precision": precision,
             "mask_nodes_protected": details["mask_ops_protected"],
+            "constant_lhs_matmuls_float": details["constant_lhs_matmuls_float"],
             "kept_float": list(keep_float),
             "op_types": list(STATIC_OPS) if details["recipe"]["kind"] == "static" else "all",
         }
@@ -432,11 +438,13 @@ def _quantize_tflite(artifact, source: Path, precision, stage, calib, tune, tune
             {"node": d["tensor"], "op_type": "tensor", "sqnr_db": d["snr_db"], "worst_tensor": d["tensor"]}
             for d in details["layer_damage_top"]
         ]
+        if embeds is None:
+            return recipe, {"kept_float": list(keep_float), "passed": False, "crashed": True, "misses": [crash]}, damage
         return recipe, tuning_step(encoder, embeds, tune_reference, gate, keep_float), damage
 
     recipe, step, damage = attempt([], want_damage=True)
     steps = [step]
-    if auto and not step["passed"] and damage:
+    if auto and not step["passed"] and damage and not step.get("crashed"):
         recipe, steps, _ = _auto_mixed_precision(
             lambda keep: attempt(keep)[:2], step, [d["node"] for d in damage], say, label
         )

@@ -33,6 +33,32 @@ def scope_regex(tensor_name: str) -> str:
     return f"(^|;){re.escape(tensor_name)}(;|$)"
 
 
+def constant_lhs_matmul_outputs(model_path: str) -> list[str]:
+    """Output names of BATCH_MATMULs whose left operand is a constant: a SigLIP attention-pool head's latent query,
+    folded through its projection by the converter. The dynamic recipe would make that operand int8 against a float
+    right-hand side, a pairing LiteRT's hybrid BATCH_MATMUL cannot run (batch_matmul.cc: "lhs float32 and rhs int8,
+    or equal types"; measured on ViT-B-16-SigLIP2's image tower), so these stay float. Read lazily from the
+    flatbuffer (memory-mapped): a 1.1 GB text graph is never unpacked."""
+    import mmap
+
+    from ai_edge_litert import schema_py_generated as schema
+
+    with open(model_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        model = schema.Model.GetRootAs(data, 0)
+        found = []
+        for g in range(model.SubgraphsLength()):
+            sub = model.Subgraphs(g)
+            for k in range(sub.OperatorsLength()):
+                op = sub.Operators(k)
+                code = model.OperatorCodes(op.OpcodeIndex())
+                if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) != schema.BuiltinOperator.BATCH_MATMUL:
+                    continue
+                buffer = model.Buffers(sub.Tensors(op.Inputs(0)).Buffer())
+                if buffer.DataLength() > 0 or buffer.Offset() > 1:  # inline data, or the large-model offset form
+                    found += [sub.Tensors(op.Outputs(i)).Name().decode() for i in range(op.OutputsLength())]
+        return found
+
+
 def mask_add_outputs(model_path: str) -> list[str]:
     from ai_edge_litert.interpreter import Interpreter
 
@@ -74,6 +100,7 @@ def quantize_tflite_in_process(params: dict, arrays: dict) -> None:
 
     kind, act_bits, weight_bits = TFLITE_RECIPES[params["precision"]]
     manager = recipe_manager.RecipeManager()
+    float_matmuls: list[str] = []
     if kind == "static":
         # Weight-bearing ops only (as the ONNX recipes): quantizing every op also quantizes the final
         # L2 normalisation, and the outputs leave the unit sphere entirely (norms of 1e2-1e5 measured).
@@ -91,6 +118,13 @@ def quantize_tflite_in_process(params: dict, arrays: dict) -> None:
         )
     else:
         manager.add_dynamic_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=weight_bits)
+        float_matmuls = constant_lhs_matmul_outputs(params["model"])
+        for name in float_matmuls:
+            manager.add_quantization_config(
+                regex=scope_regex(name),
+                operation_name=TFLOperationName.BATCH_MATMUL,
+                algorithm_key=AlgorithmName.NO_QUANTIZE,
+            )
     protected = mask_add_outputs(params["model"])
     for name in protected:
         manager.add_quantization_config(
@@ -127,6 +161,7 @@ def quantize_tflite_in_process(params: dict, arrays: dict) -> None:
         json.dump(
             {
                 "mask_ops_protected": len(protected),
+                "constant_lhs_matmuls_float": len(float_matmuls),
                 "layer_damage_top": damage,
                 "recipe": {
                     "kind": kind,

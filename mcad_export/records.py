@@ -166,6 +166,7 @@ class FidelityRecord(Record):
     cosine_min: float = ABSENT
     cosine_p1: float = ABSENT  # 1st percentile of the per-sample cosine
     r1_paired: dict = ABSENT  # fidelity.r1_paired_test: lost/gained captions, p-value, detectable drop
+    per_language: dict = ABSENT  # fidelity.per_language: an evaluation set in several caption languages
     sha256: str = ABSENT  # the artifact file's digest when it was gated: a record of other bytes deploys nothing
     recall_at_1: float = ABSENT
     recall_at_5: float = ABSENT

@@ -125,7 +125,7 @@ def test_config_names_its_evaluation_data(tmp_path, tiny_open_clip_config):
     assert (student.sample_kind, student.eval_count) == ("scenes", 300)
     assert (load_student(f"open_clip:{tiny_open_clip_config}", random_init=True).sample_kind,) == ("varied",)
     for bad, words in (
-        ({"samples": "photos"}, "samples is one of scenes, varied"),
+        ({"samples": "photos"}, "samples is one of scenes, scenes_zh, scenes_bilingual, varied"),
         ({"samples": "scenes", "count": 3}, "evaluation.count must be a whole number"),
     ):
         path.write_text(json.dumps({**cfg, "evaluation": bad}))

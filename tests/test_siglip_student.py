@@ -211,7 +211,10 @@ def test_hf_siglip_folder_exports_with_parity(tmp_path, spm_model):
         (None, ("varied", 128)),
         ({"samples": "scenes", "count": 1000}, ("scenes", 1000)),
         ({"samples": "scenes", "count": 3}, "evaluation.count must be a whole number from 8 to 10000"),
-        ({"samples": "imagenet"}, "evaluation must be an object whose samples is one of scenes, varied"),
+        (
+            {"samples": "imagenet"},
+            "evaluation must be an object whose samples is one of scenes, scenes_zh, scenes_bilingual, varied",
+        ),
     ],
 )
 def test_hf_config_names_its_evaluation_data(tmp_path, spm_model, evaluation, expected):

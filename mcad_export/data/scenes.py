@@ -161,8 +161,7 @@ SCENE_KINDS = {"scenes": "en", "scenes_zh": "zh", "scenes_bilingual": "bilingual
 
 def scene_caption(kind: str, split: str, index: int) -> str:
     """Scene `index`'s caption as evaluation kind `kind` writes it."""
-    language = SCENE_KINDS[kind]
-    return caption_at(split, index, bilingual_language(index) if language == "bilingual" else language)
+    return caption_at(split, index, language_at(SCENE_KINDS[kind], index))
 
 
 def caption_languages(kind: str, count: int) -> np.ndarray | None:
@@ -170,6 +169,11 @@ def caption_languages(kind: str, count: int) -> np.ndarray | None:
     if SCENE_KINDS.get(kind) != "bilingual":
         return None
     return np.array([bilingual_language(i) for i in range(count)])
+
+
+def language_at(language: str, index: int) -> str:
+    """Caption `index`'s language in a set captioned in `language` ("en", "zh" or "bilingual")."""
+    return bilingual_language(index) if language == "bilingual" else language
 
 
 def bilingual_language(index: int) -> str:
@@ -189,9 +193,7 @@ def render_split(
         i = start + k
         scene = scene_at(split, i)
         images[k] = np.asarray(render(scene, size))
-        captions.append(
-            scene.caption(template=i, language=bilingual_language(i) if language == "bilingual" else language)
-        )
+        captions.append(scene.caption(template=i, language=language_at(language, i)))
     return images, captions
 
 

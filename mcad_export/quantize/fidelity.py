@@ -119,11 +119,11 @@ def r1_paired_test(hits_fp32: np.ndarray, hits: np.ndarray, alpha: float) -> dic
     }
 
 
-def top_k_overlap(queries_a, gallery_a, queries_b, gallery_b, k: int = 10, per_query: bool = False):
+def top_k_overlap(queries_a, gallery_a, queries_b, gallery_b, k: int = 10) -> np.ndarray:
+    """Per query: the share of its top-k under (a) that is also in its top-k under (b)."""
     top_a = np.argsort(-(queries_a @ gallery_a.T), axis=1)[:, :k]
     top_b = np.argsort(-(queries_b @ gallery_b.T), axis=1)[:, :k]
-    overlap = np.array([len(set(a) & set(b)) / k for a, b in zip(top_a, top_b)])
-    return overlap if per_query else float(overlap.mean())
+    return np.array([len(set(a) & set(b)) / k for a, b in zip(top_a, top_b)])
 
 
 def mean_pairwise_cosine(embeds: np.ndarray, limit: int = 1000) -> float:
@@ -161,13 +161,12 @@ def with_languages(reference: dict, manifest: dict) -> dict:
     return reference if languages is None else {**reference, "languages": languages}
 
 
-def per_language(encoder: str, img, txt, reference: dict, cos: np.ndarray, alpha: float) -> dict:
+def per_language(encoder: str, img, txt, reference: dict, cos, hits, hits_fp32, overlap, alpha: float) -> dict:
     """Text->image R@1 (vs fp32, with the paired test), top-10 overlap and, for the text tower, cosine, over each
-    language's captions; every caption still ranks against the whole gallery."""
+    language's captions; every caption still ranks against the whole gallery. `cos`, `hits`, `hits_fp32` and
+    `overlap` are score's per-caption numbers."""
     ref_img, ref_txt, languages = reference["image_embeds"], reference["text_embeds"], reference["languages"]
     r1, r1_fp32 = hit_probability(txt @ img.T, 1), hit_probability(ref_txt @ ref_img.T, 1)
-    hits, hits_fp32 = t2i_hits_at_1(img, txt), t2i_hits_at_1(ref_img, ref_txt)
-    overlap = top_k_overlap(txt, img, ref_txt, ref_img, per_query=True)
     out = {}
     for language in sorted(set(languages.tolist())):
         rows = languages == language
@@ -196,7 +195,9 @@ def score(encoder: str, embeds: np.ndarray, reference: dict, gate: Gate = DEFAUL
     cos = (embeds * (ref_img if encoder == "image" else ref_txt)).sum(1)
     img, txt = (embeds, ref_txt) if encoder == "image" else (ref_img, embeds)
     recall, recall_fp32 = recall_at(img, txt), recall_at(ref_img, ref_txt)
-    paired = r1_paired_test(t2i_hits_at_1(ref_img, ref_txt), t2i_hits_at_1(img, txt), gate.r1_alpha)
+    hits, hits_fp32 = t2i_hits_at_1(img, txt), t2i_hits_at_1(ref_img, ref_txt)
+    paired = r1_paired_test(hits_fp32, hits, gate.r1_alpha)
+    overlap = top_k_overlap(txt, img, ref_txt, ref_img)
     return {
         "cosine_mean": float(cos.mean()),
         "cosine_min": float(cos.min()),
@@ -212,9 +213,9 @@ def score(encoder: str, embeds: np.ndarray, reference: dict, gate: Gate = DEFAUL
         "i2t_recall_at_5": recall["i2t_r5"],
         "i2t_recall_at_10": recall["i2t_r10"],
         "i2t_recall_at_1_fp32": recall_fp32["i2t_r1"],
-        "top10_overlap": top_k_overlap(txt, img, ref_txt, ref_img),
+        "top10_overlap": float(overlap.mean()),
         **(
-            {"per_language": per_language(encoder, img, txt, reference, cos, gate.r1_alpha)}
+            {"per_language": per_language(encoder, img, txt, reference, cos, hits, hits_fp32, overlap, gate.r1_alpha)}
             if reference.get("languages") is not None and len(set(reference["languages"].tolist())) > 1
             else {}
         ),

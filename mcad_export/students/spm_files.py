@@ -16,7 +16,7 @@ from ..errors import InputError
 from ..runtime.spm_model import piece_count
 from ..runtime.spm_tokenizer import SentencePieceTokenizer
 
-MODEL_NAMES = ("spiece.model", "tokenizer.model", "sentencepiece.model")
+MODEL_NAMES = ("spiece.model", "tokenizer.model", "sentencepiece.model", "sentencepiece.bpe.model")
 CONFIG_NAME = "tokenizer_config.json"
 MAX_MODEL_BYTES = 64 << 20  # Gemma's 256k model is 4.2 MB
 BPE_JSON = "a BPE model"  # read on its own (students/tokenizer_json.py) when the folder has no .model file
@@ -27,11 +27,16 @@ FAMILY_OF_CLASS = {
     "T5TokenizerFast": "siglip",
     "GemmaTokenizer": "gemma",
     "GemmaTokenizerFast": "gemma",
+    "XLMRobertaTokenizer": "xlmr",
+    "XLMRobertaTokenizerFast": "xlmr",
 }
 DEFAULTS = {
     "siglip": {"add_bos": False, "add_eos": True, "padding_side": "right"},
     "gemma": {"add_bos": True, "add_eos": False, "padding_side": "left"},
+    "xlmr": {"add_bos": True, "add_eos": True, "padding_side": "right"},
 }
+# rows a family's ids need beyond the model's pieces: XLM-R's fairseq dictionary shifts them up one and adds <mask>
+EXTRA_ROWS = {"xlmr": 2}
 
 
 def find_model_file(folders: list[Path]) -> Path | None:
@@ -72,9 +77,11 @@ def load_spm_tokenizer(
     vocab_size: int,
     clean: str,
     hub_name: str | None = None,
+    family: str | None = None,
 ) -> SentencePieceTokenizer:
     """The student's tokenizer from the first folder holding a SentencePiece model file; one line if none does or
-    if it does not fit the student's token table."""
+    if it does not fit the student's token table. `family`: the student's (an XLM-R tower's is `xlmr`) when the
+    folder's tokenizer_config.json does not name its class."""
     path, data = find_model_file(folders), None
     if path is None:
         where = " or ".join(str(f) for f in folders) or "the student's folder"
@@ -110,17 +117,24 @@ def load_spm_tokenizer(
             f"({', '.join(sorted(FAMILY_OF_CLASS))})"
         )
     pieces = piece_count(data, str(path))
-    if pieces != vocab_size:  # before building a 256k table for nothing
+    if named:
+        family = FAMILY_OF_CLASS[named]
+    elif family is None:
+        family = "gemma" if pieces >= 200_000 else "siglip"
+    extra = EXTRA_ROWS.get(family, 0)
+    if pieces + extra != vocab_size:  # before building a 256k table for nothing
+        ids = f" (+{extra} ids of its {family} family)" if extra else ""
         raise InputError(
-            f"{path} has {pieces:,} pieces but {student}'s token table has {vocab_size:,} rows: it is "
+            f"{path} has {pieces:,} pieces{ids} but {student}'s token table has {vocab_size:,} rows: it is "
             "not this student's tokenizer"
         )
-    family = FAMILY_OF_CLASS[named] if named else ("gemma" if pieces >= 200_000 else "siglip")
     options = dict(DEFAULTS[family])
     for key, ours in (("add_bos_token", "add_bos"), ("add_eos_token", "add_eos"), ("padding_side", "padding_side")):
         if key in config:
             options[ours] = config[key]
     beside = path if path.suffix == ".json" else path.parent / "tokenizer.json"
+    if family == "xlmr":
+        options = dict(DEFAULTS[family])  # fairseq's template; the class takes no add_*_token settings
     if family == "gemma" and beside.is_file():  # GemmaTokenizer follows the JSON's template over the config
         from .tokenizer_json import special_tokens_around
 

@@ -17,14 +17,19 @@ import java.util.regex.Pattern;
  * the port of mcad_export/runtime/spm_tokenizer.py. `siglip` (SiglipTokenizer): typed special tokens split out with
  * the whitespace around them, each chunk lower-cased, ASCII punctuation removed, whitespace collapsed, encoded
  * after an "<unk>" that is cut off again, EOS appended. `gemma` (GemmaTokenizer): control pieces split out, BOS/EOS
- * as configured. `clean: canonicalize` runs open_clip's cleaning first. Padding side and ids from the config.
+ * as configured. `xlmr` (XLMRobertaTokenizer): fairseq's ids (<s> 0, <pad> 1, </s> 2, <unk> 3, pieces one up,
+ * <mask> last), "<s> text </s>", then the contract's swap of 0 and 1 so padding is id 0 (a typed <pad> is dropped:
+ * open_clip masks it out). `clean: canonicalize` runs open_clip's cleaning first, `clean: whitespace` its cleaning
+ * for Hugging Face tokenizers. Padding side and ids from the config.
  */
 public final class SentencePieceTokenizer implements TextTokenizer {
     private static final String PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
+    private static final String XLMR_MASK = "<mask>";
+    private static final String[] XLMR_SPECIALS = {"<s>", "<pad>", "</s>", "<unk>"};  // fairseq's ids 0..3
 
     final SentencePiece model;
     private final String family;
-    private final boolean canonicalize, addBos, addEos, left, lowerCase;
+    private final boolean canonicalize, whitespace, addBos, addEos, left, lowerCase, xlmr;
     private final int context;
     public final int bosTokenId, eosTokenId, padTokenId;
     private final String unkToken;
@@ -36,6 +41,8 @@ public final class SentencePieceTokenizer implements TextTokenizer {
         model = new SentencePiece(modelBytes);
         family = (String) cfg.get("family");
         canonicalize = "canonicalize".equals(cfg.get("clean"));
+        whitespace = "whitespace".equals(cfg.get("clean"));
+        xlmr = "xlmr".equals(family);
         addBos = Boolean.TRUE.equals(cfg.get("add_bos"));
         addEos = !Boolean.FALSE.equals(cfg.get("add_eos"));
         left = "left".equals(cfg.get("padding_side"));
@@ -49,12 +56,15 @@ public final class SentencePieceTokenizer implements TextTokenizer {
         if ("siglip".equals(family)) {
             specials.addAll(Arrays.asList((String) cfg.get("eos_token"), unkToken, (String) cfg.get("pad_token")));
             unkPrefix = model.encode(unkToken).size();
+        } else if (xlmr) {
+            specials.addAll(Arrays.asList("<s>", "<pad>", "</s>", "<unk>", XLMR_MASK));
+            unkPrefix = 0;
         } else if ("gemma".equals(family)) {
             for (int i = 0; i < model.size(); i++) if (model.types[i] == SentencePiece.CONTROL) specials.add(model.pieces[i]);
             specials.add(unkToken);
             unkPrefix = 0;
         } else {
-            throw new IllegalArgumentException("tokenizer_config.json: family '" + family + "' is not siglip or gemma");
+            throw new IllegalArgumentException("tokenizer_config.json: family '" + family + "' is not siglip, gemma or xlmr");
         }
         List<String> sorted = new ArrayList<String>(specials);
         java.util.Collections.sort(sorted, new java.util.Comparator<String>() {
@@ -79,6 +89,10 @@ public final class SentencePieceTokenizer implements TextTokenizer {
         return context;
     }
 
+    private static int swapped(int id) {
+        return id == 0 ? 1 : id == 1 ? 0 : id;
+    }
+
     /** open_clip's clean "canonicalize": basic clean, "_" to space, ASCII punctuation removed, lower, collapsed. */
     static String canonicalize(String text) {
         // basic_clean's strip() is subsumed by the final whitespace collapse
@@ -100,9 +114,17 @@ public final class SentencePieceTokenizer implements TextTokenizer {
         return ids.size() >= unkPrefix ? ids.subList(unkPrefix, ids.size()) : ids;
     }
 
-    /** Token ids of text without BOS/EOS or padding. */
+    /** XLMRobertaTokenizer's id of a typed special: fairseq's 0..3, <mask> after the shifted pieces. */
+    private int xlmrSpecial(String token) {
+        int i = Arrays.asList(XLMR_SPECIALS).indexOf(token);
+        return i >= 0 ? i : model.size() + 1;
+    }
+
+    /** Token ids of text without BOS/EOS or padding (fairseq's for xlmr, before the contract's swap). */
     public List<Integer> encode(String text) {
         if (canonicalize) text = canonicalize(text);
+        // open_clip's clean "whitespace": basic_clean (ftfy, HTML unescaped twice, strip), whitespace collapsed
+        if (whitespace) text = TextCleaner.collapseWhitespace(TextCleaner.unescapeHtml(TextCleaner.unescapeHtml(TextCleaner.fixText(text))));
         boolean siglip = "siglip".equals(family);
         if (siglip) text = SentencePiece.SPACE + text.replace(SentencePiece.SPACE, " ");
         List<Integer> ids = new ArrayList<Integer>();
@@ -114,11 +136,16 @@ public final class SentencePieceTokenizer implements TextTokenizer {
             String chunk = text.substring(last, found ? m.start() : text.length());
             // SigLIP's added tokens strip the whitespace around them (AddedToken lstrip/rstrip: Python's isspace)
             if (siglip) chunk = TextCleaner.stripPythonSpace(chunk, last > 0, found);
-            if (!chunk.isEmpty()) ids.addAll(siglip ? siglipChunk(chunk) : model.encode(chunk));
+            if (!chunk.isEmpty()) {
+                if (siglip) ids.addAll(siglipChunk(chunk));
+                else if (xlmr) for (int id : model.encode(chunk)) ids.add(id == model.unkId ? 3 : id + 1);
+                else ids.addAll(model.encode(chunk));
+            }
             if (!found) break;
-            typed.add(ids.size());
-            ids.add(model.pieceToId(m.group(1)));
             last = m.end();
+            if (xlmr && "<pad>".equals(m.group(1))) continue;  // masked out by open_clip, skipped by RoBERTa's positions
+            typed.add(ids.size());
+            ids.add(xlmr ? xlmrSpecial(m.group(1)) : model.pieceToId(m.group(1)));
         }
         if (siglip && ids.size() > 1 && typed.contains(1) && ids.get(0) == model.pieceToId(SentencePiece.SPACE)) {
             ids = new ArrayList<Integer>(ids.subList(1, ids.size()));
@@ -129,6 +156,14 @@ public final class SentencePieceTokenizer implements TextTokenizer {
     @Override
     public int[] tokenize(String text) {
         List<Integer> ids = encode(text);
+        if (xlmr) {
+            int[] row = new int[context];  // contract ids: fairseq's <pad> (1) is 0, its <s> (0) is 1
+            int n = Math.min(ids.size(), context - 2);
+            row[0] = 1;
+            for (int i = 0; i < n; i++) row[i + 1] = swapped(ids.get(i));
+            row[n + 1] = 2;
+            return row;
+        }
         int room = context - (addBos ? 1 : 0);
         List<Integer> out = new ArrayList<Integer>();
         if (addBos) out.add(bosTokenId);

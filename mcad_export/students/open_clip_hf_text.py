@@ -1,0 +1,121 @@
+"""open_clip students whose text tower is a Hugging Face model (`text_cfg.hf_model_name`), built offline.
+
+open_clip builds such a tower (hf_model.HFTextEncoder) from the hub's config of the named model and tokenizes with the
+hub's tokenizer; here both come from a local folder: the folder `hf_model_name` names when it is a path, else a
+folder named after the model's last name part (`xlm-roberta-base/`) beside the open_clip config or the --weights
+file, holding the model's config.json and its tokenizer model. open_clip then builds the same modules from that
+config (no weights are fetched: they come from --weights), and the tower runs through bert_text.BertTextTower, so the
+export re-states it with a finite mask and proves the re-statement against the untouched Hugging Face forward.
+
+Supported: XLM-RoBERTa towers (open_clip's xlm-roberta-base-ViT-B-32, xlm-roberta-large-ViT-H-14 and custom configs),
+SentencePiece with fairseq's ids (runtime.spm_tokenizer family `xlmr`). RoBERTa (byte-level BPE), mT5 (relative
+position buckets, gated feed-forward) and NLLB (M2M100's sinusoidal, pre-norm encoder) are refused with one line.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from ..errors import InputError, UnsupportedStudentError
+from .bert_text import read_json
+
+# open_clip's HFTextEncoder poolers -> bert_text.BertTextTower's pooling. cls_pooler reads the transformer's pooler
+# (open_clip builds it with add_pooling_layer=True); max_pooler fills the *real* tokens with -inf (hf_model.py) and
+# so is no pooling a student could have been trained with.
+POOLERS = {"mean_pooler": "mean", "cls_last_hidden_state_pooler": "cls", "cls_pooler": "pooler"}
+SUPPORTED_TYPES = {"xlm-roberta": "xlmr"}  # model_type -> runtime.spm_tokenizer family
+WHY_NOT = {
+    "roberta": "its tokenizer is GPT-2's byte-level BPE, which this toolkit does not reproduce",
+    "t5": "its encoder uses relative position buckets and a gated feed-forward, which the export does not re-state",
+    "mt5": "its encoder uses relative position buckets and a gated feed-forward, which the export does not re-state",
+    "m2m_100": "NLLB's encoder (sinusoidal positions, pre-norm) is not re-stated by the export",
+}
+OPEN_CLIP_CONTEXT = 77  # open_clip's DEFAULT_CONTEXT_LENGTH, what HFTokenizer pads to when the config is silent
+
+
+def uses_hf_text(model_cfg: dict) -> bool:
+    return bool(model_cfg.get("text_cfg", {}).get("hf_model_name"))
+
+
+def text_folder(student: str, hub_name: str, bases: list[Path]) -> Path:
+    """The local folder holding the text model's config.json (see the module doc), or one line naming it."""
+    wanted = []
+    for base in bases:
+        named = Path(hub_name).expanduser()
+        for candidate in (named if named.is_absolute() else base / named, base / hub_name.rstrip("/").split("/")[-1]):
+            if candidate not in wanted:
+                wanted.append(candidate)
+    for candidate in wanted:
+        if (candidate / "config.json").is_file():
+            return candidate
+    where = " or ".join(str(c) for c in wanted[:2]) or hub_name
+    raise InputError(
+        f"{student}'s text tower is Hugging Face's {hub_name}, and nothing is downloaded: put its config.json and "
+        f"tokenizer (sentencepiece.bpe.model) in {where}"
+    )
+
+
+def localize(student: str, model_cfg: dict, bases: list[Path]) -> tuple[dict, Path, str]:
+    """model_cfg with the text model read from its local folder, the folder, and the tokenizer family; refuses text
+    towers the export cannot re-state before anything is built."""
+    text_cfg = model_cfg["text_cfg"]
+    folder = text_folder(student, str(text_cfg["hf_model_name"]), bases)
+    model_type = read_json(folder / "config.json", "the text model's config").get("model_type")
+    if model_type not in SUPPORTED_TYPES:
+        why = WHY_NOT.get(str(model_type), "it is not a Hugging Face text model this toolkit re-states")
+        raise UnsupportedStudentError(
+            f"{student}: text tower {text_cfg['hf_model_name']} is of type {model_type!r}: {why}; supported are "
+            f"{', '.join(SUPPORTED_TYPES)} towers"
+        )
+    pooler = text_cfg.get("hf_pooler_type", "mean_pooler")
+    if pooler not in POOLERS:
+        raise UnsupportedStudentError(f"{student}: hf_pooler_type {pooler!r} is not one of {', '.join(POOLERS)}")
+    kwargs = text_cfg.get("tokenizer_kwargs", {})
+    if kwargs.get("clean", "whitespace") != "whitespace" or kwargs.get("strip_sep_token") or kwargs.get("language"):
+        raise UnsupportedStudentError(
+            f"{student}: tokenizer_kwargs {kwargs!r}: supported is open_clip's default for Hugging Face tokenizers "
+            "(clean: whitespace, separator kept, no language code)"
+        )
+    local = copy.deepcopy(model_cfg)
+    local["text_cfg"].update(hf_model_name=str(folder), hf_model_pretrained=False)
+    return local, folder, SUPPORTED_TYPES[model_type]
+
+
+def text_tower(student: str, model, folder: Path, bases: list[Path], family: str, context_length: int):
+    """(BertTextTower over model.text, its SentencePiece tokenizer): call after the weights are in, since the
+    tokenizer's contract ids swap two rows of the token table."""
+    from .bert_text import BertTextTower
+    from .spm_files import load_spm_tokenizer
+
+    hf, config = model.text, model.text.config
+    pooling = POOLERS[_pooler_name(hf.pooler)]
+    if pooling == "pooler" and getattr(hf.transformer, "pooler", None) is None:
+        pooling = "cls"  # ClsPooler falls back to the [CLS] row when the transformer has no pooler
+    tower = BertTextTower(hf.transformer, pooling, hf.proj)
+    limit = int(config.max_position_embeddings) - tower.position_offset
+    if context_length > limit:
+        raise InputError(
+            f"{student}: context_length {context_length} needs more positions than the text model's "
+            f"{config.max_position_embeddings} (max {limit})"
+        )
+    tokenizer = load_spm_tokenizer(
+        student,
+        [folder, *bases],
+        context_length=context_length,
+        vocab_size=int(config.vocab_size),
+        clean="whitespace",
+        hub_name=str(folder.name),
+        family=family,
+    )
+    if getattr(tokenizer, "swap", False):
+        from ..runtime.spm_tokenizer import CONTRACT_SWAP
+
+        tower.swap_rows(CONTRACT_SWAP)
+    return tower, tokenizer
+
+
+def _pooler_name(pooler) -> str:
+    import re
+
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(pooler).__name__).lower()

@@ -1,0 +1,198 @@
+"""open_clip students with a Hugging Face XLM-R text tower (xlm-roberta-base-ViT-B-32's layout): the tokenizer against
+the sentencepiece library (with fairseq's ids) and Hugging Face's XLMRobertaTokenizer, the student against open_clip's
+own forward fed Hugging Face's ids, and the bad inputs (a missing local folder, towers of other types, a vocabulary
+of another size) refused with one line and nothing written."""
+
+import json
+import shutil
+import unicodedata
+
+import numpy as np
+import pytest
+import torch
+
+from mcad_export.runtime import Tokenizer
+from mcad_export.runtime.spm_tokenizer import CONTRACT_SWAP, SentencePieceTokenizer
+from mcad_export.runtime.text_clean import clean_basic
+
+from . import xlmr_fixtures as xf
+from .chinese_texts import CAPTIONS
+from .conftest import one_line_error, run_cli
+from .test_sentencepiece import WORDS, texts
+
+spm = pytest.importorskip("sentencepiece")
+
+
+@pytest.fixture(scope="module")
+def spm_model(tmp_path_factory):
+    return xf.train_xlmr_spm(tmp_path_factory.mktemp("xlmr-spm"))
+
+
+@pytest.fixture(scope="module")
+def hf_tokenizer(spm_model, tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    folder = xf.text_model_folder(tmp_path_factory.mktemp("xlmr-hf"), spm_model)
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+def fairseq(ids: np.ndarray) -> np.ndarray:
+    """The contract's ids back to XLMRobertaTokenizer's (the two swapped ids exchanged again)."""
+    a, b = CONTRACT_SWAP
+    return np.where(ids == a, b, np.where(ids == b, a, ids))
+
+
+def captions() -> list[str]:
+    """Caption-like lines in the corpus' ten scripts, plus the Chinese captions (traditional, full-width, emoji)."""
+    import random
+
+    rng = random.Random(3)
+    words = [w for ws in WORDS.values() for w in ws]
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(2, 12))) for _ in range(300)]
+    return lines + list(CAPTIONS)
+
+
+def test_xlmr_family_is_the_library_with_fairseq_ids(spm_model):
+    """Every text, typed specials aside: <s> + the library's ids shifted up one (its <unk> to fairseq's 3) + </s>,
+    padded with <pad>; then the contract's swap, so padding is id 0."""
+    ours = SentencePieceTokenizer(spm_model.read_bytes(), family="xlmr", context_length=64, clean="none")
+    library = spm.SentencePieceProcessor(model_file=str(spm_model))
+    cases = [t for t in texts(seed=5, count=600) if "<" not in t]
+    got = fairseq(ours(cases))
+    for text, row in zip(cases, got):
+        ids = [3 if i == library.unk_id() else i + 1 for i in library.encode(text)][:62]
+        expected = [0, *ids, 2] + [1] * (62 - len(ids))
+        assert row.tolist() == expected, text[:80]
+    assert ours.vocab_size == len(library) + 2 and ours.pad_token_id == 0 and ours.bos_token_id == 1
+    # contract ids: padding 0 and the real tokens' mask up to </s>
+    contract = ours(["a photo of a dog"])[0]
+    assert contract[0] == 1 and contract[-1] == 0 and (contract[: np.flatnonzero(contract == 2)[0] + 1] != 0).all()
+
+
+def test_xlmr_family_equals_xlm_roberta_tokenizer_behind_open_clip_cleaning(spm_model, hf_tokenizer):
+    """What open_clip's HFTokenizer feeds an XLM-R student: clean 'whitespace', then XLMRobertaTokenizer. Captions in
+    ten scripts: identical. Random character salad: identical but for one pinned class, where transformers'
+    Precompiled normalizer and the library's disagree (a combining mark right after a character the normalizer
+    rewrites, e.g. '½' + U+05A0: tokenizers drops the mark, the library keeps it); we follow the library."""
+    context = 64
+    ours = SentencePieceTokenizer(spm_model.read_bytes(), family="xlmr", context_length=context, clean="whitespace")
+
+    def hf_ids(cases):
+        cleaned = [" ".join(clean_basic(t).split()) for t in cases]
+        return np.array(
+            [hf_tokenizer(t, padding="max_length", max_length=context, truncation=True).input_ids for t in cleaned]
+        )
+
+    real = captions()
+    assert (fairseq(ours(real)) == hf_ids(real)).all()
+    salad = [t for t in texts(seed=11, count=1500) if "<pad>" not in t]
+    differing = np.flatnonzero((fairseq(ours(salad)) != hf_ids(salad)).any(axis=1))
+    assert len(differing) <= len(salad) // 100, len(differing)
+    library = spm.SentencePieceProcessor(model_file=str(spm_model))
+    for i in differing:
+        text = " ".join(clean_basic(salad[i]).split())
+        pinned = any(
+            unicodedata.category(mark) == "Mn" and library.normalize(before) != before
+            for before, mark in zip(text, text[1:])
+        )
+        assert pinned, f"an unexplained difference: {text[:80]!r}"
+
+
+def test_typed_specials_and_truncation(spm_model, hf_tokenizer):
+    ours = SentencePieceTokenizer(spm_model.read_bytes(), family="xlmr", context_length=16, clean="whitespace")
+    for text in ("a photo</s> of", "<s>a</s>", "<unk> x", "x <mask> y"):
+        expected = hf_tokenizer(text, padding="max_length", max_length=16, truncation=True).input_ids
+        assert fairseq(ours([text]))[0].tolist() == expected, text
+    # a typed <pad>: open_clip masks it out and RoBERTa's positions skip it, so it is dropped (its embedding is
+    # unchanged, test_student_equals_open_clips_own_forward); the rest is XLMRobertaTokenizer's
+    expected = [i for i in hf_tokenizer("a <pad> b").input_ids if i != 1]
+    assert fairseq(ours(["a <pad> b"]))[0].tolist()[: len(expected)] == expected
+    long = ours(["red square " * 2000])[0]
+    assert long[0] == 1 and long[-1] == 2 and (long != 0).all()
+
+
+def test_student_equals_open_clips_own_forward(tmp_path, spm_model):
+    """The exported text encoder fed our ids against open_clip's CustomTextCLIP fed Hugging Face's (through
+    open_clip's HFTokenizer), with the weights read from the same file; the image encoder likewise."""
+    import onnxruntime as ort
+    import open_clip
+    from safetensors.torch import load_file
+
+    from mcad_export.runtime.encoders import attention_mask
+
+    config, weights = xf.student(tmp_path / "student", spm_model, pooler="cls_last_hidden_state_pooler")
+    out = tmp_path / "out"
+    proc = run_cli("export", "--out", out, "--student", f"open_clip:{config}", "--weights", weights, "--samples", 16)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    text = manifest["text"]
+    assert text["inputs"] == ["input_ids", "attention_mask"] and text["pad_token_id"] == 0, text
+    assert text["context_length"] == xf.CONTEXT and manifest["student"]["text_model"].endswith("base")
+    parity = {a["path"]: a["parity"]["cosine_min"] for a in manifest["artifacts"] if a.get("parity")}
+    assert min(parity.values()) >= 0.9999 and len(parity) == 4, parity
+
+    reference = xf.reference_model(json.loads(config.read_text()), config.parent / "xlm-roberta-base")
+    reference.load_state_dict(load_file(str(weights)))
+    hf = open_clip.tokenizer.HFTokenizer(str(config.parent / "xlm-roberta-base"), context_length=xf.CONTEXT)
+    cases = captions()[:40] + ["a <pad> b", "red square " * 200]
+    ours = Tokenizer.from_artifacts(out)
+    ids = ours(cases)
+    session = ort.InferenceSession(str(out / "text_encoder.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input_ids": ids, "attention_mask": attention_mask(ids)})[0]
+    with torch.no_grad():
+        want = reference.encode_text(hf(cases), normalize=True).numpy()
+    cosine = (got * want).sum(-1)
+    assert cosine.min() >= 0.9999, (cosine.min(), cases[int(cosine.argmin())][:60])
+    pixels = torch.rand(2, 3, 32, 32) * 2 - 1
+    image = ort.InferenceSession(str(out / "image_encoder.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        want = reference.encode_image(pixels, normalize=True).numpy()
+    assert ((image.run(None, {"pixel_values": pixels.numpy()})[0] * want).sum(-1)).min() >= 0.9999
+
+
+@pytest.mark.parametrize(
+    "case,says",
+    [
+        (
+            "no_folder",
+            r"text tower is Hugging Face's xlm-roberta-base, and nothing is downloaded: put its config.json "
+            r"and tokenizer \(sentencepiece.bpe.model\) in .*xlm-roberta-base",
+        ),
+        ("mt5", r"text tower xlm-roberta-base is of type 'mt5': its encoder uses relative position buckets"),
+        ("vocab", r"has 800 pieces \(\+2 ids of its xlmr family\) but .* token table has 902 rows"),
+        ("no_tokenizer", r"needs its SentencePiece tokenizer .*sentencepiece.bpe.model|put spiece.model"),
+        ("max_pooler", r"hf_pooler_type 'max_pooler' is not one of"),
+    ],
+)
+def test_bad_xlmr_students_are_one_line(tmp_path, spm_model, case, says):
+    folder = tmp_path / "student"
+    folder.mkdir()
+    cfg = xf.open_clip_config(pooler="max_pooler" if case == "max_pooler" else "mean_pooler")
+    config = folder / "open_clip_config.json"
+    config.write_text(json.dumps(cfg))
+    if case != "no_folder":
+        text = xf.text_model_folder(
+            folder / "xlm-roberta-base",
+            spm_model,
+            model_type="mt5" if case == "mt5" else "xlm-roberta",
+            extra_rows=102 if case == "vocab" else 2,
+        )
+        if case == "no_tokenizer":
+            (text / "sentencepiece.bpe.model").unlink()
+    out = tmp_path / "out"
+    proc = run_cli("export", "--out", out, "--student", f"open_clip:{config}", "--random-init", "--no-tflite")
+    one_line_error(proc, says)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_the_export_folder_round_trips_the_tokenizer(tmp_path, spm_model):
+    """tokenizer/ as the contract writes it for xlmr, read back by the torch-free loader: the same ids."""
+    ours = SentencePieceTokenizer(spm_model.read_bytes(), family="xlmr", context_length=24, clean="whitespace")
+    ours.save(tmp_path)
+    config = json.loads((tmp_path / "tokenizer" / "tokenizer_config.json").read_text())
+    assert config["family"] == "xlmr" and config["pad_token_id"] == 0 and config["vocab_size"] == 802, config
+    files = {p.name: p for p in (tmp_path / "tokenizer").iterdir()}
+    back = SentencePieceTokenizer.from_files(files, config, tmp_path / "tokenizer")
+    cases = captions()[:50]
+    assert (back(cases) == ours(cases)).all()
+    shutil.rmtree(tmp_path / "tokenizer")

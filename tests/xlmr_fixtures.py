@@ -1,0 +1,106 @@
+"""A tiny open_clip XLM-R student for the tests: a SentencePiece model trained here, a Hugging Face XLM-R config
+folder beside the open_clip config (as `localize` finds it), and seeded weights saved the way open_clip saves them."""
+
+import json
+import shutil
+from pathlib import Path
+
+from .test_sentencepiece import corpus
+
+XLMR_SPM = dict(model_type="unigram", vocab_size=800)  # the trainer's defaults: <unk> 0, <s> 1, </s> 2, as XLM-R's
+CONTEXT = 32
+
+
+def train_xlmr_spm(folder: Path) -> Path:
+    import sentencepiece as spm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    spm.SentencePieceTrainer.train(
+        input=str(corpus(folder / "corpus.txt")),
+        model_prefix=str(folder / "xlmr"),
+        minloglevel=2,
+        num_threads=2,
+        **XLMR_SPM,
+    )
+    return folder / "xlmr.model"
+
+
+def text_model_folder(folder: Path, spm_model: Path, *, model_type="xlm-roberta", extra_rows=2) -> Path:
+    """What a Hugging Face XLM-R folder holds for the text side: config.json, sentencepiece.bpe.model and the
+    tokenizer class (the hub's xlm-roberta-base names none; AutoTokenizer then reads config.json's model_type)."""
+    import sentencepiece as spm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pieces = spm.SentencePieceProcessor(model_file=str(spm_model)).get_piece_size()
+    config = {
+        "model_type": model_type,
+        "architectures": ["XLMRobertaModel"],
+        "vocab_size": pieces + extra_rows,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "max_position_embeddings": CONTEXT + 2,
+        "type_vocab_size": 1,
+        "pad_token_id": 1,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "layer_norm_eps": 1e-5,
+        "hidden_act": "gelu",
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    shutil.copyfile(spm_model, folder / "sentencepiece.bpe.model")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "XLMRobertaTokenizer"}))
+    return folder
+
+
+def open_clip_config(hf_model_name="xlm-roberta-base", pooler="mean_pooler", proj="mlp") -> dict:
+    return {
+        "model_cfg": {
+            "embed_dim": 16,
+            "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+            "text_cfg": {
+                "hf_model_name": hf_model_name,
+                "hf_tokenizer_name": hf_model_name,
+                "hf_pooler_type": pooler,
+                "hf_proj_type": proj,
+                "context_length": CONTEXT,
+            },
+        },
+        "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+    }
+
+
+def student(folder: Path, spm_model: Path, seed=0, **config) -> tuple[Path, Path]:
+    """(open_clip config, weights): the model open_clip builds from the local folder, seeded, saved as safetensors."""
+    import torch
+    from safetensors.torch import save_file
+
+    text = text_model_folder(folder / "xlm-roberta-base", spm_model)
+    cfg = open_clip_config(**config)
+    path = folder / "open_clip_config.json"
+    path.write_text(json.dumps(cfg))
+    torch.manual_seed(seed)
+    model = reference_model(cfg, text)
+    with torch.no_grad():  # open_clip leaves an HF tower's weights at HF init; spread them so parity means something
+        for p in model.text.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    weights = folder / "student.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    return path, weights
+
+
+def reference_model(cfg: dict, text_folder: Path):
+    """open_clip's own model for the config, its text model read from text_folder (the parity reference)."""
+    import hashlib
+    import tempfile
+
+    import open_clip
+
+    model_cfg = json.loads(json.dumps(cfg["model_cfg"]))
+    model_cfg["text_cfg"].update(hf_model_name=str(text_folder), hf_model_pretrained=False)
+    name = "mcadtest-xlmr-" + hashlib.sha256(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()[:10]
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / f"{name}.json").write_text(json.dumps(model_cfg))
+        open_clip.add_model_config(Path(tmp) / f"{name}.json")
+        return open_clip.create_model(name, pretrained=None, pretrained_text=False).eval()

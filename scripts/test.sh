@@ -3,10 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# The report test opens report.html in a real headless browser (Debian's chromium); the Android core's
-# tests need javac and JUnit 5's console launcher (Debian's junit5).
+# The report test opens report.html in a real headless browser (Debian's chromium) and checks that Chinese captions
+# are drawn with a CJK font (Debian's fonts-wqy-zenhei, 10 MB); the Android core's tests need javac and JUnit 5's
+# console launcher (Debian's junit5).
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+[ -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || need+=(fonts-wqy-zenhei)
 command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
 [ -f /usr/share/java/junit-platform-console-standalone.jar ] || need+=(junit5)
 if [ ${#need[@]} -gt 0 ]; then

@@ -102,6 +102,20 @@ def test_int8_gated_per_language_and_chinese_search(zh_export, tmp_path):
     shown = [scene_caption("scenes_bilingual", "heldout", i) for i in range(4)]
     assert any("背景" in c for c in shown) and all(html.escape(c, quote=False) in dom.stdout for c in shown)
     assert "Per caption language" in dom.stdout and "(zh)" in dom.stdout
+    # ... and drawn: every element with Han characters in its own text has each of them drawn by a CJK font (the
+    # DevTools protocol's platform fonts; scripts/test.sh installs fonts-wqy-zenhei), none as an empty box
+    from .cdp import han_fonts
+    from .test_report import chromium
+
+    listed = subprocess.run(["fc-list", ":lang=zh", "family"], capture_output=True, text=True).stdout
+    cjk = {name.strip() for line in listed.splitlines() for name in line.split(",")}
+    assert cjk, "no CJK font installed: scripts/test.sh installs fonts-wqy-zenhei"
+    url = (out / "reports" / "report.html").resolve().as_uri()
+    drawn = han_fonts(chromium(), url, str(tmp_path / "cdp-profile"))
+    assert len(drawn) >= 2 and sum(e["han"] for e in drawn) >= 20, drawn[:2]  # the two Chinese captions shown
+    for element in drawn:
+        by_cjk = sum(f["glyphCount"] for f in element["fonts"] if f["familyName"] in cjk)
+        assert by_cjk >= element["han"], element
 
     raw = "左上角有一个小的红色圆形".encode("gb18030")  # a terminal left at GB18030
     proc = subprocess.run(

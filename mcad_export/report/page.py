@@ -8,7 +8,7 @@ from . import svg
 from .markdown import LANGUAGE_HEADER, apk_lines, flips, language_rows
 
 CSS = """
-body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1000px;color:#1f2328;padding:0 16px}
+body{font-family:system-ui,"Noto Sans CJK SC","Source Han Sans SC","PingFang SC","Microsoft YaHei","WenQuanYi Zen Hei",sans-serif;margin:24px auto;max-width:1000px;color:#1f2328;padding:0 16px}
 h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #d0d7de;padding:3px 8px;text-align:right}
 th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}

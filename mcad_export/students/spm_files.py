@@ -1,4 +1,4 @@
-"""A SigLIP-family student's SentencePiece tokenizer, found in a local folder (nothing is downloaded).
+"""A SigLIP-family or XLM-R student's SentencePiece tokenizer, found in a local folder (nothing is downloaded).
 
 open_clip's SigLIP configs name a Hugging Face tokenizer (`hf_tokenizer_name`) that open_clip would download; here
 the same files come from the folder the student came from: the open_clip config's folder (the hub layout:

@@ -78,6 +78,12 @@ def short_layer(name: str) -> str:
     return "/".join(p.rsplit(".", 1)[-1] for p in parts)
 
 
+def layer_label(entry: dict) -> str:
+    """A damage entry's name for people: its module from the encoder on (`layers.3.mlp.fc2`) where known."""
+    module = entry.get("module")
+    return module.rpartition("encoder.")[2] if module else short_layer(entry["node"])
+
+
 def quantized(console, records: list[dict], directory: Path) -> None:
     from rich.table import Table
 
@@ -96,13 +102,13 @@ def quantized(console, records: list[dict], directory: Path) -> None:
             "[green]pass[/]"
             if r["tuning"]["passed"]
             else ("[red]rejected[/]" if r["tuning"]["auto"] else "[yellow]miss, kept[/]"),
-            esc(f"{short_layer(worst['node'])} ({worst['sqnr_db']})") if worst else "-",
+            esc(f"{layer_label(worst)} ({worst['sqnr_db']})") if worst else "-",
         )
     console.print(table)
     for r in records:
         if not r["tuning"]["passed"]:
             last = r["tuning"]["steps"][-1]
-            worst = ", ".join(f"{short_layer(d['node'])} ({d['sqnr_db']} dB)" for d in r["layer_damage_top"][:3])
+            worst = ", ".join(f"{layer_label(d)} ({d['sqnr_db']} dB)" for d in r["layer_damage_top"][:3])
             detail = f"{esc('; '.join(last['misses']))} after keeping {len(last['kept_float'])} layer(s) in float; " + (
                 f"worst layers: {esc(worst)}" if worst else "no per-layer data for this recipe"
             )

@@ -14,9 +14,9 @@ import numpy as np
 from mcad_export.bundle.golden import write_host_table_golden, write_sentencepiece_golden
 from mcad_export.runtime.spm_tokenizer import SentencePieceTokenizer
 
+from .hf_text_fixtures import train_xlmr_spm
 from .test_android import CORE, run_core_tests
 from .test_sentencepiece import train
-from .xlmr_fixtures import train_xlmr_spm
 
 COMMITTED = CORE / "src" / "test" / "resources" / "golden_sentencepiece"
 COMMITTED_HOST_TABLE = CORE / "src" / "test" / "resources" / "golden_host_table"
@@ -24,8 +24,9 @@ COMMITTED_HOST_TABLE = CORE / "src" / "test" / "resources" / "golden_host_table"
 
 def write_goldens(out: Path, work: Path) -> dict:
     """One golden folder per family, from models trained here: SigLIP's (unigram, T5-style specials, EOS-padded) and
-    Gemma's (BPE, byte fallback, BOS first, left padding), both behind open_clip's canonicalize, and XLM-R's
-    (unigram, fairseq's ids, the contract's swap) behind open_clip's whitespace cleaning."""
+    Gemma's (BPE, byte fallback, BOS first, left padding), both behind open_clip's canonicalize, XLM-R's
+    (unigram, fairseq's ids, the contract's swap) and mT5's (T5Tokenizer on a T5-style model) behind open_clip's
+    whitespace cleaning."""
     models = train(work, ("siglip_like", "bpe_gemma_like"))
     xlmr = train_xlmr_spm(work / "xlmr")
     families = {
@@ -39,6 +40,9 @@ def write_goldens(out: Path, work: Path) -> dict:
             padding_side="left",
         ),
         "xlmr": SentencePieceTokenizer(xlmr.read_bytes(), family="xlmr", context_length=48, clean="whitespace"),
+        "t5": SentencePieceTokenizer(
+            models["siglip_like"].read_bytes(), family="t5", context_length=40, clean="whitespace"
+        ),
     }
     out.mkdir(parents=True, exist_ok=True)
     return {name: write_sentencepiece_golden(tok, out / name)["tokens"] for name, tok in families.items()}
@@ -47,7 +51,7 @@ def write_goldens(out: Path, work: Path) -> dict:
 def test_java_sentencepiece_and_host_table_reproduce_fresh_python_vectors(tmp_path):
     fresh, fresh_table = tmp_path / "golden_sentencepiece", tmp_path / "golden_host_table"
     counts = write_goldens(fresh, tmp_path / "models")
-    assert set(counts) == {"siglip", "gemma", "xlmr"} and min(counts.values()) > 300
+    assert set(counts) == {"siglip", "gemma", "xlmr", "t5"} and min(counts.values()) > 300
     table_cases = write_host_table_golden(fresh_table)
     committed = CORE / "src" / "test" / "resources" / "golden"
     env_dirs = {"MCAD_GOLDEN_SENTENCEPIECE_DIR": str(fresh), "MCAD_GOLDEN_HOST_TABLE_DIR": str(fresh_table)}

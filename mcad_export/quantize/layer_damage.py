@@ -49,6 +49,16 @@ def weight_sqnr(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto) -> dic
     return out
 
 
+def module_of(node, parameters: set[str]) -> str | None:
+    """The PyTorch module a node's parameters came from (`vision_model.encoder.layers.3.mlp.fc2`), read off its
+    named weight or bias: exporters leave fused nodes generic names (`Gemm_51`) that say nothing to a reader."""
+    for name in node.input:
+        stem, _, leaf = name.rpartition(".")
+        if name in parameters and stem and leaf in ("weight", "bias"):
+            return stem.removeprefix("model.")
+    return None
+
+
 def node_damage(
     float_named: Path,
     qdq_path: Path,
@@ -78,14 +88,17 @@ def node_damage(
     sqnr.update(weight_sqnr(float_model, onnx.load(str(qdq_path))))
 
     ranked = []
+    parameters = {i.name for i in float_model.graph.initializer}
     for node in float_model.graph.node:
         if node.op_type not in op_types:
             continue
         hits = [(sqnr[t], t) for t in node.input if t in sqnr and not np.isnan(sqnr[t])]
         if hits:
             worst, tensor = min(hits)
-            ranked.append(
-                {"node": node.name, "op_type": node.op_type, "sqnr_db": round(worst, 2), "worst_tensor": tensor}
-            )
+            entry = {"node": node.name, "op_type": node.op_type, "sqnr_db": round(worst, 2), "worst_tensor": tensor}
+            module = module_of(node, parameters)
+            if module:
+                entry["module"] = module
+            ranked.append(entry)
     ranked.sort(key=lambda r: r["sqnr_db"])
     return ranked

@@ -15,6 +15,10 @@ Hugging Face tokenizer class of the student's family, because that is what open_
   collapsed, case kept). The contract pads with id 0 (runtime.encoders.real_lengths, the app's TextTokenizer), so
   the ids this class returns swap fairseq's 0 and 1 (`CONTRACT_SWAP`); the student's token table swaps the same two
   rows (students/bert_text.BertTextTower.swap_rows), which leaves every embedding as it was.
+- `t5` (T5Tokenizer, open_clip's mT5 text towers): the model's own ids (`<pad>` 0, `</s>` 1, `<unk>` 2), `</s>`,
+  `<pad>` and `<unk>` typed in the text split out, `text </s>`, padded on the right; `clean: whitespace` in front.
+In both, a typed `<pad>` is dropped: open_clip masks every pad id out of attention and pooling, and the contract's
+mask covers everything up to the last real token.
 
 In front of either, `clean: canonicalize` is open_clip's text cleaning for SigLIP towers (ftfy, HTML unescape,
 `_` to space, ASCII punctuation removed, lower case, whitespace collapsed), so an open_clip student's query is
@@ -37,7 +41,7 @@ from .spm_model import SPACE, SentencePieceModel
 from .text_clean import _PUNCTUATION, canonicalize, clean_basic
 from .tokenizer_files import MAX_CONTEXT, config_int, need
 
-FAMILIES = ("siglip", "gemma", "xlmr")
+FAMILIES = ("siglip", "gemma", "xlmr", "t5")
 CLEANS = ("canonicalize", "whitespace", "none")
 # XLMRobertaTokenizer's fairseq ids: these four first, then the model's pieces one up, then <mask>
 XLMR_SPECIALS = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
@@ -79,6 +83,7 @@ class SentencePieceTokenizer:
             "siglip": ("<s>", "</s>", "</s>", "<unk>"),
             "gemma": ("<bos>", "<eos>", "<pad>", "<unk>"),
             "xlmr": ("<s>", "</s>", "<pad>", "<unk>"),
+            "t5": ("<s>", "</s>", "<pad>", "<unk>"),
         }[family]
         names = [t if t is not None else d for t, d in zip((bos_token, eos_token, pad_token, unk_token), defaults)]
         self.tokens = dict(zip(("bos", "eos", "pad", "unk"), names))
@@ -100,6 +105,8 @@ class SentencePieceTokenizer:
         if family == "siglip":
             specials = {self.tokens["eos"], self.tokens["unk"], self.tokens["pad"]}
             self._unk_prefix = len(self.model.encode(self.tokens["unk"]))
+        elif family == "t5":
+            specials = {self.tokens["eos"], self.tokens["unk"], self.tokens["pad"]}
         else:
             specials = set(self.model.control_pieces) | {self.tokens["unk"]}
         # typed special tokens, split out of the text before encoding; each is in the model (checked above or
@@ -222,7 +229,7 @@ class SentencePieceTokenizer:
         typed: set[int] = set()  # positions of special tokens typed in the text
         for n, chunk in enumerate(self._split.split(text)):
             if n % 2:
-                if self.swap and chunk == "<pad>":
+                if self.family in ("xlmr", "t5") and chunk == self.tokens["pad"]:
                     # open_clip masks every pad id out and RoBERTa's positions skip it, so a typed <pad> changes
                     # nothing; dropped here, as the contract's mask covers everything up to </s>
                     continue

@@ -8,8 +8,9 @@ config (no weights are fetched: they come from --weights), and the tower runs th
 export re-states it with a finite mask and proves the re-statement against the untouched Hugging Face forward.
 
 Supported: XLM-RoBERTa towers (open_clip's xlm-roberta-base-ViT-B-32, xlm-roberta-large-ViT-H-14 and custom configs),
-SentencePiece with fairseq's ids (runtime.spm_tokenizer family `xlmr`). RoBERTa (byte-level BPE), mT5 (relative
-position buckets, gated feed-forward) and NLLB (M2M100's sinusoidal, pre-norm encoder) are refused with one line.
+SentencePiece with fairseq's ids (runtime.spm_tokenizer family `xlmr`), and mT5 / T5 encoder towers (mt5-base-ViT-B-32,
+mt5-xl-ViT-H-14; t5_text.T5TextTower, family `t5`). RoBERTa (GPT-2 byte-level BPE) and NLLB (M2M100's encoder and
+language-code tokenizer) are refused with one line.
 """
 
 from __future__ import annotations
@@ -24,12 +25,10 @@ from .bert_text import read_json
 # (open_clip builds it with add_pooling_layer=True); max_pooler fills the *real* tokens with -inf (hf_model.py) and
 # so is no pooling a student could have been trained with.
 POOLERS = {"mean_pooler": "mean", "cls_last_hidden_state_pooler": "cls", "cls_pooler": "pooler"}
-SUPPORTED_TYPES = {"xlm-roberta": "xlmr"}  # model_type -> runtime.spm_tokenizer family
+SUPPORTED_TYPES = {"xlm-roberta": "xlmr", "mt5": "t5", "t5": "t5"}  # model_type -> runtime.spm_tokenizer family
 WHY_NOT = {
     "roberta": "its tokenizer is GPT-2's byte-level BPE, which this toolkit does not reproduce",
-    "t5": "its encoder uses relative position buckets and a gated feed-forward, which the export does not re-state",
-    "mt5": "its encoder uses relative position buckets and a gated feed-forward, which the export does not re-state",
-    "m2m_100": "NLLB's encoder (sinusoidal positions, pre-norm) is not re-stated by the export",
+    "m2m_100": "NLLB's encoder (sinusoidal positions, pre-norm) and its language-code tokenizer are not re-stated",
 }
 OPEN_CLIP_CONTEXT = 77  # open_clip's DEFAULT_CONTEXT_LENGTH, what HFTokenizer pads to when the config is silent
 
@@ -52,7 +51,7 @@ def text_folder(student: str, hub_name: str, bases: list[Path]) -> Path:
     where = " or ".join(str(c) for c in wanted[:2]) or hub_name
     raise InputError(
         f"{student}'s text tower is Hugging Face's {hub_name}, and nothing is downloaded: put its config.json and "
-        f"tokenizer (sentencepiece.bpe.model) in {where}"
+        f"tokenizer (sentencepiece.bpe.model or spiece.model) in {where}"
     )
 
 
@@ -87,13 +86,19 @@ def text_tower(student: str, model, folder: Path, bases: list[Path], family: str
     tokenizer's contract ids swap two rows of the token table."""
     from .bert_text import BertTextTower
     from .spm_files import load_spm_tokenizer
+    from .t5_text import T5_TYPES, T5TextTower
 
     hf, config = model.text, model.text.config
     pooling = POOLERS[_pooler_name(hf.pooler)]
     if pooling == "pooler" and getattr(hf.transformer, "pooler", None) is None:
         pooling = "cls"  # ClsPooler falls back to the [CLS] row when the transformer has no pooler
-    tower = BertTextTower(hf.transformer, pooling, hf.proj)
-    limit = int(config.max_position_embeddings) - tower.position_offset
+    if config.model_type in T5_TYPES:
+        tower = T5TextTower(hf.transformer, pooling, hf.proj)
+    else:
+        tower = BertTextTower(hf.transformer, pooling, hf.proj)
+    # relative positions (T5) have no table to run out of
+    positions = getattr(config, "max_position_embeddings", None) or context_length + tower.position_offset
+    limit = int(positions) - tower.position_offset
     if context_length > limit:
         raise InputError(
             f"{student}: context_length {context_length} needs more positions than the text model's "

@@ -34,7 +34,10 @@ DEFAULTS = {
     "siglip": {"add_bos": False, "add_eos": True, "padding_side": "right"},
     "gemma": {"add_bos": True, "add_eos": False, "padding_side": "left"},
     "xlmr": {"add_bos": True, "add_eos": True, "padding_side": "right"},
+    "t5": {"add_bos": False, "add_eos": True, "padding_side": "right"},
 }
+# mT5 pads its token table past the model's pieces (250,100 pieces, 250,112 rows): rows no id reaches
+PADDED_TABLE = {"t5": 1024}
 # rows a family's ids need beyond the model's pieces: XLM-R's fairseq dictionary shifts them up one and adds <mask>
 EXTRA_ROWS = {"xlmr": 2}
 
@@ -117,12 +120,10 @@ def load_spm_tokenizer(
             f"({', '.join(sorted(FAMILY_OF_CLASS))})"
         )
     pieces = piece_count(data, str(path))
-    if named:
-        family = FAMILY_OF_CLASS[named]
-    elif family is None:
-        family = "gemma" if pieces >= 200_000 else "siglip"
+    if family is None:  # the student's tower decides where it knows (xlmr, t5); else the folder's class
+        family = FAMILY_OF_CLASS[named] if named else ("gemma" if pieces >= 200_000 else "siglip")
     extra = EXTRA_ROWS.get(family, 0)
-    if pieces + extra != vocab_size:  # before building a 256k table for nothing
+    if not pieces + extra <= vocab_size < pieces + extra + PADDED_TABLE.get(family, 1):  # before a 256k table
         ids = f" (+{extra} ids of its {family} family)" if extra else ""
         raise InputError(
             f"{path} has {pieces:,} pieces{ids} but {student}'s token table has {vocab_size:,} rows: it is "
@@ -133,8 +134,8 @@ def load_spm_tokenizer(
         if key in config:
             options[ours] = config[key]
     beside = path if path.suffix == ".json" else path.parent / "tokenizer.json"
-    if family == "xlmr":
-        options = dict(DEFAULTS[family])  # fairseq's template; the class takes no add_*_token settings
+    if family in ("xlmr", "t5"):
+        options = dict(DEFAULTS[family])  # the classes' fixed templates; they take no add_*_token settings
     if family == "gemma" and beside.is_file():  # GemmaTokenizer follows the JSON's template over the config
         from .tokenizer_json import special_tokens_around
 

@@ -19,7 +19,8 @@ import java.util.regex.Pattern;
  * after an "<unk>" that is cut off again, EOS appended. `gemma` (GemmaTokenizer): control pieces split out, BOS/EOS
  * as configured. `xlmr` (XLMRobertaTokenizer): fairseq's ids (<s> 0, <pad> 1, </s> 2, <unk> 3, pieces one up,
  * <mask> last), "<s> text </s>", then the contract's swap of 0 and 1 so padding is id 0 (a typed <pad> is dropped:
- * open_clip masks it out). `clean: canonicalize` runs open_clip's cleaning first, `clean: whitespace` its cleaning
+ * open_clip masks it out). `t5` (T5Tokenizer): the model's ids, typed </s> <pad> <unk> split out, "text </s>" (a
+ * typed <pad> dropped likewise). `clean: canonicalize` runs open_clip's cleaning first, `clean: whitespace` its cleaning
  * for Hugging Face tokenizers. Padding side and ids from the config.
  */
 public final class SentencePieceTokenizer implements TextTokenizer {
@@ -32,7 +33,7 @@ public final class SentencePieceTokenizer implements TextTokenizer {
     private final boolean canonicalize, whitespace, addBos, addEos, left, lowerCase, xlmr;
     private final int context;
     public final int bosTokenId, eosTokenId, padTokenId;
-    private final String unkToken;
+    private final String unkToken, padToken;
     private final int unkPrefix;
     private final Pattern split;
     private final Set<String> specials = new HashSet<String>();
@@ -53,9 +54,13 @@ public final class SentencePieceTokenizer implements TextTokenizer {
         Object bos = cfg.get("bos_token_id");
         bosTokenId = bos == null ? -1 : ((Number) bos).intValue();
         unkToken = (String) cfg.get("unk_token");
+        padToken = (String) cfg.get("pad_token");
         if ("siglip".equals(family)) {
             specials.addAll(Arrays.asList((String) cfg.get("eos_token"), unkToken, (String) cfg.get("pad_token")));
             unkPrefix = model.encode(unkToken).size();
+        } else if ("t5".equals(family)) {
+            specials.addAll(Arrays.asList((String) cfg.get("eos_token"), unkToken, (String) cfg.get("pad_token")));
+            unkPrefix = 0;
         } else if (xlmr) {
             specials.addAll(Arrays.asList("<s>", "<pad>", "</s>", "<unk>", XLMR_MASK));
             unkPrefix = 0;
@@ -64,7 +69,7 @@ public final class SentencePieceTokenizer implements TextTokenizer {
             specials.add(unkToken);
             unkPrefix = 0;
         } else {
-            throw new IllegalArgumentException("tokenizer_config.json: family '" + family + "' is not siglip, gemma or xlmr");
+            throw new IllegalArgumentException("tokenizer_config.json: family '" + family + "' is not siglip, gemma, xlmr or t5");
         }
         List<String> sorted = new ArrayList<String>(specials);
         java.util.Collections.sort(sorted, new java.util.Comparator<String>() {
@@ -143,7 +148,8 @@ public final class SentencePieceTokenizer implements TextTokenizer {
             }
             if (!found) break;
             last = m.end();
-            if (xlmr && "<pad>".equals(m.group(1))) continue;  // masked out by open_clip, skipped by RoBERTa's positions
+            // a typed <pad>: masked out by open_clip (and skipped by RoBERTa's positions), so dropped
+            if ((xlmr || "t5".equals(family)) && m.group(1).equals(padToken)) continue;
             typed.add(ids.size());
             ids.add(xlmr ? xlmrSpecial(m.group(1)) : model.pieceToId(m.group(1)));
         }

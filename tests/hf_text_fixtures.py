@@ -1,5 +1,6 @@
-"""A tiny open_clip XLM-R student for the tests: a SentencePiece model trained here, a Hugging Face XLM-R config
-folder beside the open_clip config (as `localize` finds it), and seeded weights saved the way open_clip saves them."""
+"""Tiny open_clip students with Hugging Face text towers (XLM-R, mT5) for the tests: a SentencePiece model trained
+here, the text model's config folder beside the open_clip config (as `localize` finds it), and seeded weights saved
+the way open_clip saves them."""
 
 import json
 import shutil
@@ -23,6 +24,40 @@ def train_xlmr_spm(folder: Path) -> Path:
         **XLMR_SPM,
     )
     return folder / "xlmr.model"
+
+
+MT5_EXTRA_ROWS = 12  # mT5 pads its table past the pieces (250,100 -> 250,112)
+
+
+def mt5_folder(folder: Path, spm_model: Path, extra_rows=MT5_EXTRA_ROWS) -> Path:
+    """A Hugging Face mT5 folder's text side: config.json (gated-GELU, relative buckets), spiece.model, T5Tokenizer."""
+    import sentencepiece as spm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pieces = spm.SentencePieceProcessor(model_file=str(spm_model)).get_piece_size()
+    config = {
+        "model_type": "mt5",
+        "architectures": ["MT5ForConditionalGeneration"],
+        "vocab_size": pieces + extra_rows,
+        "d_model": 32,
+        "d_kv": 8,
+        "d_ff": 64,
+        "num_layers": 2,
+        "num_decoder_layers": 1,
+        "num_heads": 4,
+        "relative_attention_num_buckets": 32,
+        "relative_attention_max_distance": 128,
+        "feed_forward_proj": "gated-gelu",
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+        "decoder_start_token_id": 0,
+        "is_encoder_decoder": True,
+        "tie_word_embeddings": False,
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    shutil.copyfile(spm_model, folder / "spiece.model")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "T5Tokenizer", "extra_ids": 0}))
+    return folder
 
 
 def text_model_folder(folder: Path, spm_model: Path, *, model_type="xlm-roberta", extra_rows=2) -> Path:
@@ -71,12 +106,17 @@ def open_clip_config(hf_model_name="xlm-roberta-base", pooler="mean_pooler", pro
     }
 
 
-def student(folder: Path, spm_model: Path, seed=0, **config) -> tuple[Path, Path]:
-    """(open_clip config, weights): the model open_clip builds from the local folder, seeded, saved as safetensors."""
+def student(folder: Path, spm_model: Path, seed=0, kind="xlmr", **config) -> tuple[Path, Path]:
+    """(open_clip config, weights): the model open_clip builds from the local folder, seeded, saved as safetensors.
+    `kind` mt5: an mT5 tower named as open_clip's mt5 configs name it (google/mt5-base, found as mt5-base/)."""
     import torch
     from safetensors.torch import save_file
 
-    text = text_model_folder(folder / "xlm-roberta-base", spm_model)
+    if kind == "mt5":
+        text = mt5_folder(folder / "mt5-base", spm_model)
+        config.setdefault("hf_model_name", "google/mt5-base")
+    else:
+        text = text_model_folder(folder / "xlm-roberta-base", spm_model)
     cfg = open_clip_config(**config)
     path = folder / "open_clip_config.json"
     path.write_text(json.dumps(cfg))

@@ -60,6 +60,54 @@ def mt5_folder(folder: Path, spm_model: Path, extra_rows=MT5_EXTRA_ROWS) -> Path
     return folder
 
 
+def nllb_folder(folder: Path, spm_model: Path, language="eng_Latn") -> Path:
+    """A Hugging Face NLLB folder's text side: config.json (M2M100, pre-norm, sinusoidal positions), the SentencePiece
+    model, and a tokenizer.json laid out as the hub's: the model's Unigram pieces behind fairseq's four specials,
+    <mask>, then the 202 language codes as added tokens, `<code> $A </s>` (transformers 5 builds a different Unigram
+    table when it converts an NLLB .model itself, so its file is made from XLM-R's converter, which keeps the
+    scores), and tokenizer_config.json naming NllbTokenizer and the source language."""
+    from tokenizers import processors
+    from transformers import AutoTokenizer
+    from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(spm_model, folder / "sentencepiece.bpe.model")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "XLMRobertaTokenizer"}))
+    backend = AutoTokenizer.from_pretrained(str(folder)).backend_tokenizer
+    backend.add_special_tokens(list(FAIRSEQ_LANGUAGE_CODES))
+    code = backend.token_to_id(language)
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{language} $A </s>", pair=f"{language} $A $B </s>", special_tokens=[(language, code), ("</s>", 2)]
+    )
+    backend.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "NllbTokenizer", "src_lang": language})
+    )
+    rows = 1 + max(t["id"] for t in json.loads((folder / "tokenizer.json").read_text())["added_tokens"])
+    config = {
+        "model_type": "m2m_100",
+        "architectures": ["M2M100ForConditionalGeneration"],
+        "vocab_size": rows,
+        "d_model": 32,
+        "encoder_layers": 2,
+        "decoder_layers": 1,
+        "encoder_attention_heads": 4,
+        "decoder_attention_heads": 4,
+        "encoder_ffn_dim": 64,
+        "decoder_ffn_dim": 64,
+        "max_position_embeddings": CONTEXT + 4,
+        "scale_embedding": True,
+        "activation_function": "relu",
+        "pad_token_id": 1,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "decoder_start_token_id": 2,
+        "is_encoder_decoder": True,
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
 def text_model_folder(folder: Path, spm_model: Path, *, model_type="xlm-roberta", extra_rows=2) -> Path:
     """What a Hugging Face XLM-R folder holds for the text side: config.json, sentencepiece.bpe.model and the
     tokenizer class (the hub's xlm-roberta-base names none; AutoTokenizer then reads config.json's model_type)."""
@@ -115,6 +163,9 @@ def student(folder: Path, spm_model: Path, seed=0, kind="xlmr", **config) -> tup
     if kind == "mt5":
         text = mt5_folder(folder / "mt5-base", spm_model)
         config.setdefault("hf_model_name", "google/mt5-base")
+    elif kind == "nllb":
+        text = nllb_folder(folder / "nllb-200-distilled-600M", spm_model)
+        config.setdefault("hf_model_name", "facebook/nllb-200-distilled-600M")
     else:
         text = text_model_folder(folder / "xlm-roberta-base", spm_model)
     cfg = open_clip_config(**config)

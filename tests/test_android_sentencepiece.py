@@ -22,6 +22,23 @@ COMMITTED = CORE / "src" / "test" / "resources" / "golden_sentencepiece"
 COMMITTED_HOST_TABLE = CORE / "src" / "test" / "resources" / "golden_host_table"
 
 
+def nllb_tokenizer(model: Path) -> SentencePieceTokenizer:
+    """NLLB's wrapping of an XLM-R-like model: <mask> after the pieces, then the 202 language codes (the numbering
+    transformers gives them), texts starting with zho_Hans."""
+    from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES
+
+    pieces = len(SentencePieceTokenizer(model.read_bytes(), family="xlmr", context_length=8).model)
+    added = {"<mask>": pieces + 1, **{code: pieces + 2 + i for i, code in enumerate(FAIRSEQ_LANGUAGE_CODES)}}
+    return SentencePieceTokenizer(
+        model.read_bytes(),
+        family="nllb",
+        context_length=48,
+        clean="whitespace",
+        added_tokens=added,
+        prefix_token="zho_Hans",
+    )
+
+
 def write_goldens(out: Path, work: Path) -> dict:
     """One golden folder per family, from models trained here: SigLIP's (unigram, T5-style specials, EOS-padded) and
     Gemma's (BPE, byte fallback, BOS first, left padding), both behind open_clip's canonicalize, XLM-R's
@@ -40,6 +57,7 @@ def write_goldens(out: Path, work: Path) -> dict:
             padding_side="left",
         ),
         "xlmr": SentencePieceTokenizer(xlmr.read_bytes(), family="xlmr", context_length=48, clean="whitespace"),
+        "nllb": nllb_tokenizer(xlmr),
         "t5": SentencePieceTokenizer(
             models["siglip_like"].read_bytes(), family="t5", context_length=40, clean="whitespace"
         ),
@@ -51,7 +69,7 @@ def write_goldens(out: Path, work: Path) -> dict:
 def test_java_sentencepiece_and_host_table_reproduce_fresh_python_vectors(tmp_path):
     fresh, fresh_table = tmp_path / "golden_sentencepiece", tmp_path / "golden_host_table"
     counts = write_goldens(fresh, tmp_path / "models")
-    assert set(counts) == {"siglip", "gemma", "xlmr", "t5"} and min(counts.values()) > 300
+    assert set(counts) == {"siglip", "gemma", "xlmr", "nllb", "t5"} and min(counts.values()) > 300
     table_cases = write_host_table_golden(fresh_table)
     committed = CORE / "src" / "test" / "resources" / "golden"
     env_dirs = {"MCAD_GOLDEN_SENTENCEPIECE_DIR": str(fresh), "MCAD_GOLDEN_HOST_TABLE_DIR": str(fresh_table)}

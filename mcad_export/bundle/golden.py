@@ -179,7 +179,9 @@ def write_sentencepiece_golden(tokenizer, out, *, random_cases: int = 300) -> di
         range(0x1F300, 0x1F650),
         range(0x20000, 0x20100),
     ]
-    specials = [v for v in tokenizer.tokens.values() if v] + (["<mask>"] if tokenizer.family == "xlmr" else [])
+    specials = [v for v in tokenizer.tokens.values() if v]
+    if getattr(tokenizer, "swap", False):  # fairseq families: <mask> and (NLLB) the language codes typed in text
+        specials += sorted(tokenizer.added_tokens)[:3] + ["<mask>", tokenizer.prefix_token]
     texts = list(dict.fromkeys([*CORPUS, *(f"a {s} photo {s}" for s in specials), "\u2581lead \u2581\u2581x", "A_B"]))
     texts += _random_texts(rng, pools, random_cases)
     # 10,000 characters from scripts ftfy's mojibake repair never touches, so the Java core checks it too

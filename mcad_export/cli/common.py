@@ -22,8 +22,8 @@ def _add_student_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--student",
         metavar="SPEC",
-        help="open_clip:<ARCH> | open_clip:<config.json> (XLM-R text towers read their Hugging Face config and "
-        "sentencepiece.bpe.model from a local <model name>/ folder beside it or --weights) | hf:<DIR> (CLIPModel, SiglipModel, Siglip2Model, "
+        help="open_clip:<ARCH> | open_clip:<config.json> (Hugging Face text towers, XLM-R / mT5 / NLLB, read their "
+        "config and tokenizer files from a local <model name>/ folder beside it or --weights) | hf:<DIR> (CLIPModel, SiglipModel, Siglip2Model, "
         "ChineseCLIPModel or VisionTextDualEncoderModel) | cn_clip:<MODEL> (a Chinese-CLIP checkpoint: ViT-B-16, RN50, "
         "... or <vision>@<text> configs) | dual:<spec.json> (vision + BERT-family text) | embedded:minilm "
         "(packaged, real MiniLM text tower) | embedded:siglip (packaged SigLIP, SentencePiece) | embedded:zh "

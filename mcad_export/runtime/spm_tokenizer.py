@@ -15,6 +15,8 @@ Hugging Face tokenizer class of the student's family, because that is what open_
   collapsed, case kept). The contract pads with id 0 (runtime.encoders.real_lengths, the app's TextTokenizer), so
   the ids this class returns swap fairseq's 0 and 1 (`CONTRACT_SWAP`); the student's token table swaps the same two
   rows (students/bert_text.BertTextTower.swap_rows), which leaves every embedding as it was.
+- `nllb` (NllbTokenizer, open_clip's NLLB towers): XLM-R's fairseq ids, the folder's added tokens (the language codes
+  and `<mask>`, ids as its tokenizer.json numbers them), `[source language code] text </s>`; the same swap.
 - `t5` (T5Tokenizer, open_clip's mT5 text towers): the model's own ids (`<pad>` 0, `</s>` 1, `<unk>` 2), `</s>`,
   `<pad>` and `<unk>` typed in the text split out, `text </s>`, padded on the right; `clean: whitespace` in front.
 In both, a typed `<pad>` is dropped: open_clip masks every pad id out of attention and pooling, and the contract's
@@ -41,7 +43,8 @@ from .spm_model import SPACE, SentencePieceModel
 from .text_clean import _PUNCTUATION, canonicalize, clean_basic
 from .tokenizer_files import MAX_CONTEXT, config_int, need
 
-FAMILIES = ("siglip", "gemma", "xlmr", "t5")
+FAMILIES = ("siglip", "gemma", "xlmr", "t5", "nllb")
+FAIRSEQ_FAMILIES = ("xlmr", "nllb")  # fairseq's dictionary around the model, padding at 1: the contract swaps
 CLEANS = ("canonicalize", "whitespace", "none")
 # XLMRobertaTokenizer's fairseq ids: these four first, then the model's pieces one up, then <mask>
 XLMR_SPECIALS = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
@@ -70,8 +73,12 @@ class SentencePieceTokenizer:
         eos_token: str | None = None,
         pad_token: str | None = None,
         unk_token: str | None = None,
+        added_tokens: dict[str, int] | None = None,
+        prefix_token: str | None = None,
         where: str = "the SentencePiece model",
     ):
+        """`added_tokens` / `prefix_token`: the nllb family's tokens beyond the model (token -> fairseq id) and the
+        one that starts every text (the source language code)."""
         if family not in FAMILIES or clean not in CLEANS or padding_side not in ("left", "right"):
             raise InputError(f"{where}: family {family!r} / clean {clean!r} / padding_side {padding_side!r} unknown")
         self.model_bytes = model_bytes
@@ -83,13 +90,14 @@ class SentencePieceTokenizer:
             "siglip": ("<s>", "</s>", "</s>", "<unk>"),
             "gemma": ("<bos>", "<eos>", "<pad>", "<unk>"),
             "xlmr": ("<s>", "</s>", "<pad>", "<unk>"),
+            "nllb": ("<s>", "</s>", "<pad>", "<unk>"),
             "t5": ("<s>", "</s>", "<pad>", "<unk>"),
         }[family]
         names = [t if t is not None else d for t, d in zip((bos_token, eos_token, pad_token, unk_token), defaults)]
         self.tokens = dict(zip(("bos", "eos", "pad", "unk"), names))
-        self.swap = family == "xlmr"
-        if family == "xlmr":
-            self._init_xlmr(where)
+        self.swap = family in FAIRSEQ_FAMILIES
+        if self.swap:
+            self._init_fairseq(where, added_tokens, prefix_token)
             return
 
         def piece_id(key: str) -> int:
@@ -120,22 +128,38 @@ class SentencePieceTokenizer:
         self.sot_token_id = self.bos_token_id if self.add_bos else None
         self.eot_token_id = self.eos_token_id
 
-    def _init_xlmr(self, where: str) -> None:
+    def _init_fairseq(self, where: str, added: dict[str, int] | None, prefix: str | None) -> None:
         if [self.tokens[k] for k in ("bos", "eos", "pad", "unk")] != ["<s>", "</s>", "<pad>", "<unk>"]:
-            raise InputError(f"{where}: an XLM-R tokenizer's specials are fairseq's <s> </s> <pad> <unk>; re-export")
-        self._special_ids = {**XLMR_SPECIALS, XLMR_MASK: len(self.model) + 1}
+            raise InputError(f"{where}: a fairseq tokenizer's specials are <s> </s> <pad> <unk>; re-export")
+        if self.family == "xlmr":
+            added, prefix = {XLMR_MASK: len(self.model) + 1}, "<s>"
+        shifted = len(self.model) + 1  # the model's pieces, shifted up one
+        added = dict(added or {})
+        if prefix not in {**XLMR_SPECIALS, **added} or any(
+            type(i) is not int or not (shifted <= i < shifted + 65_536) for i in added.values()
+        ):
+            raise InputError(
+                f"{where}: its added tokens must follow the model's {len(self.model):,} pieces and include the "
+                f"language code {prefix!r} that starts every text; re-export"
+            )
+        self.added_tokens, self.prefix_token = added, prefix
+        self._special_ids = {**XLMR_SPECIALS, **added}
+        self._prefix_id = self._special_ids[prefix]
         self.add_bos = self.add_eos = True
         alternatives = "|".join(map(re.escape, sorted(self._special_ids, key=len, reverse=True)))
         self._split = re.compile("(" + alternatives + ")")
         # reported in contract ids (what __call__ returns); fairseq's are XLMR_SPECIALS
-        self.bos_token_id, self.pad_token_id = CONTRACT_SWAP[::-1]
+        self.bos_token_id = {0: 1, 1: 0}.get(self._prefix_id, self._prefix_id)
+        self.pad_token_id = CONTRACT_SWAP[0]
         self.eos_token_id, self.unk_token_id = XLMR_SPECIALS["</s>"], XLMR_SPECIALS["<unk>"]
         self.sot_token_id, self.eot_token_id = self.bos_token_id, self.eos_token_id
 
     @property
     def vocab_size(self) -> int:
         """Rows of the student's token table these ids index."""
-        return len(self.model) + 2 if self.family == "xlmr" else len(self.model)
+        if self.swap:
+            return max(len(self.model) + 1, *(i + 1 for i in self.added_tokens.values()))
+        return len(self.model)
 
     # ------------------------------------------------------------------------------------------------ loading
 
@@ -170,6 +194,8 @@ class SentencePieceTokenizer:
             eos_token=name("eos_token"),
             pad_token=name("pad_token"),
             unk_token=name("unk_token"),
+            added_tokens=_added_tokens(config.get("added_tokens"), where) if config.get("family") == "nllb" else None,
+            prefix_token=name("prefix_token"),
             where=str(path),
         )
 
@@ -194,6 +220,8 @@ class SentencePieceTokenizer:
             "unk_token_id": self.unk_token_id,
             "vocab_size": self.vocab_size,
             "model_type": {1: "unigram", 2: "bpe"}[self.model.spec.model_type],
+            # the nllb family's language codes and <mask> (fairseq ids), and the code every text starts with
+            **({"added_tokens": self.added_tokens, "prefix_token": self.prefix_token} if self.swap else {}),
             "truncation": "text cut so the specials fit",
         }
         (folder / TOKENIZER_CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
@@ -229,7 +257,7 @@ class SentencePieceTokenizer:
         typed: set[int] = set()  # positions of special tokens typed in the text
         for n, chunk in enumerate(self._split.split(text)):
             if n % 2:
-                if self.family in ("xlmr", "t5") and chunk == self.tokens["pad"]:
+                if self.family in (*FAIRSEQ_FAMILIES, "t5") and chunk == self.tokens["pad"]:
                     # open_clip masks every pad id out and RoBERTa's positions skip it, so a typed <pad> changes
                     # nothing; dropped here, as the contract's mask covers everything up to </s>
                     continue
@@ -247,8 +275,8 @@ class SentencePieceTokenizer:
     def with_specials(self, ids: list[int]) -> list[int]:
         """The family's specials around ids, the text cut first so they fit the context."""
         room = self.context_length - (1 if self.add_bos else 0)
-        if self.swap:  # XLM-R: <s> text </s>, in fairseq's ids
-            return [XLMR_SPECIALS["<s>"], *ids[: self.context_length - 2], XLMR_SPECIALS["</s>"]]
+        if self.swap:  # XLM-R: <s> text </s>; NLLB: <language code> text </s>; in fairseq's ids
+            return [self._prefix_id, *ids[: self.context_length - 2], XLMR_SPECIALS["</s>"]]
         if self.family == "siglip":
             # _add_eos_if_not_present: the one special counted when truncating is EOS
             ids = ids[: room - 1] if len(ids) + 1 > room else ids
@@ -273,3 +301,9 @@ class SentencePieceTokenizer:
             a, b = CONTRACT_SWAP
             out = np.where(out == a, b, np.where(out == b, a, out)).astype(np.int32)
         return out
+
+
+def _added_tokens(value, where: Path) -> dict[str, int]:
+    if not isinstance(value, dict) or len(value) > 65_536 or not all(isinstance(k, str) for k in value):
+        raise InputError(f"{where / TOKENIZER_CONFIG}: added_tokens is not a token -> id object; re-export the folder")
+    return value

@@ -191,7 +191,7 @@ class BertTextTower(nn.Module):
         """Exchanges two rows of the token table in place, for a tokenizer whose contract ids exchange the same two
         (runtime.spm_tokenizer.CONTRACT_SWAP: XLM-R pads with 1, the contract with 0). Call after the weights are in.
         Positions are then passed explicitly: Hugging Face's RoBERTa derives them from the ids' padding."""
-        table = self.model.embeddings.word_embeddings.weight
+        table = self.token_table().weight
         with torch.no_grad():
             table[list(pair)] = table[list(pair[::-1])].clone()
         self.rows_swapped = pair
@@ -199,6 +199,9 @@ class BertTextTower(nn.Module):
     def use_restated_forward(self) -> int:
         self.restated = True
         return 1
+
+    def token_table(self) -> nn.Embedding:
+        return self.model.embeddings.word_embeddings
 
     def forward(self, input_ids, attention_mask=None):
         ids = input_ids.long()
@@ -239,20 +242,24 @@ class BertTextTower(nn.Module):
         return x
 
 
-def _restated_layer(layer, x, additive):
-    attn = layer.attention.self
-    heads, size = attn.num_attention_heads, attn.attention_head_size
+def multi_head_attention(q, k, v, heads: int, size: int, additive=None):
+    """softmax(q k^T + additive) v over `heads` heads of width `size`, from [B, L, heads * size] projections (any
+    scaling already in q), back to [B, L, heads * size]: the attention every re-stated text tower shares."""
 
     def split(t):
         # -1 for the length: one graph serves any number of tokens without shape arithmetic.
         return t.reshape(t.shape[0], -1, heads, size).transpose(1, 2)
 
-    q = split(attn.query(x)) * (size**-0.5)
-    k, v = split(attn.key(x)), split(attn.value(x))
-    scores = q @ k.transpose(-2, -1)
+    scores = split(q) @ split(k).transpose(-2, -1)
     if additive is not None:
         scores = scores + additive
-    context = (scores.softmax(-1) @ v).transpose(1, 2).reshape(x.shape[0], -1, heads * size)
+    return (scores.softmax(-1) @ split(v)).transpose(1, 2).reshape(q.shape[0], -1, heads * size)
+
+
+def _restated_layer(layer, x, additive):
+    attn = layer.attention.self
+    heads, size = attn.num_attention_heads, attn.attention_head_size
+    context = multi_head_attention(attn.query(x) * (size**-0.5), attn.key(x), attn.value(x), heads, size, additive)
     x = layer.attention.output.LayerNorm(layer.attention.output.dense(context) + x)
     hidden = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(x))
     return layer.output.LayerNorm(layer.output.dense(hidden) + x)

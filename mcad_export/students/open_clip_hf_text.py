@@ -8,9 +8,10 @@ config (no weights are fetched: they come from --weights), and the tower runs th
 export re-states it with a finite mask and proves the re-statement against the untouched Hugging Face forward.
 
 Supported: XLM-RoBERTa towers (open_clip's xlm-roberta-base-ViT-B-32, xlm-roberta-large-ViT-H-14 and custom configs),
-SentencePiece with fairseq's ids (runtime.spm_tokenizer family `xlmr`), and mT5 / T5 encoder towers (mt5-base-ViT-B-32,
-mt5-xl-ViT-H-14; t5_text.T5TextTower, family `t5`). RoBERTa (GPT-2 byte-level BPE) and NLLB (M2M100's encoder and
-language-code tokenizer) are refused with one line.
+SentencePiece with fairseq's ids (runtime.spm_tokenizer family `xlmr`); mT5 / T5 encoder towers (mt5-base-ViT-B-32,
+mt5-xl-ViT-H-14; t5_text.T5TextTower, family `t5`); NLLB towers (nllb-clip-*; m2m_text.M2M100TextTower, family
+`nllb`, the language codes' ids from the folder's tokenizer.json). RoBERTa (GPT-2 byte-level BPE) is refused with
+one line.
 """
 
 from __future__ import annotations
@@ -25,10 +26,14 @@ from .bert_text import read_json
 # (open_clip builds it with add_pooling_layer=True); max_pooler fills the *real* tokens with -inf (hf_model.py) and
 # so is no pooling a student could have been trained with.
 POOLERS = {"mean_pooler": "mean", "cls_last_hidden_state_pooler": "cls", "cls_pooler": "pooler"}
-SUPPORTED_TYPES = {"xlm-roberta": "xlmr", "mt5": "t5", "t5": "t5"}  # model_type -> runtime.spm_tokenizer family
+SUPPORTED_TYPES = {
+    "xlm-roberta": "xlmr",
+    "mt5": "t5",
+    "t5": "t5",
+    "m2m_100": "nllb",
+}  # model_type -> runtime.spm_tokenizer family
 WHY_NOT = {
     "roberta": "its tokenizer is GPT-2's byte-level BPE, which this toolkit does not reproduce",
-    "m2m_100": "NLLB's encoder (sinusoidal positions, pre-norm) and its language-code tokenizer are not re-stated",
 }
 OPEN_CLIP_CONTEXT = 77  # open_clip's DEFAULT_CONTEXT_LENGTH, what HFTokenizer pads to when the config is silent
 
@@ -85,6 +90,7 @@ def text_tower(student: str, model, folder: Path, bases: list[Path], family: str
     """(BertTextTower over model.text, its SentencePiece tokenizer): call after the weights are in, since the
     tokenizer's contract ids swap two rows of the token table."""
     from .bert_text import BertTextTower
+    from .m2m_text import M2M_TYPES, M2M100TextTower
     from .spm_files import load_spm_tokenizer
     from .t5_text import T5_TYPES, T5TextTower
 
@@ -94,11 +100,13 @@ def text_tower(student: str, model, folder: Path, bases: list[Path], family: str
         pooling = "cls"  # ClsPooler falls back to the [CLS] row when the transformer has no pooler
     if config.model_type in T5_TYPES:
         tower = T5TextTower(hf.transformer, pooling, hf.proj)
+    elif config.model_type in M2M_TYPES:
+        tower = M2M100TextTower(hf.transformer, pooling, hf.proj)
     else:
         tower = BertTextTower(hf.transformer, pooling, hf.proj)
-    # relative positions (T5) have no table to run out of
+    # relative positions (T5) have no table to run out of; NLLB's start at padding_idx + 1
     positions = getattr(config, "max_position_embeddings", None) or context_length + tower.position_offset
-    limit = int(positions) - tower.position_offset
+    limit = int(positions) - tower.position_offset - (2 if config.model_type in M2M_TYPES else 0)
     if context_length > limit:
         raise InputError(
             f"{student}: context_length {context_length} needs more positions than the text model's "

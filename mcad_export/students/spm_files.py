@@ -29,12 +29,15 @@ FAMILY_OF_CLASS = {
     "GemmaTokenizerFast": "gemma",
     "XLMRobertaTokenizer": "xlmr",
     "XLMRobertaTokenizerFast": "xlmr",
+    "NllbTokenizer": "nllb",
+    "NllbTokenizerFast": "nllb",
 }
 DEFAULTS = {
     "siglip": {"add_bos": False, "add_eos": True, "padding_side": "right"},
     "gemma": {"add_bos": True, "add_eos": False, "padding_side": "left"},
     "xlmr": {"add_bos": True, "add_eos": True, "padding_side": "right"},
     "t5": {"add_bos": False, "add_eos": True, "padding_side": "right"},
+    "nllb": {"add_bos": True, "add_eos": True, "padding_side": "right"},
 }
 # mT5 pads its token table past the model's pieces (250,100 pieces, 250,112 rows): rows no id reaches
 PADDED_TABLE = {"t5": 1024}
@@ -122,7 +125,8 @@ def load_spm_tokenizer(
     pieces = piece_count(data, str(path))
     if family is None:  # the student's tower decides where it knows (xlmr, t5); else the folder's class
         family = FAMILY_OF_CLASS[named] if named else ("gemma" if pieces >= 200_000 else "siglip")
-    extra = EXTRA_ROWS.get(family, 0)
+    added, prefix = _nllb_added_tokens(path.parent, config, pieces) if family == "nllb" else (None, None)
+    extra = EXTRA_ROWS.get(family, 0) if added is None else max(added.values()) + 1 - pieces
     if not pieces + extra <= vocab_size < pieces + extra + PADDED_TABLE.get(family, 1):  # before a 256k table
         ids = f" (+{extra} ids of its {family} family)" if extra else ""
         raise InputError(
@@ -134,7 +138,7 @@ def load_spm_tokenizer(
         if key in config:
             options[ours] = config[key]
     beside = path if path.suffix == ".json" else path.parent / "tokenizer.json"
-    if family in ("xlmr", "t5"):
+    if family in ("xlmr", "t5", "nllb"):
         options = dict(DEFAULTS[family])  # the classes' fixed templates; they take no add_*_token settings
     if family == "gemma" and beside.is_file():  # GemmaTokenizer follows the JSON's template over the config
         from .tokenizer_json import special_tokens_around
@@ -164,5 +168,31 @@ def load_spm_tokenizer(
         padding_side=options["padding_side"],
         do_lower_case=bool(config.get("do_lower_case", True)),
         where=str(path),
+        added_tokens=added,
+        prefix_token=prefix,
         **names,
     )
+
+
+def _nllb_added_tokens(folder: Path, config: dict, pieces: int) -> tuple[dict[str, int], str]:
+    """An NLLB tokenizer's tokens beyond the model (language codes, <mask>) with the ids its tokenizer.json gives
+    them (the hub's numbering; transformers derives it differently when it builds one), and its source language."""
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        raise InputError(
+            f"{folder} has no tokenizer.json: an NLLB tokenizer's language codes and their ids are read from it "
+            "(copy the one that came with the model)"
+        )
+    if path.stat().st_size > MAX_MODEL_BYTES * 8:
+        raise InputError(f"{path} is too large to be a tokenizer")
+    try:
+        listed = json.loads(path.read_text(encoding="utf-8")).get("added_tokens") or []
+        added = {t["content"]: t["id"] for t in listed if isinstance(t, dict) and t.get("id", -1) >= pieces + 1}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError):
+        raise InputError(
+            f"{path} is not a tokenizers file with added_tokens; copy the one that came with the model"
+        ) from None
+    language = config.get("src_lang") or "eng_Latn"  # NllbTokenizer's default source language
+    if language not in added:
+        raise InputError(f"{path}: the source language {language!r} is not one of its added tokens")
+    return added, language

@@ -9,12 +9,11 @@ norms and feed-forward modules called as they are (plain ops already). Pooling a
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..contract import FINITE_MASK_VALUE
 from ..errors import InputError
-from .bert_text import BertTextTower
+from .bert_text import BertTextTower, multi_head_attention
 
 T5_TYPES = ("t5", "mt5")
 T5_POOLINGS = ("mean", "cls")  # a T5 encoder has no pooler
@@ -46,11 +45,4 @@ class T5TextTower(BertTextTower):
 
 def _attention(attn, x, bias):
     heads, size = attn.n_heads, attn.key_value_proj_dim
-
-    def split(t):
-        return t.reshape(t.shape[0], -1, heads, size).transpose(1, 2)
-
-    q, k, v = split(attn.q(x)), split(attn.k(x)), split(attn.v(x))
-    weights = torch.softmax(q @ k.transpose(-2, -1) + bias, dim=-1)
-    context = (weights @ v).transpose(1, 2).reshape(x.shape[0], -1, heads * size)
-    return attn.o(context)
+    return attn.o(multi_head_attention(attn.q(x), attn.k(x), attn.v(x), heads, size, bias))

@@ -19,7 +19,8 @@ import java.util.regex.Pattern;
  * after an "<unk>" that is cut off again, EOS appended. `gemma` (GemmaTokenizer): control pieces split out, BOS/EOS
  * as configured. `xlmr` (XLMRobertaTokenizer): fairseq's ids (<s> 0, <pad> 1, </s> 2, <unk> 3, pieces one up,
  * <mask> last), "<s> text </s>", then the contract's swap of 0 and 1 so padding is id 0 (a typed <pad> is dropped:
- * open_clip masks it out). `t5` (T5Tokenizer): the model's ids, typed </s> <pad> <unk> split out, "text </s>" (a
+ * open_clip masks it out). `nllb` (NllbTokenizer): the same ids, the config's added tokens (language codes, <mask>)
+ * and "<source language code> text </s>". `t5` (T5Tokenizer): the model's ids, typed </s> <pad> <unk> split out, "text </s>" (a
  * typed <pad> dropped likewise). `clean: canonicalize` runs open_clip's cleaning first, `clean: whitespace` its cleaning
  * for Hugging Face tokenizers. Padding side and ids from the config.
  */
@@ -31,6 +32,8 @@ public final class SentencePieceTokenizer implements TextTokenizer {
     final SentencePiece model;
     private final String family;
     private final boolean canonicalize, whitespace, addBos, addEos, left, lowerCase, xlmr;
+    private final Map<String, Integer> added = new java.util.HashMap<String, Integer>();  // fairseq families' extras
+    private final int prefixId;  // fairseq's id every text starts with (<s>, or NLLB's language code)
     private final int context;
     public final int bosTokenId, eosTokenId, padTokenId;
     private final String unkToken, padToken;
@@ -43,7 +46,7 @@ public final class SentencePieceTokenizer implements TextTokenizer {
         family = (String) cfg.get("family");
         canonicalize = "canonicalize".equals(cfg.get("clean"));
         whitespace = "whitespace".equals(cfg.get("clean"));
-        xlmr = "xlmr".equals(family);
+        xlmr = "xlmr".equals(family) || "nllb".equals(family);  // fairseq's dictionary, padding swapped to 0
         addBos = Boolean.TRUE.equals(cfg.get("add_bos"));
         addEos = !Boolean.FALSE.equals(cfg.get("add_eos"));
         left = "left".equals(cfg.get("padding_side"));
@@ -62,15 +65,24 @@ public final class SentencePieceTokenizer implements TextTokenizer {
             specials.addAll(Arrays.asList((String) cfg.get("eos_token"), unkToken, (String) cfg.get("pad_token")));
             unkPrefix = 0;
         } else if (xlmr) {
-            specials.addAll(Arrays.asList("<s>", "<pad>", "</s>", "<unk>", XLMR_MASK));
+            Object listed = cfg.get("added_tokens");
+            if (listed instanceof Map) {
+                for (Map.Entry<?, ?> e : ((Map<?, ?>) listed).entrySet()) added.put((String) e.getKey(), ((Number) e.getValue()).intValue());
+            } else {
+                added.put(XLMR_MASK, model.size() + 1);
+            }
+            specials.addAll(Arrays.asList(XLMR_SPECIALS));
+            specials.addAll(added.keySet());
             unkPrefix = 0;
         } else if ("gemma".equals(family)) {
             for (int i = 0; i < model.size(); i++) if (model.types[i] == SentencePiece.CONTROL) specials.add(model.pieces[i]);
             specials.add(unkToken);
             unkPrefix = 0;
         } else {
-            throw new IllegalArgumentException("tokenizer_config.json: family '" + family + "' is not siglip, gemma, xlmr or t5");
+            throw new IllegalArgumentException("tokenizer_config.json: family '" + family + "' is not siglip, gemma, xlmr, nllb or t5");
         }
+        Object prefix = cfg.get("prefix_token");
+        prefixId = xlmr ? xlmrSpecial(prefix == null ? "<s>" : (String) prefix) : -1;
         List<String> sorted = new ArrayList<String>(specials);
         java.util.Collections.sort(sorted, new java.util.Comparator<String>() {
             @Override
@@ -119,10 +131,13 @@ public final class SentencePieceTokenizer implements TextTokenizer {
         return ids.size() >= unkPrefix ? ids.subList(unkPrefix, ids.size()) : ids;
     }
 
-    /** XLMRobertaTokenizer's id of a typed special: fairseq's 0..3, <mask> after the shifted pieces. */
+    /** A fairseq family's id of a special: fairseq's 0..3, or an added token's (<mask>, language codes). */
     private int xlmrSpecial(String token) {
         int i = Arrays.asList(XLMR_SPECIALS).indexOf(token);
-        return i >= 0 ? i : model.size() + 1;
+        if (i >= 0) return i;
+        Integer id = added.get(token);
+        if (id == null) throw new IllegalArgumentException("tokenizer_config.json: '" + token + "' is not one of its tokens");
+        return id;
     }
 
     /** Token ids of text without BOS/EOS or padding (fairseq's for xlmr, before the contract's swap). */
@@ -165,7 +180,7 @@ public final class SentencePieceTokenizer implements TextTokenizer {
         if (xlmr) {
             int[] row = new int[context];  // contract ids: fairseq's <pad> (1) is 0, its <s> (0) is 1
             int n = Math.min(ids.size(), context - 2);
-            row[0] = 1;
+            row[0] = swapped(prefixId);
             for (int i = 0; i < n; i++) row[i + 1] = swapped(ids.get(i));
             row[n + 1] = 2;
             return row;

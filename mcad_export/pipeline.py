@@ -94,6 +94,16 @@ def preflight(options: PipelineOptions) -> None:
         raise InputError(f"--sim-samples must be positive, got {options.compile.sim_samples}")
 
 
+def bench_options(o: PipelineOptions):
+    """`--apk` builds offline with ONNX Runtime only (apk/build.py), so the text encoder it ships is benched among
+    ONNX Runtime's; otherwise a faster LiteRT encoder would win the bench and the APK step would refuse it."""
+    if o.bundle.apk and not o.bench.artifact and not o.bench.runtimes:
+        import dataclasses
+
+        return dataclasses.replace(o.bench, runtimes=("onnxruntime",))
+    return o.bench
+
+
 def wanted_stages(options: PipelineOptions) -> list[str]:
     skip = set()
     if not options.compile.targets:
@@ -133,7 +143,7 @@ def _stage_inputs(name: str, options: PipelineOptions):
     if name == "index":
         return o.index, [resume.fingerprint(o.index.images)]
     if name == "bench":
-        return (o.bench, o.enforce_budget), []
+        return (bench_options(o), o.enforce_budget), []
     if name == "bundle":
         # Its output is outside the folder (the app's assets): checked after the fact (outside_outputs), not digested
         # here, where the stage's own first run would change its input.
@@ -167,7 +177,7 @@ def _call(name: str, options: PipelineOptions, observer: Observer, say):
     if name == "index":
         return stages.index(out, o.index, observer.index_progress)
     if name == "bench":
-        return stages.bench(out, o.bench, say)
+        return stages.bench(out, bench_options(o), say)
     if name == "report":
         return stages.report(out)
     if name == "bundle":

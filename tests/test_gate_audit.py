@@ -273,3 +273,25 @@ def test_rounding_noise_is_a_tie_and_a_real_margin_is_not():
     np.testing.assert_allclose(hit_probability(noisy, 1), 0.25)
     clear = np.full((4, 4), 0.5) + np.eye(4) * 1e-4  # the true item ahead by a visible margin: a hit
     np.testing.assert_allclose(hit_probability(clear, 1), 1.0)
+
+
+def test_bench_deploys_only_the_runtime_asked_for(x, capsys):
+    """`--runtime` (what `run --apk` sets to onnxruntime, the offline APK's runtime): the deployed text encoder and
+    every ranked one are of that runtime; a runtime the folder has no encoder for is one line."""
+    code, _, err = cli(capsys, "bench", x, "--quick", "--no-baseline", "--sweep-sizes", "0", "--runtime", "onnxruntime")
+    assert code == 0, err
+    text = json.loads((x / "reports" / "bench.json").read_text())["artifacts"]
+    assert text["text"]["runtime"] == "onnxruntime" and "on onnxruntime" in text["text"]["chosen_by"], text["text"]
+    assert {r["runtime"] for r in text["text_ranking"]} == {"onnxruntime"}
+    code, _, err = cli(capsys, "bench", x, "--quick", "--no-baseline", "--sweep-sizes", "0", "--runtime", "litert")
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "no text encoder for --runtime litert" in lines[0], err
+
+
+def test_run_apk_benches_the_offline_apks_runtime():
+    from mcad_export.options import BundleOptions, PipelineOptions
+    from mcad_export.pipeline import bench_options
+
+    apk = PipelineOptions(bundle=BundleOptions(app=Path("android_demo"), apk=True))
+    assert bench_options(apk).runtimes == ("onnxruntime",)
+    assert bench_options(PipelineOptions()).runtimes == ()

@@ -84,8 +84,8 @@ def build_apk(
 
         raise CompileError(
             f"the bundled text encoder {text['source']} runs on {text['runtime']} ({text['accelerator']}), but this "
-            "offline build has ONNX Runtime's CPU build only: bench an ONNX encoder (`mcad-export bench DIR --artifact "
-            "<onnx variant>`) or bundle the CPU target, or build this bundle with Gradle (android_demo/README.md); "
+            "offline build has ONNX Runtime's CPU build only: bench ONNX encoders (`mcad-export bench DIR --runtime "
+            "onnxruntime`) or bundle the CPU target, or build this bundle with Gradle (android_demo/README.md); "
             "the bundle itself was written, no APK was"
         )
     keystore = keystore or debug_keystore(chain, cache_root())

@@ -41,9 +41,13 @@ class Settings:
     sweep_kinds: tuple[str, ...] = ("flat", "sq8", "ivfpq")
     baseline: bool = True
     quick: bool = False
+    # the runtimes the deployed text encoder may use; empty: any host runtime. `run --apk` asks for ONNX Runtime, the
+    # one the offline APK build carries, so the one-command path never benches a LiteRT encoder it cannot ship
+    runtimes: tuple[str, ...] = ()
 
     def __post_init__(self):
         self.threads, self.sweep_sizes = tuple(self.threads), tuple(self.sweep_sizes)
+        self.runtimes = tuple(self.runtimes)
 
     def check_values(self) -> None:
         """Nonsensical settings fail with one line (also `run`'s preflight, before the export exists)."""

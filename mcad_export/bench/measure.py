@@ -63,6 +63,13 @@ def choose(root, manifest, encoder, wanted, gates, inputs, settings, work, say) 
         for a in manifest["artifacts"]
         if a["encoder"] == encoder and a["runtime"] in HOST_RUNTIMES and not a.get("length_bucket")
     ]  # buckets take only the queries that fit them
+    if settings.runtimes and encoder == "text":
+        candidates = [a for a in candidates if a["runtime"] in settings.runtimes]
+        if not candidates and not wanted:
+            raise InputError(
+                f"{root} has no text encoder for --runtime {' / '.join(settings.runtimes)}: export one for it "
+                "(TFLite for litert: drop --no-tflite) or bench another runtime"
+            )
     if wanted:
         from ..runtime.search import select_artifact
 
@@ -303,7 +310,10 @@ def run_bench(root: Path, settings: Settings, work: Path, say) -> dict:
                 "runtime": text["runtime"],
                 "size_bytes": total_bytes(text),
                 "gate_passed": verdict(text, gates)[0],
-                "chosen_by": "--artifact" if settings.artifact else "fastest that passed the fidelity gate",
+                "chosen_by": "--artifact"
+                if settings.artifact
+                else "fastest that passed the fidelity gate"
+                + (f" on {' / '.join(settings.runtimes)} (what the app build runs)" if settings.runtimes else ""),
             },
             "image": {
                 "path": image["path"],

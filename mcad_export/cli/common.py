@@ -177,6 +177,14 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="text-encoder artifact (default: the fastest that does not miss the fidelity gate)",
     )
+    p.add_argument(
+        "--runtime",
+        dest="runtimes",
+        action="append",
+        choices=("onnxruntime", "litert"),
+        help="deploy a text encoder of this runtime only (repeatable; default: any). The offline APK build runs "
+        "onnxruntime, which `run --apk` picks by itself",
+    )
     cores = os.cpu_count() or 1
     p.add_argument(
         "--threads",
@@ -328,6 +336,7 @@ def bench_settings(args) -> BenchOptions:
         sweep_sizes=tuple(s for s in args.sweep_sizes if s),
         baseline=args.baseline,
         quick=args.quick,
+        runtimes=tuple(args.runtimes or ()),
     )
 
 

@@ -82,8 +82,7 @@ def test_export_short_query_and_int8_keep_the_cards_retrieval(minilm_export):
     assert "text_encoder.dyn.dynamic.onnx" in rejected and "text_encoder.dyn.dynamic.onnx" not in records
     first = rejected["text_encoder.dynamic.onnx"]["steps"][0]
     assert first["cosine_mean"] < 0.99 and not first["degenerate"]
-    worst = rejected["text_encoder.dynamic.onnx"]["layer_damage_top"][0]
-    assert worst["sqnr_db"] < 35 and worst["module"].endswith(".output.dense"), worst  # named by its module
+    assert rejected["text_encoder.dynamic.onnx"]["layer_damage_top"][0]["sqnr_db"] < 35
 
 
 def test_htp_weight_steps_on_the_real_tower(minilm_export, tmp_path):

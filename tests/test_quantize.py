@@ -199,3 +199,21 @@ def test_quantize_and_verify_an_unseen_student(tmp_path, tiny_open_clip_config):
     fp16 = next(r for r in records if r["artifact"] == "text_encoder.fp16.onnx")
     assert fp16["cosine_min"] > 0.999 and fp16["passed"]
     assert proc.returncode in (0, 4)  # random weights may miss on cosine; the report exists either way
+
+
+def test_layer_damage_names_the_module_a_generic_node_came_from():
+    """Exporters leave fused nodes generic names (Gemm_43); the damage entry names the PyTorch module its weight or
+    bias came from, and the tables show it from the encoder on."""
+    from onnx import helper
+
+    from mcad_export.quantize.layer_damage import module_of
+    from mcad_export.render import layer_label
+
+    gemm = helper.make_node("Gemm", ["x", "onnx::MatMul_561", "model.encoder.layers.3.self_attn.k_proj.bias"], ["y"])
+    gather = helper.make_node("Gather", ["table", "ids"], ["z"], name="Gather_1")
+    parameters = {"onnx::MatMul_561", "model.encoder.layers.3.self_attn.k_proj.bias", "table"}
+    assert module_of(gemm, parameters) == "encoder.layers.3.self_attn.k_proj"
+    assert module_of(gather, parameters) is None  # no named parameter: the node name stays
+    entry = {"node": "Gemm_43", "module": "vision_model.encoder.layers.3.self_attn.k_proj", "sqnr_db": 20.0}
+    assert layer_label(entry) == "layers.3.self_attn.k_proj"
+    assert layer_label({"node": "a/b/c.LayerNorm_post;x", "sqnr_db": 1.0}) == "b/LayerNorm_post"

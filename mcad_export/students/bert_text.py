@@ -244,10 +244,10 @@ class BertTextTower(nn.Module):
 
 def multi_head_attention(q, k, v, heads: int, size: int, additive=None):
     """softmax(q k^T + additive) v over `heads` heads of width `size`, from [B, L, heads * size] projections (any
-    scaling already in q), back to [B, L, heads * size]: the attention every re-stated text tower shares."""
+    scaling already in q), back to [B, L, heads * size]: the T5 and M2M100 towers' attention. BERT's own
+    (_restated_layer) keeps its op order: the graphs its INT8 recipes were tuned on stay byte for byte as they were."""
 
     def split(t):
-        # -1 for the length: one graph serves any number of tokens without shape arithmetic.
         return t.reshape(t.shape[0], -1, heads, size).transpose(1, 2)
 
     scores = split(q) @ split(k).transpose(-2, -1)
@@ -259,7 +259,17 @@ def multi_head_attention(q, k, v, heads: int, size: int, additive=None):
 def _restated_layer(layer, x, additive):
     attn = layer.attention.self
     heads, size = attn.num_attention_heads, attn.attention_head_size
-    context = multi_head_attention(attn.query(x) * (size**-0.5), attn.key(x), attn.value(x), heads, size, additive)
+
+    def split(t):
+        # -1 for the length: one graph serves any number of tokens without shape arithmetic.
+        return t.reshape(t.shape[0], -1, heads, size).transpose(1, 2)
+
+    q = split(attn.query(x)) * (size**-0.5)
+    k, v = split(attn.key(x)), split(attn.value(x))
+    scores = q @ k.transpose(-2, -1)
+    if additive is not None:
+        scores = scores + additive
+    context = (scores.softmax(-1) @ v).transpose(1, 2).reshape(x.shape[0], -1, heads * size)
     x = layer.attention.output.LayerNorm(layer.attention.output.dense(context) + x)
     hidden = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(x))
     return layer.output.LayerNorm(layer.output.dense(hidden) + x)

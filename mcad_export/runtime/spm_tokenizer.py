@@ -49,7 +49,7 @@ CLEANS = ("canonicalize", "whitespace", "none")
 # XLMRobertaTokenizer's fairseq ids: these four first, then the model's pieces one up, then <mask>
 XLMR_SPECIALS = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
 XLMR_MASK = "<mask>"
-CONTRACT_SWAP = (0, 1)  # the xlmr family's contract ids: fairseq's <s> and <pad> exchanged, so padding is id 0
+CONTRACT_SWAP = (0, 1)  # the fairseq families' contract ids: fairseq's <s> and <pad> exchanged, so padding is id 0
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -149,7 +149,7 @@ class SentencePieceTokenizer:
         alternatives = "|".join(map(re.escape, sorted(self._special_ids, key=len, reverse=True)))
         self._split = re.compile("(" + alternatives + ")")
         # reported in contract ids (what __call__ returns); fairseq's are XLMR_SPECIALS
-        self.bos_token_id = {0: 1, 1: 0}.get(self._prefix_id, self._prefix_id)
+        self.bos_token_id = int(_to_contract(np.array(self._prefix_id)))
         self.pad_token_id = CONTRACT_SWAP[0]
         self.eos_token_id, self.unk_token_id = XLMR_SPECIALS["</s>"], XLMR_SPECIALS["<unk>"]
         self.sot_token_id, self.eot_token_id = self.bos_token_id, self.eos_token_id
@@ -297,10 +297,13 @@ class SentencePieceTokenizer:
                 out[row, : len(ids)] = ids
             else:
                 out[row, self.context_length - len(ids) :] = ids
-        if self.swap:
-            a, b = CONTRACT_SWAP
-            out = np.where(out == a, b, np.where(out == b, a, out)).astype(np.int32)
-        return out
+        return _to_contract(out) if self.swap else out
+
+
+def _to_contract(ids: np.ndarray) -> np.ndarray:
+    """Fairseq ids as the contract's: CONTRACT_SWAP's two ids exchanged (an involution: it maps them back too)."""
+    a, b = CONTRACT_SWAP
+    return np.where(ids == a, b, np.where(ids == b, a, ids)).astype(np.int32)
 
 
 def _added_tokens(value, where: Path) -> dict[str, int]:

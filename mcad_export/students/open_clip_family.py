@@ -217,7 +217,7 @@ def _reject_unsupported(name: str, model_cfg: dict) -> None:
         raise UnsupportedStudentError(
             f"open_clip:{name} uses a Hugging Face tokenizer ({text_cfg.get('hf_tokenizer_name')}) with open_clip's "
             "own text transformer; supported are CLIP-BPE text towers, SigLIP's (SentencePiece, clean: "
-            "canonicalize) and Hugging Face XLM-R text towers"
+            "canonicalize) and Hugging Face text towers (XLM-R, mT5, NLLB)"
         )
     clean = text_cfg.get("tokenizer_kwargs", {}).get("clean", "lower")
     if clean not in ("lower", "canonicalize") or (clean == "canonicalize" and not is_siglip(model_cfg)):

@@ -17,6 +17,7 @@ one line.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 from ..errors import InputError, UnsupportedStudentError
@@ -129,6 +130,5 @@ def text_tower(student: str, model, folder: Path, bases: list[Path], family: str
 
 
 def _pooler_name(pooler) -> str:
-    import re
-
+    # open_clip's own registry key for the class (hf_model._camel2snake)
     return re.sub(r"(?<!^)(?=[A-Z])", "_", type(pooler).__name__).lower()

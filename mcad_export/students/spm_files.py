@@ -1,4 +1,4 @@
-"""A SigLIP-family or XLM-R student's SentencePiece tokenizer, found in a local folder (nothing is downloaded).
+"""A SigLIP-family or multilingual (XLM-R, mT5, NLLB) student's SentencePiece tokenizer, found in a local folder (nothing is downloaded).
 
 open_clip's SigLIP configs name a Hugging Face tokenizer (`hf_tokenizer_name`) that open_clip would download; here
 the same files come from the folder the student came from: the open_clip config's folder (the hub layout:
@@ -41,6 +41,8 @@ DEFAULTS = {
 }
 # mT5 pads its token table past the model's pieces (250,100 pieces, 250,112 rows): rows no id reaches
 PADDED_TABLE = {"t5": 1024}
+# the classes whose templates are fixed: they take no add_bos_token / add_eos_token / padding_side settings
+FIXED_TEMPLATES = ("xlmr", "t5", "nllb")
 # rows a family's ids need beyond the model's pieces: XLM-R's fairseq dictionary shifts them up one and adds <mask>
 EXTRA_ROWS = {"xlmr": 2}
 
@@ -134,12 +136,11 @@ def load_spm_tokenizer(
             "not this student's tokenizer"
         )
     options = dict(DEFAULTS[family])
-    for key, ours in (("add_bos_token", "add_bos"), ("add_eos_token", "add_eos"), ("padding_side", "padding_side")):
-        if key in config:
-            options[ours] = config[key]
+    if family not in FIXED_TEMPLATES:
+        for key, ours in (("add_bos_token", "add_bos"), ("add_eos_token", "add_eos"), ("padding_side", "padding_side")):
+            if key in config:
+                options[ours] = config[key]
     beside = path if path.suffix == ".json" else path.parent / "tokenizer.json"
-    if family in ("xlmr", "t5", "nllb"):
-        options = dict(DEFAULTS[family])  # the classes' fixed templates; they take no add_*_token settings
     if family == "gemma" and beside.is_file():  # GemmaTokenizer follows the JSON's template over the config
         from .tokenizer_json import special_tokens_around
 
